@@ -1,0 +1,51 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both go through `make setup`, which is
+# idempotent: it re-installs only when pyproject.toml or constraints.txt changed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.assay-setup-stamp
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP) system-deps
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,postgres]'
+	touch $(STAMP)
+
+# Debian packages: the Fashion-MNIST files and the Chromium used by the browser tests. Installed only
+# when missing and apt is usable (root, or passwordless sudo); otherwise the affected parts say so.
+system-deps:
+	@missing=""; \
+	test -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz || missing="$$missing dataset-fashion-mnist"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian packages:$$missing"; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "Note: could not install$$missing (apt not usable); point --data-dir at Fashion-MNIST IDX files."; \
+	  fi; \
+	fi
+
+demo: setup
+	$(BIN)/assay demo
+
+test: setup
+	$(BIN)/python -m pytest -n 2 -q
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python benchmarks/training_precision.py
+	$(BIN)/python benchmarks/eval_overhead.py
+
+clean:
+	rm -rf $(VENV) .assay runs reports
