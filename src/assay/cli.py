@@ -1,0 +1,421 @@
+"""The ``assay`` command. Each command parses its arguments and calls one public function.
+
+Exit codes: 0 success or gate passed, 1 gate failed, 2 bad usage, configuration or data, 130 interrupted.
+User errors print one line, never a traceback. ``--json`` prints the result document on stdout alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from assay.errors import AssayError, UsageError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evaluate, gate, register and report deep learning models.")
+models_app = typer.Typer(no_args_is_help=True, help="The registry: versions, aliases, promotion and rollback.")
+app.add_typer(models_app, name="models")
+
+out = Console()  # results
+err = Console(stderr=True)  # progress, notes, errors
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+HomeOpt = Annotated[Path | None, typer.Option("--home", help="Store folder (default $ASSAY_HOME or ./.assay).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+def friendly(fn: F) -> F:
+    """Turn assay's own errors into one line and exit 2; Ctrl-C into exit 130."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AssayError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted: nothing was half-written (artifacts and runs are written atomically).")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def emit_json(obj: Any) -> None:
+    """Results (dicts, lists, or the store's frozen records) as JSON on stdout."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    elif isinstance(obj, list):
+        obj = [dataclasses.asdict(o) if dataclasses.is_dataclass(o) and not isinstance(o, type) else o for o in obj]
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _workspace(home: Path | None) -> Any:
+    from assay.release import Workspace
+
+    return Workspace.open(home)
+
+
+def _is_predictions(arg: str) -> bool:
+    return Path(arg).suffix.lower() in (".npz", ".parquet", ".pq")
+
+
+def _data_spec(data: str | None, limit: int | None, target: str | None) -> Any:
+    from assay.data import parse_data_arg
+
+    if data is None:
+        return None
+    return parse_data_arg(data, limit=limit, target=target)
+
+
+def _measurement_table(measurements: list[dict[str, Any]], title: str) -> Table:
+    from assay.report.format import format_interval
+
+    table = Table(title=title, show_lines=False)
+    for column in ("metric", "value [95% CI]", "n", "estimator"):
+        table.add_column(column)
+    for m in measurements:
+        if m["status"] != "ok":
+            table.add_row(m["name"], f"[dim]{m['status']}: {m['details'].get('reason') or m['details'].get('message')}[/]", "", "")
+            continue
+        table.add_row(m["name"], format_interval(m), str(m["n"] or ""), m["estimator"])
+    return table
+
+
+def _verdict_table(verdict: dict[str, Any]) -> Table:
+    table = Table(title=f"gate: policy '{verdict['policy'].get('name', '')}'")
+    for column in ("rule", "result", "detail"):
+        table.add_column(column)
+    for r in verdict["rules"]:
+        mark = "[green]pass[/]" if r["passed"] else ("[yellow]skipped[/]" if r["status"] == "skipped" else "[red]FAIL[/]")
+        table.add_row(f"{r['metric']} {r['kind']}", mark, r["message"])
+    return table
+
+
+@app.command()
+@friendly
+def demo(
+    home: HomeOpt = None,
+    limit: Annotated[int | None, typer.Option(help="Use a stratified subset of each split (quick look).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Run the whole loop on Fashion-MNIST: train a baseline, promote it, train a candidate, gate it."""
+    from assay.demo import run_demo
+
+    result = run_demo(_workspace(home), limit=limit, progress=not json_out, console=err)
+    if json_out:
+        emit_json(result)
+        return
+    table = Table(title="assay demo")
+    for column in ("step", "version", "accuracy [95% CI]", "ece", "latency p50 b1", "verdict", "alias"):
+        table.add_column(column)
+    for row in result["steps"]:
+        table.add_row(*[str(row[k]) for k in ("step", "version", "accuracy", "ece", "latency", "verdict", "alias")])
+    out.print(table)
+    for line in result["gate"]["lines"]:
+        out.print(f"  {line}", highlight=False)
+    out.print(f"Report: [bold]{result['report']}[/]")
+    out.print("Next: assay models list | assay models show fmnist-cnn | assay models rollback fmnist-cnn")
+
+
+@app.command()
+@friendly
+def run(
+    pipeline_file: Annotated[Path, typer.Argument(help="Pipeline TOML (see docs).")],
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train, register, evaluate or gate, and promote, as a pipeline file says."""
+    from assay.pipeline import load_pipeline, run_pipeline
+
+    result = run_pipeline(_workspace(home), load_pipeline(pipeline_file), progress=not json_out)
+    summary = {
+        "version": result.version.ref,
+        "gate_status": result.version.gate_status,
+        "baseline": result.baseline.ref if result.baseline else None,
+        "promoted": result.promotion is not None,
+        "report": str(result.evaluation.html),
+        "run_id": result.evaluation.run_id,
+        "summary": result.evaluation.document["summary"],
+    }
+    if json_out:
+        emit_json(summary)
+    else:
+        out.print(result.evaluation.document["summary"]["headline"])
+        for line in result.evaluation.document["summary"]["lines"]:
+            out.print(f"  {line}", highlight=False)
+        out.print(f"version {summary['version']}, promoted: {summary['promoted']}, report: {summary['report']}")
+    if result.evaluation.verdict is not None and not result.evaluation.verdict.passed:
+        raise typer.Exit(1)
+
+
+@app.command("train")
+@friendly
+def train_cmd(
+    name: Annotated[str, typer.Option(help="Model name in the registry.")],
+    data: Annotated[str, typer.Option(help="Data source: fashion-mnist, idx:DIR, npz:FILE, csv:FILE, sklearn:NAME.")] = "fashion-mnist",
+    arch: Annotated[str, typer.Option(help="Zoo architecture: cnn or mlp.")] = "cnn",
+    spec: Annotated[str, typer.Option(help="JSON object of architecture overrides.")] = "{}",
+    epochs: int = 8,
+    batch_size: int = 128,
+    lr: float = 3e-3,
+    precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
+    seed: int = 0,
+    target: Annotated[str | None, typer.Option(help="Label column of a table.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Stratified subset of each split.")] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train a zoo model and register it as a new version."""
+    from pydantic import ValidationError
+
+    from assay.data import load_dataset
+    from assay.release import train_version
+    from assay.train import TrainConfig
+
+    try:
+        overrides = json.loads(spec)
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, precision=precision, seed=seed)  # type: ignore[arg-type]
+    except (json.JSONDecodeError, ValidationError) as e:
+        raise UsageError(f"Bad training option: {e}".splitlines()[0]) from None
+    if not isinstance(overrides, dict):
+        raise UsageError(f"--spec must be a JSON object, got {spec!r}.")
+    data_spec = _data_spec(data, limit, target)
+    dataset = load_dataset(data_spec)
+    version, result = train_version(
+        _workspace(home), name, dataset, data_spec, arch=arch, config=config, spec_overrides=overrides, progress=not json_out
+    )
+    summary = {"version": version.ref, "artifact_digest": version.artifact_digest, **result.summary()}
+    if json_out:
+        emit_json(summary)
+    else:
+        out.print(f"registered [bold]{version.ref}[/]: " + ", ".join(f"{k}={v}" for k, v in result.summary().items()))
+
+
+@app.command("eval")
+@friendly
+def eval_cmd(
+    target: Annotated[str, typer.Argument(help="A model ref (name, name@3, name@production) or a predictions file (.npz/.parquet).")],
+    data: Annotated[str | None, typer.Option(help="Evaluate on this data instead of the version's own.")] = None,
+    split: str = "test",
+    efficiency: Annotated[bool, typer.Option(help="Measure latency, throughput and memory.")] = True,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
+    seed: int = 0,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the report (default: the store's).")] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Evaluate a model version or a predictions file: metrics with intervals, calibration, efficiency, report."""
+    from assay.outputs import load_predictions
+    from assay.release import assess_predictions, assess_version, data_for, dataset_info, predictions_dataset_info, record_evaluation
+
+    ws = _workspace(home)
+    if _is_predictions(target):
+        path = Path(target)
+        outputs = load_predictions(path)
+        assessment = assess_predictions(path, outputs, n_boot=n_boot, seed=seed)
+        evaluated = record_evaluation(ws, assessment, predictions_dataset_info(path, outputs), version=None, out_dir=out_dir)
+    else:
+        version = ws.store.resolve(target)
+        dataset, _ = data_for(version, _data_spec(data, None, None))
+        assessment = assess_version(ws, version, dataset, split, efficiency=efficiency, n_boot=n_boot, seed=seed, progress=not json_out)
+        evaluated = record_evaluation(ws, assessment, dataset_info(dataset, split), version=version, out_dir=out_dir)
+    if json_out:
+        emit_json({**evaluated.document, "report": str(evaluated.html), "run_id": evaluated.run_id})
+        return
+    out.print(_measurement_table(evaluated.document["measurements"], evaluated.document["title"]))
+    out.print(f"Report: [bold]{evaluated.html}[/]")
+
+
+@app.command()
+@friendly
+def gate(
+    baseline: Annotated[str, typer.Argument(help="Baseline: a model ref or a predictions file.")],
+    candidate: Annotated[str, typer.Argument(help="Candidate: a model ref or a predictions file.")],
+    policy_file: Annotated[Path | None, typer.Option("--policy", help="Policy TOML (default: the documented default policy).")] = None,
+    data: Annotated[str | None, typer.Option(help="Compare on this data instead of the candidate's own.")] = None,
+    efficiency: Annotated[bool, typer.Option(help="Measure and compare latency (model refs only).")] = True,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the report.")] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Compare a candidate with a baseline on the same examples under a policy. Exit 0 pass, 1 fail."""
+    from assay.gate import Policy
+    from assay.outputs import load_predictions
+    from assay.release import assess_predictions, assess_version, data_for, dataset_info, predictions_dataset_info, record_comparison
+
+    policy = Policy.from_toml(policy_file) if policy_file else Policy.default()
+    ws = _workspace(home)
+    if _is_predictions(baseline) != _is_predictions(candidate):
+        raise UsageError("Compare like with like: two model refs, or two predictions files.")
+    if _is_predictions(candidate):
+        b_path, c_path = Path(baseline), Path(candidate)
+        b_out, c_out = load_predictions(b_path), load_predictions(c_path)
+        b = assess_predictions(b_path, b_out, n_boot=policy.n_bootstrap, seed=policy.seed)
+        c = assess_predictions(c_path, c_out, n_boot=policy.n_bootstrap, seed=policy.seed)
+        evaluated = record_comparison(ws, b, c, policy, predictions_dataset_info(c_path, c_out),
+                                      baseline_version=None, candidate_version=None, out_dir=out_dir)  # fmt: skip
+    else:
+        b_ver, c_ver = ws.store.resolve(baseline), ws.store.resolve(candidate)
+        dataset, _ = data_for(c_ver, _data_spec(data, None, None))
+        opts = {"efficiency": efficiency, "n_boot": policy.n_bootstrap, "seed": policy.seed}
+        b = assess_version(ws, b_ver, dataset, "test", **opts)  # type: ignore[arg-type]
+        c = assess_version(ws, c_ver, dataset, "test", **opts)  # type: ignore[arg-type]
+        evaluated = record_comparison(ws, b, c, policy, dataset_info(dataset, "test"),
+                                      baseline_version=b_ver, candidate_version=c_ver, out_dir=out_dir)  # fmt: skip
+    assert evaluated.verdict is not None
+    if json_out:
+        emit_json({**evaluated.document, "report": str(evaluated.html), "run_id": evaluated.run_id})
+    else:
+        out.print(_verdict_table(evaluated.document["verdict"]))
+        style = "bold green" if evaluated.verdict.passed else "bold red"
+        out.print(f"[{style}]{evaluated.document['summary']['headline']}[/]")
+        out.print(f"Report: [bold]{evaluated.html}[/]")
+    if not evaluated.verdict.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def report(
+    source: Annotated[str, typer.Argument(help="A run id from the store, or a report JSON file.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the HTML and JSON.")] = Path("reports"),
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Render the HTML report of a stored run or of a report JSON document."""
+    from assay.report import write_report
+
+    if source.isdigit():
+        document = _workspace(home).store.get_run(int(source)).document
+        stem = f"run-{source}"
+    else:
+        path = Path(source)
+        try:
+            document = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UsageError(f"No such run id or report file: {source}.") from None
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{path}: not a JSON report ({e}).") from None
+        if not isinstance(document, dict) or document.get("schema") != "assay.report/1":
+            raise UsageError(f"{path}: not an assay report document (schema 'assay.report/1').")
+        stem = path.stem
+    paths = write_report(document, out_dir, stem)
+    if json_out:
+        emit_json({"html": str(paths.html), "json": str(paths.json)})
+    else:
+        out.print(f"Report: [bold]{paths.html}[/]")
+
+
+@models_app.command("list")
+@friendly
+def models_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """Every model with its latest version and aliases."""
+    models = _workspace(home).store.list_models()
+    if json_out:
+        emit_json(models)
+        return
+    table = Table(title="models")
+    for column in ("model", "versions", "latest", "aliases"):
+        table.add_column(column)
+    for m in models:
+        aliases = ", ".join(f"{a}→v{v}" for a, v in m.aliases.items())
+        table.add_row(m.name, str(m.n_versions), f"v{m.latest.version}", aliases)
+    out.print(table)
+
+
+@models_app.command("show")
+@friendly
+def models_show(
+    ref: Annotated[str, typer.Argument(help="A model name or ref.")], home: HomeOpt = None, json_out: JsonOpt = False
+) -> None:
+    """Versions of a model with lineage, gate status and alias history."""
+    store = _workspace(home).store
+    name = ref.split("@", 1)[0]
+    versions = store.list_versions(name)
+    history = store.alias_history(name)
+    if json_out:
+        emit_json({"versions": [dataclasses.asdict(v) for v in versions], "alias_history": [dataclasses.asdict(h) for h in history]})
+        return
+    table = Table(title=f"{name}: versions")
+    for column in ("version", "created", "parent", "gate", "digest", "training"):
+        table.add_column(column)
+    for v in versions:
+        t = v.lineage.get("training", {})
+        training = f"{t.get('epochs_run', '?')} ep, {t.get('precision', '?')}, {t.get('seconds', '?')} s" if t else ""
+        aliases = f" ({', '.join(v.aliases)})" if v.aliases else ""
+        table.add_row(f"v{v.version}{aliases}", f"{v.created_at:%Y-%m-%d %H:%M}", v.parent or "", v.gate_status, (v.artifact_digest or "")[:12], training)
+    out.print(table)
+    hist = Table(title=f"{name}: alias history")
+    for column in ("at", "alias", "action", "from", "to", "forced", "reason"):
+        hist.add_column(column)
+    for h in history:
+        hist.add_row(f"{h.at:%Y-%m-%d %H:%M:%S}", h.alias, h.action, f"v{h.from_version}" if h.from_version else "", f"v{h.to_version}", "yes" if h.forced else "", h.reason or "")
+    out.print(hist)
+
+
+@models_app.command("promote")
+@friendly
+def models_promote(
+    ref: Annotated[str, typer.Argument(help="The version to promote, e.g. fmnist-cnn@3.")],
+    alias: str = "production",
+    force: Annotated[bool, typer.Option(help="Promote even if its gate failed (recorded).")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why; recorded in the alias history.")] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Point an alias at a version. A version whose gate failed is refused unless --force."""
+    change = _workspace(home).store.promote(ref, alias, force=force, reason=reason, actor="cli")
+    if json_out:
+        emit_json(change)
+    else:
+        out.print(change.message)
+
+
+@models_app.command("rollback")
+@friendly
+def models_rollback(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias: str = "production",
+    reason: Annotated[str | None, typer.Option(help="Why; recorded in the alias history.")] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Move an alias back to the version it pointed at before."""
+    change = _workspace(home).store.rollback(name, alias, reason=reason, actor="cli")
+    if json_out:
+        emit_json(change)
+    else:
+        out.print(change.message)
+
+
+@app.command("policy")
+@friendly
+def policy_cmd(
+    check: Annotated[Path | None, typer.Option("--check", help="Validate this policy file instead.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Print the default gate policy (TOML), or validate a policy file."""
+    from assay.gate import DEFAULT_POLICY_TOML, Policy
+
+    if check is None:
+        sys.stdout.write(DEFAULT_POLICY_TOML)
+        return
+    policy = Policy.from_toml(check)
+    if json_out:
+        emit_json(policy.to_dict())
+    else:
+        out.print(f"{check}: valid, {len(policy.rules)} rule(s).")
+
+
+def main() -> None:
+    app()

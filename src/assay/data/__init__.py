@@ -1,0 +1,6 @@
+"""Datasets: loaders for IDX, .npz, CSV/Parquet and scikit-learn's bundled sets, seeded splits, fingerprints."""
+
+from assay.data.dataset import Dataset, Split
+from assay.data.sources import DataSpec, load_dataset, parse_data_arg
+
+__all__ = ["DataSpec", "Dataset", "Split", "load_dataset", "parse_data_arg"]

@@ -1,0 +1,102 @@
+"""The in-memory dataset every loader returns: three splits with ids, a class list, provenance."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from assay.errors import DataError
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split. Images are (N, C, H, W) float32 in [0, 1]; tables are (N, F) float32, standardised."""
+
+    x: np.ndarray
+    y: np.ndarray  # (N,) int64
+    ids: np.ndarray  # (N,) str, unique within the dataset
+    groups: np.ndarray | None = None  # (N,) str
+
+    @property
+    def n(self) -> int:
+        return int(self.y.shape[0])
+
+    def fingerprint(self) -> str:
+        """sha256 over canonical bytes: shape, little-endian float32 inputs, int64 labels, ids.
+
+        Canonical dtypes and byte order make the fingerprint independent of how the file stored them.
+        """
+        h = hashlib.sha256()
+        h.update(repr(tuple(self.x.shape)).encode())
+        h.update(np.ascontiguousarray(self.x, dtype="<f4").tobytes())
+        h.update(np.ascontiguousarray(self.y, dtype="<i8").tobytes())
+        h.update("\x1f".join(self.ids.tolist()).encode())
+        return h.hexdigest()
+
+    def subset(self, index: np.ndarray) -> Split:
+        return Split(
+            x=self.x[index],
+            y=self.y[index],
+            ids=self.ids[index],
+            groups=None if self.groups is None else self.groups[index],
+        )
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    kind: Literal["image", "table"]
+    train: Split
+    val: Split
+    test: Split
+    class_names: list[str]
+    source: str
+    licence: str = "unknown"
+    input_range: tuple[float, float] | None = (0.0, 1.0)
+    feature_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n_classes = len(self.class_names)
+        for split_name, split in self.splits().items():
+            if split.n == 0:
+                raise DataError(f"{self.source}: the {split_name} split is empty.")
+            if split.x.shape[0] != split.n or split.ids.shape[0] != split.n:
+                raise DataError(
+                    f"{self.source}: the {split_name} split has {split.x.shape[0]} inputs, "
+                    f"{split.n} labels and {split.ids.shape[0]} ids; they must match."
+                )
+            if not np.all(np.isfinite(split.x)):
+                raise DataError(f"{self.source}: the {split_name} split contains NaN or infinite inputs.")
+            bad = (split.y < 0) | (split.y >= n_classes)
+            if bad.any():
+                raise DataError(
+                    f"{self.source}: the {split_name} split has label {int(split.y[bad][0])}, outside "
+                    f"0..{n_classes - 1} for {n_classes} classes ({int(bad.sum())} row(s))."
+                )
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
+
+    def splits(self) -> dict[str, Split]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+    def split(self, name: str) -> Split:
+        try:
+            return self.splits()[name]
+        except KeyError:
+            raise DataError(f"Unknown split '{name}'; use train, val or test.") from None
+
+    def fingerprints(self) -> dict[str, str]:
+        return {name: split.fingerprint() for name, split in self.splits().items()}
+
+    def fingerprint(self) -> str:
+        """One digest for the whole dataset: over the split fingerprints in a fixed order."""
+        return hashlib.sha256("".join(self.fingerprints().values()).encode()).hexdigest()

@@ -1,0 +1,257 @@
+"""Where data comes from: one :class:`DataSpec` in, one validated :class:`Dataset` out.
+
+Spec strings on the command line:
+    fashion-mnist                  the Debian package's files (or $ASSAY_FASHION_MNIST_DIR)
+    idx:DIR                        any folder with the four standard IDX files (MNIST layout)
+    npz:FILE                       arrays x_train, y_train, x_test, y_test (optional x_val, y_val)
+    csv:FILE / parquet:FILE        a table; needs a target column (--target), optional group columns
+    sklearn:digits|breast_cancer|wine   scikit-learn's bundled sets
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+from sklearn.model_selection import train_test_split
+
+from assay.data.dataset import Dataset, Split
+from assay.data.idx import find_idx, read_idx
+from assay.errors import DataError, UsageError
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+SKLEARN_SETS = ("digits", "breast_cancer", "wine")
+
+
+class DataSpec(BaseModel):
+    kind: Literal["fashion-mnist", "idx", "npz", "csv", "parquet", "sklearn"]
+    path: str | None = None
+    target: str | None = None
+    groups: list[str] = Field(default_factory=list)
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.5)  # tables and sklearn sets only
+    seed: int = 0
+    limit: int | None = Field(None, gt=0)  # stratified subsample of each split, for quick runs
+    name: str | None = None
+    licence: str | None = None
+
+
+def parse_data_arg(arg: str, **options: object) -> DataSpec:
+    """Turn ``--data`` strings like ``npz:file.npz`` into a :class:`DataSpec`."""
+    kind, _, rest = arg.partition(":")
+    if kind == "fashion-mnist":
+        return DataSpec(kind="fashion-mnist", path=rest or None, **options)  # type: ignore[arg-type]
+    if kind not in ("idx", "npz", "csv", "parquet", "sklearn") or not rest:
+        raise UsageError(
+            f"Cannot read data source '{arg}'. Use fashion-mnist, idx:DIR, npz:FILE, csv:FILE, "
+            "parquet:FILE or sklearn:digits|breast_cancer|wine."
+        )
+    return DataSpec(kind=kind, path=rest, **options)  # type: ignore[arg-type]
+
+
+def load_dataset(spec: DataSpec) -> Dataset:
+    if spec.kind in ("fashion-mnist", "idx"):
+        dataset = _load_idx(spec)
+    elif spec.kind == "npz":
+        dataset = _load_npz(spec)
+    elif spec.kind in ("csv", "parquet"):
+        dataset = _load_table(spec)
+    else:
+        dataset = _load_sklearn(spec)
+    return _limit(dataset, spec.limit, spec.seed) if spec.limit else dataset
+
+
+def _split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """Seeded stratified split; falls back to unstratified when a class is too rare to stratify."""
+    index = np.arange(split.n)
+    counts = np.bincount(split.y)
+    stratify = split.y if counts[counts > 0].min() >= 2 else None
+    keep, held = train_test_split(index, test_size=fraction, random_state=seed, stratify=stratify)
+    return split.subset(np.sort(keep)), split.subset(np.sort(held))
+
+
+def _limit(dataset: Dataset, limit: int, seed: int) -> Dataset:
+    def take(split: Split) -> Split:
+        if split.n <= limit:
+            return split
+        _, kept = _split_off(split, limit / split.n, seed)
+        return kept
+
+    return Dataset(
+        **{**dataset.__dict__, "train": take(dataset.train), "val": take(dataset.val), "test": take(dataset.test)}
+    )
+
+
+def _images(x: np.ndarray, source: str) -> np.ndarray:
+    """uint8 or float images -> float32 (N, C, H, W) in [0, 1]."""
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4:
+        raise DataError(f"{source}: images must be (N, H, W) or (N, C, H, W), got shape {x.shape}.")
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    x = x.astype(np.float32)
+    if np.isfinite(x).all() and (x.min() < 0 or x.max() > 1):
+        raise DataError(f"{source}: float images must lie in [0, 1]; found [{x.min():.3g}, {x.max():.3g}].")
+    return x
+
+
+def _labels(y: np.ndarray, n: int, source: str) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1 or y.shape[0] != n:
+        raise DataError(f"{source}: labels must be a vector of {n} entries, got shape {y.shape}.")
+    if y.dtype.kind not in "iu":
+        if y.dtype.kind != "f" or not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise DataError(f"{source}: labels must be whole class indices (got dtype {y.dtype}).")
+    return y.astype(np.int64)
+
+
+def _class_names(y_train: np.ndarray, y_test: np.ndarray, source: str) -> list[str]:
+    """Classes 0..max(train); a test label never seen in training is a data error, not a new class."""
+    if y_train.min() < 0 or y_test.min() < 0:
+        raise DataError(f"{source}: labels must be >= 0; found {int(min(y_train.min(), y_test.min()))}.")
+    unseen = np.setdiff1d(y_test, y_train)
+    if unseen.size:
+        raise DataError(
+            f"{source}: test label(s) {unseen[:5].tolist()} never occur in the training split; "
+            "check the label encoding of both splits."
+        )
+    return [str(c) for c in range(int(y_train.max()) + 1)]
+
+
+def _ids(prefix: str, n: int) -> np.ndarray:
+    return np.char.add(f"{prefix}-", np.arange(n).astype(str))
+
+
+def _image_dataset(
+    name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+    spec: DataSpec, source: str, class_names: list[str] | None, licence: str,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Dataset:  # fmt: skip
+    x_train, x_test = _images(x_train, source), _images(x_test, source)
+    y_train, y_test = _labels(y_train, len(x_train), source), _labels(y_test, len(x_test), source)
+    names = class_names or _class_names(y_train, y_test, source)
+    train = Split(x_train, y_train, _ids("train", len(y_train)))
+    if val is None:
+        train, val_split = _split_off(train, spec.val_fraction, spec.seed)
+    else:
+        x_val = _images(val[0], source)
+        val_split = Split(x_val, _labels(val[1], len(x_val), source), _ids("val", len(x_val)))
+    return Dataset(
+        name=spec.name or name, kind="image", train=train, val=val_split,
+        test=Split(x_test, y_test, _ids("test", len(y_test))), class_names=names, source=source,
+        licence=spec.licence or licence,
+    )  # fmt: skip
+
+
+def _load_idx(spec: DataSpec) -> Dataset:
+    if spec.kind == "fashion-mnist":
+        directory = Path(spec.path or os.environ.get("ASSAY_FASHION_MNIST_DIR", FASHION_MNIST_DIR))
+        name, classes, licence = "fashion-mnist", FASHION_MNIST_CLASSES, "MIT"
+    else:
+        directory, name, classes, licence = Path(spec.path or ""), Path(spec.path or "").name, None, "unknown"
+    if not directory.is_dir():
+        hint = " Install Debian's dataset-fashion-mnist package (make setup does)." if not spec.path else ""
+        raise DataError(f"Dataset folder not found: {directory}.{hint}")
+    arrays = [read_idx(find_idx(directory, stem)) for stem in (
+        "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+    )]  # fmt: skip
+    return _image_dataset(name, *arrays, spec=spec, source=str(directory), class_names=classes, licence=licence)
+
+
+def _load_npz(spec: DataSpec) -> Dataset:
+    path = Path(spec.path or "")
+    if not path.is_file():
+        raise DataError(f"Dataset file not found: {path}.")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({e}).") from None
+    missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
+    if missing:
+        raise DataError(f"{path}: missing array(s) {missing}; found {sorted(arrays)}.")
+    val = (arrays["x_val"], arrays["y_val"]) if "x_val" in arrays and "y_val" in arrays else None
+    if arrays["x_train"].ndim == 2:  # a table stored as arrays
+        return _table_dataset(path.stem, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
+                              spec, str(path), None, [f"x{i}" for i in range(arrays["x_train"].shape[1])])  # fmt: skip
+    return _image_dataset(path.stem, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
+                          spec=spec, source=str(path), class_names=None, licence="unknown", val=val)  # fmt: skip
+
+
+def _table_dataset(
+    name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+    spec: DataSpec, source: str, class_names: list[str] | None, feature_names: list[str],
+    groups: tuple[np.ndarray, np.ndarray] | None = None, licence: str = "unknown",
+) -> Dataset:  # fmt: skip
+    x_train, x_test = np.asarray(x_train, dtype=np.float32), np.asarray(x_test, dtype=np.float32)
+    for label, x in (("train", x_train), ("test", x_test)):
+        if not np.isfinite(x).all():
+            rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
+            raise DataError(f"{source}: {len(rows)} {label} row(s) have missing or infinite values (first: {rows[0]}).")
+    y_train, y_test = _labels(y_train, len(x_train), source), _labels(y_test, len(x_test), source)
+    # Standardise with training statistics only, so nothing about val/test leaks into the inputs.
+    mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+    std[std == 0] = 1.0
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    g_train, g_test = groups if groups is not None else (None, None)
+    train = Split(x_train, y_train, _ids("train", len(y_train)), g_train)
+    train, val = _split_off(train, spec.val_fraction, spec.seed)
+    return Dataset(
+        name=spec.name or name, kind="table", train=train, val=val,
+        test=Split(x_test, y_test, _ids("test", len(y_test)), g_test),
+        class_names=class_names or _class_names(y_train, y_test, source), source=source,
+        licence=spec.licence or licence, input_range=None, feature_names=feature_names,
+    )  # fmt: skip
+
+
+def _load_table(spec: DataSpec) -> Dataset:
+    import pandas as pd
+
+    path = Path(spec.path or "")
+    if not path.is_file():
+        raise DataError(f"Table not found: {path}.")
+    try:
+        frame = pd.read_csv(path) if spec.kind == "csv" else pd.read_parquet(path)
+    except Exception as e:  # pandas raises many parser-specific types
+        raise DataError(f"{path}: cannot read as {spec.kind} ({e}).") from None
+    if not spec.target:
+        raise UsageError(f"{path}: a table needs --target naming the label column; columns are {list(frame.columns)}.")
+    for column in [spec.target, *spec.groups]:
+        if column not in frame.columns:
+            raise DataError(f"{path}: no column '{column}'; columns are {list(frame.columns)}.")
+    classes, y = np.unique(frame[spec.target].astype(str).to_numpy(), return_inverse=True)
+    groups = frame[spec.groups].astype(str).agg("|".join, axis=1).to_numpy() if spec.groups else None
+    features = pd.get_dummies(frame.drop(columns=[spec.target, *spec.groups]), dtype=np.float32)
+    if features.shape[1] == 0:
+        raise DataError(f"{path}: no feature columns besides the target and groups.")
+    try:
+        x = features.to_numpy(dtype=np.float32)
+    except ValueError as e:
+        raise DataError(f"{path}: feature columns must be numeric or categorical ({e}).") from None
+    index = np.arange(len(y))
+    train_i, test_i = train_test_split(index, test_size=spec.test_fraction, random_state=spec.seed, stratify=y)
+    g = None if groups is None else (groups[train_i], groups[test_i])
+    return _table_dataset(path.stem, x[train_i], y[train_i], x[test_i], y[test_i], spec, str(path),
+                          [str(c) for c in classes], [str(c) for c in features.columns], g)  # fmt: skip
+
+
+def _load_sklearn(spec: DataSpec) -> Dataset:
+    from sklearn import datasets
+
+    name = spec.path or ""
+    if name not in SKLEARN_SETS:
+        raise UsageError(f"Unknown scikit-learn dataset '{name}'. Known: {', '.join(SKLEARN_SETS)}.")
+    bunch = getattr(datasets, f"load_{name}")()
+    x, y = np.asarray(bunch.data, dtype=np.float32), np.asarray(bunch.target)
+    train_i, test_i = train_test_split(np.arange(len(y)), test_size=spec.test_fraction, random_state=spec.seed, stratify=y)
+    return _table_dataset(f"sklearn-{name}", x[train_i], y[train_i], x[test_i], y[test_i], spec,
+                          f"sklearn.datasets.load_{name}", [str(c) for c in bunch.target_names],
+                          [str(c) for c in bunch.feature_names], licence="BSD-3-Clause")  # fmt: skip

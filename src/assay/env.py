@@ -1,0 +1,72 @@
+"""The environment a run happened in: package versions, CPU flags, threads, git commit.
+
+Recorded with every training and evaluation run so a number can always be traced to the machine,
+libraries and code that produced it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PACKAGES = ("assay", "torch", "numpy", "scipy", "scikit-learn", "safetensors", "sqlalchemy", "onnxruntime")
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+@cache
+def cpu_info() -> dict[str, Any]:
+    flags: set[str] = set()
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+            elif line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass  # not Linux: flags stay unknown and bf16 detection falls back to torch's own check
+    return {"model": model, "flags": [f for f in CPU_FLAGS if f in flags], "logical_cores": os.cpu_count()}
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast pays off."""
+    flags = cpu_info()["flags"]
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def git_commit(path: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=path or Path.cwd(), capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def environment(seeds: dict[str, int] | None = None) -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": package_versions(),
+        "cpu": {**cpu_info(), "torch_threads": torch.get_num_threads()},
+        "git_commit": git_commit(),
+        "seeds": seeds or {},
+    }

@@ -1,0 +1,149 @@
+"""From per-example outputs to one evaluation or comparison document (what the report and JSON show).
+
+The flow a reader can follow for any number:  outputs -> metrics (assay.metrics) -> stats (assay.stats)
+-> gate (assay.gate) -> this document -> report (assay.report). Nothing here computes a metric itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from assay import __version__
+from assay.gate import Policy, Verdict, evaluate_policy
+from assay.measurement import Measurement
+from assay.metrics import calibration_report, measure
+from assay.outputs import Outputs
+
+
+@dataclass
+class Assessment:
+    """One model's results on one split: its measurements and the data behind its plots."""
+
+    info: dict[str, Any]
+    outputs: Outputs
+    measurements: list[Measurement]
+    plots: dict[str, Any]
+    efficiency: list[Measurement] = field(default_factory=list)
+    training_curve: dict[str, list[float]] | None = None
+
+
+def assess(
+    outputs: Outputs,
+    *,
+    info: dict[str, Any],
+    val_outputs: Outputs | None = None,
+    efficiency: list[Measurement] | None = None,
+    class_names: list[str] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    training_curve: dict[str, list[float]] | None = None,
+) -> Assessment:
+    measurements = measure(outputs, n_boot=n_boot, seed=seed, class_names=class_names)
+    calibration, plots = calibration_report(outputs, val_outputs, n_boot=n_boot, seed=seed)
+    return Assessment(
+        info=info,
+        outputs=outputs,
+        measurements=[*measurements, *calibration, *(efficiency or [])],
+        plots=plots,
+        efficiency=list(efficiency or []),
+        training_curve=training_curve,
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def _plots(candidate: Assessment, baseline: Assessment | None) -> dict[str, Any]:
+    plots: dict[str, Any] = {
+        "reliability": {
+            "candidate": candidate.plots.get("reliability"),
+            "baseline": baseline.plots.get("reliability") if baseline else None,
+            "candidate_after_temperature": candidate.plots.get("reliability_after_temperature"),
+        },
+        "confusion_matrix": {
+            "candidate": candidate.plots.get("confusion_matrix"),
+            "baseline": baseline.plots.get("confusion_matrix") if baseline else None,
+        },
+    }
+    if candidate.training_curve:
+        plots["training_curve"] = candidate.training_curve
+    return plots
+
+
+def evaluation_document(
+    candidate: Assessment, *, dataset: dict[str, Any], environment: dict[str, Any], title: str | None = None
+) -> dict[str, Any]:
+    accuracy = next((m for m in candidate.measurements if m.name == "accuracy" and m.value is not None), None)
+    headline = f"Evaluation of {candidate.info.get('ref', 'predictions')} on {dataset.get('name')}/{dataset.get('split')}"
+    lines = []
+    if accuracy is not None and accuracy.ci_low is not None and accuracy.ci_high is not None:
+        lines.append(
+            f"accuracy {accuracy.value:.2%} [95% CI {accuracy.ci_low:.2%}, {accuracy.ci_high:.2%}], n={accuracy.n}"
+        )
+    failed = [m.name for m in candidate.measurements if m.status == "error"]
+    if failed:
+        lines.append(f"{len(failed)} measurement(s) failed: {', '.join(failed)}")
+    return {
+        "schema": "assay.report/1",
+        "kind": "evaluation",
+        "title": title or headline,
+        "created_at": _now(),
+        "assay_version": __version__,
+        "summary": {"status": "info", "headline": headline, "lines": lines},
+        "models": {"candidate": candidate.info, "baseline": None},
+        "dataset": dataset,
+        "measurements": [m.to_dict() for m in candidate.measurements],
+        "plots": _plots(candidate, None),
+        "environment": environment,
+    }
+
+
+def compare(
+    baseline: Assessment, candidate: Assessment, policy: Policy
+) -> Verdict:
+    return evaluate_policy(
+        policy,
+        baseline.outputs,
+        candidate.outputs,
+        baseline_efficiency=baseline.efficiency,
+        candidate_efficiency=candidate.efficiency,
+    )
+
+
+def comparison_document(
+    baseline: Assessment,
+    candidate: Assessment,
+    verdict: Verdict,
+    *,
+    dataset: dict[str, Any],
+    environment: dict[str, Any],
+    title: str | None = None,
+) -> dict[str, Any]:
+    ref_b, ref_c = baseline.info.get("ref", "baseline"), candidate.info.get("ref", "candidate")
+    verdict_dict = verdict.to_dict()
+    failed = [r for r in verdict_dict["rules"] if r.get("gated", True) and not r["passed"]]
+    headline = (
+        f"{ref_c} {'passes' if verdict.passed else 'fails'} the gate against {ref_b} "
+        f"(policy '{verdict_dict['policy'].get('name', '')}')"
+    )
+    lines = [r["message"] for r in verdict_dict["rules"]]
+    if failed:
+        lines.insert(0, f"{len(failed)} gated rule(s) failed: {', '.join(r['metric'] for r in failed)}")
+    return {
+        "schema": "assay.report/1",
+        "kind": "comparison",
+        "title": title or f"{ref_c} vs {ref_b}",
+        "created_at": _now(),
+        "assay_version": __version__,
+        "summary": {"status": "passed" if verdict.passed else "failed", "headline": headline, "lines": lines},
+        "models": {"candidate": candidate.info, "baseline": baseline.info},
+        "dataset": dataset,
+        "measurements": [m.to_dict() for m in candidate.measurements],
+        "baseline_measurements": [m.to_dict() for m in baseline.measurements],
+        "verdict": verdict_dict,
+        "plots": _plots(candidate, baseline),
+        "environment": environment,
+    }

@@ -1,0 +1,110 @@
+"""Efficiency of a model on this machine: parameters, size on disk, latency, throughput, peak memory.
+
+Method (DESIGN.md section 4): warm-up calls first, then repeated timed calls; latency at batch 1 and at
+a throughput batch, reported as percentiles with seeded bootstrap intervals over the timed calls; the
+raw timings travel in ``details["samples"]`` so the gate can compare two models' distributions. Thread
+count and batch sizes are recorded in every measurement. Timings are only comparable on the same machine.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from assay.measurement import Measurement
+from assay.models.predictor import Predictor
+from assay.stats import bootstrap_ci
+
+FAMILY = "efficiency"
+
+
+def _timings_ms(fn: Callable[[], object], warmup: int, repeats: int) -> np.ndarray:
+    for _ in range(warmup):
+        fn()
+    out = np.empty(repeats)
+    for i in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out[i] = (time.perf_counter() - start) * 1e3
+    return out
+
+
+def _percentile_measurement(
+    name: str, samples: np.ndarray, q: float, unit: str, context: dict[str, Any], seed: int, higher_is_better: bool = False
+) -> Measurement:
+    result = bootstrap_ci(lambda idx: float(np.percentile(samples[idx], q)), len(samples), n_boot=1000, seed=seed)
+    return Measurement(
+        name=name, family=FAMILY, value=float(np.percentile(samples, q)), ci_low=result.ci_low, ci_high=result.ci_high,
+        n=len(samples), unit=unit, higher_is_better=higher_is_better,
+        estimator=f"p{q:g} of {len(samples)} timed calls after warm-up, percentile bootstrap 95% CI",
+        details={**context, "samples": [round(float(s), 6) for s in samples], "statistic": f"p{q:g}"},
+    )  # fmt: skip
+
+
+def _vm_kib(field: str) -> int | None:
+    try:
+        match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
+    except OSError:
+        return None
+    return int(match.group(1)) if match else None
+
+
+def peak_memory_mib(fn: Callable[[], object]) -> float | None:
+    """Peak resident memory added while ``fn`` runs, in MiB (Linux: reset VmHWM via clear_refs)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return None
+    before = _vm_kib("VmRSS")
+    fn()
+    peak = _vm_kib("VmHWM")
+    return None if before is None or peak is None else max(peak - before, 0) / 1024
+
+
+def measure_efficiency(
+    predictor: Predictor,
+    example: np.ndarray,
+    *,
+    parameters: int | None = None,
+    weights_path: Path | None = None,
+    throughput_batch: int = 256,
+    warmup: int = 10,
+    repeats: int = 100,
+    seed: int = 0,
+) -> list[Measurement]:
+    """``example`` is one input without the batch dimension; batches are made by repeating it."""
+    threads = torch.get_num_threads()
+    context = {"threads": threads, "backend": predictor.name}
+    out: list[Measurement] = []
+    if parameters is not None:
+        out.append(Measurement("parameters", FAMILY, float(parameters), unit="count", higher_is_better=False,
+                               estimator="trainable and frozen parameters"))  # fmt: skip
+    if weights_path is not None and weights_path.is_file():
+        out.append(Measurement("size_on_disk", FAMILY, float(weights_path.stat().st_size), unit="bytes",
+                               higher_is_better=False, estimator=f"size of {weights_path.name}"))  # fmt: skip
+    else:
+        out.append(Measurement.skipped("size_on_disk", FAMILY, "no weights file (predictions or in-memory model)"))
+    single = np.ascontiguousarray(example[None])
+    batch = np.ascontiguousarray(np.repeat(single, throughput_batch, axis=0))
+    b1 = _timings_ms(lambda: predictor.logits_and_features(single), warmup, repeats)
+    ctx1 = {**context, "batch_size": 1}
+    for q in (50, 95, 99):
+        out.append(_percentile_measurement(f"latency_p{q}_b1", b1, q, "ms", ctx1, seed))
+    bt = _timings_ms(lambda: predictor.logits_and_features(batch), max(2, warmup // 5), max(10, repeats // 5))
+    ctxb = {**context, "batch_size": throughput_batch}
+    out.append(_percentile_measurement("latency_p50_batch", bt, 50, "ms", ctxb, seed))
+    out.append(_percentile_measurement("throughput", throughput_batch / (bt / 1e3), 50, "examples/s", ctxb, seed, True))
+    peak = peak_memory_mib(lambda: predictor.logits_and_features(batch))
+    if peak is None:
+        out.append(Measurement.skipped("peak_memory", FAMILY, "peak RSS not readable (needs Linux /proc)"))
+    else:
+        out.append(Measurement("peak_memory", FAMILY, peak, unit="MiB", higher_is_better=False,
+                               estimator=f"peak RSS added by one forward pass at batch {throughput_batch}",
+                               details=ctxb))  # fmt: skip
+    return out

@@ -1,0 +1,158 @@
+"""``assay run PIPELINE.toml`` and ``assay demo``: train, register, evaluate or gate, promote.
+
+A pipeline file (every key optional except model.name; paths are relative to the file):
+
+    [data]
+    source = "fashion-mnist"        # or idx:DIR, npz:FILE, csv:FILE, parquet:FILE, sklearn:NAME
+    # target = "label"; groups = ["region"]; limit = 2000; val_fraction = 0.1; seed = 0
+
+    [model]
+    name = "fmnist-cnn"
+    arch = "cnn"                    # cnn | mlp
+    spec = { channels = [16, 32], hidden = 64 }
+    description = "intended use, in one line"
+
+    [train]                         # assay.train.TrainConfig
+    epochs = 4
+
+    [gate]
+    policy = "policy.toml"          # default: assay's documented default policy
+    against = "production"          # the alias the new version is compared with
+
+    [release]
+    promote = true                  # move the alias when the gate passes (or on a first release)
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from assay.data import DataSpec, parse_data_arg
+from assay.errors import ConfigError
+from assay.gate import Policy
+from assay.release import (
+    Evaluated,
+    Workspace,
+    assess_version,
+    dataset_info,
+    record_comparison,
+    record_evaluation,
+    train_version,
+)
+from assay.store.records import AliasChange, VersionInfo
+from assay.train import TrainConfig, TrainResult
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSection(_Strict):
+    source: str = "fashion-mnist"
+    target: str | None = None
+    groups: list[str] = Field(default_factory=list)
+    limit: int | None = Field(None, gt=0)
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    seed: int = 0
+    licence: str | None = None
+
+    def spec(self) -> DataSpec:
+        options = self.model_dump(exclude={"source"})
+        return parse_data_arg(self.source, **options)
+
+
+class ModelSection(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    arch: str = "cnn"
+    spec: dict[str, Any] = Field(default_factory=dict)
+    description: str = ""
+
+
+class GateSection(_Strict):
+    policy: str | None = None
+    against: str = "production"
+
+
+class ReleaseSection(_Strict):
+    promote: bool = True
+
+
+class Pipeline(_Strict):
+    data: DataSection = Field(default_factory=DataSection)
+    model: ModelSection
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    gate: GateSection = Field(default_factory=GateSection)
+    release: ReleaseSection = Field(default_factory=ReleaseSection)
+    base_dir: Path = Path(".")
+
+    def policy(self) -> Policy:
+        if self.gate.policy is None:
+            return Policy.default()
+        return Policy.from_toml(self.base_dir / self.gate.policy)
+
+
+def load_pipeline(path: str | Path) -> Pipeline:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"Pipeline file not found: {path}.") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e}).") from None
+    return pipeline_from_dict(raw, source=str(path), base_dir=path.parent)
+
+
+def pipeline_from_dict(raw: dict[str, Any], *, source: str, base_dir: Path = Path(".")) -> Pipeline:
+    try:
+        return Pipeline.model_validate({**raw, "base_dir": base_dir})
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{source}: '{where}': {first['msg']} (got {first.get('input')!r}).") from None
+
+
+@dataclass
+class PipelineResult:
+    version: VersionInfo
+    training: TrainResult
+    evaluation: Evaluated
+    baseline: VersionInfo | None
+    promotion: AliasChange | None
+
+
+def run_pipeline(ws: Workspace, pipeline: Pipeline, *, progress: bool = True) -> PipelineResult:
+    from assay.data import load_dataset
+
+    policy = pipeline.policy()  # validate the policy before spending minutes on training
+    data_spec = pipeline.data.spec()
+    data = load_dataset(data_spec)
+    baseline = ws.store.current_alias(pipeline.model.name, pipeline.gate.against)
+    version, result = train_version(
+        ws, pipeline.model.name, data, data_spec, arch=pipeline.model.arch, config=pipeline.train,
+        spec_overrides=pipeline.model.spec, parent=baseline.ref if baseline else None,
+        description=pipeline.model.description, progress=progress,
+    )  # fmt: skip
+    seeds = {"n_boot": policy.n_bootstrap, "seed": policy.seed}
+    candidate = assess_version(ws, version, data, "test", n_boot=policy.n_bootstrap, seed=policy.seed, progress=progress)
+    info = dataset_info(data, "test")
+    promotion = None
+    if baseline is None:
+        evaluated = record_evaluation(ws, candidate, info, version=version)
+        if pipeline.release.promote:
+            promotion = ws.store.promote(
+                version.ref, pipeline.gate.against, reason="first release: no version to gate against", actor="pipeline"
+            )
+    else:
+        base = assess_version(ws, baseline, data, "test", **seeds)  # type: ignore[arg-type]
+        evaluated = record_comparison(
+            ws, base, candidate, policy, info, baseline_version=baseline, candidate_version=version
+        )
+        assert evaluated.verdict is not None
+        if pipeline.release.promote and evaluated.verdict.passed:
+            promotion = ws.store.promote(version.ref, pipeline.gate.against, reason="gate passed", actor="pipeline")
+    return PipelineResult(ws.store.resolve(version.ref), result, evaluated, baseline, promotion)

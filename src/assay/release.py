@@ -1,0 +1,254 @@
+"""The release loop on top of the store: train -> register -> evaluate -> gate -> promote.
+
+Each CLI command calls one function here; the demo and ``assay run`` chain them. A number reaches the
+store only through :func:`record`, which writes the report files first and the database rows in one
+transaction after, so an interruption leaves either nothing or a complete run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assay.data import Dataset, DataSpec, load_dataset
+from assay.env import environment
+from assay.evaluate import Assessment, assess, compare, comparison_document, evaluation_document
+from assay.gate import Policy, Verdict
+from assay.inference import infer
+from assay.metrics.efficiency import measure_efficiency
+from assay.models import ZooModel, build_model, count_parameters, default_spec, load_model, save_model
+from assay.models.io import WEIGHTS
+from assay.models.predictor import TorchPredictor
+from assay.outputs import Outputs
+from assay.report import write_report
+from assay.store import Store
+from assay.store.records import VersionInfo
+from assay.train import TrainConfig, TrainResult, train
+from assay.train.loop import seed_everything
+
+
+@dataclass
+class Workspace:
+    """The store plus the folders beside it: reports and the per-example outputs cache."""
+
+    store: Store
+
+    @classmethod
+    def open(cls, home: str | Path | None = None, url: str | None = None) -> Workspace:
+        return cls(Store(url=url, home=home))
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.store.home / "reports"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.store.home / "outputs"
+
+
+@dataclass
+class Evaluated:
+    document: dict[str, Any]
+    html: Path
+    json: Path
+    run_id: int | None
+    verdict: Verdict | None = None
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def dataset_info(data: Dataset, split: str) -> dict[str, Any]:
+    return {
+        "name": data.name,
+        "split": split,
+        "n": data.split(split).n,
+        "fingerprint": data.split(split).fingerprint(),
+        "class_names": data.class_names,
+        "source": data.source,
+        "licence": data.licence,
+    }
+
+
+def register_dataset(ws: Workspace, data: Dataset) -> None:
+    ws.store.register_dataset(
+        data.name,
+        data.fingerprint(),
+        source=data.source,
+        licence=data.licence,
+        n_examples=sum(s.n for s in data.splits().values()),
+        splits={name: {"fingerprint": s.fingerprint(), "n": s.n} for name, s in data.splits().items()},
+    )
+
+
+def train_version(
+    ws: Workspace,
+    name: str,
+    data: Dataset,
+    data_spec: DataSpec,
+    *,
+    arch: str,
+    config: TrainConfig,
+    spec_overrides: dict[str, Any] | None = None,
+    parent: str | None = None,
+    description: str = "",
+    progress: bool = True,
+) -> tuple[VersionInfo, TrainResult]:
+    spec = default_spec(arch, data.input_shape, data.n_classes, **(spec_overrides or {}))
+    seed_everything(config.seed)  # before building: the initial weights come from the same seed
+    result = train(build_model(spec), data, config, progress=progress)
+    register_dataset(ws, data)
+    recipe = {"kind": "train", "arch": arch, "spec": spec, "train": config.model_dump(), "data": data_spec.model_dump()}
+    with tempfile.TemporaryDirectory() as tmp:
+        artifact = save_model(result.model, Path(tmp) / "model")
+        version = ws.store.register_version(
+            name,
+            artifact_dir=artifact,
+            spec=spec,
+            config_hash=_hash(recipe),
+            parent=parent,
+            lineage={
+                "datasets": data.fingerprints(),
+                "dataset": data.name,
+                "recipe": recipe,
+                "training": result.summary(),
+                "history": result.history,
+                "description": description,
+            },
+            environment=result.environment,
+            description=description,
+        )
+    return version, result
+
+
+def data_for(version: VersionInfo, override: DataSpec | None = None) -> tuple[Dataset, DataSpec]:
+    """The dataset a version was trained on (from its lineage), unless the caller names another."""
+    spec = override or DataSpec.model_validate(version.lineage["recipe"]["data"])
+    return load_dataset(spec), spec
+
+
+def model_of(ws: Workspace, version: VersionInfo) -> ZooModel:
+    return load_model(ws.store.artifacts.path(version.artifact_digest))
+
+
+def model_info(version: VersionInfo, model: ZooModel) -> dict[str, Any]:
+    training = version.lineage.get("training", {})
+    spec = version.spec
+    return {
+        "ref": version.ref,
+        "name": version.model,
+        "version": version.version,
+        "artifact_digest": version.artifact_digest,
+        "parent": version.parent,
+        "card": {
+            "architecture": f"{spec['arch']} " + json.dumps({k: v for k, v in spec.items() if k != "arch"}),
+            "parameters": count_parameters(model),
+            "training_data": f"{version.lineage.get('dataset', '?')} (train split fingerprint "
+            f"{version.lineage.get('datasets', {}).get('train', '?')[:12]})",
+            "intended_use": version.lineage.get("description") or "not declared",
+            "limitations": "measured only on the evaluation split named in this report",
+            "licence": "not declared",
+            "training": {
+                "epochs": training.get("epochs_run"),
+                "seconds": training.get("seconds"),
+                "precision": training.get("precision"),
+                "energy_j": training.get("energy_j"),
+                "energy_method": training.get("energy_method"),
+                "seed": version.lineage.get("recipe", {}).get("train", {}).get("seed"),
+            },
+        },
+    }
+
+
+def assess_version(
+    ws: Workspace,
+    version: VersionInfo,
+    data: Dataset,
+    split: str = "test",
+    *,
+    efficiency: bool = True,
+    n_boot: int = 1000,
+    seed: int = 0,
+    progress: bool = False,
+) -> Assessment:
+    model = model_of(ws, version)
+    predictor = TorchPredictor(model)
+    run = {"cache_dir": ws.cache_dir, "model_digest": version.artifact_digest, "progress": progress}
+    outputs = infer(predictor, data.split(split), **run)  # type: ignore[arg-type]
+    val = infer(predictor, data.val, **run) if split != "val" else None  # type: ignore[arg-type]
+    eff = []
+    if efficiency:
+        weights = ws.store.artifacts.path(version.artifact_digest) / WEIGHTS
+        eff = measure_efficiency(predictor, data.test.x[0], parameters=count_parameters(model), weights_path=weights, seed=seed)
+    return assess(
+        outputs,
+        info=model_info(version, model),
+        val_outputs=val,
+        efficiency=eff,
+        class_names=data.class_names,
+        n_boot=n_boot,
+        seed=seed,
+        training_curve=version.lineage.get("history"),
+    )
+
+
+def assess_predictions(path: Path, outputs: Outputs, *, n_boot: int = 1000, seed: int = 0) -> Assessment:
+    info = {"ref": path.name, "name": path.stem, "version": None, "card": {"architecture": "external predictions"}}
+    return assess(outputs, info=info, n_boot=n_boot, seed=seed)
+
+
+def predictions_dataset_info(path: Path, outputs: Outputs) -> dict[str, Any]:
+    return {"name": path.stem, "split": "predictions", "n": outputs.n, "fingerprint": outputs.fingerprint(),
+            "class_names": [str(c) for c in range(outputs.n_classes)], "source": str(path), "licence": "not declared"}  # fmt: skip
+
+
+def _stem(kind: str, *refs: str) -> str:
+    safe = "_vs_".join(r.replace("@", "-v").replace("/", "_") for r in refs)
+    return f"{kind}-{safe}-{np.random.default_rng().integers(1 << 32):08x}"
+
+
+def record_evaluation(
+    ws: Workspace, candidate: Assessment, dataset: dict[str, Any], *, version: VersionInfo | None, out_dir: Path | None = None
+) -> Evaluated:
+    document = evaluation_document(candidate, dataset=dataset, environment=environment())
+    paths = write_report(document, out_dir or ws.reports_dir, _stem("eval", candidate.info["ref"]))
+    run_id = ws.store.record_run(
+        kind="evaluation", document=document, measurements=candidate.measurements,
+        version=version.ref if version else None, baseline=None, dataset_fingerprint=dataset["fingerprint"],
+        split=dataset["split"], passed=None, report_path=str(paths.html),
+    )  # fmt: skip
+    return Evaluated(document, paths.html, paths.json, run_id)
+
+
+def record_comparison(
+    ws: Workspace,
+    baseline: Assessment,
+    candidate: Assessment,
+    policy: Policy,
+    dataset: dict[str, Any],
+    *,
+    baseline_version: VersionInfo | None,
+    candidate_version: VersionInfo | None,
+    out_dir: Path | None = None,
+) -> Evaluated:
+    verdict = compare(baseline, candidate, policy)
+    document = comparison_document(baseline, candidate, verdict, dataset=dataset, environment=environment())
+    paths = write_report(document, out_dir or ws.reports_dir, _stem("gate", baseline.info["ref"], candidate.info["ref"]))
+    run_id = ws.store.record_run(
+        kind="comparison", document=document, measurements=candidate.measurements,
+        baseline_measurements=baseline.measurements, comparisons=verdict.comparisons,
+        version=candidate_version.ref if candidate_version else None,
+        baseline=baseline_version.ref if baseline_version else None,
+        dataset_fingerprint=dataset["fingerprint"], split=dataset["split"], passed=verdict.passed,
+        report_path=str(paths.html),
+    )  # fmt: skip
+    if candidate_version is not None:
+        ws.store.set_gate(candidate_version.ref, run_id, verdict.passed)
+    return Evaluated(document, paths.html, paths.json, run_id, verdict)

@@ -1,0 +1,155 @@
+"""One training loop you can read top to bottom.
+
+AdamW with a per-step cosine schedule, early stopping on validation loss (the best weights are kept),
+bf16 autocast on CPUs with native bf16 (fp32 otherwise or when asked), seeded shuffling. Nothing is
+written to disk here: the caller saves the returned model atomically, so Ctrl-C never leaves a
+half-written artifact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from assay.data import Dataset, Split
+from assay.env import cpu_supports_bf16, environment
+from assay.errors import UsageError
+from assay.models import ZooModel
+from assay.train.energy import EnergyMeter, EnergyReading
+
+
+class TrainConfig(BaseModel):
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    patience: int = Field(3, ge=1)  # epochs without a lower validation loss before stopping
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    seed: int = 0
+    threads: int | None = Field(None, ge=1)
+
+
+@dataclass
+class TrainResult:
+    model: ZooModel
+    precision: Literal["bf16", "fp32"]
+    best_epoch: int
+    epochs_run: int
+    energy: EnergyReading
+    history: dict[str, list[float]] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "precision": self.precision,
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epochs_run,
+            "seconds": round(self.energy.wall_seconds, 2),
+            "energy_j": round(self.energy.joules, 1),
+            "energy_method": self.energy.method,
+            "co2_g": round(self.energy.co2_grams, 3),
+            "best_val_loss": min(self.history["val_loss"]),
+            "best_val_accuracy": self.history["val_accuracy"][self.best_epoch - 1],
+        }
+
+
+def resolve_precision(precision: str) -> Literal["bf16", "fp32"]:
+    if precision == "bf16" and not cpu_supports_bf16():
+        raise UsageError("precision 'bf16' was asked for but this CPU has no native bf16 (avx512_bf16/amx); use fp32 or auto.")
+    if precision == "auto":
+        return "bf16" if cpu_supports_bf16() else "fp32"
+    return "bf16" if precision == "bf16" else "fp32"
+
+
+def autocast(precision: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast keeps weights and the optimizer in fp32; only matmuls/convs run in bf16."""
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    # CPU kernels are deterministic for this zoo; warn_only keeps exotic ops from raising.
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def train(model: ZooModel, data: Dataset, config: TrainConfig, *, progress: bool = True) -> TrainResult:
+    """Train a copy of ``model`` on ``data.train``, select on ``data.val``; the caller's model is untouched."""
+    seed_everything(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    precision = resolve_precision(config.precision)
+    model = copy.deepcopy(model)
+    x, y = torch.from_numpy(data.train.x), torch.from_numpy(data.train.y)
+    steps_per_epoch = math.ceil(len(y) / config.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
+    shuffler = torch.Generator().manual_seed(config.seed)
+    loss_fn = nn.CrossEntropyLoss()
+    history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_accuracy": [], "lr": []}
+    best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn())  # fmt: skip
+    with EnergyMeter() as meter, Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task("training", total=config.epochs * steps_per_epoch, info="")
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            order, total = torch.randperm(len(y), generator=shuffler), 0.0
+            for step in range(steps_per_epoch):
+                batch = order[step * config.batch_size : (step + 1) * config.batch_size]
+                with autocast(precision):
+                    loss = loss_fn(model(x[batch]), y[batch])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                total += loss.item() * len(batch)
+                bar.advance(task)
+            val_loss, val_acc = evaluate_loss(model, data.val, precision, config.batch_size * 4)
+            history["train_loss"].append(total / len(y))
+            history["val_loss"].append(val_loss)
+            history["val_accuracy"].append(val_acc)
+            history["lr"].append(schedule.get_last_lr()[0])
+            bar.update(task, info=f"epoch {epoch}: val loss {val_loss:.4f}, val acc {val_acc:.2%}")
+            if val_loss < best_loss:
+                best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(model.state_dict())
+            elif epoch - best_epoch >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    assert meter.reading is not None
+    return TrainResult(
+        model=model.eval(),
+        precision=precision,
+        best_epoch=best_epoch,
+        epochs_run=len(history["val_loss"]),
+        energy=meter.reading,
+        history=history,
+        environment=environment({"train": config.seed}),
+    )
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, split: Split, precision: str, batch_size: int) -> tuple[float, float]:
+    model.eval()
+    total, correct = 0.0, 0
+    for start in range(0, split.n, batch_size):
+        xb = torch.from_numpy(split.x[start : start + batch_size])
+        yb = torch.from_numpy(split.y[start : start + batch_size])
+        with autocast(precision):
+            logits = model(xb).float()
+        total += nn.functional.cross_entropy(logits, yb, reduction="sum").item()
+        correct += int((logits.argmax(1) == yb).sum())
+    return total / split.n, correct / split.n
