@@ -16,12 +16,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,postgres]'
 	touch $(STAMP)
 
-# Debian packages: the Fashion-MNIST files and the Chromium used by the browser tests. Installed only
+# Debian packages: the Fashion-MNIST files, the Chromium of the browser tests and the PostgreSQL server
+# that the store's tests run against (a throwaway one, started by scripts/with-postgres.sh). Installed only
 # when missing and apt is usable (root, or passwordless sudo); otherwise the affected parts say so.
 system-deps:
 	@missing=""; \
 	test -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz || missing="$$missing dataset-fashion-mnist"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
 	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then \
@@ -35,8 +37,14 @@ system-deps:
 demo: setup
 	$(BIN)/assay demo
 
+# With PostgreSQL binaries on the machine, the whole suite runs beside a throwaway server (the store's
+# Postgres tests use it); without them those tests skip and say why.
 test: setup
-	$(BIN)/python -m pytest -n 2 -q
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then \
+	  scripts/with-postgres.sh $(BIN)/python -m pytest -n 2 -q; \
+	else \
+	  $(BIN)/python -m pytest -n 2 -q; \
+	fi
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
