@@ -20,8 +20,14 @@ from rich.table import Table
 
 from assay.errors import AssayError, UsageError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evaluate, gate, register and report deep learning models.")
-models_app = typer.Typer(no_args_is_help=True, help="The registry: versions, aliases, promotion and rollback.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Evaluate, gate, register and report deep learning models.",
+)
+models_app = typer.Typer(
+    no_args_is_help=True, help="The registry: versions, aliases, promotion and rollback."
+)
 app.add_typer(models_app, name="models")
 
 out = Console()  # results
@@ -29,7 +35,9 @@ err = Console(stderr=True)  # progress, notes, errors
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-HomeOpt = Annotated[Path | None, typer.Option("--home", help="Store folder (default $ASSAY_HOME or ./.assay).")]
+HomeOpt = Annotated[
+    Path | None, typer.Option("--home", help="Store folder (default $ASSAY_HOME or ./.assay).")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 
@@ -55,7 +63,10 @@ def emit_json(obj: Any) -> None:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         obj = dataclasses.asdict(obj)
     elif isinstance(obj, list):
-        obj = [dataclasses.asdict(o) if dataclasses.is_dataclass(o) and not isinstance(o, type) else o for o in obj]
+        obj = [
+            dataclasses.asdict(o) if dataclasses.is_dataclass(o) and not isinstance(o, type) else o
+            for o in obj
+        ]
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
@@ -85,7 +96,12 @@ def _measurement_table(measurements: list[dict[str, Any]], title: str) -> Table:
         table.add_column(column)
     for m in measurements:
         if m["status"] != "ok":
-            table.add_row(m["name"], f"[dim]{m['status']}: {m['details'].get('reason') or m['details'].get('message')}[/]", "", "")
+            table.add_row(
+                m["name"],
+                f"[dim]{m['status']}: {m['details'].get('reason') or m['details'].get('message')}[/]",
+                "",
+                "",
+            )
             continue
         table.add_row(m["name"], format_interval(m), str(m["n"] or ""), m["estimator"])
     return table
@@ -96,7 +112,11 @@ def _verdict_table(verdict: dict[str, Any]) -> Table:
     for column in ("rule", "result", "detail"):
         table.add_column(column)
     for r in verdict["rules"]:
-        mark = "[green]pass[/]" if r["passed"] else ("[yellow]skipped[/]" if r["status"] == "skipped" else "[red]FAIL[/]")
+        mark = (
+            "[green]pass[/]"
+            if r["passed"]
+            else ("[yellow]skipped[/]" if r["status"] == "skipped" else "[red]FAIL[/]")
+        )
         table.add_row(f"{r['metric']} {r['kind']}", mark, r["message"])
     return table
 
@@ -105,7 +125,9 @@ def _verdict_table(verdict: dict[str, Any]) -> Table:
 @friendly
 def demo(
     home: HomeOpt = None,
-    limit: Annotated[int | None, typer.Option(help="Use a stratified subset of each split (quick look).")] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Use a stratified subset of each split (quick look).")
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Run the whole loop on Fashion-MNIST: train a baseline, promote it, train a candidate, gate it."""
@@ -119,7 +141,9 @@ def demo(
     for column in ("step", "version", "accuracy [95% CI]", "ece", "latency p50 b1", "verdict", "alias"):
         table.add_column(column)
     for row in result["steps"]:
-        table.add_row(*[str(row[k]) for k in ("step", "version", "accuracy", "ece", "latency", "verdict", "alias")])
+        table.add_row(
+            *[str(row[k]) for k in ("step", "version", "accuracy", "ece", "latency", "verdict", "alias")]
+        )
     out.print(table)
     for line in result["gate"]["lines"]:
         out.print(f"  {line}", highlight=False)
@@ -153,7 +177,9 @@ def run(
         out.print(result.evaluation.document["summary"]["headline"])
         for line in result.evaluation.document["summary"]["lines"]:
             out.print(f"  {line}", highlight=False)
-        out.print(f"version {summary['version']}, promoted: {summary['promoted']}, report: {summary['report']}")
+        out.print(
+            f"version {summary['version']}, promoted: {summary['promoted']}, report: {summary['report']}"
+        )
     if result.evaluation.verdict is not None and not result.evaluation.verdict.passed:
         raise typer.Exit(1)
 
@@ -162,7 +188,9 @@ def run(
 @friendly
 def train_cmd(
     name: Annotated[str, typer.Option(help="Model name in the registry.")],
-    data: Annotated[str, typer.Option(help="Data source: fashion-mnist, idx:DIR, npz:FILE, csv:FILE, sklearn:NAME.")] = "fashion-mnist",
+    data: Annotated[
+        str, typer.Option(help="Data source: fashion-mnist, idx:DIR, npz:FILE, csv:FILE, sklearn:NAME.")
+    ] = "fashion-mnist",
     arch: Annotated[str, typer.Option(help="Zoo architecture: cnn or mlp.")] = "cnn",
     spec: Annotated[str, typer.Option(help="JSON object of architecture overrides.")] = "{}",
     epochs: int = 8,
@@ -178,57 +206,100 @@ def train_cmd(
     """Train a zoo model and register it as a new version."""
     from pydantic import ValidationError
 
+    from assay.config import validation_message
     from assay.data import load_dataset
     from assay.release import train_version
     from assay.train import TrainConfig
 
+    options = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "precision": precision, "seed": seed}
     try:
         overrides = json.loads(spec)
-        config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, precision=precision, seed=seed)  # type: ignore[arg-type]
-    except (json.JSONDecodeError, ValidationError) as e:
-        raise UsageError(f"Bad training option: {e}".splitlines()[0]) from None
+        config = TrainConfig.model_validate(options)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"Bad training option: --spec is not JSON ({e}).") from None
+    except ValidationError as e:
+        raise UsageError(validation_message("Bad training option", e)) from None
     if not isinstance(overrides, dict):
         raise UsageError(f"--spec must be a JSON object, got {spec!r}.")
     data_spec = _data_spec(data, limit, target)
     dataset = load_dataset(data_spec)
     version, result = train_version(
-        _workspace(home), name, dataset, data_spec, arch=arch, config=config, spec_overrides=overrides, progress=not json_out
+        _workspace(home),
+        name,
+        dataset,
+        data_spec,
+        arch=arch,
+        config=config,
+        spec_overrides=overrides,
+        progress=not json_out,
     )
     summary = {"version": version.ref, "artifact_digest": version.artifact_digest, **result.summary()}
     if json_out:
         emit_json(summary)
     else:
-        out.print(f"registered [bold]{version.ref}[/]: " + ", ".join(f"{k}={v}" for k, v in result.summary().items()))
+        out.print(
+            f"registered [bold]{version.ref}[/]: "
+            + ", ".join(f"{k}={v}" for k, v in result.summary().items())
+        )
 
 
 @app.command("eval")
 @friendly
 def eval_cmd(
-    target: Annotated[str, typer.Argument(help="A model ref (name, name@3, name@production) or a predictions file (.npz/.parquet).")],
-    data: Annotated[str | None, typer.Option(help="Evaluate on this data instead of the version's own.")] = None,
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A model ref (name, name@3, name@production) or a predictions file (.npz/.parquet)."
+        ),
+    ],
+    data: Annotated[
+        str | None, typer.Option(help="Evaluate on this data instead of the version's own.")
+    ] = None,
     split: str = "test",
     efficiency: Annotated[bool, typer.Option(help="Measure latency, throughput and memory.")] = True,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
     seed: int = 0,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the report (default: the store's).")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder for the report (default: the store's).")
+    ] = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Evaluate a model version or a predictions file: metrics with intervals, calibration, efficiency, report."""
+    """Evaluate a model version or a predictions file: metrics with intervals, calibration, efficiency."""
     from assay.outputs import load_predictions
-    from assay.release import assess_predictions, assess_version, data_for, dataset_info, predictions_dataset_info, record_evaluation
+    from assay.release import (
+        assess_predictions,
+        assess_version,
+        data_for,
+        dataset_info,
+        predictions_dataset_info,
+        record_evaluation,
+    )
 
     ws = _workspace(home)
     if _is_predictions(target):
         path = Path(target)
         outputs = load_predictions(path)
         assessment = assess_predictions(path, outputs, n_boot=n_boot, seed=seed)
-        evaluated = record_evaluation(ws, assessment, predictions_dataset_info(path, outputs), version=None, out_dir=out_dir)
+        evaluated = record_evaluation(
+            ws, assessment, predictions_dataset_info(path, outputs), version=None, out_dir=out_dir
+        )
     else:
         version = ws.store.resolve(target)
         dataset, _ = data_for(version, _data_spec(data, None, None))
-        assessment = assess_version(ws, version, dataset, split, efficiency=efficiency, n_boot=n_boot, seed=seed, progress=not json_out)
-        evaluated = record_evaluation(ws, assessment, dataset_info(dataset, split), version=version, out_dir=out_dir)
+        assessment = assess_version(
+            ws,
+            version,
+            dataset,
+            split,
+            efficiency=efficiency,
+            n_boot=n_boot,
+            seed=seed,
+            progress=not json_out,
+        )
+        evaluated = record_evaluation(
+            ws, assessment, dataset_info(dataset, split), version=version, out_dir=out_dir
+        )
     if json_out:
         emit_json({**evaluated.document, "report": str(evaluated.html), "run_id": evaluated.run_id})
         return
@@ -241,8 +312,12 @@ def eval_cmd(
 def gate(
     baseline: Annotated[str, typer.Argument(help="Baseline: a model ref or a predictions file.")],
     candidate: Annotated[str, typer.Argument(help="Candidate: a model ref or a predictions file.")],
-    policy_file: Annotated[Path | None, typer.Option("--policy", help="Policy TOML (default: the documented default policy).")] = None,
-    data: Annotated[str | None, typer.Option(help="Compare on this data instead of the candidate's own.")] = None,
+    policy_file: Annotated[
+        Path | None, typer.Option("--policy", help="Policy TOML (default: the documented default policy).")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Compare on this data instead of the candidate's own.")
+    ] = None,
     efficiency: Annotated[bool, typer.Option(help="Measure and compare latency (model refs only).")] = True,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the report.")] = None,
     home: HomeOpt = None,
@@ -251,7 +326,14 @@ def gate(
     """Compare a candidate with a baseline on the same examples under a policy. Exit 0 pass, 1 fail."""
     from assay.gate import Policy
     from assay.outputs import load_predictions
-    from assay.release import assess_predictions, assess_version, data_for, dataset_info, predictions_dataset_info, record_comparison
+    from assay.release import (
+        assess_predictions,
+        assess_version,
+        data_for,
+        dataset_info,
+        predictions_dataset_info,
+        record_comparison,
+    )
 
     policy = Policy.from_toml(policy_file) if policy_file else Policy.default()
     ws = _workspace(home)
@@ -262,16 +344,32 @@ def gate(
         b_out, c_out = load_predictions(b_path), load_predictions(c_path)
         b = assess_predictions(b_path, b_out, n_boot=policy.n_bootstrap, seed=policy.seed)
         c = assess_predictions(c_path, c_out, n_boot=policy.n_bootstrap, seed=policy.seed)
-        evaluated = record_comparison(ws, b, c, policy, predictions_dataset_info(c_path, c_out),
-                                      baseline_version=None, candidate_version=None, out_dir=out_dir)  # fmt: skip
+        evaluated = record_comparison(
+            ws,
+            b,
+            c,
+            policy,
+            predictions_dataset_info(c_path, c_out),
+            baseline_version=None,
+            candidate_version=None,
+            out_dir=out_dir,
+        )
     else:
         b_ver, c_ver = ws.store.resolve(baseline), ws.store.resolve(candidate)
         dataset, _ = data_for(c_ver, _data_spec(data, None, None))
         opts = {"efficiency": efficiency, "n_boot": policy.n_bootstrap, "seed": policy.seed}
         b = assess_version(ws, b_ver, dataset, "test", **opts)  # type: ignore[arg-type]
         c = assess_version(ws, c_ver, dataset, "test", **opts)  # type: ignore[arg-type]
-        evaluated = record_comparison(ws, b, c, policy, dataset_info(dataset, "test"),
-                                      baseline_version=b_ver, candidate_version=c_ver, out_dir=out_dir)  # fmt: skip
+        evaluated = record_comparison(
+            ws,
+            b,
+            c,
+            policy,
+            dataset_info(dataset, "test"),
+            baseline_version=b_ver,
+            candidate_version=c_ver,
+            out_dir=out_dir,
+        )
     assert evaluated.verdict is not None
     if json_out:
         emit_json({**evaluated.document, "report": str(evaluated.html), "run_id": evaluated.run_id})
@@ -336,7 +434,9 @@ def models_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
 @models_app.command("show")
 @friendly
 def models_show(
-    ref: Annotated[str, typer.Argument(help="A model name or ref.")], home: HomeOpt = None, json_out: JsonOpt = False
+    ref: Annotated[str, typer.Argument(help="A model name or ref.")],
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Versions of a model with lineage, gate status and alias history."""
     store = _workspace(home).store
@@ -344,22 +444,46 @@ def models_show(
     versions = store.list_versions(name)
     history = store.alias_history(name)
     if json_out:
-        emit_json({"versions": [dataclasses.asdict(v) for v in versions], "alias_history": [dataclasses.asdict(h) for h in history]})
+        emit_json(
+            {
+                "versions": [dataclasses.asdict(v) for v in versions],
+                "alias_history": [dataclasses.asdict(h) for h in history],
+            }
+        )
         return
     table = Table(title=f"{name}: versions")
     for column in ("version", "created", "parent", "gate", "digest", "training"):
         table.add_column(column)
     for v in versions:
         t = v.lineage.get("training", {})
-        training = f"{t.get('epochs_run', '?')} ep, {t.get('precision', '?')}, {t.get('seconds', '?')} s" if t else ""
+        training = (
+            f"{t.get('epochs_run', '?')} ep, {t.get('precision', '?')}, {t.get('seconds', '?')} s"
+            if t
+            else ""
+        )
         aliases = f" ({', '.join(v.aliases)})" if v.aliases else ""
-        table.add_row(f"v{v.version}{aliases}", f"{v.created_at:%Y-%m-%d %H:%M}", v.parent or "", v.gate_status, (v.artifact_digest or "")[:12], training)
+        table.add_row(
+            f"v{v.version}{aliases}",
+            f"{v.created_at:%Y-%m-%d %H:%M}",
+            v.parent or "",
+            v.gate_status,
+            (v.artifact_digest or "")[:12],
+            training,
+        )
     out.print(table)
     hist = Table(title=f"{name}: alias history")
     for column in ("at", "alias", "action", "from", "to", "forced", "reason"):
         hist.add_column(column)
     for h in history:
-        hist.add_row(f"{h.at:%Y-%m-%d %H:%M:%S}", h.alias, h.action, f"v{h.from_version}" if h.from_version else "", f"v{h.to_version}", "yes" if h.forced else "", h.reason or "")
+        hist.add_row(
+            f"{h.at:%Y-%m-%d %H:%M:%S}",
+            h.alias,
+            h.action,
+            f"v{h.from_version}" if h.from_version else "",
+            f"v{h.to_version}",
+            "yes" if h.forced else "",
+            h.reason or "",
+        )
     out.print(hist)
 
 

@@ -18,7 +18,11 @@ from assay.release import Workspace
 
 MODEL = "fmnist-cnn"
 BASELINE = {
-    "model": {"name": MODEL, "arch": "cnn", "description": "Fashion-MNIST clothing classifier (demo baseline)"},
+    "model": {
+        "name": MODEL,
+        "arch": "cnn",
+        "description": "Fashion-MNIST clothing classifier (demo baseline)",
+    },
     "train": {"epochs": 4},
 }
 CANDIDATE = {
@@ -53,7 +57,9 @@ def _row(step: str, result: PipelineResult) -> dict[str, Any]:
     }
 
 
-def run_demo(ws: Workspace, *, limit: int | None = None, progress: bool = True, console: Console | None = None) -> dict[str, Any]:
+def run_demo(
+    ws: Workspace, *, limit: int | None = None, progress: bool = True, console: Console | None = None
+) -> dict[str, Any]:
     console = console or Console(stderr=True)
     data = {"source": "fashion-mnist", **({"limit": limit} if limit else {})}
     steps = []

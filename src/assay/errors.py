@@ -6,7 +6,7 @@
     ├── DataError(ValueError)       a dataset or predictions file that is missing, corrupt or inconsistent
     ├── NotFoundError(LookupError)  an unknown model, version, alias, metric or plugin name
     ├── RefusedError(RuntimeError)  a state change the rules forbid (promoting a version whose gate failed)
-    └── MissingExtraError(ImportError)  an optional dependency is absent; the message gives the install command
+    └── MissingExtraError(ImportError)  an optional dependency is absent; the message says how to install it
 
 Each also inherits the matching built-in, so callers who catch ``ValueError`` keep working.
 Messages say what was wrong, with the value, and what to do.

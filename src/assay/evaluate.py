@@ -77,11 +77,13 @@ def evaluation_document(
     candidate: Assessment, *, dataset: dict[str, Any], environment: dict[str, Any], title: str | None = None
 ) -> dict[str, Any]:
     accuracy = next((m for m in candidate.measurements if m.name == "accuracy" and m.value is not None), None)
-    headline = f"Evaluation of {candidate.info.get('ref', 'predictions')} on {dataset.get('name')}/{dataset.get('split')}"
+    ref = candidate.info.get("ref", "predictions")
+    headline = f"Evaluation of {ref} on {dataset.get('name')}/{dataset.get('split')}"
     lines = []
     if accuracy is not None and accuracy.ci_low is not None and accuracy.ci_high is not None:
         lines.append(
-            f"accuracy {accuracy.value:.2%} [95% CI {accuracy.ci_low:.2%}, {accuracy.ci_high:.2%}], n={accuracy.n}"
+            f"accuracy {accuracy.value:.2%} [95% CI {accuracy.ci_low:.2%}, {accuracy.ci_high:.2%}], "
+            f"n={accuracy.n}"
         )
     failed = [m.name for m in candidate.measurements if m.status == "error"]
     if failed:
@@ -101,9 +103,7 @@ def evaluation_document(
     }
 
 
-def compare(
-    baseline: Assessment, candidate: Assessment, policy: Policy
-) -> Verdict:
+def compare(baseline: Assessment, candidate: Assessment, policy: Policy) -> Verdict:
     return evaluate_policy(
         policy,
         baseline.outputs,

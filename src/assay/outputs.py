@@ -62,7 +62,11 @@ class Outputs:
         """Write atomically (temporary file, then rename) so a crash never leaves half a cache."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays: dict[str, np.ndarray] = {"id": self.ids.astype(str), "label": self.labels, "probs": self.probs}
+        arrays: dict[str, np.ndarray] = {
+            "id": self.ids.astype(str),
+            "label": self.labels,
+            "probs": self.probs,
+        }
         for key, value in (("logits", self.logits), ("features", self.features), ("group", self.groups)):
             if value is not None:
                 arrays[key] = value.astype(str) if key == "group" else value
@@ -83,6 +87,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def as_class_indices(y: np.ndarray, source: str) -> np.ndarray:
+    """Labels as int64 class indices; floats are accepted only when they are whole numbers."""
+    whole_floats = y.dtype.kind == "f" and bool(np.all(np.isfinite(y)) and np.all(y == np.round(y)))
+    if y.dtype.kind not in "iu" and not whole_floats:
+        raise DataError(
+            f"{source}: labels must hold whole class indices; got dtype {y.dtype} with NaN or fractions."
+        )
+    return y.astype(np.int64)
+
+
 def from_arrays(
     labels: np.ndarray,
     *,
@@ -97,12 +111,7 @@ def from_arrays(
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise DataError(f"{source}: 'label' must be one-dimensional, got shape {labels.shape}.")
-    if labels.dtype.kind == "f":
-        if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
-            raise DataError(f"{source}: 'label' must hold whole class indices; found NaN or fractions.")
-    if labels.dtype.kind not in "iuf":
-        raise DataError(f"{source}: 'label' must be integer class indices, got dtype {labels.dtype}.")
-    labels = labels.astype(np.int64)
+    labels = as_class_indices(labels, source)
     if probs is None and logits is None:
         raise DataError(f"{source}: needs a 'probs' or a 'logits' column; found neither.")
     if logits is not None:

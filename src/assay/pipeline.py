@@ -32,6 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from assay.config import validation_message
 from assay.data import DataSpec, parse_data_arg
 from assay.errors import ConfigError
 from assay.gate import Policy
@@ -83,11 +84,11 @@ class ReleaseSection(_Strict):
 
 
 class Pipeline(_Strict):
-    data: DataSection = Field(default_factory=DataSection)
+    data: DataSection = Field(default_factory=lambda: DataSection())
     model: ModelSection
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    gate: GateSection = Field(default_factory=GateSection)
-    release: ReleaseSection = Field(default_factory=ReleaseSection)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig())
+    gate: GateSection = Field(default_factory=lambda: GateSection())
+    release: ReleaseSection = Field(default_factory=lambda: ReleaseSection())
     base_dir: Path = Path(".")
 
     def policy(self) -> Policy:
@@ -111,9 +112,7 @@ def pipeline_from_dict(raw: dict[str, Any], *, source: str, base_dir: Path = Pat
     try:
         return Pipeline.model_validate({**raw, "base_dir": base_dir})
     except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{source}: '{where}': {first['msg']} (got {first.get('input')!r}).") from None
+        raise ConfigError(validation_message(source, e)) from None
 
 
 @dataclass
@@ -131,21 +130,39 @@ def run_pipeline(ws: Workspace, pipeline: Pipeline, *, progress: bool = True) ->
     policy = pipeline.policy()  # validate the policy before spending minutes on training
     data_spec = pipeline.data.spec()
     data = load_dataset(data_spec)
-    baseline = ws.store.current_alias(pipeline.model.name, pipeline.gate.against)
+    # A model's first pipeline run has nothing to gate against; current_alias rejects unknown models.
+    known = {m.name for m in ws.store.list_models()}
+    baseline = (
+        ws.store.current_alias(pipeline.model.name, pipeline.gate.against)
+        if pipeline.model.name in known
+        else None
+    )
     version, result = train_version(
-        ws, pipeline.model.name, data, data_spec, arch=pipeline.model.arch, config=pipeline.train,
-        spec_overrides=pipeline.model.spec, parent=baseline.ref if baseline else None,
-        description=pipeline.model.description, progress=progress,
-    )  # fmt: skip
+        ws,
+        pipeline.model.name,
+        data,
+        data_spec,
+        arch=pipeline.model.arch,
+        config=pipeline.train,
+        spec_overrides=pipeline.model.spec,
+        parent=baseline.ref if baseline else None,
+        description=pipeline.model.description,
+        progress=progress,
+    )
     seeds = {"n_boot": policy.n_bootstrap, "seed": policy.seed}
-    candidate = assess_version(ws, version, data, "test", n_boot=policy.n_bootstrap, seed=policy.seed, progress=progress)
+    candidate = assess_version(
+        ws, version, data, "test", n_boot=policy.n_bootstrap, seed=policy.seed, progress=progress
+    )
     info = dataset_info(data, "test")
     promotion = None
     if baseline is None:
         evaluated = record_evaluation(ws, candidate, info, version=version)
         if pipeline.release.promote:
             promotion = ws.store.promote(
-                version.ref, pipeline.gate.against, reason="first release: no version to gate against", actor="pipeline"
+                version.ref,
+                pipeline.gate.against,
+                reason="first release: no version to gate against",
+                actor="pipeline",
             )
     else:
         base = assess_version(ws, baseline, data, "test", **seeds)  # type: ignore[arg-type]
@@ -154,5 +171,7 @@ def run_pipeline(ws: Workspace, pipeline: Pipeline, *, progress: bool = True) ->
         )
         assert evaluated.verdict is not None
         if pipeline.release.promote and evaluated.verdict.passed:
-            promotion = ws.store.promote(version.ref, pipeline.gate.against, reason="gate passed", actor="pipeline")
+            promotion = ws.store.promote(
+                version.ref, pipeline.gate.against, reason="gate passed", actor="pipeline"
+            )
     return PipelineResult(ws.store.resolve(version.ref), result, evaluated, baseline, promotion)

@@ -18,6 +18,7 @@ import numpy as np
 
 from assay.data import Dataset, DataSpec, load_dataset
 from assay.env import environment
+from assay.errors import DataError
 from assay.evaluate import Assessment, assess, compare, comparison_document, evaluation_document
 from assay.gate import Policy, Verdict
 from assay.inference import infer
@@ -105,7 +106,13 @@ def train_version(
     seed_everything(config.seed)  # before building: the initial weights come from the same seed
     result = train(build_model(spec), data, config, progress=progress)
     register_dataset(ws, data)
-    recipe = {"kind": "train", "arch": arch, "spec": spec, "train": config.model_dump(), "data": data_spec.model_dump()}
+    recipe = {
+        "kind": "train",
+        "arch": arch,
+        "spec": spec,
+        "train": config.model_dump(),
+        "data": data_spec.model_dump(),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         artifact = save_model(result.model, Path(tmp) / "model")
         version = ws.store.register_version(
@@ -135,7 +142,15 @@ def data_for(version: VersionInfo, override: DataSpec | None = None) -> tuple[Da
 
 
 def model_of(ws: Workspace, version: VersionInfo) -> ZooModel:
-    return load_model(ws.store.artifacts.path(version.artifact_digest))
+    return load_model(artifact_dir(ws, version))
+
+
+def artifact_dir(ws: Workspace, version: VersionInfo) -> Path:
+    if version.artifact_digest is None:
+        raise DataError(
+            f"{version.ref} was registered without model files; it cannot be run, only its runs read."
+        )
+    return ws.store.artifacts.path(version.artifact_digest)
 
 
 def model_info(version: VersionInfo, model: ZooModel) -> dict[str, Any]:
@@ -185,8 +200,10 @@ def assess_version(
     val = infer(predictor, data.val, **run) if split != "val" else None  # type: ignore[arg-type]
     eff = []
     if efficiency:
-        weights = ws.store.artifacts.path(version.artifact_digest) / WEIGHTS
-        eff = measure_efficiency(predictor, data.test.x[0], parameters=count_parameters(model), weights_path=weights, seed=seed)
+        weights = artifact_dir(ws, version) / WEIGHTS
+        eff = measure_efficiency(
+            predictor, data.test.x[0], parameters=count_parameters(model), weights_path=weights, seed=seed
+        )
     return assess(
         outputs,
         info=model_info(version, model),
@@ -200,30 +217,53 @@ def assess_version(
 
 
 def assess_predictions(path: Path, outputs: Outputs, *, n_boot: int = 1000, seed: int = 0) -> Assessment:
-    info = {"ref": path.name, "name": path.stem, "version": None, "card": {"architecture": "external predictions"}}
+    info = {
+        "ref": path.name,
+        "name": path.stem,
+        "version": None,
+        "card": {"architecture": "external predictions"},
+    }
     return assess(outputs, info=info, n_boot=n_boot, seed=seed)
 
 
 def predictions_dataset_info(path: Path, outputs: Outputs) -> dict[str, Any]:
-    return {"name": path.stem, "split": "predictions", "n": outputs.n, "fingerprint": outputs.fingerprint(),
-            "class_names": [str(c) for c in range(outputs.n_classes)], "source": str(path), "licence": "not declared"}  # fmt: skip
+    return {
+        "name": path.stem,
+        "split": "predictions",
+        "n": outputs.n,
+        "fingerprint": outputs.fingerprint(),
+        "class_names": [str(c) for c in range(outputs.n_classes)],
+        "source": str(path),
+        "licence": "not declared",
+    }
 
 
 def _stem(kind: str, *refs: str) -> str:
-    safe = "_vs_".join(r.replace("@", "-v").replace("/", "_") for r in refs)
+    safe = "_vs_".join(r.replace("@", "-").replace("/", "_") for r in refs)
     return f"{kind}-{safe}-{np.random.default_rng().integers(1 << 32):08x}"
 
 
 def record_evaluation(
-    ws: Workspace, candidate: Assessment, dataset: dict[str, Any], *, version: VersionInfo | None, out_dir: Path | None = None
+    ws: Workspace,
+    candidate: Assessment,
+    dataset: dict[str, Any],
+    *,
+    version: VersionInfo | None,
+    out_dir: Path | None = None,
 ) -> Evaluated:
     document = evaluation_document(candidate, dataset=dataset, environment=environment())
     paths = write_report(document, out_dir or ws.reports_dir, _stem("eval", candidate.info["ref"]))
     run_id = ws.store.record_run(
-        kind="evaluation", document=document, measurements=candidate.measurements,
-        version=version.ref if version else None, baseline=None, dataset_fingerprint=dataset["fingerprint"],
-        split=dataset["split"], passed=None, report_path=str(paths.html),
-    )  # fmt: skip
+        kind="evaluation",
+        document=document,
+        measurements=candidate.measurements,
+        version=version.ref if version else None,
+        baseline=None,
+        dataset_fingerprint=dataset["fingerprint"],
+        split=dataset["split"],
+        passed=None,
+        report_path=str(paths.html),
+    )
     return Evaluated(document, paths.html, paths.json, run_id)
 
 
@@ -240,15 +280,22 @@ def record_comparison(
 ) -> Evaluated:
     verdict = compare(baseline, candidate, policy)
     document = comparison_document(baseline, candidate, verdict, dataset=dataset, environment=environment())
-    paths = write_report(document, out_dir or ws.reports_dir, _stem("gate", baseline.info["ref"], candidate.info["ref"]))
+    paths = write_report(
+        document, out_dir or ws.reports_dir, _stem("gate", baseline.info["ref"], candidate.info["ref"])
+    )
     run_id = ws.store.record_run(
-        kind="comparison", document=document, measurements=candidate.measurements,
-        baseline_measurements=baseline.measurements, comparisons=verdict.comparisons,
+        kind="comparison",
+        document=document,
+        measurements=candidate.measurements,
+        baseline_measurements=baseline.measurements,
+        comparisons=verdict.comparisons,
         version=candidate_version.ref if candidate_version else None,
         baseline=baseline_version.ref if baseline_version else None,
-        dataset_fingerprint=dataset["fingerprint"], split=dataset["split"], passed=verdict.passed,
+        dataset_fingerprint=dataset["fingerprint"],
+        split=dataset["split"],
+        passed=verdict.passed,
         report_path=str(paths.html),
-    )  # fmt: skip
+    )
     if candidate_version is not None:
         ws.store.set_gate(candidate_version.ref, run_id, verdict.passed)
     return Evaluated(document, paths.html, paths.json, run_id, verdict)

@@ -69,12 +69,12 @@ def test_bad_predictions_files(tmp_path: Path, change: dict[str, np.ndarray | No
 
 def test_unreadable_files(tmp_path: Path) -> None:
     (tmp_path / "x.npz").write_bytes(b"not a zip")
-    with pytest.raises(DataError, match="not a readable .npz"):
+    with pytest.raises(DataError, match=r"not a readable \.npz"):
         load_predictions(tmp_path / "x.npz")
     (tmp_path / "x.parquet").write_bytes(b"PAR1 broken")
     with pytest.raises(DataError, match="not a readable parquet"):
         load_predictions(tmp_path / "x.parquet")
-    with pytest.raises(DataError, match="unsupported predictions format '.csv'"):
+    with pytest.raises(DataError, match=r"unsupported predictions format '\.csv'"):
         (tmp_path / "x.csv").write_text("a")
         load_predictions(tmp_path / "x.csv")
     np.savez(tmp_path / "nolabel.npz", probs=np.eye(3))

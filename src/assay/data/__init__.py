@@ -1,4 +1,4 @@
-"""Datasets: loaders for IDX, .npz, CSV/Parquet and scikit-learn's bundled sets, seeded splits, fingerprints."""
+"""Datasets: loaders (IDX, .npz, CSV/Parquet, scikit-learn's bundled sets), seeded splits, fingerprints."""
 
 from assay.data.dataset import Dataset, Split
 from assay.data.sources import DataSpec, load_dataset, parse_data_arg

@@ -16,17 +16,28 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from sklearn.model_selection import train_test_split
 
+from assay.config import validation_message
 from assay.data.dataset import Dataset, Split
 from assay.data.idx import find_idx, read_idx
 from assay.errors import DataError, UsageError
+from assay.outputs import as_class_indices
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 SKLEARN_SETS = ("digits", "breast_cancer", "wine")
 
 
@@ -46,14 +57,15 @@ class DataSpec(BaseModel):
 def parse_data_arg(arg: str, **options: object) -> DataSpec:
     """Turn ``--data`` strings like ``npz:file.npz`` into a :class:`DataSpec`."""
     kind, _, rest = arg.partition(":")
-    if kind == "fashion-mnist":
-        return DataSpec(kind="fashion-mnist", path=rest or None, **options)  # type: ignore[arg-type]
-    if kind not in ("idx", "npz", "csv", "parquet", "sklearn") or not rest:
+    if kind != "fashion-mnist" and (kind not in ("idx", "npz", "csv", "parquet", "sklearn") or not rest):
         raise UsageError(
             f"Cannot read data source '{arg}'. Use fashion-mnist, idx:DIR, npz:FILE, csv:FILE, "
             "parquet:FILE or sklearn:digits|breast_cancer|wine."
         )
-    return DataSpec(kind=kind, path=rest, **options)  # type: ignore[arg-type]
+    try:
+        return DataSpec.model_validate({"kind": kind, "path": rest or None, **options})
+    except ValidationError as e:
+        raise UsageError(validation_message(f"data source '{arg}'", e)) from None
 
 
 def load_dataset(spec: DataSpec) -> Dataset:
@@ -85,7 +97,12 @@ def _limit(dataset: Dataset, limit: int, seed: int) -> Dataset:
         return kept
 
     return Dataset(
-        **{**dataset.__dict__, "train": take(dataset.train), "val": take(dataset.val), "test": take(dataset.test)}
+        **{
+            **dataset.__dict__,
+            "train": take(dataset.train),
+            "val": take(dataset.val),
+            "test": take(dataset.test),
+        }
     )
 
 
@@ -107,10 +124,7 @@ def _labels(y: np.ndarray, n: int, source: str) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim != 1 or y.shape[0] != n:
         raise DataError(f"{source}: labels must be a vector of {n} entries, got shape {y.shape}.")
-    if y.dtype.kind not in "iu":
-        if y.dtype.kind != "f" or not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
-            raise DataError(f"{source}: labels must be whole class indices (got dtype {y.dtype}).")
-    return y.astype(np.int64)
+    return as_class_indices(y, source)
 
 
 def _class_names(y_train: np.ndarray, y_test: np.ndarray, source: str) -> list[str]:
@@ -131,10 +145,17 @@ def _ids(prefix: str, n: int) -> np.ndarray:
 
 
 def _image_dataset(
-    name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-    spec: DataSpec, source: str, class_names: list[str] | None, licence: str,
+    name: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    spec: DataSpec,
+    source: str,
+    class_names: list[str] | None,
+    licence: str,
     val: tuple[np.ndarray, np.ndarray] | None = None,
-) -> Dataset:  # fmt: skip
+) -> Dataset:
     x_train, x_test = _images(x_train, source), _images(x_test, source)
     y_train, y_test = _labels(y_train, len(x_train), source), _labels(y_test, len(x_test), source)
     names = class_names or _class_names(y_train, y_test, source)
@@ -145,25 +166,42 @@ def _image_dataset(
         x_val = _images(val[0], source)
         val_split = Split(x_val, _labels(val[1], len(x_val), source), _ids("val", len(x_val)))
     return Dataset(
-        name=spec.name or name, kind="image", train=train, val=val_split,
-        test=Split(x_test, y_test, _ids("test", len(y_test))), class_names=names, source=source,
+        name=spec.name or name,
+        kind="image",
+        train=train,
+        val=val_split,
+        test=Split(x_test, y_test, _ids("test", len(y_test))),
+        class_names=names,
+        source=source,
         licence=spec.licence or licence,
-    )  # fmt: skip
+    )
 
 
 def _load_idx(spec: DataSpec) -> Dataset:
     if spec.kind == "fashion-mnist":
-        directory = Path(spec.path or os.environ.get("ASSAY_FASHION_MNIST_DIR", FASHION_MNIST_DIR))
+        directory = Path(spec.path or os.environ.get("ASSAY_FASHION_MNIST_DIR") or FASHION_MNIST_DIR)
         name, classes, licence = "fashion-mnist", FASHION_MNIST_CLASSES, "MIT"
     else:
         directory, name, classes, licence = Path(spec.path or ""), Path(spec.path or "").name, None, "unknown"
     if not directory.is_dir():
         hint = " Install Debian's dataset-fashion-mnist package (make setup does)." if not spec.path else ""
         raise DataError(f"Dataset folder not found: {directory}.{hint}")
-    arrays = [read_idx(find_idx(directory, stem)) for stem in (
-        "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
-    )]  # fmt: skip
-    return _image_dataset(name, *arrays, spec=spec, source=str(directory), class_names=classes, licence=licence)
+    x_train, y_train, x_test, y_test = (
+        read_idx(find_idx(directory, f"{split}-{part}"))
+        for split in ("train", "t10k")
+        for part in ("images-idx3-ubyte", "labels-idx1-ubyte")
+    )
+    return _image_dataset(
+        name,
+        x_train,
+        y_train,
+        x_test,
+        y_test,
+        spec=spec,
+        source=str(directory),
+        class_names=classes,
+        licence=licence,
+    )
 
 
 def _load_npz(spec: DataSpec) -> Dataset:
@@ -180,22 +218,51 @@ def _load_npz(spec: DataSpec) -> Dataset:
         raise DataError(f"{path}: missing array(s) {missing}; found {sorted(arrays)}.")
     val = (arrays["x_val"], arrays["y_val"]) if "x_val" in arrays and "y_val" in arrays else None
     if arrays["x_train"].ndim == 2:  # a table stored as arrays
-        return _table_dataset(path.stem, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
-                              spec, str(path), None, [f"x{i}" for i in range(arrays["x_train"].shape[1])])  # fmt: skip
-    return _image_dataset(path.stem, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
-                          spec=spec, source=str(path), class_names=None, licence="unknown", val=val)  # fmt: skip
+        return _table_dataset(
+            path.stem,
+            arrays["x_train"],
+            arrays["y_train"],
+            arrays["x_test"],
+            arrays["y_test"],
+            spec,
+            str(path),
+            None,
+            [f"x{i}" for i in range(arrays["x_train"].shape[1])],
+        )
+    return _image_dataset(
+        path.stem,
+        arrays["x_train"],
+        arrays["y_train"],
+        arrays["x_test"],
+        arrays["y_test"],
+        spec=spec,
+        source=str(path),
+        class_names=None,
+        licence="unknown",
+        val=val,
+    )
 
 
 def _table_dataset(
-    name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-    spec: DataSpec, source: str, class_names: list[str] | None, feature_names: list[str],
-    groups: tuple[np.ndarray, np.ndarray] | None = None, licence: str = "unknown",
-) -> Dataset:  # fmt: skip
+    name: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    spec: DataSpec,
+    source: str,
+    class_names: list[str] | None,
+    feature_names: list[str],
+    groups: tuple[np.ndarray, np.ndarray] | None = None,
+    licence: str = "unknown",
+) -> Dataset:
     x_train, x_test = np.asarray(x_train, dtype=np.float32), np.asarray(x_test, dtype=np.float32)
     for label, x in (("train", x_train), ("test", x_test)):
         if not np.isfinite(x).all():
             rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
-            raise DataError(f"{source}: {len(rows)} {label} row(s) have missing or infinite values (first: {rows[0]}).")
+            raise DataError(
+                f"{source}: {len(rows)} {label} row(s) have missing or infinite values (first: {rows[0]})."
+            )
     y_train, y_test = _labels(y_train, len(x_train), source), _labels(y_test, len(x_test), source)
     # Standardise with training statistics only, so nothing about val/test leaks into the inputs.
     mean, std = x_train.mean(axis=0), x_train.std(axis=0)
@@ -205,11 +272,17 @@ def _table_dataset(
     train = Split(x_train, y_train, _ids("train", len(y_train)), g_train)
     train, val = _split_off(train, spec.val_fraction, spec.seed)
     return Dataset(
-        name=spec.name or name, kind="table", train=train, val=val,
+        name=spec.name or name,
+        kind="table",
+        train=train,
+        val=val,
         test=Split(x_test, y_test, _ids("test", len(y_test)), g_test),
-        class_names=class_names or _class_names(y_train, y_test, source), source=source,
-        licence=spec.licence or licence, input_range=None, feature_names=feature_names,
-    )  # fmt: skip
+        class_names=class_names or _class_names(y_train, y_test, source),
+        source=source,
+        licence=spec.licence or licence,
+        input_range=None,
+        feature_names=feature_names,
+    )
 
 
 def _load_table(spec: DataSpec) -> Dataset:
@@ -223,7 +296,9 @@ def _load_table(spec: DataSpec) -> Dataset:
     except Exception as e:  # pandas raises many parser-specific types
         raise DataError(f"{path}: cannot read as {spec.kind} ({e}).") from None
     if not spec.target:
-        raise UsageError(f"{path}: a table needs --target naming the label column; columns are {list(frame.columns)}.")
+        raise UsageError(
+            f"{path}: a table needs --target naming the label column; columns are {list(frame.columns)}."
+        )
     for column in [spec.target, *spec.groups]:
         if column not in frame.columns:
             raise DataError(f"{path}: no column '{column}'; columns are {list(frame.columns)}.")
@@ -237,10 +312,22 @@ def _load_table(spec: DataSpec) -> Dataset:
     except ValueError as e:
         raise DataError(f"{path}: feature columns must be numeric or categorical ({e}).") from None
     index = np.arange(len(y))
-    train_i, test_i = train_test_split(index, test_size=spec.test_fraction, random_state=spec.seed, stratify=y)
+    train_i, test_i = train_test_split(
+        index, test_size=spec.test_fraction, random_state=spec.seed, stratify=y
+    )
     g = None if groups is None else (groups[train_i], groups[test_i])
-    return _table_dataset(path.stem, x[train_i], y[train_i], x[test_i], y[test_i], spec, str(path),
-                          [str(c) for c in classes], [str(c) for c in features.columns], g)  # fmt: skip
+    return _table_dataset(
+        path.stem,
+        x[train_i],
+        y[train_i],
+        x[test_i],
+        y[test_i],
+        spec,
+        str(path),
+        [str(c) for c in classes],
+        [str(c) for c in features.columns],
+        g,
+    )
 
 
 def _load_sklearn(spec: DataSpec) -> Dataset:
@@ -251,7 +338,18 @@ def _load_sklearn(spec: DataSpec) -> Dataset:
         raise UsageError(f"Unknown scikit-learn dataset '{name}'. Known: {', '.join(SKLEARN_SETS)}.")
     bunch = getattr(datasets, f"load_{name}")()
     x, y = np.asarray(bunch.data, dtype=np.float32), np.asarray(bunch.target)
-    train_i, test_i = train_test_split(np.arange(len(y)), test_size=spec.test_fraction, random_state=spec.seed, stratify=y)
-    return _table_dataset(f"sklearn-{name}", x[train_i], y[train_i], x[test_i], y[test_i], spec,
-                          f"sklearn.datasets.load_{name}", [str(c) for c in bunch.target_names],
-                          [str(c) for c in bunch.feature_names], licence="BSD-3-Clause")  # fmt: skip
+    train_i, test_i = train_test_split(
+        np.arange(len(y)), test_size=spec.test_fraction, random_state=spec.seed, stratify=y
+    )
+    return _table_dataset(
+        f"sklearn-{name}",
+        x[train_i],
+        y[train_i],
+        x[test_i],
+        y[test_i],
+        spec,
+        f"sklearn.datasets.load_{name}",
+        [str(c) for c in bunch.target_names],
+        [str(c) for c in bunch.feature_names],
+        licence="BSD-3-Clause",
+    )

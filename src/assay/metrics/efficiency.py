@@ -8,6 +8,8 @@ count and batch sizes are recorded in every measurement. Timings are only compar
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import re
 import time
 from collections.abc import Callable
@@ -36,15 +38,29 @@ def _timings_ms(fn: Callable[[], object], warmup: int, repeats: int) -> np.ndarr
 
 
 def _percentile_measurement(
-    name: str, samples: np.ndarray, q: float, unit: str, context: dict[str, Any], seed: int, higher_is_better: bool = False
+    name: str,
+    samples: np.ndarray,
+    q: float,
+    unit: str,
+    context: dict[str, Any],
+    seed: int,
+    higher_is_better: bool = False,
 ) -> Measurement:
-    result = bootstrap_ci(lambda idx: float(np.percentile(samples[idx], q)), len(samples), n_boot=1000, seed=seed)
+    result = bootstrap_ci(
+        lambda idx: float(np.percentile(samples[idx], q)), len(samples), n_boot=1000, seed=seed
+    )
     return Measurement(
-        name=name, family=FAMILY, value=float(np.percentile(samples, q)), ci_low=result.ci_low, ci_high=result.ci_high,
-        n=len(samples), unit=unit, higher_is_better=higher_is_better,
+        name=name,
+        family=FAMILY,
+        value=float(np.percentile(samples, q)),
+        ci_low=result.ci_low,
+        ci_high=result.ci_high,
+        n=len(samples),
+        unit=unit,
+        higher_is_better=higher_is_better,
         estimator=f"p{q:g} of {len(samples)} timed calls after warm-up, percentile bootstrap 95% CI",
         details={**context, "samples": [round(float(s), 6) for s in samples], "statistic": f"p{q:g}"},
-    )  # fmt: skip
+    )
 
 
 def _vm_kib(field: str) -> int | None:
@@ -55,8 +71,20 @@ def _vm_kib(field: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def _release_free_heap() -> None:
+    """Hand memory that earlier work freed back to the OS (glibc keeps it in its arenas otherwise).
+
+    Without this, a model measured after a larger one reuses the larger one's freed pages, its resident
+    set never grows, and its peak reads as ~0 MiB.
+    """
+    # Not glibc: nothing to release, and the reading may then under-estimate after larger work.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def peak_memory_mib(fn: Callable[[], object]) -> float | None:
     """Peak resident memory added while ``fn`` runs, in MiB (Linux: reset VmHWM via clear_refs)."""
+    _release_free_heap()
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -83,13 +111,31 @@ def measure_efficiency(
     context = {"threads": threads, "backend": predictor.name}
     out: list[Measurement] = []
     if parameters is not None:
-        out.append(Measurement("parameters", FAMILY, float(parameters), unit="count", higher_is_better=False,
-                               estimator="trainable and frozen parameters"))  # fmt: skip
+        out.append(
+            Measurement(
+                "parameters",
+                FAMILY,
+                float(parameters),
+                unit="count",
+                higher_is_better=False,
+                estimator="trainable and frozen parameters",
+            )
+        )
     if weights_path is not None and weights_path.is_file():
-        out.append(Measurement("size_on_disk", FAMILY, float(weights_path.stat().st_size), unit="bytes",
-                               higher_is_better=False, estimator=f"size of {weights_path.name}"))  # fmt: skip
+        out.append(
+            Measurement(
+                "size_on_disk",
+                FAMILY,
+                float(weights_path.stat().st_size),
+                unit="bytes",
+                higher_is_better=False,
+                estimator=f"size of {weights_path.name}",
+            )
+        )
     else:
-        out.append(Measurement.skipped("size_on_disk", FAMILY, "no weights file (predictions or in-memory model)"))
+        out.append(
+            Measurement.skipped("size_on_disk", FAMILY, "no weights file (predictions or in-memory model)")
+        )
     single = np.ascontiguousarray(example[None])
     batch = np.ascontiguousarray(np.repeat(single, throughput_batch, axis=0))
     b1 = _timings_ms(lambda: predictor.logits_and_features(single), warmup, repeats)
@@ -99,12 +145,24 @@ def measure_efficiency(
     bt = _timings_ms(lambda: predictor.logits_and_features(batch), max(2, warmup // 5), max(10, repeats // 5))
     ctxb = {**context, "batch_size": throughput_batch}
     out.append(_percentile_measurement("latency_p50_batch", bt, 50, "ms", ctxb, seed))
-    out.append(_percentile_measurement("throughput", throughput_batch / (bt / 1e3), 50, "examples/s", ctxb, seed, True))
+    out.append(
+        _percentile_measurement(
+            "throughput", throughput_batch / (bt / 1e3), 50, "examples/s", ctxb, seed, True
+        )
+    )
     peak = peak_memory_mib(lambda: predictor.logits_and_features(batch))
     if peak is None:
         out.append(Measurement.skipped("peak_memory", FAMILY, "peak RSS not readable (needs Linux /proc)"))
     else:
-        out.append(Measurement("peak_memory", FAMILY, peak, unit="MiB", higher_is_better=False,
-                               estimator=f"peak RSS added by one forward pass at batch {throughput_batch}",
-                               details=ctxb))  # fmt: skip
+        out.append(
+            Measurement(
+                "peak_memory",
+                FAMILY,
+                peak,
+                unit="MiB",
+                higher_is_better=False,
+                estimator=f"peak RSS added by one forward pass at batch {throughput_batch}",
+                details=ctxb,
+            )
+        )
     return out

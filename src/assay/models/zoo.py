@@ -38,7 +38,12 @@ class SmallCNN(ZooModel):
         in_ch, size = int(spec["in_channels"]), int(spec["image_size"])
         layers: list[nn.Module] = []
         for out_ch in spec["channels"]:
-            layers += [nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False), nn.BatchNorm2d(out_ch), nn.ReLU(), nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out_ch),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
             in_ch, size = out_ch, size // 2
         self.body = nn.Sequential(*layers, nn.Flatten())
         self.neck = nn.Sequential(nn.Linear(in_ch * size * size, spec["hidden"]), nn.ReLU())
@@ -87,7 +92,9 @@ def default_spec(arch: str, input_shape: tuple[int, ...], n_classes: int, **over
     spec: dict[str, Any] = {"arch": arch, "n_classes": n_classes, **_DEFAULTS[arch]}
     if arch == "cnn":
         if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
-            raise ConfigError(f"The cnn needs square images (C, H, W); got input shape {input_shape}. Use mlp for tables.")
+            raise ConfigError(
+                f"The cnn needs square images (C, H, W); got input shape {input_shape}. Use mlp for tables."
+            )
         spec.update(in_channels=input_shape[0], image_size=input_shape[1])
     else:
         spec["n_features"] = int(torch.Size(input_shape).numel())
@@ -97,7 +104,9 @@ def default_spec(arch: str, input_shape: tuple[int, ...], n_classes: int, **over
 
 def build_model(spec: dict[str, Any]) -> ZooModel:
     if "arch" not in spec:
-        raise ConfigError(f"A model spec needs an 'arch' key (one of {ZOO.names()}); got keys {sorted(spec)}.")
+        raise ConfigError(
+            f"A model spec needs an 'arch' key (one of {ZOO.names()}); got keys {sorted(spec)}."
+        )
     try:
         return ZOO.get(spec["arch"])(spec)
     except (KeyError, TypeError) as e:

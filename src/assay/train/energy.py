@@ -35,8 +35,10 @@ class EnergyReading:
 
 
 def _rapl_domains() -> list[Path]:
-    """Top-level package domains (intel-rapl:0, intel-rapl:1, ...), not their sub-zones, to avoid double counting."""
-    return sorted(p for p in RAPL_ROOT.glob("*-rapl:*") if p.name.count(":") == 1 and (p / "energy_uj").is_file())
+    """Top-level package domains (intel-rapl:0, intel-rapl:1, ...): sub-zones would count twice."""
+    return sorted(
+        p for p in RAPL_ROOT.glob("*-rapl:*") if p.name.count(":") == 1 and (p / "energy_uj").is_file()
+    )
 
 
 def _read_rapl(domains: list[Path]) -> list[int] | None:
@@ -65,7 +67,10 @@ class EnergyMeter:
         grid = float(os.environ.get("ASSAY_GRID_G_PER_KWH", 400.0))
         end = _read_rapl(self._domains) if self._rapl_start is not None else None
         if self._rapl_start is not None and end is not None:
-            joules = sum(_delta(d, a, b) for d, a, b in zip(self._domains, self._rapl_start, end, strict=True)) / 1e6
+            joules = (
+                sum(_delta(d, a, b) for d, a, b in zip(self._domains, self._rapl_start, end, strict=True))
+                / 1e6
+            )
             method: Literal["measured", "estimated"] = "measured"
             source = "RAPL package counters (whole CPU package, not only this process)"
         else:

@@ -65,7 +65,10 @@ class TrainResult:
 
 def resolve_precision(precision: str) -> Literal["bf16", "fp32"]:
     if precision == "bf16" and not cpu_supports_bf16():
-        raise UsageError("precision 'bf16' was asked for but this CPU has no native bf16 (avx512_bf16/amx); use fp32 or auto.")
+        raise UsageError(
+            "precision 'bf16' was asked for but this CPU has no native bf16 (avx512_bf16/amx); "
+            "use fp32 or auto."
+        )
     if precision == "auto":
         return "bf16" if cpu_supports_bf16() else "fp32"
     return "bf16" if precision == "bf16" else "fp32"
@@ -87,7 +90,7 @@ def seed_everything(seed: int) -> None:
 
 
 def train(model: ZooModel, data: Dataset, config: TrainConfig, *, progress: bool = True) -> TrainResult:
-    """Train a copy of ``model`` on ``data.train``, select on ``data.val``; the caller's model is untouched."""
+    """Train a copy of ``model`` on ``data.train``, select on ``data.val``; the caller's model stays as is."""
     seed_everything(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -102,7 +105,13 @@ def train(model: ZooModel, data: Dataset, config: TrainConfig, *, progress: bool
     history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_accuracy": [], "lr": []}
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
 
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn())  # fmt: skip
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+    )
     with EnergyMeter() as meter, Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task("training", total=config.epochs * steps_per_epoch, info="")
         for epoch in range(1, config.epochs + 1):
@@ -122,7 +131,7 @@ def train(model: ZooModel, data: Dataset, config: TrainConfig, *, progress: bool
             history["train_loss"].append(total / len(y))
             history["val_loss"].append(val_loss)
             history["val_accuracy"].append(val_acc)
-            history["lr"].append(schedule.get_last_lr()[0])
+            history["lr"].append(float(schedule.get_last_lr()[0]))
             bar.update(task, info=f"epoch {epoch}: val loss {val_loss:.4f}, val acc {val_acc:.2%}")
             if val_loss < best_loss:
                 best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(model.state_dict())

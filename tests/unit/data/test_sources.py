@@ -18,7 +18,7 @@ def test_npz_images_scaled_and_split(image_npz: Path) -> None:
     assert d.kind == "image" and d.input_shape == (1, 12, 12)
     assert d.train.n + d.val.n == 600 and d.test.n == 300
     assert d.val.n == 60  # 10% stratified
-    assert 0.0 <= d.train.x.min() and d.train.x.max() <= 1.0
+    assert d.train.x.min() >= 0.0 and d.train.x.max() <= 1.0
     # Stratified: class shares in val match train within one example per class.
     for cls in range(3):
         assert abs((d.val.y == cls).mean() - (d.train.y == cls).mean()) < 0.03
@@ -72,7 +72,7 @@ def test_labels_out_of_range_in_test_only(image_npz: Path, tmp_path: Path) -> No
 
 def test_corrupt_and_missing_npz(tmp_path: Path) -> None:
     (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04garbage")
-    with pytest.raises(DataError, match="not a readable .npz"):
+    with pytest.raises(DataError, match=r"not a readable \.npz"):
         load_dataset(parse_data_arg(f"npz:{tmp_path / 'corrupt.npz'}"))
     with pytest.raises(DataError, match="not found"):
         load_dataset(parse_data_arg(f"npz:{tmp_path / 'absent.npz'}"))
@@ -81,7 +81,9 @@ def test_corrupt_and_missing_npz(tmp_path: Path) -> None:
 def test_idx_directory(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     for prefix, n in (("train", 50), ("t10k", 20)):
-        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 8, 8), dtype=np.uint8), True)
+        write_idx(
+            tmp_path / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 8, 8), dtype=np.uint8), True
+        )
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", np.arange(n, dtype=np.uint8) % 4, False)
     d = load_dataset(parse_data_arg(f"idx:{tmp_path}"))
     assert d.n_classes == 4 and d.train.n + d.val.n == 50 and d.test.n == 20
@@ -99,9 +101,14 @@ def test_csv_table_with_groups(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     n = 200
     frame = pd.DataFrame(
-        {"a": rng.normal(size=n), "b": rng.normal(3, 2, size=n), "colour": rng.choice(["red", "blue"], n),
-         "region": rng.choice(["north", "south"], n), "label": rng.choice(["cat", "dog"], n)}
-    )  # fmt: skip
+        {
+            "a": rng.normal(size=n),
+            "b": rng.normal(3, 2, size=n),
+            "colour": rng.choice(["red", "blue"], n),
+            "region": rng.choice(["north", "south"], n),
+            "label": rng.choice(["cat", "dog"], n),
+        }
+    )
     frame.to_csv(tmp_path / "t.csv", index=False)
     d = load_dataset(parse_data_arg(f"csv:{tmp_path / 't.csv'}", target="label", groups=["region"]))
     assert d.kind == "table" and d.class_names == ["cat", "dog"]
@@ -129,12 +136,19 @@ def test_sklearn_sets_match_sklearn(name: str) -> None:
     assert d.train.n + d.val.n + d.test.n == len(bunch.target)
     assert d.n_classes == len(bunch.target_names)
     assert d.input_shape == (bunch.data.shape[1],)
-    assert np.bincount(np.concatenate([d.train.y, d.val.y, d.test.y])).tolist() == np.bincount(bunch.target).tolist()
+    assert (
+        np.bincount(np.concatenate([d.train.y, d.val.y, d.test.y])).tolist()
+        == np.bincount(bunch.target).tolist()
+    )
 
 
 def test_bad_source_strings() -> None:
     with pytest.raises(UsageError, match="Cannot read data source"):
         parse_data_arg("ftp:whatever")
+    with pytest.raises(
+        UsageError, match="data source 'sklearn:wine': 'limit': Input should be greater than 0"
+    ):
+        parse_data_arg("sklearn:wine", limit=0)
     with pytest.raises(UsageError, match="Unknown scikit-learn dataset 'iris'"):
         load_dataset(DataSpec(kind="sklearn", path="iris"))
 

@@ -19,7 +19,10 @@ def test_round_trip_is_exact(tmp_path: Path, arch: str, shape: tuple[int, ...]) 
     save_model(model, tmp_path / "m")
     loaded = load_model(tmp_path / "m")
     assert torch.equal(model(x), loaded(x))
-    assert loaded.features(x).shape == (4, model.spec.get("hidden", [0, 64])[-1] if arch == "mlp" else model.spec["hidden"])
+    assert loaded.features(x).shape == (
+        4,
+        model.spec.get("hidden", [0, 64])[-1] if arch == "mlp" else model.spec["hidden"],
+    )
     assert count_parameters(loaded) == count_parameters(model)
 
 
@@ -59,7 +62,7 @@ def test_bad_model_folders(tmp_path: Path) -> None:
 
 
 def test_spec_errors() -> None:
-    with pytest.raises(NotFoundError, match="Unknown model 'resnet'. Known: cnn, mlp"):
+    with pytest.raises(NotFoundError, match=r"Unknown model 'resnet'\. Known: cnn, mlp"):
         default_spec("resnet", (1, 28, 28), 10)
     with pytest.raises(ConfigError, match="square images"):
         default_spec("cnn", (13,), 2)

@@ -33,7 +33,14 @@ def test_deterministic_with_a_seed(bars) -> None:  # type: ignore[no-untyped-def
     runs = []
     for _ in range(2):
         seed_everything(3)  # the initial weights too
-        runs.append(train(build_model(spec), bars, TrainConfig(epochs=2, batch_size=64, precision="fp32", seed=3), progress=False))
+        runs.append(
+            train(
+                build_model(spec),
+                bars,
+                TrainConfig(epochs=2, batch_size=64, precision="fp32", seed=3),
+                progress=False,
+            )
+        )
     for key, value in runs[0].model.state_dict().items():
         assert torch.equal(value, runs[1].model.state_dict()[key])
     assert runs[0].history == runs[1].history
@@ -42,7 +49,12 @@ def test_deterministic_with_a_seed(bars) -> None:  # type: ignore[no-untyped-def
 def test_early_stopping_keeps_the_best_epoch(bars) -> None:  # type: ignore[no-untyped-def]
     spec = default_spec("mlp", bars.input_shape, bars.n_classes, hidden=[64])
     # A large learning rate on a tiny set overfits quickly: validation loss turns up and training stops.
-    result = train(build_model(spec), bars, TrainConfig(epochs=30, batch_size=16, lr=0.05, patience=2, precision="fp32"), progress=False)
+    result = train(
+        build_model(spec),
+        bars,
+        TrainConfig(epochs=30, batch_size=16, lr=0.05, patience=2, precision="fp32"),
+        progress=False,
+    )
     losses = result.history["val_loss"]
     assert result.epochs_run < 30
     assert losses[result.best_epoch - 1] == min(losses)

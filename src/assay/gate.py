@@ -1,0 +1,797 @@
+"""Release gate: a stated policy, a paired test per rule, Holm across the gated rules, one verdict.
+
+A policy is a TOML file (``[policy]`` settings, ``[[rules]]``); :data:`DEFAULT_POLICY_TOML` is the one
+assay uses when none is given. Rule kinds, in the metric's own unit, direction taken from the metric:
+
+- ``non_inferiority`` (``margin >= 0``): the candidate may be worse than the baseline by less than
+  ``margin``. H0: delta is at or beyond ``margin`` in the bad direction.
+- ``improvement`` (optional ``min_effect >= 0``, default 0): the candidate is better by more than
+  ``min_effect``. For accuracy with ``min_effect = 0`` the one-sided exact McNemar test decides.
+- ``at_most`` / ``at_least`` (``threshold``): the candidate's own value is below / above ``threshold``.
+
+Each rule gives a one-sided p-value from bootstrap replicates (paired for metrics of the outputs,
+independent resamples for timings), ``(1 + #replicates on the H0 side) / (B + 1)``. The p-values of
+the gated rules are Holm-adjusted at the policy's ``alpha`` and a rule passes iff its adjusted
+p < alpha; the message also states the one-sided bootstrap bound at the rule's Holm level, which
+crosses the margin exactly when the rule's own Holm step passes. ``gated = false`` makes a rule
+informational (judged at alpha, outside Holm, never deciding). A rule whose metric was not measured
+(latency for a predictions file) is ``skipped`` and fails the gate unless it says
+``required = false``. Statistical outcomes never raise: a failed gate is a :class:`Verdict` with
+``passed=False``.
+
+Metric names valid in rules: the registered metrics (:data:`assay.metrics.METRICS`), the efficiency
+measurements in :data:`EFFICIENCY_METRICS`, and any ``extra_metrics`` given when loading a policy.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from assay.compare import (
+    PairedResult,
+    align,
+    churn,
+    compare_aligned,
+    compare_measurements,
+    resample_statistic,
+)
+from assay.errors import ConfigError
+from assay.measurement import Comparison, Measurement, _clean
+from assay.metrics.registry import METRICS
+from assay.outputs import Outputs
+from assay.stats import (
+    bootstrap_p_value,
+    holm,
+    mcnemar_from_counts,
+    mde_paired_accuracy,
+    one_sided_bound,
+    percentile_interval,
+)
+
+# Efficiency measurements (assay.metrics.efficiency) a policy may name; they are not in METRICS because
+# they come from timing a model, not from its outputs.
+EFFICIENCY_METRICS: tuple[str, ...] = (
+    "latency_p50_b1",
+    "latency_p95_b1",
+    "latency_p99_b1",
+    "latency_p50_batch",
+    "throughput",
+    "peak_memory",
+    "size_on_disk",
+    "parameters",
+)
+
+RuleKind = Literal["non_inferiority", "improvement", "at_most", "at_least"]
+KINDS: tuple[str, ...] = ("non_inferiority", "improvement", "at_most", "at_least")
+# The parameter each kind takes; any other is an error, so a misplaced 'margin' cannot be ignored.
+_PARAMETER: dict[str, str] = {
+    "non_inferiority": "margin",
+    "improvement": "min_effect",
+    "at_most": "threshold",
+    "at_least": "threshold",
+}
+_POWER = 0.8
+# Proportions whose deltas read best in percentage points.
+_POINTS = ("accuracy", "macro_f1")
+
+DEFAULT_POLICY_TOML = """\
+# assay's default release policy: on the same test examples, the candidate may not be worse than the
+# baseline by a stated margin or more. Holm's correction across the gated rules keeps the chance that
+# a candidate which is that much worse on some gated metric still passes at most alpha.
+[policy]
+name = "default"
+alpha = 0.05         # family-wise error rate across the gated rules (Holm)
+n_bootstrap = 1000   # paired bootstrap resamples
+seed = 0
+
+# Accuracy may not drop by 0.5 points or more.
+[[rules]]
+metric = "accuracy"
+kind = "non_inferiority"
+margin = 0.005
+
+# Top-label ECE (15 bins, L1) may not rise by 0.01 or more.
+[[rules]]
+metric = "ece"
+kind = "non_inferiority"
+margin = 0.01
+
+# Mean negative log-likelihood may not rise by 0.02 nats or more.
+[[rules]]
+metric = "nll"
+kind = "non_inferiority"
+margin = 0.02
+
+# Reported, not deciding: macro F1 within 1 point.
+[[rules]]
+metric = "macro_f1"
+kind = "non_inferiority"
+margin = 0.01
+gated = false
+
+# Reported, not deciding: is the candidate faster at batch 1? Skipped for predictions files.
+[[rules]]
+metric = "latency_p50_b1"
+kind = "improvement"
+gated = false
+required = false
+"""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Policy file
+
+
+def _known_metrics(extra: Iterable[str]) -> list[str]:
+    return sorted({*METRICS.names(), *EFFICIENCY_METRICS, *extra})
+
+
+class _RuleModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    metric: str
+    kind: str
+    margin: float | None = None
+    min_effect: float | None = None
+    threshold: float | None = None
+    gated: bool = True
+    required: bool = True
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str, info: ValidationInfo) -> str:
+        known = (info.context or {}).get("known_metrics")
+        if known is not None and value not in known:
+            raise ValueError(f"unknown metric '{value}'. Known: {', '.join(known)}")
+        return value
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value not in KINDS:
+            raise ValueError(f"unknown kind '{value}'. Known: {', '.join(KINDS)}")
+        return value
+
+    @field_validator("margin", "min_effect", "threshold")
+    @classmethod
+    def _finite(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"'{info.field_name}' must be a finite number. Got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _parameters_fit_kind(self) -> _RuleModel:
+        wanted = _PARAMETER[self.kind]
+        for name in ("margin", "min_effect", "threshold"):
+            if name != wanted and getattr(self, name) is not None:
+                raise ValueError(f"'{name}' does not apply to kind '{self.kind}' (it takes '{wanted}')")
+        value = getattr(self, wanted)
+        if value is None and self.kind != "improvement":
+            raise ValueError(f"kind '{self.kind}' needs '{wanted}'")
+        if wanted in ("margin", "min_effect") and value is not None and value < 0:
+            raise ValueError(f"'{wanted}' must be >= 0. Got {value}")
+        return self
+
+
+class _SettingsModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = "policy"
+    alpha: float = Field(default=0.05, gt=0, lt=0.5)
+    # Fewer resamples cannot resolve p-values near alpha / (number of rules).
+    n_bootstrap: int = Field(default=1000, ge=100)
+    seed: int = Field(default=0, ge=0)
+
+
+class _PolicyFileModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    policy: _SettingsModel = Field(default_factory=_SettingsModel)
+    rules: list[_RuleModel] = Field(min_length=1)
+
+
+_TYPE_WORDS = {
+    "float_type": "a number",
+    "int_type": "a whole number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "an array of tables ([[rules]])",
+    "model_type": "a table",
+    "dict_type": "a table",
+}
+
+
+def _where(loc: tuple[Any, ...], data: Any) -> tuple[str, str | None]:
+    """('rule 2 ('ece')', 'margin') for loc ('rules', 1, 'margin'); the key is None at table level."""
+    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+        rules = data.get("rules") if isinstance(data, dict) else None
+        rule = rules[loc[1]] if isinstance(rules, list) and loc[1] < len(rules) else None
+        metric = rule.get("metric") if isinstance(rule, dict) else None
+        label = f"rule {loc[1] + 1}" + (f" ('{metric}')" if isinstance(metric, str) else "")
+        return label, (str(loc[2]) if len(loc) > 2 else None)
+    if len(loc) >= 2 and loc[0] == "policy":
+        return "[policy]", (str(loc[1]) if len(loc) > 1 else None)
+    return "file", (str(loc[0]) if loc else None)
+
+
+def _problem(error: Any, key: str | None) -> str:
+    kind, message = error["type"], str(error["msg"])
+    if kind == "value_error":
+        return message.removeprefix("Value error, ")
+    if kind == "missing":
+        return f"missing key '{key}'"
+    if kind == "extra_forbidden":
+        return f"unknown key '{key}'"
+    if kind == "too_short" and key == "rules":
+        return "no [[rules]]: a policy needs at least one rule"
+    subject = f"'{key}'" if key else "it"
+    if kind in _TYPE_WORDS:
+        return f"{subject} must be {_TYPE_WORDS[kind]}. Got {error.get('input')!r}"
+    constraint = message.removeprefix("Input should be ")
+    return f"{subject} must be {constraint}. Got {error.get('input')!r}"
+
+
+def _config_error(source: str, error: ValidationError, data: Any) -> ConfigError:
+    errors = error.errors()
+    first = errors[0]
+    where, key = _where(tuple(first["loc"]), data)
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    return ConfigError(f"{source}: {where}: {_problem(first, key)}{more}.")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One policy rule; see the module docstring for the kinds."""
+
+    metric: str
+    kind: RuleKind
+    margin: float | None = None
+    min_effect: float | None = None
+    threshold: float | None = None
+    gated: bool = True
+    required: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """The TOML keys of this rule; defaults and unused parameters left out."""
+        d: dict[str, Any] = {"metric": self.metric, "kind": self.kind}
+        for key in ("margin", "min_effect", "threshold"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        if not self.gated:
+            d["gated"] = False
+        if not self.required:
+            d["required"] = False
+        return d
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated release policy. Load with :meth:`from_toml` or take :meth:`default`."""
+
+    name: str
+    alpha: float
+    n_bootstrap: int
+    seed: int
+    rules: tuple[Rule, ...]
+    source: str = field(default="<dict>", compare=False)
+
+    @classmethod
+    def from_dict(
+        cls, data: dict[str, Any], *, source: str = "<dict>", extra_metrics: Iterable[str] = ()
+    ) -> Policy:
+        """Validate the TOML-shaped ``{"policy": {...}, "rules": [...]}`` (or :meth:`to_dict`'s flat form)."""
+        if "policy" not in data and "name" in data:
+            settings = {k: data[k] for k in ("name", "alpha", "n_bootstrap", "seed") if k in data}
+            data = {"policy": settings, "rules": data.get("rules", [])}
+        context = {"known_metrics": _known_metrics(extra_metrics)}
+        try:
+            model = _PolicyFileModel.model_validate(data, context=context)
+        except ValidationError as e:
+            raise _config_error(source, e, data) from None
+        rules = tuple(Rule(**r.model_dump()) for r in model.rules)
+        s = model.policy
+        return cls(
+            name=s.name, alpha=s.alpha, n_bootstrap=s.n_bootstrap, seed=s.seed, rules=rules, source=source
+        )
+
+    @classmethod
+    def from_toml_text(
+        cls, text: str, *, source: str = "<string>", extra_metrics: Iterable[str] = ()
+    ) -> Policy:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{source}: not valid TOML: {e}.") from None
+        return cls.from_dict(data, source=source, extra_metrics=extra_metrics)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, *, extra_metrics: Iterable[str] = ()) -> Policy:
+        """Read a policy file; each problem is a :class:`~assay.errors.ConfigError` naming file, rule, key."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: cannot read the policy file ({e}).") from None
+        return cls.from_toml_text(text, source=str(path), extra_metrics=extra_metrics)
+
+    @classmethod
+    def default(cls) -> Policy:
+        """The documented default policy, :data:`DEFAULT_POLICY_TOML`."""
+        return cls.from_toml_text(DEFAULT_POLICY_TOML, source="default policy")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "alpha": self.alpha,
+            "n_bootstrap": self.n_bootstrap,
+            "seed": self.seed,
+            "rules": [rule.to_dict() for rule in self.rules],
+        }
+
+    def to_toml(self) -> str:
+        """This policy as a TOML file that :meth:`from_toml_text` reads back to an equal policy."""
+        lines = [
+            "[policy]",
+            f"name = {_toml_value(self.name)}",
+            f"alpha = {_toml_value(self.alpha)}",
+            f"n_bootstrap = {self.n_bootstrap}",
+            f"seed = {self.seed}",
+        ]
+        for rule in self.rules:
+            lines += ["", "[[rules]]", *(f"{k} = {_toml_value(v)}" for k, v in rule.to_dict().items())]
+        return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: str | float | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(float(value))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decision
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    """The outcome of one rule.
+
+    ``passed`` says whether the rule lets the candidate through: a gated rule that passed its Holm step;
+    for informational rules (``gated=False``) its own outcome at alpha, which never decides; a skipped
+    rule passes only when ``required`` is False. ``bound`` is the one-sided bootstrap bound (on the
+    delta, or on the candidate value for ``at_most``/``at_least``) at ``bound_level``, the rule's Holm
+    level alpha / (m − j + 1).
+    """
+
+    metric: str
+    kind: str
+    gated: bool
+    required: bool
+    margin: float | None
+    min_effect: float | None
+    threshold: float | None
+    baseline: float | None
+    candidate: float | None
+    delta: float | None
+    delta_ci_low: float | None
+    delta_ci_high: float | None
+    candidate_ci_low: float | None
+    candidate_ci_high: float | None
+    p_value: float | None
+    p_adjusted: float | None
+    bound: float | None
+    bound_level: float | None
+    test: str
+    passed: bool
+    status: Literal["ok", "skipped", "error"]
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _clean(v) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+@dataclass
+class Verdict:
+    """The gate's answer: passed or not, and every number behind it."""
+
+    passed: bool
+    policy: dict[str, Any]
+    rules: list[RuleResult]
+    comparisons: list[Comparison]
+    churn: list[Measurement]
+    mde: dict[str, Any]  # see _mde: the paired minimum detectable effect of accuracy and its context
+
+    def summary(self) -> str:
+        gated = [r for r in self.rules if r.gated]
+        failed = [r for r in gated if not r.passed]
+        head = f"policy '{self.policy.get('name', '')}', Holm at alpha {self.policy.get('alpha')}"
+        if not failed:
+            return f"PASS: {len(gated)} of {len(gated)} gated rule(s) passed ({head})"
+        names = ", ".join(f"{r.metric} ({r.kind if r.status == 'ok' else r.status})" for r in failed)
+        return f"FAIL: {len(failed)} of {len(gated)} gated rule(s) failed: {names} ({head})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "summary": self.summary(),
+            "policy": self.policy,
+            "rules": [r.to_dict() for r in self.rules],
+            "comparisons": [c.to_dict() for c in self.comparisons],
+            "churn": [m.to_dict() for m in self.churn],
+            "mde": {k: _clean(v) if isinstance(v, float) else v for k, v in self.mde.items()},
+        }
+
+
+@dataclass
+class _Evidence:
+    """What one rule is judged on: a comparison, replicates and the metric's direction."""
+
+    result: PairedResult | None
+    candidate_samples: np.ndarray | None
+    candidate_value: float | None
+    higher_is_better: bool
+    unit: str | None
+    resampling: str  # how the replicates were drawn, named in the rule's ``test``
+
+
+@dataclass
+class _Test:
+    """A rule's one-sided test before Holm: p, the decision null and which bound to report."""
+
+    p_value: float
+    samples: np.ndarray  # replicates the bound is taken from
+    null: float  # in the units of ``samples``: delta for relative rules, candidate value otherwise
+    side: Literal["lower", "upper"]
+    test: str
+
+
+def _efficiency_index(measurements: Sequence[Measurement]) -> dict[str, Measurement]:
+    return {m.name: m for m in measurements if m.status == "ok" and m.value is not None}
+
+
+def _compare_efficiency(
+    baseline: dict[str, Measurement], candidate: dict[str, Measurement], n_boot: int, seed: int
+) -> dict[str, PairedResult | str]:
+    out: dict[str, PairedResult | str] = {}
+    for name in sorted(baseline.keys() & candidate.keys()):
+        try:
+            out[name] = compare_measurements(baseline[name], candidate[name], n_boot=n_boot, seed=seed)
+        except Exception as e:  # one broken measurement must not stop the gate; the rule reports it
+            out[name] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def _compare_registered(
+    baseline: Outputs, candidate: Outputs, n_boot: int, seed: int
+) -> dict[str, PairedResult | str]:
+    out: dict[str, PairedResult | str] = {}
+    for name in METRICS.names():
+        try:
+            out[name] = compare_aligned(METRICS.get(name), baseline, candidate, n_boot=n_boot, seed=seed)
+        except Exception as e:  # a plugin metric may fail in any way; its rules and comparison say so
+            out[name] = f"{type(e).__name__}: {e}"
+    return out
+
+
+def _error_comparison(name: str, message: str) -> Comparison:
+    return Comparison(
+        name=name,
+        family=METRICS.get(name).family if name in METRICS else "efficiency",
+        baseline=None,
+        candidate=None,
+        delta=None,
+        delta_ci_low=None,
+        delta_ci_high=None,
+        p_value=None,
+        test="",
+        status="error",
+        details={"message": message},
+    )
+
+
+def _evidence(
+    rule: Rule,
+    paired: Mapping[str, PairedResult | str],
+    candidate_efficiency: dict[str, Measurement],
+    policy: Policy,
+) -> _Evidence | str:
+    """The evidence for ``rule``, or the reason it has none (a string starting 'skipped:' or 'error:')."""
+    found = paired.get(rule.metric)
+    if isinstance(found, str):
+        return f"error: {found}"
+    if found is not None:
+        c = found.comparison
+        # Metrics of the outputs are resampled in pairs; efficiency comparisons say how they were made.
+        resampling = "paired bootstrap" if rule.metric in METRICS else c.test
+        return _Evidence(
+            found, found.candidate_samples, c.candidate, bool(c.higher_is_better), c.unit, resampling
+        )
+    measurement = candidate_efficiency.get(rule.metric)
+    if measurement is None:
+        return f"skipped: no '{rule.metric}' measurement for the candidate"
+    if rule.kind in ("non_inferiority", "improvement"):
+        return f"skipped: no '{rule.metric}' measurement for the baseline"
+    if measurement.higher_is_better is None:
+        return f"error: the '{rule.metric}' measurement does not say whether higher is better"
+    samples = resample_statistic(measurement, n_boot=policy.n_bootstrap, seed=policy.seed)
+    return _Evidence(
+        None,
+        samples,
+        measurement.value,
+        measurement.higher_is_better,
+        measurement.unit,
+        "bootstrap of the samples",
+    )
+
+
+def _one_sided_test(rule: Rule, evidence: _Evidence) -> _Test:
+    """The rule's H1 as a one-sided test: on the candidate value (at_most/at_least) or on the delta."""
+    alternative: Literal["greater", "less"]
+    if rule.kind in ("at_most", "at_least"):
+        assert evidence.candidate_samples is not None and rule.threshold is not None
+        alternative = "less" if rule.kind == "at_most" else "greater"
+        samples, null = evidence.candidate_samples, rule.threshold
+    else:
+        assert evidence.result is not None
+        alternative = "greater" if evidence.higher_is_better else "less"
+        sign = 1.0 if evidence.higher_is_better else -1.0
+        samples = evidence.result.delta_samples
+        if rule.kind == "non_inferiority":
+            null = -sign * (rule.margin or 0.0)
+        else:
+            null = sign * rule.min_effect if rule.min_effect else 0.0  # never -0.0, which prints as "-0"
+        comparison = evidence.result.comparison
+        if rule.kind == "improvement" and comparison.test == "exact McNemar" and null == 0.0:
+            details = comparison.details
+            b, c = int(details["baseline_only_correct"]), int(details["candidate_only_correct"])
+            p = mcnemar_from_counts(b, c, alternative="greater").p_value
+            return _Test(p, samples, null, "lower", "one-sided exact McNemar")
+    side: Literal["lower", "upper"] = "lower" if alternative == "greater" else "upper"
+    p = bootstrap_p_value(samples, null, alternative=alternative)
+    return _Test(p, samples, null, side, evidence.resampling)
+
+
+def _fmt(metric: str, x: float | None, *, signed: bool = False, unit: str | None = None) -> str:
+    """Accuracy-like deltas in points, their values in percent; other metrics with 4 significant digits."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    if metric in _POINTS:
+        return f"{x * 100:+.2f} pts" if signed else f"{x:.2%}"
+    text = f"{x:+.4g}" if signed else f"{x:.4g}"
+    return f"{text} {unit}" if unit else text
+
+
+def _fmt_versus(metric: str, a: float, b: float, signed: bool, unit: str | None) -> tuple[str, str]:
+    """Format two numbers, with more digits when the usual ones would make them look equal."""
+    fa, fb = _fmt(metric, a, signed=signed, unit=unit), _fmt(metric, b, signed=signed, unit=unit)
+    if fa == fb and a != b:
+        fa, fb = f"{a:+.6g}", f"{b:+.6g}"
+    return fa, fb
+
+
+def _describe_value(rule: Rule, evidence: _Evidence) -> str:
+    unit = evidence.unit
+    if rule.kind in ("at_most", "at_least"):
+        assert evidence.candidate_samples is not None
+        low, high = percentile_interval(evidence.candidate_samples)
+        v = _fmt(rule.metric, evidence.candidate_value, unit=unit)
+        return f"{rule.metric} {v}, 95% CI [{_fmt(rule.metric, low)}, {_fmt(rule.metric, high)}]"
+    assert evidence.result is not None
+    c = evidence.result.comparison
+    ci_low, ci_high = (
+        _fmt(rule.metric, c.delta_ci_low, signed=True),
+        _fmt(rule.metric, c.delta_ci_high, signed=True),
+    )
+    delta = _fmt(rule.metric, c.delta, signed=True, unit=unit)
+    return f"delta {rule.metric} {delta}, 95% CI [{ci_low}, {ci_high}]"
+
+
+def _decision_text(
+    rule: Rule, evidence: _Evidence, test: _Test, bound: float | None, level: float, n_boot: int
+) -> str:
+    """'one-sided 98.3% lower bound (level 0.0167) -0.31 pts > -0.50 pts (margin)'; McNemar states its p."""
+    name = {"non_inferiority": "margin", "improvement": "min effect"}.get(rule.kind, "threshold")
+    signed = rule.kind not in ("at_most", "at_least")
+    if test.test == "one-sided exact McNemar":
+        return f"one-sided exact McNemar at level {level:.3g}"
+    if bound is None:
+        return f"a {test.side} bound at level {level:.3g} needs more than n_bootstrap = {n_boot} resamples"
+    b, null = _fmt_versus(rule.metric, bound, test.null, signed, evidence.unit)
+    holds = bound > test.null if test.side == "lower" else bound < test.null
+    op = {("lower", True): ">", ("lower", False): "<=", ("upper", True): "<", ("upper", False): ">="}[
+        (test.side, holds)
+    ]
+    return f"one-sided {1 - level:.1%} {test.side} bound (level {level:.3g}) {b} {op} {null} ({name})"
+
+
+def judge(
+    policy: Policy,
+    paired: Mapping[str, PairedResult | str],
+    candidate_efficiency: Sequence[Measurement] = (),
+) -> list[RuleResult]:
+    """Apply ``policy``'s rules to comparisons already made: one-sided tests, then Holm.
+
+    ``paired`` maps a metric name to its :class:`~assay.compare.PairedResult` (or to the error message
+    of a comparison that failed); ``candidate_efficiency`` serves ``at_most``/``at_least`` rules on
+    efficiency measurements the baseline lacks. :func:`evaluate_policy` is pairing plus this.
+    """
+    cand_eff = _efficiency_index(candidate_efficiency)
+    evidences = [_evidence(rule, paired, cand_eff, policy) for rule in policy.rules]
+    rules = policy.rules
+    tests = [
+        _one_sided_test(rule, ev) if isinstance(ev, _Evidence) else None
+        for rule, ev in zip(rules, evidences, strict=True)
+    ]
+    gated_p = {i: t.p_value for i, (rule, t) in enumerate(zip(rules, tests, strict=True)) if rule.gated and t}
+    indices = list(gated_p)
+    adjusted = holm([gated_p[i] for i in indices]) if indices else np.array([])
+    p_adjusted = {i: float(p) for i, p in zip(indices, adjusted, strict=True)}
+    # Holm's step j (0-based, ascending p) tests at alpha / (m - j): m - j is the rule's own multiplier.
+    order = np.argsort([gated_p[i] for i in indices], kind="stable")
+    multiplier = {indices[j]: len(indices) - step for step, j in enumerate(order)}
+    results = []
+    for i, (rule, ev, test) in enumerate(zip(rules, evidences, tests, strict=True)):
+        if isinstance(ev, _Evidence) and test is not None:
+            results.append(_judged(rule, ev, test, multiplier.get(i, 1), p_adjusted.get(i), policy))
+        else:
+            results.append(_unjudged(rule, str(ev)))
+    return results
+
+
+def _judged(
+    rule: Rule, ev: _Evidence, test: _Test, multiplier: int, p_adjusted: float | None, policy: Policy
+) -> RuleResult:
+    alpha = policy.alpha
+    bound = one_sided_bound(test.samples, alpha, side=test.side, multiplier=multiplier)
+    own_step = multiplier * test.p_value < alpha
+    passed = (p_adjusted < alpha) if p_adjusted is not None else own_step
+    level = alpha / multiplier
+    decision = _decision_text(rule, ev, test, bound, level, policy.n_bootstrap)
+    p_text = f"p = {test.p_value:.3g}"
+    if p_adjusted is not None:
+        p_text += f", Holm-adjusted {p_adjusted:.3g}"
+    if rule.gated and own_step and not passed:
+        verdict = "but Holm's step-down stopped at a rule with a smaller p-value → fail"
+    else:
+        verdict = "→ pass" if passed else "→ fail"
+    tail = "" if rule.gated else " (informational, not gated)"
+    value = _describe_value(rule, ev)
+    message = f"{rule.metric} ({rule.kind}): {value}; {decision} {verdict} ({p_text}){tail}"
+    c = ev.result.comparison if ev.result is not None else None
+    cand_low, cand_high = (
+        percentile_interval(ev.candidate_samples) if ev.candidate_samples is not None else (None, None)
+    )
+    return RuleResult(
+        metric=rule.metric,
+        kind=rule.kind,
+        gated=rule.gated,
+        required=rule.required,
+        margin=rule.margin,
+        min_effect=rule.min_effect,
+        threshold=rule.threshold,
+        baseline=c.baseline if c else None,
+        candidate=ev.candidate_value,
+        delta=c.delta if c else None,
+        delta_ci_low=c.delta_ci_low if c else None,
+        delta_ci_high=c.delta_ci_high if c else None,
+        candidate_ci_low=cand_low,
+        candidate_ci_high=cand_high,
+        p_value=test.p_value,
+        p_adjusted=p_adjusted,
+        bound=bound,
+        bound_level=level,
+        test=test.test,
+        passed=bool(passed),
+        status="ok",
+        message=message,
+    )
+
+
+def _unjudged(rule: Rule, reason: str) -> RuleResult:
+    status: Literal["skipped", "error"] = "skipped" if reason.startswith("skipped") else "error"
+    blocks = rule.gated and (status == "error" or rule.required)
+    if not rule.gated:
+        effect = "informational"
+    elif blocks:
+        effect = "fails the gate"
+        if status == "skipped":
+            effect += " (required rule; set required = false to make it optional)"
+    else:
+        effect = "does not block (required = false)"
+    return RuleResult(
+        metric=rule.metric,
+        kind=rule.kind,
+        gated=rule.gated,
+        required=rule.required,
+        margin=rule.margin,
+        min_effect=rule.min_effect,
+        threshold=rule.threshold,
+        baseline=None,
+        candidate=None,
+        delta=None,
+        delta_ci_low=None,
+        delta_ci_high=None,
+        candidate_ci_low=None,
+        candidate_ci_high=None,
+        p_value=None,
+        p_adjusted=None,
+        bound=None,
+        bound_level=None,
+        test="",
+        passed=not blocks,
+        status=status,
+        message=f"{rule.metric} ({rule.kind}): {reason} → {effect}",
+    )
+
+
+def _mde(paired: Mapping[str, PairedResult | str], n: int, alpha: float) -> dict[str, Any]:
+    """``{"accuracy": <paired MDE>, "n", "discordance", "alpha", "power", "estimator"}`` (metric -> MDE)."""
+    accuracy = paired.get("accuracy")
+    if not isinstance(accuracy, PairedResult):
+        return {}
+    details = accuracy.comparison.details
+    discordance = (int(details["baseline_only_correct"]) + int(details["candidate_only_correct"])) / n
+    return {
+        "accuracy": mde_paired_accuracy(n, discordance, alpha, _POWER),
+        "n": n,
+        "discordance": discordance,
+        "alpha": alpha,
+        "power": _POWER,
+        "estimator": (
+            "smallest accuracy difference an exact McNemar test detects at this discordance: Connor (1987) "
+            "normal approximation, two-sided; NaN (null) without discordant pairs"
+        ),
+    }
+
+
+def evaluate_policy(
+    policy: Policy,
+    baseline: Outputs,
+    candidate: Outputs,
+    *,
+    baseline_efficiency: Sequence[Measurement] = (),
+    candidate_efficiency: Sequence[Measurement] = (),
+) -> Verdict:
+    """Judge ``candidate`` against ``baseline`` under ``policy``.
+
+    Raises :class:`~assay.errors.DataError` only when the two outputs are not on the same examples;
+    every statistical outcome, and every metric that cannot be computed, is part of the verdict.
+    """
+    baseline, candidate = align(baseline, candidate)
+    n_boot, seed = policy.n_bootstrap, policy.seed
+    base_eff, cand_eff = _efficiency_index(baseline_efficiency), _efficiency_index(candidate_efficiency)
+    paired = _compare_registered(baseline, candidate, n_boot, seed)
+    paired |= _compare_efficiency(base_eff, cand_eff, n_boot, seed)
+    rules = judge(policy, paired, candidate_efficiency)
+    comparisons = [
+        r.comparison if isinstance(r, PairedResult) else _error_comparison(name, r)
+        for name, r in paired.items()
+    ]
+    passed = all(r.passed for r in rules if r.gated)
+    return Verdict(
+        passed=passed,
+        policy=policy.to_dict(),
+        rules=rules,
+        comparisons=comparisons,
+        churn=churn(baseline, candidate),
+        mde=_mde(paired, baseline.n, policy.alpha),
+    )

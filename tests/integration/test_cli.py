@@ -1,0 +1,199 @@
+"""The CLI end to end on small real data (scikit-learn's digits), as a user would drive it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.special import softmax
+from sklearn.metrics import accuracy_score
+from typer.testing import CliRunner
+
+from assay.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def ok_json(*args: str) -> dict:  # type: ignore[type-arg]
+    code, stdout, stderr = invoke(*args, "--json")
+    assert code == 0, stderr
+    return json.loads(stdout)  # type: ignore[no-any-return]
+
+
+TRAIN = (
+    "train",
+    "--name",
+    "digits",
+    "--data",
+    "sklearn:digits",
+    "--arch",
+    "mlp",
+    "--epochs",
+    "4",
+    "--precision",
+    "fp32",
+)
+
+
+def test_release_loop(tmp_path: Path) -> None:
+    v1 = ok_json(*TRAIN)
+    assert v1["version"] == "digits@v1"
+    promoted = ok_json("models", "promote", "digits@v1")
+    assert promoted["changed"] and promoted["to_version"] == 1
+
+    # A deliberately crippled candidate: 2 hidden units and one epoch, so the gate must refuse it.
+    v2 = ok_json(
+        "train",
+        "--name",
+        "digits",
+        "--data",
+        "sklearn:digits",
+        "--arch",
+        "mlp",
+        "--spec",
+        '{"hidden": [2]}',
+        "--epochs",
+        "1",
+        "--precision",
+        "fp32",
+    )
+    code, stdout, _ = invoke("gate", "digits@production", v2["version"], "--json")
+    verdict = json.loads(stdout)["verdict"]
+    assert code == 1 and verdict["passed"] is False
+    accuracy_rule = next(r for r in verdict["rules"] if r["metric"] == "accuracy")
+    assert not accuracy_rule["passed"] and accuracy_rule["delta"] < -0.05
+
+    code, _, stderr = invoke("models", "promote", "digits@v2")
+    assert code == 2 and "--force" in stderr and "Traceback" not in stderr
+    forced = ok_json("models", "promote", "digits@v2", "--force", "--reason", "testing the override")
+    assert forced["to_version"] == 2
+    back = ok_json("models", "rollback", "digits")
+    assert back["to_version"] == 1
+
+    shown = ok_json("models", "show", "digits")
+    assert [v["gate_status"] for v in shown["versions"]] == ["none", "failed"] or [
+        v["gate_status"] for v in sorted(shown["versions"], key=lambda v: v["version"])
+    ] == ["none", "failed"]
+    actions = [(h["action"], h["forced"]) for h in shown["alias_history"]]
+    assert ("promote", True) in actions and ("rollback", False) in actions
+
+    # The same model gated against itself passes: identical predictions, zero delta.
+    code, stdout, _ = invoke("gate", "digits@v1", "digits@v1", "--json", "--no-efficiency")
+    assert code == 0 and json.loads(stdout)["verdict"]["passed"]
+
+
+def write_predictions(path: Path, labels: np.ndarray, logits: np.ndarray) -> Path:
+    np.savez(path, label=labels, logits=logits, id=np.array([f"e{i}" for i in range(len(labels))]))
+    return path
+
+
+def test_predictions_files_evaluate_and_gate(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n, c = 3000, 5
+    labels = rng.integers(0, c, n)
+    logits = rng.normal(size=(n, c))
+    logits[np.arange(n), labels] += 2.5  # a decent classifier
+    base = write_predictions(tmp_path / "base.npz", labels, logits)
+    doc = ok_json("eval", str(base))
+    accuracy = next(m for m in doc["measurements"] if m["name"] == "accuracy")
+    assert accuracy["value"] == pytest.approx(accuracy_score(labels, softmax(logits, 1).argmax(1)))
+    assert accuracy["ci_low"] < accuracy["value"] < accuracy["ci_high"] and accuracy["n"] == n
+    assert Path(doc["report"]).is_file()
+
+    same = write_predictions(tmp_path / "same.npz", labels, logits.copy())
+    code, stdout, _ = invoke("gate", str(base), str(same), "--json")
+    assert code == 0, stdout
+
+    worse_logits = logits.copy()
+    right = np.flatnonzero(logits.argmax(1) == labels)[:150]  # 5% of examples turned wrong
+    worse_logits[right, labels[right]] -= 10
+    worse = write_predictions(tmp_path / "worse.npz", labels, worse_logits)
+    code, stdout, _ = invoke("gate", str(base), str(worse))
+    assert code == 1 and "fails the gate" in stdout
+
+
+def test_pipeline_file_first_release_then_gate(tmp_path: Path) -> None:
+    pipeline = tmp_path / "p.toml"
+    pipeline.write_text(
+        '[data]\nsource = "sklearn:wine"\n[model]\nname = "wine"\narch = "mlp"\n'
+        '[train]\nepochs = 30\nprecision = "fp32"\n'
+    )
+    first = ok_json("run", str(pipeline))
+    assert first["version"] == "wine@v1" and first["promoted"] and first["baseline"] is None
+    code, stdout, stderr = invoke("run", str(pipeline), "--json")
+    second = json.loads(stdout)
+    assert second["baseline"] == "wine@v1" and second["version"] == "wine@v2"
+    # Same seed, same data, same recipe: identical weights, so the gate passes and v2 is promoted.
+    assert code == 0 and second["promoted"] and second["gate_status"] == "passed", stderr
+
+
+def test_report_rerenders_from_run_and_json(tmp_path: Path) -> None:
+    labels = np.arange(200) % 4
+    logits = np.eye(4)[labels] * 3 + np.random.default_rng(1).normal(size=(200, 4))
+    doc = ok_json("eval", str(write_predictions(tmp_path / "p.npz", labels, logits)))
+    from_run = ok_json("report", str(doc["run_id"]), "--out", str(tmp_path / "r1"))
+    assert Path(from_run["html"]).read_text().count("<svg") >= 1
+    json_path = Path(doc["report"]).with_suffix(".json")
+    from_json = ok_json("report", str(json_path), "--out", str(tmp_path / "r2"))
+    assert Path(from_json["html"]).is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("train", "--name", "x", "--data", "idx:/nonexistent/folder"), "Dataset folder not found"),
+        (("train", "--name", "x", "--data", "sklearn:digits", "--spec", "{not json"), "Bad training option"),
+        (("train", "--name", "x", "--data", "sklearn:digits", "--precision", "fp8"), "Bad training option"),
+        (("train", "--name", "x", "--data", "sklearn:digits", "--arch", "resnet"), "Unknown model 'resnet'"),
+        (("eval", "nosuchmodel@production"), "nosuchmodel"),
+        (("gate", "a.npz", "b@v1"), "like with like"),
+        (("report", "missing.json"), "No such run id or report file"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(args: tuple[str, ...], message: str) -> None:
+    code, _, stderr = invoke(*args)
+    assert code == 2, stderr
+    assert message in stderr and "Traceback" not in stderr
+
+
+def test_bad_files_exit_2(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"PK\x03\x04 definitely not a zip")
+    code, _, stderr = invoke("eval", str(corrupt))
+    assert code == 2 and "not a readable .npz" in stderr
+
+    out_of_range = write_predictions(tmp_path / "oor.npz", np.array([0, 1, 9]), np.eye(3))
+    code, _, stderr = invoke("eval", str(out_of_range))
+    assert code == 2 and "label 9 at row 2 is out of range for 3 classes" in stderr
+
+    good = write_predictions(tmp_path / "good.npz", np.arange(30) % 3, np.tile(np.eye(3), (10, 1)))
+    malformed = tmp_path / "malformed.toml"
+    malformed.write_text("[policy\nalpha = 0.05\n")
+    code, _, stderr = invoke("gate", str(good), str(good), "--policy", str(malformed))
+    assert code == 2 and "malformed.toml" in stderr and "Traceback" not in stderr
+
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text('[[rules]]\nmetric = "acuracy"\nkind = "non_inferiority"\nmargin = 0.01\n')
+    code, _, stderr = invoke("gate", str(good), str(good), "--policy", str(unknown))
+    assert code == 2 and "acuracy" in stderr and "accuracy" in stderr
+
+
+def test_failed_training_leaves_the_store_empty(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.npz"
+    np.savez(
+        bad,
+        x_train=np.zeros((10, 4, 4)),
+        y_train=np.arange(10) % 2,
+        x_test=np.zeros((4, 4, 4)),
+        y_test=np.array([0, 1, 2, 0]),
+    )
+    code, _, stderr = invoke("train", "--name", "m", "--data", f"npz:{bad}")
+    assert code == 2 and "never occur in the training split" in stderr
+    assert ok_json("models", "list") == []

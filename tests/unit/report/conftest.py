@@ -1,0 +1,538 @@
+"""A realistic report document: a Fashion-MNIST CNN compared with its parent, every section filled.
+
+Numbers are made up but shaped like a real run (10,000 test examples, 15 reliability bins, a 10x10
+confusion matrix, efficiency with units, a skipped and a failed measurement), so the rendering sees what
+assay.evaluate produces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+CLASS_NAMES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+RECALL = [0.86, 0.98, 0.85, 0.91, 0.86, 0.98, 0.72, 0.96, 0.98, 0.96]
+N = 10_000
+
+
+def measurement(
+    name: str,
+    family: str,
+    value: float | None,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    n: int | None = N,
+    unit: str | None = None,
+    higher_is_better: bool | None = True,
+    estimator: str = "",
+    status: str = "ok",
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "family": family,
+        "value": value,
+        "ci_low": lo,
+        "ci_high": hi,
+        "n": n,
+        "unit": unit,
+        "higher_is_better": higher_is_better,
+        "estimator": estimator,
+        "status": status,
+        "details": details or {},
+    }
+
+
+def comparison(
+    name: str,
+    family: str,
+    baseline: float,
+    candidate: float,
+    lo: float,
+    hi: float,
+    p: float | None,
+    test: str,
+    *,
+    unit: str | None = None,
+    higher_is_better: bool | None = True,
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "family": family,
+        "baseline": baseline,
+        "candidate": candidate,
+        "delta": candidate - baseline,
+        "delta_ci_low": lo,
+        "delta_ci_high": hi,
+        "p_value": p,
+        "test": test,
+        "n": N,
+        "unit": unit,
+        "higher_is_better": higher_is_better,
+        "estimator": "",
+        "status": "ok",
+        "details": {},
+    }
+
+
+def confusion(seed: int) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, recall in enumerate(RECALL):
+        off = rng.dirichlet(np.ones(9)) * (1 - recall)
+        shares = np.insert(off, i, recall)
+        rows.append(rng.multinomial(1000, shares / shares.sum()).tolist())
+    return rows
+
+
+def reliability(shift: float) -> dict[str, list[Any]]:
+    edges = np.linspace(0, 1, 16)
+    counts = [0, 0, 3, 21, 64, 118, 160, 171, 190, 214, 245, 303, 418, 760, 7333]
+    confidence = [
+        None if c == 0 else round(float(lo + 0.6 * (hi - lo)), 4)
+        for lo, hi, c in zip(edges[:-1], edges[1:], counts, strict=True)
+    ]
+    accuracy = [
+        None if c is None else round(min(1.0, max(0.0, c - shift * (1 - c) * 2)), 4) for c in confidence
+    ]
+    return {
+        "bin_lower": edges[:-1].round(4).tolist(),
+        "bin_upper": edges[1:].round(4).tolist(),
+        "confidence": confidence,
+        "accuracy": accuracy,
+        "count": counts,
+    }
+
+
+def quality(acc: float, shift: float) -> list[dict[str, Any]]:
+    wilson = "top-1, Wilson 95% CI"
+    rows = [
+        measurement("accuracy", "quality", acc, acc - 0.0055, acc + 0.0054, estimator=wilson),
+        measurement(
+            "macro_f1",
+            "quality",
+            acc - 0.001,
+            acc - 0.007,
+            acc + 0.005,
+            estimator="unweighted mean of per-class F1, bootstrap 95% CI",
+        ),
+        measurement(
+            "nll",
+            "quality",
+            0.2561 + shift,
+            0.248 + shift,
+            0.265 + shift,
+            higher_is_better=False,
+            estimator="mean, nats, bootstrap",
+        ),
+        measurement(
+            "brier",
+            "quality",
+            0.1302 + shift / 2,
+            0.126 + shift / 2,
+            0.135 + shift / 2,
+            higher_is_better=False,
+            estimator="multiclass, bootstrap",
+        ),
+    ]
+    for cls, recall in zip(CLASS_NAMES[:3], RECALL[:3], strict=True):
+        rows.append(
+            measurement(
+                f"recall[{cls}]", "quality", recall, recall - 0.022, recall + 0.02, n=1000, estimator=wilson
+            )
+        )
+    rows.append(
+        measurement(
+            "top5_accuracy",
+            "quality",
+            None,
+            status="skipped",
+            details={"reason": "needs at least 6 classes in the predictions file"},
+        )
+    )
+    return rows
+
+
+def calibration(shift: float) -> list[dict[str, Any]]:
+    return [
+        measurement(
+            "ece",
+            "calibration",
+            0.031 + shift,
+            0.026 + shift,
+            0.037 + shift,
+            higher_is_better=False,
+            estimator="top-label, 15 equal-width bins, L1",
+        ),
+        measurement(
+            "mce",
+            "calibration",
+            0.121 + shift,
+            0.08,
+            0.19,
+            higher_is_better=False,
+            estimator="top-label, 15 equal-width bins, max",
+        ),
+        measurement(
+            "temperature",
+            "calibration",
+            1.42,
+            n=5000,
+            higher_is_better=None,
+            estimator="fitted on validation by NLL",
+        ),
+        measurement(
+            "ece_adaptive",
+            "calibration",
+            None,
+            status="error",
+            details={"message": "ValueError: bins must be increasing"},
+        ),
+    ]
+
+
+def efficiency(latency: float, size: float) -> list[dict[str, Any]]:
+    ctx1 = {"threads": 2, "backend": "torch", "batch_size": 1}
+    ctxb = {"threads": 2, "backend": "torch", "batch_size": 256}
+    est = "p50 of 100 timed calls after warm-up, percentile bootstrap 95% CI"
+    return [
+        measurement(
+            "parameters",
+            "efficiency",
+            1_199_882,
+            n=None,
+            unit="count",
+            higher_is_better=False,
+            estimator="trainable and frozen parameters",
+        ),
+        measurement(
+            "size_on_disk",
+            "efficiency",
+            size,
+            n=None,
+            unit="bytes",
+            higher_is_better=False,
+            estimator="size of model.safetensors",
+        ),
+        measurement(
+            "latency_p50_b1",
+            "efficiency",
+            latency,
+            latency * 0.97,
+            latency * 1.04,
+            n=100,
+            unit="ms",
+            higher_is_better=False,
+            estimator=est,
+            details=ctx1,
+        ),
+        measurement(
+            "throughput",
+            "efficiency",
+            23_456.7,
+            22_900.0,
+            23_800.0,
+            n=20,
+            unit="examples/s",
+            estimator=est,
+            details=ctxb,
+        ),
+        measurement(
+            "peak_memory",
+            "efficiency",
+            41.3,
+            n=None,
+            unit="MiB",
+            higher_is_better=False,
+            estimator="peak RSS added by one forward pass at batch 256",
+            details=ctxb,
+        ),
+        measurement(
+            "energy_per_example",
+            "efficiency",
+            None,
+            status="skipped",
+            details={"reason": "RAPL counters are not readable on this machine"},
+        ),
+    ]
+
+
+def model_info(version: int, name: str = "fmnist-cnn") -> dict[str, Any]:
+    return {
+        "ref": f"{name}@{version}",
+        "name": name,
+        "version": version,
+        "artifact_digest": f"sha256:{version:x}" + "ab12" * 15,
+        "parent": f"{name}@{version - 1}" if version > 1 else None,
+        "card": {
+            "architecture": 'cnn {"channels": [32, 64], "dropout": 0.25}',
+            "parameters": 1_199_882,
+            "intended_use": "demonstration of the assay release loop on clothing images",
+            "training_data": "fashion-mnist train split",
+            "limitations": "measured only on the evaluation split named in this report",
+            "licence": "MIT",
+            "training": {
+                "epochs": 8 + version,
+                "seconds": 134.5 * version,
+                "precision": "bf16",
+                "energy_j": 4210.0 * version,
+                "energy_method": "estimated",
+                "seed": version,
+            },
+        },
+    }
+
+
+def report_document(kind: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "schema": "assay.report/1",
+        "kind": kind,
+        "title": "fmnist-cnn@2 vs fmnist-cnn@1"
+        if kind == "comparison"
+        else "Evaluation of fmnist-cnn@2 on fashion-mnist/test",
+        "created_at": "2026-11-22T02:10:00+00:00",
+        "assay_version": "0.1.0",
+        "summary": {
+            "status": "info",
+            "headline": "Evaluation of fmnist-cnn@2 on fashion-mnist/test",
+            "lines": ["accuracy 91.23% [95% CI 90.68%, 91.77%], n=10000"],
+        },
+        "models": {"candidate": model_info(2), "baseline": None},
+        "dataset": {
+            "name": "fashion-mnist",
+            "split": "test",
+            "n": N,
+            "fingerprint": "sha256:" + "9f3c" * 16,
+            "class_names": CLASS_NAMES,
+            "source": "/usr/share/datasets/fashion-mnist",
+            "licence": "MIT",
+        },
+        "measurements": [*quality(0.9123, 0.0), *calibration(0.0), *efficiency(3.214, 4_800_512)],
+        "plots": {
+            "reliability": {
+                "candidate": reliability(0.02),
+                "baseline": None,
+                "candidate_after_temperature": reliability(0.002),
+            },
+            "confusion_matrix": {"candidate": confusion(2), "baseline": None},
+            "training_curve": {
+                "epoch": list(range(1, 11)),
+                "train_loss": [0.62, 0.41, 0.35, 0.31, 0.29, 0.27, 0.25, 0.24, 0.23, 0.22],
+                "val_loss": [0.45, 0.36, 0.32, 0.30, 0.28, 0.27, 0.265, 0.262, 0.266, 0.27],
+                "val_accuracy": [0.84, 0.87, 0.885, 0.893, 0.9, 0.905, 0.908, 0.91, 0.909, 0.908],
+            },
+        },
+        "efficiency": {"threads": 2, "batch_sizes": {"single": 1, "throughput": 256}, "device": "cpu"},
+        "environment": {
+            "python": "3.11.7",
+            "platform": "Linux-6.1-x86_64",
+            "packages": {"torch": "2.13.0", "numpy": "2.1.3", "assay": "0.1.0"},
+            "cpu": {
+                "model": "Intel(R) Xeon(R) Platinum 8481C",
+                "flags": ["avx2", "avx512f", "avx512_vnni", "amx_tile"],
+                "threads": 2,
+            },
+            "git_commit": "88dc264a1b2c3d4e5f60718293a4b5c6d7e8f901",
+            "seeds": {"train": 2, "bootstrap": 0},
+            "dataset_fingerprints": {"test": "sha256:" + "9f3c" * 16},
+        },
+    }
+    if kind == "comparison":
+        doc["summary"] = {
+            "status": "passed",
+            "headline": "fmnist-cnn@2 passes the gate against fmnist-cnn@1 (policy 'release')",
+            "lines": [
+                "accuracy: non-inferior within 0.5 pp (delta −0.30 pp, 95% CI [−0.60, +0.05])",
+                "latency_p50_b1: 12% faster",
+            ],
+        }
+        doc["models"]["baseline"] = model_info(1)
+        doc["baseline_measurements"] = [
+            *quality(0.9153, 0.01),
+            *calibration(0.006),
+            *efficiency(3.65, 4_800_512),
+        ]
+        doc["plots"]["reliability"]["baseline"] = reliability(0.04)
+        doc["plots"]["confusion_matrix"]["baseline"] = confusion(1)
+        doc["plots"]["per_class_recall"] = {
+            "candidate": {c: [r - 0.022, r, r + 0.02] for c, r in zip(CLASS_NAMES, RECALL, strict=True)},
+            "baseline": {
+                c: [r - 0.025, r + 0.003, r + 0.023] for c, r in zip(CLASS_NAMES, RECALL, strict=True)
+            },
+        }
+        mcnemar = "exact McNemar (p), paired bootstrap 95% CI"
+        doc["verdict"] = {
+            "passed": True,
+            "policy": {"name": "release", "alpha": 0.05, "source": "policy.toml"},
+            "rules": [
+                {
+                    "metric": "accuracy",
+                    "kind": "non_inferiority",
+                    "margin": 0.005,
+                    "threshold": None,
+                    "baseline": 0.9153,
+                    "candidate": 0.9123,
+                    "delta": -0.003,
+                    "delta_ci_low": -0.006,
+                    "delta_ci_high": 0.0005,
+                    "p_value": 0.01,
+                    "p_adjusted": 0.02,
+                    "passed": True,
+                    "status": "ok",
+                    "gated": True,
+                    "message": "accuracy: CI lower bound −0.60 pp is above the −0.50 pp margin",
+                },
+                {
+                    "metric": "ece",
+                    "kind": "non_inferiority",
+                    "margin": 0.01,
+                    "threshold": None,
+                    "baseline": 0.037,
+                    "candidate": 0.031,
+                    "delta": -0.006,
+                    "delta_ci_low": -0.009,
+                    "delta_ci_high": -0.002,
+                    "p_value": 0.004,
+                    "p_adjusted": 0.012,
+                    "passed": True,
+                    "status": "ok",
+                    "gated": True,
+                    "message": "ece: improved by 0.60 pp",
+                },
+                {
+                    "metric": "latency_p50_b1",
+                    "kind": "max_ratio",
+                    "margin": None,
+                    "threshold": 1.1,
+                    "baseline": 3.65,
+                    "candidate": 3.214,
+                    "delta": -0.436,
+                    "delta_ci_low": -0.52,
+                    "delta_ci_high": -0.35,
+                    "p_value": None,
+                    "p_adjusted": None,
+                    "passed": True,
+                    "status": "ok",
+                    "gated": False,
+                    "message": "latency_p50_b1: 0.88x the baseline (informational)",
+                },
+                {
+                    "metric": "adversarial_accuracy",
+                    "kind": "non_inferiority",
+                    "margin": 0.02,
+                    "threshold": None,
+                    "baseline": None,
+                    "candidate": None,
+                    "delta": None,
+                    "delta_ci_low": None,
+                    "delta_ci_high": None,
+                    "p_value": None,
+                    "p_adjusted": None,
+                    "passed": False,
+                    "status": "skipped",
+                    "gated": True,
+                    "message": "adversarial_accuracy: skipped, the predictions file has no model to attack",
+                },
+            ],
+            "comparisons": [
+                comparison("accuracy", "quality", 0.9153, 0.9123, -0.006, 0.0005, 0.01, mcnemar),
+                comparison("macro_f1", "quality", 0.9143, 0.9113, -0.0065, 0.0008, 0.09, "paired bootstrap"),
+                comparison(
+                    "nll",
+                    "quality",
+                    0.2661,
+                    0.2561,
+                    -0.016,
+                    -0.004,
+                    0.002,
+                    "paired bootstrap",
+                    higher_is_better=False,
+                ),
+                comparison(
+                    "ece",
+                    "calibration",
+                    0.037,
+                    0.031,
+                    -0.009,
+                    -0.002,
+                    0.004,
+                    "paired bootstrap",
+                    higher_is_better=False,
+                ),
+                comparison(
+                    "latency_p50_b1",
+                    "efficiency",
+                    3.65,
+                    3.214,
+                    -0.52,
+                    -0.35,
+                    0.001,
+                    "Mann-Whitney U",
+                    unit="ms",
+                    higher_is_better=False,
+                ),
+            ],
+            "churn": [
+                measurement(
+                    "flip_rate",
+                    "churn",
+                    0.041,
+                    0.0372,
+                    0.0451,
+                    higher_is_better=False,
+                    estimator="share of examples whose prediction changed, Wilson",
+                ),
+                measurement(
+                    "correct_to_wrong",
+                    "churn",
+                    0.022,
+                    0.0194,
+                    0.0251,
+                    higher_is_better=False,
+                    estimator="Wilson",
+                ),
+                measurement("wrong_to_correct", "churn", 0.019, 0.0165, 0.0218, estimator="Wilson"),
+            ],
+            "mde": {"accuracy": 0.006, "n": N, "discordance": 0.04, "alpha": 0.05, "power": 0.8},
+        }
+    return doc
+
+
+@pytest.fixture
+def make_document() -> Callable[..., dict[str, Any]]:
+    """``make_document("comparison")`` or ``make_document("evaluation")``: a new document each call."""
+
+    def make(kind: str = "comparison") -> dict[str, Any]:
+        return report_document(kind)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def rendered() -> Callable[[str], str]:
+    """``rendered("comparison")``: the unmodified document's HTML, rendered once per session (about 1 s)."""
+    from assay.report import render_html
+
+    cache: dict[str, str] = {}
+
+    def get(kind: str) -> str:
+        if kind not in cache:
+            cache[kind] = render_html(report_document(kind))
+        return cache[kind]
+
+    return get

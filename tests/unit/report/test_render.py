@@ -1,0 +1,235 @@
+"""The HTML page: every section, numbers with intervals, valid inline SVG, nothing external, deterministic."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections import Counter
+from collections.abc import Callable
+from html.parser import HTMLParser
+from typing import Any
+
+import matplotlib
+import pytest
+
+from assay.errors import UsageError
+from assay.report import render_html
+
+MakeDocument = Callable[..., dict[str, Any]]
+Rendered = Callable[[str], str]
+SECTIONS = [
+    "summary",
+    "gate",
+    "models",
+    "metrics",
+    "calibration",
+    "confusion-matrix",
+    "efficiency",
+    "training",
+    "environment",
+]
+
+
+class _Text(HTMLParser):
+    """Visible text (what a reader sees), whitespace collapsed; the stylesheet and SVG titles left out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self.skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.skip += tag in ("style", "title")
+
+    def handle_endtag(self, tag: str) -> None:
+        self.skip -= tag in ("style", "title")
+
+    def handle_data(self, data: str) -> None:
+        if not self.skip:
+            self.parts.append(data)
+
+
+def text_of(html: str) -> str:
+    parser = _Text()
+    parser.feed(html)
+    return re.sub(r"\s+", " ", "".join(parser.parts))
+
+
+def section(html: str, section_id: str) -> str:
+    match = re.search(rf'<section id="{section_id}".*?</section>', html, re.S)
+    assert match, f"no section {section_id}"
+    return match.group(0)
+
+
+def svgs(html: str) -> list[str]:
+    return re.findall(r"<svg\b.*?</svg>", html, re.S)
+
+
+def test_comparison_has_every_section_in_order_and_in_the_table_of_contents(rendered: Rendered) -> None:
+    html = rendered("comparison")
+    positions = [html.index(f'<section id="{s}"') for s in SECTIONS]
+    assert positions == sorted(positions)
+    toc = re.search(r'<nav class="toc".*?</nav>', html, re.S)
+    assert toc is not None
+    assert re.findall(r'href="#([^"]+)"', toc.group(0)) == SECTIONS
+    assert html.startswith("<!DOCTYPE html>")
+
+
+def test_evaluation_has_no_gate_section_and_an_info_badge(rendered: Rendered) -> None:
+    html = rendered("evaluation")
+    assert '<section id="gate"' not in html
+    for s in SECTIONS[2:]:
+        assert f'<section id="{s}"' in html
+    assert 'class="badge status-info">Info<' in html
+
+
+def test_numbers_read_with_units_intervals_and_n(rendered: Rendered) -> None:
+    evaluation = text_of(rendered("evaluation"))
+    assert "91.2% [90.7, 91.8] (n=10,000)" in evaluation
+    assert "3.1% [2.6, 3.7] (n=10,000)" in evaluation
+    assert "0.2561 [0.2480, 0.2650] (n=10,000)" in evaluation
+    assert "3.21 ms [3.12, 3.34] (n=100)" in evaluation
+    assert "23,457 examples/s [22,900, 23,800] (n=20)" in evaluation
+    assert (
+        "4.6 MiB" in evaluation and "1.2 M (1,199,882)" in evaluation and "8.42 kJ (estimated)" in evaluation
+    )
+
+    comparison = text_of(rendered("comparison"))
+    assert "\u22120.30 pp [\u22120.60, +0.05]" in comparison
+    assert "non-inferiority, margin 0.50 pp" in comparison
+    assert "0.010 0.020" in comparison  # p and Holm-adjusted p of the accuracy rule
+    mde = (
+        "With n=10,000 and 4% discordant pairs, this test set detects accuracy changes of 0.6 points "
+        "at 80% power (two-sided \u03b1 = 0.05)."
+    )
+    assert mde in comparison
+    assert "4.1% [3.7, 4.5] (n=10,000)" in comparison  # flip rate
+    assert "exact McNemar" in comparison
+
+
+def test_gate_rules_show_pass_fail_skip_and_messages(make_document: MakeDocument) -> None:
+    doc = make_document("comparison")
+    doc["plots"] = {}  # not needed here, and the slow part of rendering
+    doc["summary"]["status"] = "failed"
+    doc["verdict"]["rules"][0].update(passed=False, message="accuracy: lower bound below the margin")
+    html = render_html(doc)
+    gate = section(html, "gate")
+    assert gate.count('class="pill pill-fail"') == 1
+    assert gate.count('class="pill pill-pass"') == 2
+    assert gate.count('class="pill pill-skipped"') == 1
+    assert "accuracy: lower bound below the margin" in gate
+    assert "informational, not gated" in gate
+    assert 'class="badge status-failed">Failed<' in html
+
+
+def test_no_external_resources_and_no_scripts(rendered: Rendered) -> None:
+    for kind in ("comparison", "evaluation"):
+        html = rendered(kind)
+        assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:[a-z]+:)?//""", html, re.I)
+        assert not re.search(r"<(?:script|link|img|iframe|object|embed)\b", html, re.I)
+        assert "@import" not in html and "url(http" not in html
+        assert "Content-Security-Policy" in html and "default-src 'none'" in html
+
+
+def test_inline_svgs_are_valid_xml_with_unique_ids(rendered: Rendered) -> None:
+    html = rendered("comparison")
+    figures = svgs(html)
+    # forest, per-class recall, 3 reliability diagrams, 2 confusion matrices, training curve
+    assert len(figures) == 8
+    for svg in figures:
+        root = ET.fromstring(svg)
+        assert root.tag == "{http://www.w3.org/2000/svg}svg"
+        assert root.find("{http://www.w3.org/2000/svg}title") is not None
+        assert "<text" in svg  # text stays text (svg.fonttype = "none")
+    ids = Counter(re.findall(r'\bid="([^"]+)"', html))
+    assert [i for i, count in ids.items() if count > 1] == []
+    # Every internal reference points at an id on the page.
+    assert set(re.findall(r'(?:href="#|url\(#)([^")]+)', html)) <= set(ids)
+
+
+def test_rendering_is_deterministic_and_closes_its_figures(
+    make_document: MakeDocument, rendered: Rendered
+) -> None:
+    import matplotlib.pyplot as plt
+
+    assert render_html(make_document("comparison")) == rendered("comparison")
+    assert plt.get_fignums() == []
+    assert matplotlib.rcParams["svg.hashsalt"] is None  # the report's style does not leak into the caller's
+
+
+def test_missing_optional_sections_say_not_measured_and_why(make_document: MakeDocument) -> None:
+    doc = make_document("comparison")
+    doc["plots"] = {}
+    doc["measurements"] = [m for m in doc["measurements"] if m["family"] != "efficiency"]
+    doc["baseline_measurements"] = [m for m in doc["baseline_measurements"] if m["family"] != "efficiency"]
+    del doc["environment"]
+    del doc["verdict"]["mde"]
+    doc["verdict"]["churn"] = []
+    html = render_html(doc)
+    reasons = {
+        "calibration": "the document has no reliability-diagram data",
+        "confusion-matrix": "the document has no confusion matrix",
+        "efficiency": "the document has no efficiency measurements",
+        "training": "the document has no training history",
+        "environment": "does not record the environment",
+    }
+    for section_id, reason in reasons.items():
+        body = section(html, section_id)
+        assert "Not measured" in body and reason in body, section_id
+        assert "<svg" not in body
+    gate = text_of(section(html, "gate"))
+    assert "Not measured Minimum detectable effect: the verdict has no minimum detectable effect" in gate
+    assert "Not measured Churn: the verdict has no prediction churn" in gate
+
+
+def test_temperature_scaling_absent_is_said(make_document: MakeDocument) -> None:
+    doc = make_document("evaluation")
+    doc["plots"]["reliability"]["candidate_after_temperature"] = None
+    body = text_of(section(render_html(doc), "calibration"))
+    assert "Not measured Temperature scaling: temperature scaling was not applied" in body
+
+
+def test_a_bare_document_renders_every_section_as_not_measured() -> None:
+    html = render_html({"schema": "assay.report/1", "kind": "comparison", "title": "bare"})
+    for section_id in SECTIONS[1:]:
+        assert "Not measured" in section(html, section_id), section_id
+    assert 'class="badge status-info">Info<' in html  # no verdict, no stated status: nothing passed or failed
+    failed = render_html({"kind": "comparison", "title": "bare", "verdict": {"passed": False, "rules": []}})
+    assert 'class="badge status-failed">Failed<' in failed
+
+
+def test_skipped_and_error_measurements_show_their_reason(rendered: Rendered) -> None:
+    for kind in ("evaluation", "comparison"):
+        html = rendered(kind)
+        metrics = section(html, "metrics")
+        assert re.search(
+            r'<tr class="row-skipped">.*?needs at least 6 classes in the predictions file', metrics, re.S
+        )
+        assert re.search(r'<tr class="row-error">.*?ValueError: bins must be increasing', metrics, re.S)
+        assert "RAPL counters are not readable on this machine" in section(html, "efficiency")
+
+
+def test_untrusted_names_are_escaped(make_document: MakeDocument) -> None:
+    doc = make_document("comparison")
+    evil = "<script>alert(1)</script>"
+    doc["title"] = evil
+    doc["models"]["candidate"]["ref"] = evil
+    doc["models"]["candidate"]["card"]["intended_use"] = evil
+    doc["dataset"]["class_names"][0] = evil
+    doc["summary"]["lines"].append(evil)
+    html = render_html(doc)
+    assert "<script" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    for svg in svgs(html):  # class names and the ref inside the figures are escaped too
+        ET.fromstring(svg)
+
+
+def test_rejects_what_it_cannot_render(make_document: MakeDocument) -> None:
+    with pytest.raises(UsageError, match=r"schema 'assay\.report/9'"):
+        render_html({**make_document(), "schema": "assay.report/9"})
+    with pytest.raises(UsageError, match="'kind' must be"):
+        render_html({**make_document(), "kind": "audit"})
+    with pytest.raises(UsageError, match="must be a dict"):
+        render_html([])  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=r"object at 'document.environment.handle'"):
+        render_html({**make_document(), "environment": {"handle": object()}})
