@@ -76,10 +76,6 @@ def _workspace(home: Path | None) -> Any:
     return Workspace.open(home)
 
 
-def _is_predictions(arg: str) -> bool:
-    return Path(arg).suffix.lower() in (".npz", ".parquet", ".pq")
-
-
 def _data_spec(data: str | None, limit: int | None, target: str | None) -> Any:
     from assay.data import parse_data_arg
 
@@ -266,40 +262,19 @@ def eval_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Evaluate a model version or a predictions file: metrics with intervals, calibration, efficiency."""
-    from assay.outputs import load_predictions
-    from assay.release import (
-        assess_predictions,
-        assess_version,
-        data_for,
-        dataset_info,
-        predictions_dataset_info,
-        record_evaluation,
-    )
+    from assay.release import evaluate_target
 
-    ws = _workspace(home)
-    if _is_predictions(target):
-        path = Path(target)
-        outputs = load_predictions(path)
-        assessment = assess_predictions(path, outputs, n_boot=n_boot, seed=seed)
-        evaluated = record_evaluation(
-            ws, assessment, predictions_dataset_info(path, outputs), version=None, out_dir=out_dir
-        )
-    else:
-        version = ws.store.resolve(target)
-        dataset, _ = data_for(version, _data_spec(data, None, None))
-        assessment = assess_version(
-            ws,
-            version,
-            dataset,
-            split,
-            efficiency=efficiency,
-            n_boot=n_boot,
-            seed=seed,
-            progress=not json_out,
-        )
-        evaluated = record_evaluation(
-            ws, assessment, dataset_info(dataset, split), version=version, out_dir=out_dir
-        )
+    evaluated = evaluate_target(
+        _workspace(home),
+        target,
+        data_spec=_data_spec(data, None, None),
+        split=split,
+        efficiency=efficiency,
+        n_boot=n_boot,
+        seed=seed,
+        out_dir=out_dir,
+        progress=not json_out,
+    )
     if json_out:
         emit_json({**evaluated.document, "report": str(evaluated.html), "run_id": evaluated.run_id})
         return
@@ -325,51 +300,19 @@ def gate(
 ) -> None:
     """Compare a candidate with a baseline on the same examples under a policy. Exit 0 pass, 1 fail."""
     from assay.gate import Policy
-    from assay.outputs import load_predictions
-    from assay.release import (
-        assess_predictions,
-        assess_version,
-        data_for,
-        dataset_info,
-        predictions_dataset_info,
-        record_comparison,
-    )
+    from assay.release import gate_targets
 
     policy = Policy.from_toml(policy_file) if policy_file else Policy.default()
-    ws = _workspace(home)
-    if _is_predictions(baseline) != _is_predictions(candidate):
-        raise UsageError("Compare like with like: two model refs, or two predictions files.")
-    if _is_predictions(candidate):
-        b_path, c_path = Path(baseline), Path(candidate)
-        b_out, c_out = load_predictions(b_path), load_predictions(c_path)
-        b = assess_predictions(b_path, b_out, n_boot=policy.n_bootstrap, seed=policy.seed)
-        c = assess_predictions(c_path, c_out, n_boot=policy.n_bootstrap, seed=policy.seed)
-        evaluated = record_comparison(
-            ws,
-            b,
-            c,
-            policy,
-            predictions_dataset_info(c_path, c_out),
-            baseline_version=None,
-            candidate_version=None,
-            out_dir=out_dir,
-        )
-    else:
-        b_ver, c_ver = ws.store.resolve(baseline), ws.store.resolve(candidate)
-        dataset, _ = data_for(c_ver, _data_spec(data, None, None))
-        opts = {"efficiency": efficiency, "n_boot": policy.n_bootstrap, "seed": policy.seed}
-        b = assess_version(ws, b_ver, dataset, "test", **opts)  # type: ignore[arg-type]
-        c = assess_version(ws, c_ver, dataset, "test", **opts)  # type: ignore[arg-type]
-        evaluated = record_comparison(
-            ws,
-            b,
-            c,
-            policy,
-            dataset_info(dataset, "test"),
-            baseline_version=b_ver,
-            candidate_version=c_ver,
-            out_dir=out_dir,
-        )
+    evaluated = gate_targets(
+        _workspace(home),
+        baseline,
+        candidate,
+        policy,
+        data_spec=_data_spec(data, None, None),
+        efficiency=efficiency,
+        out_dir=out_dir,
+        progress=not json_out,
+    )
     assert evaluated.verdict is not None
     if json_out:
         emit_json({**evaluated.document, "report": str(evaluated.html), "run_id": evaluated.run_id})

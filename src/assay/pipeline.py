@@ -149,10 +149,8 @@ def run_pipeline(ws: Workspace, pipeline: Pipeline, *, progress: bool = True) ->
         description=pipeline.model.description,
         progress=progress,
     )
-    seeds = {"n_boot": policy.n_bootstrap, "seed": policy.seed}
-    candidate = assess_version(
-        ws, version, data, "test", n_boot=policy.n_bootstrap, seed=policy.seed, progress=progress
-    )
+    stats = {"n_boot": policy.n_bootstrap, "seed": policy.seed}
+    candidate = assess_version(ws, version, data, "test", progress=progress, **stats)
     info = dataset_info(data, "test")
     promotion = None
     if baseline is None:
@@ -165,7 +163,7 @@ def run_pipeline(ws: Workspace, pipeline: Pipeline, *, progress: bool = True) ->
                 actor="pipeline",
             )
     else:
-        base = assess_version(ws, baseline, data, "test", **seeds)  # type: ignore[arg-type]
+        base = assess_version(ws, baseline, data, "test", progress=progress, **stats)
         evaluated = record_comparison(
             ws, base, candidate, policy, info, baseline_version=baseline, candidate_version=version
         )

@@ -18,7 +18,7 @@ import numpy as np
 
 from assay.data import Dataset, DataSpec, load_dataset
 from assay.env import environment
-from assay.errors import DataError
+from assay.errors import DataError, UsageError
 from assay.evaluate import Assessment, assess, compare, comparison_document, evaluation_document
 from assay.gate import Policy, Verdict
 from assay.inference import infer
@@ -26,7 +26,7 @@ from assay.metrics.efficiency import measure_efficiency
 from assay.models import ZooModel, build_model, count_parameters, default_spec, load_model, save_model
 from assay.models.io import WEIGHTS
 from assay.models.predictor import TorchPredictor
-from assay.outputs import Outputs
+from assay.outputs import Outputs, load_predictions
 from assay.report import write_report
 from assay.store import Store
 from assay.store.records import VersionInfo
@@ -299,3 +299,80 @@ def record_comparison(
     if candidate_version is not None:
         ws.store.set_gate(candidate_version.ref, run_id, verdict.passed)
     return Evaluated(document, paths.html, paths.json, run_id, verdict)
+
+
+def is_predictions(target: str) -> bool:
+    """A target naming a .npz/.parquet file is a predictions file; anything else is a model ref."""
+    return Path(target).suffix.lower() in (".npz", ".parquet", ".pq")
+
+
+def evaluate_target(
+    ws: Workspace,
+    target: str,
+    *,
+    data_spec: DataSpec | None = None,
+    split: str = "test",
+    efficiency: bool = True,
+    n_boot: int = 1000,
+    seed: int = 0,
+    out_dir: Path | None = None,
+    progress: bool = False,
+) -> Evaluated:
+    """``assay eval``: a model ref (on its own data unless ``data_spec`` says) or a predictions file."""
+    if is_predictions(target):
+        path = Path(target)
+        outputs = load_predictions(path)
+        assessment = assess_predictions(path, outputs, n_boot=n_boot, seed=seed)
+        return record_evaluation(
+            ws, assessment, predictions_dataset_info(path, outputs), version=None, out_dir=out_dir
+        )
+    version = ws.store.resolve(target)
+    data, _ = data_for(version, data_spec)
+    assessment = assess_version(
+        ws, version, data, split, efficiency=efficiency, n_boot=n_boot, seed=seed, progress=progress
+    )
+    return record_evaluation(ws, assessment, dataset_info(data, split), version=version, out_dir=out_dir)
+
+
+def gate_targets(
+    ws: Workspace,
+    baseline: str,
+    candidate: str,
+    policy: Policy,
+    *,
+    data_spec: DataSpec | None = None,
+    efficiency: bool = True,
+    out_dir: Path | None = None,
+    progress: bool = False,
+) -> Evaluated:
+    """``assay gate``: two model refs (on the candidate's data) or two predictions files, under ``policy``."""
+    if is_predictions(baseline) != is_predictions(candidate):
+        raise UsageError("Compare like with like: two model refs, or two predictions files.")
+    stats = {"n_boot": policy.n_bootstrap, "seed": policy.seed}
+    if is_predictions(candidate):
+        b_path, c_path = Path(baseline), Path(candidate)
+        b_out, c_out = load_predictions(b_path), load_predictions(c_path)
+        return record_comparison(
+            ws,
+            assess_predictions(b_path, b_out, **stats),
+            assess_predictions(c_path, c_out, **stats),
+            policy,
+            predictions_dataset_info(c_path, c_out),
+            baseline_version=None,
+            candidate_version=None,
+            out_dir=out_dir,
+        )
+    b_ver, c_ver = ws.store.resolve(baseline), ws.store.resolve(candidate)
+    data, _ = data_for(c_ver, data_spec)
+    b = assess_version(ws, b_ver, data, "test", efficiency=efficiency, progress=progress, **stats)
+    c = assess_version(ws, c_ver, data, "test", efficiency=efficiency, progress=progress, **stats)
+    return record_comparison(
+        ws,
+        b,
+        c,
+        policy,
+        dataset_info(data, "test"),
+        baseline_version=b_ver,
+        candidate_version=c_ver,
+        out_dir=out_dir,
+    )

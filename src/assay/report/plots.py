@@ -114,7 +114,9 @@ def _floats(values: Sequence[Any]) -> np.ndarray:
 
 def _percent_axis(ax: Axes, axis: str = "y") -> None:
     target = ax.yaxis if axis == "y" else ax.xaxis
-    target.set_major_formatter(mpl.ticker.PercentFormatter(xmax=1.0, decimals=0))
+    # decimals=None picks as many decimals as the axis span needs, so narrow ranges (88-92%) get
+    # distinct tick labels instead of "90%, 90%".
+    target.set_major_formatter(mpl.ticker.PercentFormatter(xmax=1.0, decimals=None))
 
 
 def reliability_svg(
