@@ -7,6 +7,7 @@ from assay.errors import (
     MissingExtraError,
     NotFoundError,
     RefusedError,
+    TrainingError,
     UsageError,
 )
 from assay.measurement import Comparison, Measurement
@@ -24,6 +25,7 @@ __all__ = [
     "NotFoundError",
     "Outputs",
     "RefusedError",
+    "TrainingError",
     "UsageError",
     "__version__",
     "load_predictions",

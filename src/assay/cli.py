@@ -108,13 +108,16 @@ def _verdict_table(verdict: dict[str, Any]) -> Table:
     for column in ("rule", "result", "detail"):
         table.add_column(column)
     for r in verdict["rules"]:
-        mark = (
-            "[green]pass[/]"
-            if r["passed"]
-            else ("[yellow]skipped[/]" if r["status"] == "skipped" else "[red]FAIL[/]")
-        )
-        table.add_row(f"{r['metric']} {r['kind']}", mark, r["message"])
+        table.add_row(f"{r['metric']} {r['kind']}", rule_mark(r), r["message"])
     return table
+
+
+def rule_mark(rule: dict[str, Any]) -> str:
+    """Status before outcome: a skipped optional rule 'passes' only in the sense that it does not block."""
+    if rule["status"] == "skipped":
+        return "[yellow]skipped[/]" if rule["passed"] else "[red]SKIPPED: blocks the gate[/]"
+    mark = "[green]pass[/]" if rule["passed"] else "[red]FAIL[/]"
+    return mark if rule.get("gated", True) else f"{mark} [dim](info)[/]"
 
 
 @app.command()

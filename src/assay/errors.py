@@ -6,6 +6,7 @@
     ├── DataError(ValueError)       a dataset or predictions file that is missing, corrupt or inconsistent
     ├── NotFoundError(LookupError)  an unknown model, version, alias, metric or plugin name
     ├── RefusedError(RuntimeError)  a state change the rules forbid (promoting a version whose gate failed)
+    ├── TrainingError(RuntimeError) training diverged (a non-finite loss); nothing was registered
     └── MissingExtraError(ImportError)  an optional dependency is absent; the message says how to install it
 
 Each also inherits the matching built-in, so callers who catch ``ValueError`` keep working.
@@ -37,6 +38,10 @@ class NotFoundError(AssayError, LookupError):
 
 class RefusedError(AssayError, RuntimeError):
     """A state change the rules forbid unless forced."""
+
+
+class TrainingError(AssayError, RuntimeError):
+    """Training produced no usable model (the loss became NaN or infinite)."""
 
 
 class MissingExtraError(AssayError, ImportError):

@@ -11,10 +11,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from assay import __version__
+from assay.errors import UsageError
 from assay.gate import Policy, Verdict, evaluate_policy
 from assay.measurement import Measurement
 from assay.metrics import calibration_report, measure
 from assay.outputs import Outputs
+from assay.stats import MIN_BOOTSTRAP
 
 
 @dataclass
@@ -40,6 +42,8 @@ def assess(
     seed: int = 0,
     training_curve: dict[str, list[float]] | None = None,
 ) -> Assessment:
+    if n_boot < MIN_BOOTSTRAP:
+        raise UsageError(f"--n-boot must be at least {MIN_BOOTSTRAP} for stable 95% intervals; got {n_boot}.")
     measurements = measure(outputs, n_boot=n_boot, seed=seed, class_names=class_names)
     calibration, plots = calibration_report(outputs, val_outputs, n_boot=n_boot, seed=seed)
     return Assessment(

@@ -56,6 +56,7 @@ from assay.measurement import Comparison, Measurement, _clean
 from assay.metrics.registry import METRICS
 from assay.outputs import Outputs
 from assay.stats import (
+    MIN_BOOTSTRAP,
     bootstrap_p_value,
     holm,
     mcnemar_from_counts,
@@ -195,7 +196,7 @@ class _SettingsModel(BaseModel):
     name: str = "policy"
     alpha: float = Field(default=0.05, gt=0, lt=0.5)
     # Fewer resamples cannot resolve p-values near alpha / (number of rules).
-    n_bootstrap: int = Field(default=1000, ge=100)
+    n_bootstrap: int = Field(default=1000, ge=MIN_BOOTSTRAP)
     seed: int = Field(default=0, ge=0)
 
 
@@ -543,6 +544,11 @@ def _evidence(
     )
 
 
+def _side(alternative: Literal["greater", "less"]) -> Literal["lower", "upper"]:
+    """H1 "greater" is decided by the interval's lower bound, "less" by its upper bound."""
+    return "lower" if alternative == "greater" else "upper"
+
+
 def _one_sided_test(rule: Rule, evidence: _Evidence) -> _Test:
     """The rule's H1 as a one-sided test: on the candidate value (at_most/at_least) or on the delta."""
     alternative: Literal["greater", "less"]
@@ -563,9 +569,11 @@ def _one_sided_test(rule: Rule, evidence: _Evidence) -> _Test:
         if rule.kind == "improvement" and comparison.test == "exact McNemar" and null == 0.0:
             details = comparison.details
             b, c = int(details["baseline_only_correct"]), int(details["candidate_only_correct"])
-            p = mcnemar_from_counts(b, c, alternative="greater").p_value
-            return _Test(p, samples, null, "lower", "one-sided exact McNemar")
-    side: Literal["lower", "upper"] = "lower" if alternative == "greater" else "upper"
+            # "greater": the candidate gets more examples right. For a lower-is-better 0/1 metric (an
+            # error rate from a plugin) improvement means the reverse.
+            p = mcnemar_from_counts(b, c, alternative=alternative).p_value
+            return _Test(p, samples, null, _side(alternative), "one-sided exact McNemar")
+    side = _side(alternative)
     p = bootstrap_p_value(samples, null, alternative=alternative)
     return _Test(p, samples, null, side, evidence.resampling)
 

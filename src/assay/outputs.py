@@ -15,7 +15,7 @@ import hashlib
 import os
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +31,10 @@ class Outputs:
     logits: np.ndarray | None = None  # (N, C) float, when the model produced them
     features: np.ndarray | None = None  # (N, D) penultimate-layer features
     groups: np.ndarray | None = None  # (N,) str
+    source: str = field(default="outputs", compare=False, repr=False)  # named in error messages
 
     def __post_init__(self) -> None:
-        _validate(self, source="outputs")
+        _validate(self, self.source)
 
     @property
     def n(self) -> int:
@@ -130,7 +131,9 @@ def from_arrays(
         groups = np.asarray(groups).astype(str)
     if features is not None:
         features = np.asarray(features, dtype=np.float32)
-    return Outputs(ids=ids, labels=labels, probs=probs, logits=logits, features=features, groups=groups)
+    return Outputs(
+        ids=ids, labels=labels, probs=probs, logits=logits, features=features, groups=groups, source=source
+    )
 
 
 def _validate(o: Outputs, source: str) -> None:
@@ -155,6 +158,9 @@ def _validate(o: Outputs, source: str) -> None:
             f"{source}: label {int(o.labels[i])} at row {i} is out of range for {o.probs.shape[1]} classes "
             f"(expected 0..{o.probs.shape[1] - 1}); {int(bad.sum())} row(s) affected."
         )
+    for name, arr in (("id", o.ids), ("group", o.groups)):
+        if arr is not None and arr.ndim != 1:
+            raise DataError(f"{source}: '{name}' must be one value per example, got shape {arr.shape}.")
     for name, arr in (("id", o.ids), ("group", o.groups), ("features", o.features), ("logits", o.logits)):
         if arr is not None and arr.shape[0] != n:
             raise DataError(f"{source}: '{name}' has {arr.shape[0]} rows but 'label' has {n}.")

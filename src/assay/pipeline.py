@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from assay.config import validation_message
 from assay.data import DataSpec, parse_data_arg
 from assay.errors import ConfigError
+from assay.evaluate import Assessment
 from assay.gate import Policy
 from assay.release import (
     Evaluated,
@@ -149,8 +150,13 @@ def run_pipeline(ws: Workspace, pipeline: Pipeline, *, progress: bool = True) ->
         description=pipeline.model.description,
         progress=progress,
     )
-    stats = {"n_boot": policy.n_bootstrap, "seed": policy.seed}
-    candidate = assess_version(ws, version, data, "test", progress=progress, **stats)
+
+    def assessed(v: VersionInfo) -> Assessment:
+        return assess_version(
+            ws, v, data, "test", n_boot=policy.n_bootstrap, seed=policy.seed, progress=progress
+        )
+
+    candidate = assessed(version)
     info = dataset_info(data, "test")
     promotion = None
     if baseline is None:
@@ -163,7 +169,7 @@ def run_pipeline(ws: Workspace, pipeline: Pipeline, *, progress: bool = True) ->
                 actor="pipeline",
             )
     else:
-        base = assess_version(ws, baseline, data, "test", progress=progress, **stats)
+        base = assessed(baseline)
         evaluated = record_comparison(
             ws, base, candidate, policy, info, baseline_version=baseline, candidate_version=version
         )

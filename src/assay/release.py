@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from assay.compare import align
 from assay.data import Dataset, DataSpec, load_dataset
 from assay.env import environment
 from assay.errors import DataError, UsageError
@@ -30,6 +31,7 @@ from assay.outputs import Outputs, load_predictions
 from assay.report import write_report
 from assay.store import Store
 from assay.store.records import VersionInfo
+from assay.store.refs import check_model_name
 from assay.train import TrainConfig, TrainResult, train
 from assay.train.loop import seed_everything
 
@@ -102,7 +104,8 @@ def train_version(
     description: str = "",
     progress: bool = True,
 ) -> tuple[VersionInfo, TrainResult]:
-    spec = default_spec(arch, data.input_shape, data.n_classes, **(spec_overrides or {}))
+    check_model_name(name)  # before minutes of training, not after
+    spec = default_spec(arch, data.input_shape, data.n_classes, spec_overrides)
     seed_everything(config.seed)  # before building: the initial weights come from the same seed
     result = train(build_model(spec), data, config, progress=progress)
     register_dataset(ws, data)
@@ -295,9 +298,8 @@ def record_comparison(
         split=dataset["split"],
         passed=verdict.passed,
         report_path=str(paths.html),
+        gate=candidate_version is not None,
     )
-    if candidate_version is not None:
-        ws.store.set_gate(candidate_version.ref, run_id, verdict.passed)
     return Evaluated(document, paths.html, paths.json, run_id, verdict)
 
 
@@ -351,7 +353,7 @@ def gate_targets(
     stats = {"n_boot": policy.n_bootstrap, "seed": policy.seed}
     if is_predictions(candidate):
         b_path, c_path = Path(baseline), Path(candidate)
-        b_out, c_out = load_predictions(b_path), load_predictions(c_path)
+        b_out, c_out = align(load_predictions(b_path), load_predictions(c_path))  # fail fast if unpaired
         return record_comparison(
             ws,
             assess_predictions(b_path, b_out, **stats),

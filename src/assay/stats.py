@@ -28,6 +28,9 @@ from assay.errors import UsageError
 _CHUNK_CELLS = 2_000_000
 
 
+MIN_BOOTSTRAP = 100  # fewer resamples make the tails of a 95% percentile interval unstable
+
+
 @dataclass(frozen=True)
 class BootstrapResult:
     """A statistic on the full sample, its percentile interval and the bootstrap replicates."""

@@ -76,11 +76,17 @@ def test_release_loop(tmp_path: Path) -> None:
     assert forced["to_version"] == 2
     back = ok_json("models", "rollback", "digits")
     assert back["to_version"] == 1
+    # A version never gated may not take over an alias that already has a holder.
+    v3 = ok_json(*TRAIN)
+    code, _, stderr = invoke("models", "promote", v3["version"])
+    assert code == 2 and "never gated" in stderr and "assay gate digits@production digits@v3" in stderr
 
     shown = ok_json("models", "show", "digits")
-    assert [v["gate_status"] for v in shown["versions"]] == ["none", "failed"] or [
-        v["gate_status"] for v in sorted(shown["versions"], key=lambda v: v["version"])
-    ] == ["none", "failed"]
+    assert [v["gate_status"] for v in sorted(shown["versions"], key=lambda v: v["version"])] == [
+        "none",
+        "failed",
+        "none",
+    ]
     actions = [(h["action"], h["forced"]) for h in shown["alias_history"]]
     assert ("promote", True) in actions and ("rollback", False) in actions
 
@@ -110,6 +116,9 @@ def test_predictions_files_evaluate_and_gate(tmp_path: Path) -> None:
     same = write_predictions(tmp_path / "same.npz", labels, logits.copy())
     code, stdout, _ = invoke("gate", str(base), str(same), "--json")
     assert code == 0, stdout
+    code, stdout, _ = invoke("gate", str(base), str(same))  # the table: no latency in predictions files
+    latency_row = next(line for line in stdout.splitlines() if "latency_p50_b1" in line)
+    assert "skipped" in latency_row and "pass" not in latency_row
 
     worse_logits = logits.copy()
     right = np.flatnonzero(logits.argmax(1) == labels)[:150]  # 5% of examples turned wrong
@@ -152,6 +161,25 @@ def test_report_rerenders_from_run_and_json(tmp_path: Path) -> None:
         (("train", "--name", "x", "--data", "sklearn:digits", "--spec", "{not json"), "Bad training option"),
         (("train", "--name", "x", "--data", "sklearn:digits", "--precision", "fp8"), "Bad training option"),
         (("train", "--name", "x", "--data", "sklearn:digits", "--arch", "resnet"), "Unknown model 'resnet'"),
+        (
+            (
+                "train",
+                "--name",
+                "x",
+                "--data",
+                "sklearn:digits",
+                "--arch",
+                "mlp",
+                "--spec",
+                '{"n_classes": 2}',
+            ),
+            "Cannot set ['n_classes']",
+        ),
+        (("train", "--name", "bad@name", "--data", "sklearn:wine", "--arch", "mlp"), "Model name 'bad@name'"),
+        (
+            ("train", "--name", "x", "--data", "sklearn:digits", "--limit", "5"),
+            "--limit 5 is below the 10 classes",
+        ),
         (("eval", "nosuchmodel@production"), "nosuchmodel"),
         (("gate", "a.npz", "b@v1"), "like with like"),
         (("report", "missing.json"), "No such run id or report file"),
@@ -174,6 +202,8 @@ def test_bad_files_exit_2(tmp_path: Path) -> None:
     assert code == 2 and "label 9 at row 2 is out of range for 3 classes" in stderr
 
     good = write_predictions(tmp_path / "good.npz", np.arange(30) % 3, np.tile(np.eye(3), (10, 1)))
+    code, _, stderr = invoke("eval", str(good), "--n-boot", "0")
+    assert code == 2 and "--n-boot must be at least 100 for stable 95% intervals; got 0" in stderr
     malformed = tmp_path / "malformed.toml"
     malformed.write_text("[policy\nalpha = 0.05\n")
     code, _, stderr = invoke("gate", str(good), str(good), "--policy", str(malformed))

@@ -118,8 +118,9 @@ def test_core_scenario(url: str, tmp_path: Path) -> None:
             split="test",
             passed=False,
             report_path=None,
+            gate=True,  # the verdict lands in the same transaction as the run
         )
-        store.set_gate("mnist@2", run_id, passed=False)
+        assert store.resolve("mnist@2").gate_status == "failed"
         run = store.get_run(run_id)
         assert run.document == {"summary": {"ece": None}}
         assert run.comparisons[0].delta == -0.02 and run.baseline_measurements[0].value == 0.90
@@ -129,6 +130,12 @@ def test_core_scenario(url: str, tmp_path: Path) -> None:
         with pytest.raises(RefusedError, match="--force"):
             store.promote("mnist@2")
         assert store.promote("mnist@2", force=True, reason="accepted").event.forced  # type: ignore[union-attr]
+        with pytest.raises(RefusedError, match="never gated"):
+            store.promote("mnist@3")  # the alias has a holder: an ungated version may not replace it
+        store.set_gate("mnist@3", store.record_run(
+            kind="comparison", document={}, measurements=[], version="mnist@3", baseline="mnist@2",
+            dataset_fingerprint="fp", split="test", passed=True, report_path=None,
+        ), passed=True)  # fmt: skip
         store.promote("mnist@3")
         assert not store.promote("mnist@v3").changed
         assert [store.rollback("mnist").to_version for _ in range(2)] == [2, 1]

@@ -380,3 +380,27 @@ def test_outputs_on_different_examples_raise() -> None:
     other = planted_outputs(labels[:150], preds[:150])
     with pytest.raises(DataError):
         evaluate_policy(Policy.default(), base, other)
+
+
+@pytest.mark.parametrize(("to_wrong", "to_right", "passes"), [(0, 150, True), (150, 0, False)])
+def test_improvement_on_a_lower_is_better_proportion_uses_the_right_side(
+    monkeypatch: pytest.MonkeyPatch, to_wrong: int, to_right: int, passes: bool
+) -> None:
+    """An error-rate plugin (0/1 per example, lower is better): fewer errors is the improvement."""
+
+    def errors(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        return (probs.argmax(axis=1) != labels).astype(float)
+
+    spec = MetricSpec(
+        "error_rate", "quality", lambda y, p: float(errors(y, p).mean()), False, "share wrong",
+        interval="wilson", per_example=errors,
+    )  # fmt: skip
+    monkeypatch.setitem(METRICS._items, "error_rate", spec)
+    labels, preds = baseline_case(3000)
+    base = planted_outputs(labels, preds)
+    candidate = planted_outputs(labels, flip(labels, preds, to_wrong=to_wrong, to_right=to_right))
+    policy = Policy("plugin", 0.05, 500, 0, (Rule("error_rate", "improvement"),))
+    rule = evaluate_policy(policy, base, candidate).rules[0]
+    assert rule.passed is passes
+    assert "McNemar" in rule.message or rule.p_value is not None
+    assert (rule.p_value < 0.05) is passes  # type: ignore[operator]

@@ -58,13 +58,16 @@ def test_save_and_reload_is_identical(tmp_path: Path) -> None:
         ({"id": np.array(["same"] * 50)}, "'id' values must be unique"),
         ({"label": np.arange(50) + 0.5}, "whole class indices"),
         ({"id": np.array(["x"] * 3)}, "'id' has 3 rows but 'label' has 50"),
+        ({"id": np.arange(100).reshape(50, 2)}, r"'id' must be one value per example, got shape \(50, 2\)"),
+        ({"group": np.zeros((50, 2))}, r"'group' must be one value per example"),
     ],
 )
 def test_bad_predictions_files(tmp_path: Path, change: dict[str, np.ndarray | None], message: str) -> None:
     a: dict[str, np.ndarray | None] = {**arrays(), **change}
     np.savez(tmp_path / "p.npz", **{k: v for k, v in a.items() if v is not None})
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(DataError, match=message) as caught:
         load_predictions(tmp_path / "p.npz")
+    assert str(caught.value).startswith(str(tmp_path / "p.npz"))  # names the file at fault
 
 
 def test_unreadable_files(tmp_path: Path) -> None:

@@ -25,15 +25,19 @@ class Split:
         return int(self.y.shape[0])
 
     def fingerprint(self) -> str:
-        """sha256 over canonical bytes: shape, little-endian float32 inputs, int64 labels, ids.
+        """sha256 over canonical bytes: shape, little-endian float32 inputs, int64 labels, ids, groups.
 
         Canonical dtypes and byte order make the fingerprint independent of how the file stored them.
+        Groups are part of it: the cached outputs of a split carry its groups, so new group columns must
+        not hit an old cache entry.
         """
         h = hashlib.sha256()
         h.update(repr(tuple(self.x.shape)).encode())
         h.update(np.ascontiguousarray(self.x, dtype="<f4").tobytes())
         h.update(np.ascontiguousarray(self.y, dtype="<i8").tobytes())
         h.update("\x1f".join(self.ids.tolist()).encode())
+        if self.groups is not None:
+            h.update(b"\x1egroups\x1e" + "\x1f".join(self.groups.tolist()).encode())
         return h.hexdigest()
 
     def subset(self, index: np.ndarray) -> Split:

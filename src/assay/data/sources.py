@@ -10,8 +10,10 @@ Spec strings on the command line:
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -80,16 +82,32 @@ def load_dataset(spec: DataSpec) -> Dataset:
     return _limit(dataset, spec.limit, spec.seed) if spec.limit else dataset
 
 
+def _stratified_indices(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded stratified split of ``range(len(y))`` into kept and held-out indices.
+
+    Falls back to an unstratified split where stratifying is impossible: a class with one example, or
+    fewer places on either side than there are classes (scikit-learn would raise).
+    """
+    counts = np.bincount(y)
+    n_held = math.ceil(fraction * len(y))
+    classes = int((counts > 0).sum())
+    stratify = y if counts[counts > 0].min() >= 2 and min(n_held, len(y) - n_held) >= classes else None
+    keep, held = train_test_split(np.arange(len(y)), test_size=fraction, random_state=seed, stratify=stratify)
+    return np.sort(keep), np.sort(held)
+
+
 def _split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-    """Seeded stratified split; falls back to unstratified when a class is too rare to stratify."""
-    index = np.arange(split.n)
-    counts = np.bincount(split.y)
-    stratify = split.y if counts[counts > 0].min() >= 2 else None
-    keep, held = train_test_split(index, test_size=fraction, random_state=seed, stratify=stratify)
-    return split.subset(np.sort(keep)), split.subset(np.sort(held))
+    keep, held = _stratified_indices(split.y, fraction, seed)
+    return split.subset(keep), split.subset(held)
 
 
 def _limit(dataset: Dataset, limit: int, seed: int) -> Dataset:
+    if limit < dataset.n_classes:
+        raise UsageError(
+            f"--limit {limit} is below the {dataset.n_classes} classes of {dataset.name}; "
+            "each split needs room for every class."
+        )
+
     def take(split: Split) -> Split:
         if split.n <= limit:
             return split
@@ -264,19 +282,22 @@ def _table_dataset(
                 f"{source}: {len(rows)} {label} row(s) have missing or infinite values (first: {rows[0]})."
             )
     y_train, y_test = _labels(y_train, len(x_train), source), _labels(y_test, len(x_test), source)
-    # Standardise with training statistics only, so nothing about val/test leaks into the inputs.
-    mean, std = x_train.mean(axis=0), x_train.std(axis=0)
-    std[std == 0] = 1.0
-    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
     g_train, g_test = groups if groups is not None else (None, None)
-    train = Split(x_train, y_train, _ids("train", len(y_train)), g_train)
-    train, val = _split_off(train, spec.val_fraction, spec.seed)
+    train, val = _split_off(
+        Split(x_train, y_train, _ids("train", len(y_train)), g_train), spec.val_fraction, spec.seed
+    )
+    test = Split(x_test, y_test, _ids("test", len(y_test)), g_test)
+    # Standardise with the statistics of the training rows alone (after the validation split), so nothing
+    # about validation or test examples leaks into the inputs.
+    mean, std = train.x.mean(axis=0), train.x.std(axis=0)
+    std[std == 0] = 1.0
+    train, val, test = (replace(s, x=(s.x - mean) / std) for s in (train, val, test))
     return Dataset(
         name=spec.name or name,
         kind="table",
         train=train,
         val=val,
-        test=Split(x_test, y_test, _ids("test", len(y_test)), g_test),
+        test=test,
         class_names=class_names or _class_names(y_train, y_test, source),
         source=source,
         licence=spec.licence or licence,
@@ -311,10 +332,7 @@ def _load_table(spec: DataSpec) -> Dataset:
         x = features.to_numpy(dtype=np.float32)
     except ValueError as e:
         raise DataError(f"{path}: feature columns must be numeric or categorical ({e}).") from None
-    index = np.arange(len(y))
-    train_i, test_i = train_test_split(
-        index, test_size=spec.test_fraction, random_state=spec.seed, stratify=y
-    )
+    train_i, test_i = _stratified_indices(y, spec.test_fraction, spec.seed)
     g = None if groups is None else (groups[train_i], groups[test_i])
     return _table_dataset(
         path.stem,
@@ -338,9 +356,7 @@ def _load_sklearn(spec: DataSpec) -> Dataset:
         raise UsageError(f"Unknown scikit-learn dataset '{name}'. Known: {', '.join(SKLEARN_SETS)}.")
     bunch = getattr(datasets, f"load_{name}")()
     x, y = np.asarray(bunch.data, dtype=np.float32), np.asarray(bunch.target)
-    train_i, test_i = train_test_split(
-        np.arange(len(y)), test_size=spec.test_fraction, random_state=spec.seed, stratify=y
-    )
+    train_i, test_i = _stratified_indices(y, spec.test_fraction, spec.seed)
     return _table_dataset(
         f"sklearn-{name}",
         x[train_i],

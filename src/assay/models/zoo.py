@@ -86,9 +86,18 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def default_spec(arch: str, input_shape: tuple[int, ...], n_classes: int, **overrides: Any) -> dict[str, Any]:
+def default_spec(
+    arch: str, input_shape: tuple[int, ...], n_classes: int, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A complete spec for ``arch`` on inputs of ``input_shape`` (without the batch dimension)."""
     ZOO.get(arch)  # raises with the known names
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - set(_DEFAULTS[arch]))
+    if unknown:
+        raise ConfigError(
+            f"Cannot set {unknown} on a '{arch}' model: the data decides the input and class sizes, and "
+            f"the architecture's own options are {sorted(_DEFAULTS[arch])}."
+        )
     spec: dict[str, Any] = {"arch": arch, "n_classes": n_classes, **_DEFAULTS[arch]}
     if arch == "cnn":
         if len(input_shape) != 3 or input_shape[1] != input_shape[2]:

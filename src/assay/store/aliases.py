@@ -50,13 +50,22 @@ def promote(
             message=f"{model.name}@{alias} already points at v{version.version}; nothing changed.",
             event=None,
         )
-    if version.gate_status == "failed" and not force:
-        raise RefusedError(
-            f"Refusing to promote {model.name}@v{version.version} to {alias!r}: its gate failed "
-            f"(run {version.gate_run_id}). Fix the model and gate it again, or pass --force with a reason "
-            "to override; a forced promotion is recorded in the alias history."
+    # A version may take over an alias only with a passed gate; an ungated one only as the alias's first
+    # holder (a first release has nothing to be compared with). Anything else needs --force, recorded.
+    refusal = None
+    if version.gate_status == "failed":
+        refusal = f"its gate failed (run {version.gate_run_id}). Fix the model and gate it again"
+    elif version.gate_status == "none" and current is not None:
+        refusal = (
+            f"it was never gated. Gate it against the version the alias holds first "
+            f"(assay gate {model.name}@{alias} {model.name}@v{version.version})"
         )
-    forced = version.gate_status == "failed"  # the override was needed, and used
+    if refusal is not None and not force:
+        raise RefusedError(
+            f"Refusing to promote {model.name}@v{version.version} to {alias!r}: {refusal}, or pass --force "
+            "with a reason to override; a forced promotion is recorded in the alias history."
+        )
+    forced = refusal is not None  # the override was needed, and used
     from_id = current.version_id if current is not None else None
     _move(session, model.id, alias, current, version.id)
     event = append_history(
@@ -71,7 +80,7 @@ def promote(
         actor=actor,
     )
     moved = f"from v{event.from_version}" if event.from_version is not None else "(new alias)"
-    note = " (forced past a failed gate)" if forced else ""
+    note = f" (forced past: gate {version.gate_status})" if forced else ""
     return AliasChange(
         model=model.name,
         alias=alias,

@@ -1,6 +1,6 @@
 """Where the registry database is, how to connect to it, and what to say when that fails.
 
-SQLite connections get WAL (readers do not block the writer), a 5 s busy timeout (writers queue instead
+SQLite connections get WAL (readers do not block the writer), a 30 s busy timeout (writers queue instead
 of failing at once) and foreign keys. SQLAlchemy also takes over BEGIN from Python's sqlite3 module,
 whose legacy mode starts no transaction before SELECT or DDL: without that, reads inside a transaction
 would not be repeatable and migrations would not be atomic. Write transactions begin IMMEDIATE, taking
@@ -23,7 +23,9 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, Operati
 from assay.errors import AssayError, ConfigError, MissingExtraError
 
 WRITE = "assay_write"  # execution option: this transaction will write
-BUSY_TIMEOUT_MS = 5000
+BUSY_TIMEOUT_MS = (
+    30_000  # writers queue behind a first-open migration, which can take seconds on a loaded machine
+)
 _PG_CONNECT_TIMEOUT_S = 10
 
 

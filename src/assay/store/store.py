@@ -209,12 +209,16 @@ class Store:
         split: str,
         passed: bool | None,
         report_path: str | None,
+        gate: bool = False,
     ) -> int:
         """Record a run, its document and every measurement in one transaction; returns the run id.
 
         ``version`` and ``baseline`` are references to registered versions, or None for outputs of a
-        model the registry does not hold.
+        model the registry does not hold. With ``gate=True`` the run's verdict (``passed``) also becomes
+        the version's gate status in the same transaction, so a run can never exist without its verdict.
         """
+        if gate and (version is None or passed is None):
+            raise UsageError("A gate verdict needs a registered version and a passed/failed outcome.")
         if kind not in RUN_KINDS:
             raise UsageError(f"A run's kind must be one of {', '.join(RUN_KINDS)}. Got {kind!r}.")
         _check_items(measurements, Measurement, "measurements")
@@ -225,7 +229,7 @@ class Store:
         def work(session: Session) -> int:
             version_row = versions.resolve(session, version) if version is not None else None
             baseline_row = versions.resolve(session, baseline) if baseline is not None else None
-            return runs.insert_run(
+            run_id = runs.insert_run(
                 session,
                 kind=kind,
                 document=clean_document,
@@ -239,6 +243,9 @@ class Store:
                 passed=passed,
                 report_path=report_path,
             )
+            if gate and version_row is not None:
+                _apply_gate(version_row, run_id, bool(passed))
+            return run_id
 
         return self._write(work)
 
@@ -256,8 +263,7 @@ class Store:
                     f"Run {run_id} evaluated {evaluated}, not {ref!r}: a gate verdict belongs to the version "
                     "its run evaluated."
                 )
-            row.gate_status = "passed" if passed else "failed"
-            row.gate_run_id = run_id
+            _apply_gate(row, run_id, passed)
             session.flush()
             return versions.version_info(session, row)
 
@@ -366,3 +372,8 @@ def _check_items(items: Sequence[object], kind: type, where: str) -> None:
     for i, item in enumerate(items):
         if not isinstance(item, kind):
             raise UsageError(f"{where}[{i}] must be a {kind.__name__}. Got {type(item).__name__}.")
+
+
+def _apply_gate(row: VersionRow, run_id: int, passed: bool) -> None:
+    row.gate_status = "passed" if passed else "failed"
+    row.gate_run_id = run_id

@@ -17,18 +17,20 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
 from assay.data import Dataset, Split
 from assay.env import cpu_supports_bf16, environment
-from assay.errors import UsageError
+from assay.errors import TrainingError, UsageError
 from assay.models import ZooModel
 from assay.train.energy import EnergyMeter, EnergyReading
 
 
 class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo ("epoch = 1") must not silently train 8 epochs
+
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(128, ge=1)
     lr: float = Field(3e-3, gt=0)
@@ -125,9 +127,20 @@ def train(model: ZooModel, data: Dataset, config: TrainConfig, *, progress: bool
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                total += loss.item() * len(batch)
+                step_loss = loss.item()
+                if not math.isfinite(step_loss):
+                    raise TrainingError(
+                        f"Training diverged: the loss became {step_loss} at epoch {epoch}, step {step + 1} "
+                        f"(lr={config.lr:g}). Lower the learning rate or check the inputs; nothing was saved."
+                    )
+                total += step_loss * len(batch)
                 bar.advance(task)
             val_loss, val_acc = evaluate_loss(model, data.val, precision, config.batch_size * 4)
+            if not math.isfinite(val_loss):
+                raise TrainingError(
+                    f"Training diverged: the validation loss became {val_loss} at epoch {epoch} "
+                    f"(lr={config.lr:g}). Lower the learning rate or check the inputs; nothing was saved."
+                )
             history["train_loss"].append(total / len(y))
             history["val_loss"].append(val_loss)
             history["val_accuracy"].append(val_acc)

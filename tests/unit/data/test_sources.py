@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn import datasets
 
-from assay.data import DataSpec, load_dataset, parse_data_arg
+from assay.data import DataSpec, Split, load_dataset, parse_data_arg
 from assay.errors import DataError, UsageError
 from tests.conftest import needs_fashion_mnist
 from tests.unit.data.test_idx import write_idx
@@ -114,9 +114,10 @@ def test_csv_table_with_groups(tmp_path: Path) -> None:
     assert d.kind == "table" and d.class_names == ["cat", "dog"]
     assert "colour_red" in d.feature_names and "region" not in " ".join(d.feature_names)
     assert d.test.groups is not None and set(d.test.groups) <= {"north", "south"}
-    # Standardised with training statistics: train columns have mean ~0, std ~1.
-    full_train = np.concatenate([d.train.x, d.val.x])
-    np.testing.assert_allclose(full_train[:, :2].mean(0), 0, atol=1e-5)
+    # Standardised with the training rows' own statistics (validation rows excluded): mean 0, std 1.
+    np.testing.assert_allclose(d.train.x[:, :2].mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(d.train.x[:, :2].std(0), 1, atol=1e-4)
+    assert abs(d.val.x[:, :2].mean()) > 1e-4  # validation rows did not take part
     with pytest.raises(DataError, match="no column 'nope'"):
         load_dataset(parse_data_arg(f"csv:{tmp_path / 't.csv'}", target="nope"))
     with pytest.raises(UsageError, match="needs --target"):
@@ -167,3 +168,24 @@ def test_fashion_mnist_from_debian_package() -> None:
     assert d.input_shape == (1, 28, 28) and d.n_classes == 10
     assert np.bincount(d.test.y).tolist() == [1000] * 10
     assert d.licence == "MIT"
+
+
+def test_rare_classes_fall_back_to_an_unstratified_split(tmp_path: Path) -> None:
+    """One example of a class cannot be stratified; scikit-learn would raise, we split without it."""
+    y = ["a"] * 30 + ["b"] * 29 + ["c"]
+    pd.DataFrame({"x": np.arange(60.0), "y": y}).to_csv(tmp_path / "rare.csv", index=False)
+    d = load_dataset(parse_data_arg(f"csv:{tmp_path / 'rare.csv'}", target="y"))
+    assert d.train.n + d.val.n + d.test.n == 60
+
+
+def test_limit_below_the_class_count_is_a_usage_error(image_npz: Path) -> None:
+    with pytest.raises(UsageError, match="--limit 2 is below the 3 classes"):
+        load_dataset(parse_data_arg(f"npz:{image_npz}", limit=2))
+    d = load_dataset(parse_data_arg(f"npz:{image_npz}", limit=4))  # tight, but every class fits
+    assert d.test.n == 4
+
+
+def test_groups_are_part_of_the_fingerprint(image_npz: Path) -> None:
+    split = load_dataset(parse_data_arg(f"npz:{image_npz}")).test
+    regrouped = Split(split.x, split.y, split.ids, np.array(["g"] * split.n))
+    assert regrouped.fingerprint() != split.fingerprint()

@@ -66,5 +66,11 @@ def test_spec_errors() -> None:
         default_spec("resnet", (1, 28, 28), 10)
     with pytest.raises(ConfigError, match="square images"):
         default_spec("cnn", (13,), 2)
+    with pytest.raises(ConfigError, match=r"Cannot set \['n_classes'\] on a 'cnn' model"):
+        default_spec("cnn", (1, 28, 28), 10, {"n_classes": 2})
+    with pytest.raises(
+        ConfigError, match=r"Cannot set \['bogus'\] on a 'mlp' model.*\['dropout', 'hidden'\]"
+    ):
+        default_spec("mlp", (4,), 2, {"bogus": 1})
     with pytest.raises(ConfigError, match="needs an 'arch'"):
         build_model({"channels": [1]})

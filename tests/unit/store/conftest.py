@@ -49,7 +49,10 @@ def rows(home: Path, store: Store) -> Iterator[Callable[[], dict[str, int]]]:
 
 @pytest.fixture
 def register(store: Store) -> Register:
-    def register(name: str = "mnist", parent: str | None = None, **extra: Any) -> VersionInfo:
+    def register(
+        name: str = "mnist", parent: str | None = None, gated: bool = True, **extra: Any
+    ) -> VersionInfo:
+        """A version as the release loop leaves it: by default with a passed gate, so it may be promoted."""
         fields: dict[str, Any] = {
             "artifact_dir": None,
             "spec": {"arch": "mlp"},
@@ -57,7 +60,14 @@ def register(store: Store) -> Register:
             "lineage": {"datasets": ["fp"]},
             "environment": {"python": "3.11"},
         }
-        return store.register_version(name, parent=parent, **{**fields, **extra})
+        version = store.register_version(name, parent=parent, **{**fields, **extra})
+        if not gated:
+            return version
+        store.record_run(
+            kind="comparison", document={"kind": "comparison"}, measurements=[], version=version.ref,
+            baseline=None, dataset_fingerprint="fp", split="test", passed=True, report_path=None, gate=True,
+        )  # fmt: skip
+        return store.resolve(version.ref)
 
     return register
 

@@ -58,8 +58,8 @@ def record(store: Store, version: str | None, **extra: Any) -> int:
 def test_a_comparison_run_round_trips_with_every_measurement(
     store: Store, register: Callable[..., VersionInfo]
 ) -> None:
-    register("mnist")
-    register("mnist")
+    register("mnist", gated=False)
+    register("mnist", gated=False)
     run_id = store.record_run(
         kind="comparison",
         document={"summary": {"accuracy": 0.91, "ece": math.inf}, "ids": np.arange(3)},
@@ -86,8 +86,8 @@ def test_a_comparison_run_round_trips_with_every_measurement(
 def test_runs_for_lists_the_runs_that_evaluated_a_version(
     store: Store, register: Callable[..., VersionInfo]
 ) -> None:
-    register("mnist")
-    register("mnist")
+    register("mnist", gated=False)
+    register("mnist", gated=False)
     first = record(store, "mnist@1")
     second = record(store, "mnist@2", kind="comparison", baseline="mnist@1")
     record(store, None)  # outputs of an unregistered model
@@ -102,8 +102,8 @@ def test_runs_for_lists_the_runs_that_evaluated_a_version(
 def test_the_gate_verdict_is_set_from_the_run_that_evaluated_the_version(
     store: Store, register: Callable[..., VersionInfo]
 ) -> None:
-    register("mnist")
-    register("mnist")
+    register("mnist", gated=False)
+    register("mnist", gated=False)
     run_id = record(store, "mnist@2", passed=False)
 
     info = store.set_gate("mnist@2", run_id, passed=False)
@@ -120,7 +120,7 @@ def test_the_gate_verdict_is_set_from_the_run_that_evaluated_the_version(
 
 
 def test_bad_run_input_is_refused_before_writing(store: Store, register: Callable[..., VersionInfo]) -> None:
-    register("mnist")
+    register("mnist", gated=False)
     with pytest.raises(UsageError, match="kind must be one of"):
         record(store, "mnist@1", kind="training")
     with pytest.raises(UsageError, match=r"measurements\[0\] must be a Measurement"):
