@@ -85,7 +85,7 @@ def _data_spec(data: str | None, limit: int | None, target: str | None) -> Any:
 
 
 def _measurement_table(measurements: list[dict[str, Any]], title: str) -> Table:
-    from assay.report.format import format_interval
+    from assay.format import format_interval
 
     table = Table(title=title, show_lines=False)
     for column in ("metric", "value [95% CI]", "n", "estimator"):

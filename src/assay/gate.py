@@ -52,6 +52,7 @@ from assay.compare import (
     resample_statistic,
 )
 from assay.errors import ConfigError
+from assay.format import scale_for
 from assay.measurement import Comparison, Measurement, _clean
 from assay.metrics.registry import METRICS
 from assay.outputs import Outputs
@@ -89,7 +90,6 @@ _PARAMETER: dict[str, str] = {
 }
 _POWER = 0.8
 # Proportions whose deltas read best in percentage points.
-_POINTS = ("accuracy", "macro_f1")
 
 DEFAULT_POLICY_TOML = """\
 # assay's default release policy: on the same test examples, the candidate may not be worse than the
@@ -579,13 +579,11 @@ def _one_sided_test(rule: Rule, evidence: _Evidence) -> _Test:
 
 
 def _fmt(metric: str, x: float | None, *, signed: bool = False, unit: str | None = None) -> str:
-    """Accuracy-like deltas in points, their values in percent; other metrics with 4 significant digits."""
+    """Numbers as the report prints them: rates in percent, their deltas in points (pp), units attached."""
     if x is None or not math.isfinite(x):
         return "n/a"
-    if metric in _POINTS:
-        return f"{x * 100:+.2f} pts" if signed else f"{x:.2%}"
-    text = f"{x:+.4g}" if signed else f"{x:.4g}"
-    return f"{text} {unit}" if unit else text
+    scale = scale_for(metric, unit, x, delta=signed)
+    return scale.number(x, signed=signed) + scale.suffix
 
 
 def _fmt_versus(metric: str, a: float, b: float, signed: bool, unit: str | None) -> tuple[str, str]:

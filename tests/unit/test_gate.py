@@ -220,8 +220,8 @@ def test_holm_with_three_rules_passes_only_the_strongest() -> None:
 def test_bound_in_the_message_agrees_with_the_decision() -> None:
     accuracy, nll = judge(two_rule_policy(), PAIRED_03_04)
     assert accuracy.bound is not None and nll.bound is not None
-    assert accuracy.bound <= -0.005 and "<= -0.50 pts (margin)" in accuracy.message  # fails at level 0.025
-    assert nll.bound < 0.02 and "< +0.02 (margin)" in nll.message  # passes its own step at 0.05
+    assert accuracy.bound <= -0.005 and "<= −0.50 pp (margin)" in accuracy.message  # fails at level 0.025
+    assert nll.bound < 0.02 and "< +0.0200 (margin)" in nll.message  # passes its own step at 0.05
 
 
 # --- evaluate_policy on planted outputs ----------------------------------------------------------------

@@ -13,8 +13,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from assay.report import plots
-from assay.report.format import (
+from assay.format import (
     DASH,
     delta_parts,
     format_bounds,
@@ -29,6 +28,7 @@ from assay.report.format import (
     scale_for,
     trim,
 )
+from assay.report import plots
 
 Doc = Mapping[str, Any]
 

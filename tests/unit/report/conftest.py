@@ -197,7 +197,7 @@ def calibration(shift: float) -> list[dict[str, Any]]:
             estimator="fitted on validation by NLL",
         ),
         measurement(
-            "ece_adaptive",
+            "adaptive_ece",
             "calibration",
             None,
             status="error",
@@ -489,7 +489,7 @@ def report_document(kind: str) -> dict[str, Any]:
             ],
             "churn": [
                 measurement(
-                    "flip_rate",
+                    "churn",
                     "churn",
                     0.041,
                     0.0372,
@@ -498,7 +498,7 @@ def report_document(kind: str) -> dict[str, Any]:
                     estimator="share of examples whose prediction changed, Wilson",
                 ),
                 measurement(
-                    "correct_to_wrong",
+                    "churn_correct_to_wrong",
                     "churn",
                     0.022,
                     0.0194,

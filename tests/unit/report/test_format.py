@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from assay.report.format import (
+from assay.format import (
     format_delta,
     format_duration,
     format_interval,
@@ -31,7 +31,7 @@ def m(
         (m("recall[Coat]", 0.86, 0.838, 0.88, n=1000), True, "86.0% [83.8, 88.0] (n=1,000)"),
         (m("ece", 0.031, 0.026, 0.037), False, "3.1% [2.6, 3.7]"),
         (m("ece", 0.004, 0.002, 0.006), False, "0.40% [0.20, 0.60]"),
-        (m("flip_rate", 0.041, 0.037, 0.045, family="churn"), False, "4.1% [3.7, 4.5]"),
+        (m("churn", 0.041, 0.037, 0.045, family="churn"), False, "4.1% [3.7, 4.5]"),
         (m("nll", 0.25612, 0.248, 0.265), False, "0.2561 [0.2480, 0.2650]"),
         (m("latency_p50_b1", 3.214, 3.18, 3.25, unit="ms"), False, "3.21 ms [3.18, 3.25]"),
         (

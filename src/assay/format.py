@@ -26,23 +26,21 @@ DASH = "\u2014"  # shown where a number is absent (None, NaN)
 _PERCENT_WORDS = frozenset(
     {"accuracy", "f1", "recall", "precision", "ece", "mce", "rate", "churn", "coverage"}
 )
-_PERCENT_NAMES = frozenset({"correct_to_wrong", "wrong_to_correct"})
 # Proper scoring rules are small unitless numbers whose third and fourth decimals matter.
 _FIXED4_WORDS = frozenset({"nll", "brier", "loss"})
 
 _LABELS = {
     "accuracy": "Accuracy",
-    "balanced_accuracy": "Balanced accuracy",
     "macro_f1": "Macro F1",
     "ece": "ECE",
-    "ece_adaptive": "Adaptive ECE",
+    "adaptive_ece": "Adaptive ECE",
     "mce": "MCE",
     "nll": "NLL",
     "brier": "Brier score",
     "temperature": "Temperature",
-    "flip_rate": "Flip rate",
-    "correct_to_wrong": "Correct \u2192 wrong",
-    "wrong_to_correct": "Wrong \u2192 correct",
+    "churn": "Churn",
+    "churn_correct_to_wrong": "Churn: correct \u2192 wrong",
+    "churn_wrong_to_correct": "Churn: wrong \u2192 correct",
     "parameters": "Parameters",
     "size_on_disk": "Size on disk",
     "latency_p50_b1": "Latency p50, batch 1",
@@ -98,7 +96,7 @@ def is_rate(name: str, unit: str | None = None, family: str | None = None) -> bo
     if family == "churn":
         return True
     base = base_name(name)
-    return base in _PERCENT_NAMES or bool(_PERCENT_WORDS & set(base.split("_")))
+    return bool(_PERCENT_WORDS & set(base.split("_")))
 
 
 def _magnitude_decimals(m: float) -> int:
