@@ -390,21 +390,47 @@ class RuleResult:
     margin: float | None
     min_effect: float | None
     threshold: float | None
-    baseline: float | None
-    candidate: float | None
-    delta: float | None
-    delta_ci_low: float | None
-    delta_ci_high: float | None
-    candidate_ci_low: float | None
-    candidate_ci_high: float | None
-    p_value: float | None
-    p_adjusted: float | None
-    bound: float | None
-    bound_level: float | None
-    test: str
     passed: bool
     status: Literal["ok", "skipped", "error"]
     message: str
+    # The numbers behind the decision; absent (None) for a rule that was skipped or failed to run.
+    baseline: float | None = None
+    candidate: float | None = None
+    delta: float | None = None
+    delta_ci_low: float | None = None
+    delta_ci_high: float | None = None
+    candidate_ci_low: float | None = None
+    candidate_ci_high: float | None = None
+    p_value: float | None = None
+    p_adjusted: float | None = None
+    bound: float | None = None
+    bound_level: float | None = None
+    test: str = ""
+
+    @classmethod
+    def of(
+        cls,
+        rule: Rule,
+        *,
+        passed: bool,
+        status: Literal["ok", "skipped", "error"],
+        message: str,
+        **numbers: Any,
+    ) -> RuleResult:
+        """A result that repeats the rule's own fields."""
+        return cls(
+            rule.metric,
+            rule.kind,
+            rule.gated,
+            rule.required,
+            rule.margin,
+            rule.min_effect,
+            rule.threshold,
+            passed,
+            status,
+            message,
+            **numbers,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _clean(v) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -686,14 +712,11 @@ def _judged(
     cand_low, cand_high = (
         percentile_interval(ev.candidate_samples) if ev.candidate_samples is not None else (None, None)
     )
-    return RuleResult(
-        metric=rule.metric,
-        kind=rule.kind,
-        gated=rule.gated,
-        required=rule.required,
-        margin=rule.margin,
-        min_effect=rule.min_effect,
-        threshold=rule.threshold,
+    return RuleResult.of(
+        rule,
+        passed=bool(passed),
+        status="ok",
+        message=message,
         baseline=c.baseline if c else None,
         candidate=ev.candidate_value,
         delta=c.delta if c else None,
@@ -706,9 +729,6 @@ def _judged(
         bound=bound,
         bound_level=level,
         test=test.test,
-        passed=bool(passed),
-        status="ok",
-        message=message,
     )
 
 
@@ -723,29 +743,8 @@ def _unjudged(rule: Rule, reason: str) -> RuleResult:
             effect += " (required rule; set required = false to make it optional)"
     else:
         effect = "does not block (required = false)"
-    return RuleResult(
-        metric=rule.metric,
-        kind=rule.kind,
-        gated=rule.gated,
-        required=rule.required,
-        margin=rule.margin,
-        min_effect=rule.min_effect,
-        threshold=rule.threshold,
-        baseline=None,
-        candidate=None,
-        delta=None,
-        delta_ci_low=None,
-        delta_ci_high=None,
-        candidate_ci_low=None,
-        candidate_ci_high=None,
-        p_value=None,
-        p_adjusted=None,
-        bound=None,
-        bound_level=None,
-        test="",
-        passed=not blocks,
-        status=status,
-        message=f"{rule.metric} ({rule.kind}): {reason} → {effect}",
+    return RuleResult.of(
+        rule, passed=not blocks, status=status, message=f"{rule.metric} ({rule.kind}): {reason} → {effect}"
     )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 Status = Literal["ok", "skipped", "error"]
 
@@ -28,8 +28,20 @@ def _clean(x: float | None) -> float | None:
     return x if math.isfinite(x) else None
 
 
+class _Record:
+    """JSON round trip shared by Measurement and Comparison: floats that JSON cannot hold become null."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _clean(v) if isinstance(v, float) else v for k, v in asdict(self).items()}  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        names = cls.__dataclass_fields__  # type: ignore[attr-defined]
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
 @dataclass(frozen=True)
-class Measurement:
+class Measurement(_Record):
     name: str
     family: str
     value: float | None
@@ -42,17 +54,6 @@ class Measurement:
     status: Status = "ok"
     details: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for key in ("value", "ci_low", "ci_high"):
-            d[key] = _clean(d[key])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Measurement:
-        names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in d.items() if k in names})
-
     @classmethod
     def skipped(cls, name: str, family: str, reason: str) -> Measurement:
         return cls(name=name, family=family, value=None, status="skipped", details={"reason": reason})
@@ -63,7 +64,7 @@ class Measurement:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class Comparison(_Record):
     """A paired comparison of one metric between a baseline and a candidate on the same examples.
 
     ``delta`` is candidate minus baseline, in the metric's unit.
@@ -84,14 +85,3 @@ class Comparison:
     estimator: str = ""
     status: Status = "ok"
     details: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for key in ("baseline", "candidate", "delta", "delta_ci_low", "delta_ci_high", "p_value"):
-            d[key] = _clean(d[key])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Comparison:
-        names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in d.items() if k in names})

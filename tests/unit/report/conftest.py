@@ -13,18 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-CLASS_NAMES = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
+from assay.data.sources import FASHION_MNIST_CLASSES
+
+CLASS_NAMES = FASHION_MNIST_CLASSES
 RECALL = [0.86, 0.98, 0.85, 0.91, 0.86, 0.98, 0.72, 0.96, 0.98, 0.96]
 N = 10_000
 
