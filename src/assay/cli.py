@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -30,8 +31,16 @@ models_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 
-out = Console()  # results
-err = Console(stderr=True)  # progress, notes, errors
+
+def _console(stderr: bool = False) -> Console:
+    """Rich's 80-column fallback squeezes the result tables in CI logs and pipes: use 120 there."""
+    stream = sys.stderr if stderr else sys.stdout
+    wide = None if stream.isatty() or "COLUMNS" in os.environ else 120
+    return Console(stderr=stderr, width=wide)
+
+
+out = _console()  # results
+err = _console(stderr=True)  # progress, notes, errors
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -199,6 +208,8 @@ def train_cmd(
     seed: int = 0,
     target: Annotated[str | None, typer.Option(help="Label column of a table.")] = None,
     limit: Annotated[int | None, typer.Option(help="Stratified subset of each split.")] = None,
+    description: Annotated[str, typer.Option(help="Intended use, for the model card.")] = "",
+    licence: Annotated[str | None, typer.Option(help="Licence of the weights, for the model card.")] = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -230,6 +241,8 @@ def train_cmd(
         arch=arch,
         config=config,
         spec_overrides=overrides,
+        description=description,
+        licence=licence,
         progress=not json_out,
     )
     summary = {"version": version.ref, "artifact_digest": version.artifact_digest, **result.summary()}
@@ -438,12 +451,14 @@ def models_show(
 def models_promote(
     ref: Annotated[str, typer.Argument(help="The version to promote, e.g. fmnist-cnn@3.")],
     alias: str = "production",
-    force: Annotated[bool, typer.Option(help="Promote even if its gate failed (recorded).")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Promote even if its gate failed or it was never gated (recorded).")
+    ] = False,
     reason: Annotated[str | None, typer.Option(help="Why; recorded in the alias history.")] = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Point an alias at a version. A version whose gate failed is refused unless --force."""
+    """Point an alias at a version. Refused unless its gate passed (or the alias is new), or --force."""
     change = _workspace(home).store.promote(ref, alias, force=force, reason=reason, actor="cli")
     if json_out:
         emit_json(change)

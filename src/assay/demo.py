@@ -22,6 +22,7 @@ BASELINE = {
         "name": MODEL,
         "arch": "cnn",
         "description": "Fashion-MNIST clothing classifier (demo baseline)",
+        "licence": "Apache-2.0",
     },
     "train": {"epochs": 4},
 }
@@ -31,6 +32,7 @@ CANDIDATE = {
         "arch": "cnn",
         "spec": {"channels": [16, 32], "hidden": 64},
         "description": "Fashion-MNIST clothing classifier, half the channels (demo candidate)",
+        "licence": "Apache-2.0",
     },
     "train": {"epochs": 4},
 }

@@ -73,6 +73,7 @@ class ModelSection(_Strict):
     arch: str = "cnn"
     spec: dict[str, Any] = Field(default_factory=dict)
     description: str = ""
+    licence: str | None = None  # of the model's weights, e.g. "Apache-2.0"; shown on the model card
 
 
 class GateSection(_Strict):
@@ -148,6 +149,7 @@ def run_pipeline(ws: Workspace, pipeline: Pipeline, *, progress: bool = True) ->
         spec_overrides=pipeline.model.spec,
         parent=baseline.ref if baseline else None,
         description=pipeline.model.description,
+        licence=pipeline.model.licence,
         progress=progress,
     )
 

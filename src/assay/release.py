@@ -102,6 +102,7 @@ def train_version(
     spec_overrides: dict[str, Any] | None = None,
     parent: str | None = None,
     description: str = "",
+    licence: str | None = None,
     progress: bool = True,
 ) -> tuple[VersionInfo, TrainResult]:
     check_model_name(name)  # before minutes of training, not after
@@ -131,6 +132,7 @@ def train_version(
                 "training": result.summary(),
                 "history": result.history,
                 "description": description,
+                "licence": licence,
             },
             environment=result.environment,
             description=description,
@@ -172,7 +174,7 @@ def model_info(version: VersionInfo, model: ZooModel) -> dict[str, Any]:
             f"{version.lineage.get('datasets', {}).get('train', '?')[:12]})",
             "intended_use": version.lineage.get("description") or "not declared",
             "limitations": "measured only on the evaluation split named in this report",
-            "licence": "not declared",
+            "licence": version.lineage.get("licence") or "not declared",
             "training": {
                 "epochs": training.get("epochs_run"),
                 "seconds": training.get("seconds"),

@@ -43,8 +43,10 @@ TRAIN = (
 
 
 def test_release_loop(tmp_path: Path) -> None:
-    v1 = ok_json(*TRAIN)
+    v1 = ok_json(*TRAIN, "--licence", "CC-BY-4.0", "--description", "digit reader")
     assert v1["version"] == "digits@v1"
+    card = ok_json("eval", "digits@v1", "--no-efficiency")["models"]["candidate"]["card"]
+    assert card["licence"] == "CC-BY-4.0" and card["intended_use"] == "digit reader"
     promoted = ok_json("models", "promote", "digits@v1")
     assert promoted["changed"] and promoted["to_version"] == 1
 
