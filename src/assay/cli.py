@@ -1,6 +1,7 @@
 """The ``assay`` command. Each command parses its arguments and calls one public function.
 
-Exit codes: 0 success or gate passed, 1 gate failed, 2 bad usage, configuration or data, 130 interrupted.
+Exit codes: 0 success or gate passed, 1 gate failed or release refused (promoting a version whose gate
+failed, rolling back with nothing to go back to), 2 bad usage, configuration or data, 130 interrupted.
 User errors print one line, never a traceback. ``--json`` prints the result document on stdout alone.
 """
 
@@ -19,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from assay.errors import AssayError, UsageError
+from assay.errors import AssayError, RefusedError, UsageError
 
 app = typer.Typer(
     add_completion=False,
@@ -57,6 +58,9 @@ def friendly(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except RefusedError as e:  # the rules said no (a failed gate): the same answer as a failed gate
+            err.print(f"[bold red]refused:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(1) from None
         except AssayError as e:
             err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(2) from None
@@ -345,15 +349,19 @@ def gate(
 @friendly
 def report(
     source: Annotated[str, typer.Argument(help="A run id from the store, or a report JSON file.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the HTML and JSON.")] = Path("reports"),
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for the HTML and JSON (default: the store's reports)."),
+    ] = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Render the HTML report of a stored run or of a report JSON document."""
     from assay.report import write_report
 
+    ws = _workspace(home)
     if source.isdigit():
-        document = _workspace(home).store.get_run(int(source)).document
+        document = ws.store.get_run(int(source)).document
         stem = f"run-{source}"
     else:
         path = Path(source)
@@ -366,7 +374,7 @@ def report(
         if not isinstance(document, dict) or document.get("schema") != "assay.report/1":
             raise UsageError(f"{path}: not an assay report document (schema 'assay.report/1').")
         stem = path.stem
-    paths = write_report(document, out_dir, stem)
+    paths = write_report(document, out_dir or ws.reports_dir, stem)
     if json_out:
         emit_json({"html": str(paths.html), "json": str(paths.json)})
     else:
@@ -425,7 +433,8 @@ def models_show(
             f"v{v.version}{aliases}",
             f"{v.created_at:%Y-%m-%d %H:%M}",
             v.parent or "",
-            v.gate_status,
+            # The run id is what `assay report RUN_ID` re-renders.
+            f"{v.gate_status} (run {v.gate_run_id})" if v.gate_run_id else v.gate_status,
             (v.artifact_digest or "")[:12],
             training,
         )
@@ -492,10 +501,10 @@ def policy_cmd(
     """Print the default gate policy (TOML), or validate a policy file."""
     from assay.gate import DEFAULT_POLICY_TOML, Policy
 
-    if check is None:
+    policy = Policy.from_toml(check) if check is not None else Policy.default()
+    if check is None and not json_out:
         sys.stdout.write(DEFAULT_POLICY_TOML)
         return
-    policy = Policy.from_toml(check)
     if json_out:
         emit_json(policy.to_dict())
     else:

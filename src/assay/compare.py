@@ -65,6 +65,11 @@ def align(baseline: Outputs, candidate: Outputs) -> tuple[Outputs, Outputs]:
 
     Raises :class:`~assay.errors.DataError` when they are not the same examples with the same labels.
     """
+    if baseline.n_classes != candidate.n_classes:
+        raise DataError(
+            f"Baseline and candidate predict different numbers of classes ({baseline.n_classes} vs "
+            f"{candidate.n_classes} probability columns); compare models of the same task."
+        )
     if baseline.fingerprint() == candidate.fingerprint():
         return baseline, candidate
     advice = "Run both models on the same dataset split (same ids and labels) before comparing them."

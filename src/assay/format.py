@@ -100,12 +100,17 @@ def is_rate(name: str, unit: str | None = None, family: str | None = None) -> bo
 
 
 def _magnitude_decimals(m: float) -> int:
-    """About three significant digits for a number of magnitude ``m``."""
+    """About three significant digits for a number of magnitude ``m``; at least two below 1.
+
+    A 0.0012 ms latency delta must not print as "0.00 ms" next to an interval that excludes zero.
+    """
     if m >= 100:
         return 0
     if m >= 10:
         return 1
-    return 2
+    if m <= 0 or m >= 0.1:
+        return 2
+    return min(6, 1 - math.floor(math.log10(m)))
 
 
 def scale_for(
@@ -176,6 +181,13 @@ def format_bounds(ci_low: Any, ci_high: Any, scale: Scale, *, signed: bool = Fal
 def format_count(n: Any) -> str:
     x = _finite(n)
     return DASH if x is None else f"{round(x):,}"
+
+
+def format_measurement_value(
+    value: Any, ci_low: Any, ci_high: Any, name: str, unit: str | None = None
+) -> str:
+    """``"91.2% [90.6, 91.7]"`` from the parts of a measurement."""
+    return format_interval({"name": name, "unit": unit, "value": value, "ci_low": ci_low, "ci_high": ci_high})
 
 
 def format_interval(m: Mapping[str, Any], *, with_n: bool = False) -> str:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,7 +52,7 @@ from assay.compare import (
     resample_statistic,
 )
 from assay.errors import ConfigError
-from assay.format import scale_for
+from assay.format import format_delta, format_measurement_value, scale_for
 from assay.measurement import Comparison, Measurement, _clean
 from assay.metrics.registry import METRICS
 from assay.outputs import Outputs
@@ -205,6 +205,12 @@ class _PolicyFileModel(BaseModel):
 
     policy: _SettingsModel = Field(default_factory=_SettingsModel)
     rules: list[_RuleModel] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _something_is_gated(self) -> _PolicyFileModel:
+        if not any(rule.gated for rule in self.rules):
+            raise ValueError("no rule is gated (all have gated = false), so every candidate would pass")
+        return self
 
 
 _TYPE_WORDS = {
@@ -604,19 +610,14 @@ def _one_sided_test(rule: Rule, evidence: _Evidence) -> _Test:
     return _Test(p, samples, null, side, evidence.resampling)
 
 
-def _fmt(metric: str, x: float | None, *, signed: bool = False, unit: str | None = None) -> str:
-    """Numbers as the report prints them: rates in percent, their deltas in points (pp), units attached."""
-    if x is None or not math.isfinite(x):
-        return "n/a"
-    scale = scale_for(metric, unit, x, delta=signed)
-    return scale.number(x, signed=signed) + scale.suffix
-
-
 def _fmt_versus(metric: str, a: float, b: float, signed: bool, unit: str | None) -> tuple[str, str]:
-    """Format two numbers, with more digits when the usual ones would make them look equal."""
-    fa, fb = _fmt(metric, a, signed=signed, unit=unit), _fmt(metric, b, signed=signed, unit=unit)
-    if fa == fb and a != b:
-        fa, fb = f"{a:+.6g}", f"{b:+.6g}"
+    """Two numbers on one scale (as the report prints them), with more digits if they would look equal."""
+    scale = scale_for(metric, unit, max(abs(a), abs(b)), delta=signed)
+    for extra in range(4):
+        s = replace(scale, decimals=scale.decimals + extra)
+        fa, fb = s.number(a, signed=signed) + s.suffix, s.number(b, signed=signed) + s.suffix
+        if fa != fb or a == b:
+            break
     return fa, fb
 
 
@@ -625,16 +626,12 @@ def _describe_value(rule: Rule, evidence: _Evidence) -> str:
     if rule.kind in ("at_most", "at_least"):
         assert evidence.candidate_samples is not None
         low, high = percentile_interval(evidence.candidate_samples)
-        v = _fmt(rule.metric, evidence.candidate_value, unit=unit)
-        return f"{rule.metric} {v}, 95% CI [{_fmt(rule.metric, low)}, {_fmt(rule.metric, high)}]"
+        value = format_measurement_value(evidence.candidate_value, low, high, rule.metric, unit)
+        return f"{rule.metric} {value} (95% CI)"
     assert evidence.result is not None
     c = evidence.result.comparison
-    ci_low, ci_high = (
-        _fmt(rule.metric, c.delta_ci_low, signed=True),
-        _fmt(rule.metric, c.delta_ci_high, signed=True),
-    )
-    delta = _fmt(rule.metric, c.delta, signed=True, unit=unit)
-    return f"delta {rule.metric} {delta}, 95% CI [{ci_low}, {ci_high}]"
+    delta = format_delta(c.delta, c.delta_ci_low, c.delta_ci_high, rule.metric, unit)
+    return f"delta {rule.metric} {delta} (95% CI)"
 
 
 def _decision_text(

@@ -143,7 +143,21 @@ def train_version(
 def data_for(version: VersionInfo, override: DataSpec | None = None) -> tuple[Dataset, DataSpec]:
     """The dataset a version was trained on (from its lineage), unless the caller names another."""
     spec = override or DataSpec.model_validate(version.lineage["recipe"]["data"])
-    return load_dataset(spec), spec
+    data = load_dataset(spec)
+    check_fits(version, data)
+    return data, spec
+
+
+def check_fits(version: VersionInfo, data: Dataset) -> None:
+    """The model's input and class sizes must match the data, or inference would crash deep in torch."""
+    expected = default_spec(version.spec["arch"], data.input_shape, data.n_classes)
+    keys = [k for k in ("in_channels", "image_size", "n_features", "n_classes") if k in version.spec]
+    wanted = {k: version.spec[k] for k in keys}
+    if wanted != {k: expected.get(k) for k in keys}:
+        raise DataError(
+            f"{version.ref} does not fit {data.name}: the model expects {wanted}, the data gives input shape "
+            f"{data.input_shape} and {data.n_classes} classes. Evaluate it on data like its training data."
+        )
 
 
 def model_of(ws: Workspace, version: VersionInfo) -> ZooModel:

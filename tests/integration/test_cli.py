@@ -47,6 +47,8 @@ def test_release_loop(tmp_path: Path) -> None:
     assert v1["version"] == "digits@v1"
     card = ok_json("eval", "digits@v1", "--no-efficiency")["models"]["candidate"]["card"]
     assert card["licence"] == "CC-BY-4.0" and card["intended_use"] == "digit reader"
+    code, _, stderr = invoke("eval", "digits@v1", "--data", "sklearn:wine")  # 13 features, 3 classes
+    assert code == 2 and "digits@v1 does not fit sklearn-wine" in stderr and "Traceback" not in stderr
     promoted = ok_json("models", "promote", "digits@v1")
     assert promoted["changed"] and promoted["to_version"] == 1
 
@@ -73,7 +75,7 @@ def test_release_loop(tmp_path: Path) -> None:
     assert not accuracy_rule["passed"] and accuracy_rule["delta"] < -0.05
 
     code, _, stderr = invoke("models", "promote", "digits@v2")
-    assert code == 2 and "--force" in stderr and "Traceback" not in stderr
+    assert code == 1 and "--force" in stderr and "Traceback" not in stderr
     forced = ok_json("models", "promote", "digits@v2", "--force", "--reason", "testing the override")
     assert forced["to_version"] == 2
     back = ok_json("models", "rollback", "digits")
@@ -81,7 +83,7 @@ def test_release_loop(tmp_path: Path) -> None:
     # A version never gated may not take over an alias that already has a holder.
     v3 = ok_json(*TRAIN)
     code, _, stderr = invoke("models", "promote", v3["version"])
-    assert code == 2 and "never gated" in stderr and "assay gate digits@production digits@v3" in stderr
+    assert code == 1 and "never gated" in stderr and "assay gate digits@production digits@v3" in stderr
 
     shown = ok_json("models", "show", "digits")
     assert [v["gate_status"] for v in sorted(shown["versions"], key=lambda v: v["version"])] == [
@@ -121,6 +123,10 @@ def test_predictions_files_evaluate_and_gate(tmp_path: Path) -> None:
     code, stdout, _ = invoke("gate", str(base), str(same))  # the table: no latency in predictions files
     latency_row = next(line for line in stdout.splitlines() if "latency_p50_b1" in line)
     assert "skipped" in latency_row and "pass" not in latency_row
+
+    extra_class = write_predictions(tmp_path / "six.npz", labels, np.hstack([logits, np.zeros((n, 1))]))
+    code, _, stderr = invoke("gate", str(base), str(extra_class))
+    assert code == 2 and "different numbers of classes (5 vs 6" in stderr
 
     worse_logits = logits.copy()
     right = np.flatnonzero(logits.argmax(1) == labels)[:150]  # 5% of examples turned wrong

@@ -404,3 +404,9 @@ def test_improvement_on_a_lower_is_better_proportion_uses_the_right_side(
     assert rule.passed is passes
     assert "McNemar" in rule.message or rule.p_value is not None
     assert (rule.p_value < 0.05) is passes  # type: ignore[operator]
+
+
+def test_a_policy_with_no_gated_rule_is_refused() -> None:
+    text = '[[rules]]\nmetric = "accuracy"\nkind = "non_inferiority"\nmargin = 0.01\ngated = false\n'
+    with pytest.raises(ConfigError, match="no rule is gated"):
+        Policy.from_toml_text(text, source="p.toml")
