@@ -12,8 +12,8 @@ setup: $(STAMP) system-deps
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,postgres]'
+	$(BIN)/python -m pip install -qq --upgrade pip
+	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[test,postgres]'
 	touch $(STAMP)
 
 # Debian packages: the Fashion-MNIST files, the Chromium of the browser tests and the PostgreSQL server

@@ -160,7 +160,7 @@ def demo(
     for line in result["gate"]["lines"]:
         out.print(f"  {line}", highlight=False)
     out.print(f"Report: [bold]{result['report']}[/]")
-    out.print("Next: assay models list | assay models show fmnist-cnn | assay models rollback fmnist-cnn")
+    out.print("Next: `assay models show fmnist-cnn`, `assay models rollback fmnist-cnn`, `assay gate --help`")
 
 
 @app.command()

@@ -13,6 +13,7 @@ from typing import Any
 
 from rich.console import Console
 
+from assay.format import format_interval
 from assay.pipeline import PipelineResult, pipeline_from_dict, run_pipeline
 from assay.release import Workspace
 
@@ -40,23 +41,15 @@ CANDIDATE = {
 
 def _row(step: str, result: PipelineResult) -> dict[str, Any]:
     by_name = {m["name"]: m for m in result.evaluation.document["measurements"]}
-
-    def fmt(name: str, scale: float, unit: str) -> str:
-        m = by_name.get(name)
-        if not m or m["value"] is None:
-            return "n/a"
-        return f"{m['value'] * scale:.2f}{unit} [{m['ci_low'] * scale:.2f}, {m['ci_high'] * scale:.2f}]"
-
     verdict = result.evaluation.verdict
     return {
         "step": step,
         "version": result.version.ref,
-        "accuracy": fmt("accuracy", 100, "%"),
-        "ece": fmt("ece", 100, "%"),
-        "latency": fmt("latency_p50_b1", 1, " ms"),
+        **{key: format_interval(by_name[name]) if name in by_name else "n/a"
+           for key, name in (("accuracy", "accuracy"), ("ece", "ece"), ("latency", "latency_p50_b1"))},
         "verdict": "first release" if verdict is None else ("passed" if verdict.passed else "failed"),
         "alias": "production" if result.promotion else "",
-    }
+    }  # fmt: skip
 
 
 def run_demo(
