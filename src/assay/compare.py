@@ -75,10 +75,19 @@ def align(baseline: Outputs, candidate: Outputs) -> tuple[Outputs, Outputs]:
     advice = "Run both models on the same dataset split (same ids and labels) before comparing them."
     base_ids, cand_ids = set(baseline.ids.tolist()), set(candidate.ids.tolist())
     if base_ids != cand_ids:
+        row_numbers = [
+            side for side, o in (("baseline", baseline), ("candidate", candidate))
+            if o.ids.tolist() == np.arange(o.n).astype(str).tolist()
+        ]  # fmt: skip
+        hint = (
+            f" The {' and '.join(row_numbers)} ids are row numbers: was an 'id' column missing?"
+            if row_numbers
+            else ""
+        )
         raise DataError(
             f"Baseline and candidate outputs are not on the same examples: {len(base_ids)} and "
             f"{len(cand_ids)} ids, {len(base_ids & cand_ids)} in common (fingerprints "
-            f"{baseline.fingerprint()[:12]} vs {candidate.fingerprint()[:12]}). {advice}"
+            f"{baseline.fingerprint()[:12]} vs {candidate.fingerprint()[:12]}).{hint} {advice}"
         )
     position = {id_: i for i, id_ in enumerate(candidate.ids.tolist())}
     aligned = _reordered(candidate, np.array([position[id_] for id_ in baseline.ids.tolist()]))

@@ -123,6 +123,11 @@ def from_arrays(
             raise DataError(f"{source}: 'logits' contains NaN or infinite values.")
         if probs is None:
             probs = softmax(logits)
+        elif np.shape(probs) != logits.shape or not np.allclose(probs, softmax(logits), atol=1e-4):
+            raise DataError(
+                f"{source}: 'probs' and 'logits' are both given but 'probs' is not softmax('logits'); "
+                "keep only the one your model produced."
+            )
     probs = np.asarray(probs, dtype=np.float64)
     if ids is None:
         ids = np.arange(labels.shape[0]).astype(str)

@@ -169,3 +169,12 @@ def test_exact_measurements_compare_without_sampling() -> None:
     c = compare_measurements(base, cand, n_boot=100).comparison
     assert c.delta == c.delta_ci_low == c.delta_ci_high == -3e6
     assert c.p_value is None and c.test == "exact (no sampling)"
+
+
+def test_missing_id_column_is_named_in_the_error() -> None:
+    labels, preds = baseline_case(100)
+    with_ids = planted_outputs(labels, preds)
+    probs = with_ids.probs
+    row_numbered = from_arrays(labels, probs=probs)  # no ids: row numbers
+    with pytest.raises(DataError, match="candidate ids are row numbers: was an 'id' column missing"):
+        align(with_ids, row_numbered)

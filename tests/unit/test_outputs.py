@@ -57,6 +57,7 @@ def test_save_and_reload_is_identical(tmp_path: Path) -> None:
         ({"logits": np.full((50, 4), np.nan)}, "NaN or infinite"),
         ({"id": np.array(["same"] * 50)}, "'id' values must be unique"),
         ({"label": np.arange(50) + 0.5}, "whole class indices"),
+        ({"probs": np.full((50, 4), 0.25)}, r"'probs' is not softmax\('logits'\)"),
         ({"id": np.array(["x"] * 3)}, "'id' has 3 rows but 'label' has 50"),
         ({"id": np.arange(100).reshape(50, 2)}, r"'id' must be one value per example, got shape \(50, 2\)"),
         ({"group": np.zeros((50, 2))}, r"'group' must be one value per example"),
