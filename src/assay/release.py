@@ -1,20 +1,20 @@
 """The release loop on top of the store: train -> register -> evaluate -> gate -> promote.
 
 Each CLI command calls one function here; the demo and ``assay run`` chain them. A number reaches the
-store only through :func:`record`, which writes the report files first and the database rows in one
-transaction after, so an interruption leaves either nothing or a complete run.
+store only through :func:`record_evaluation` or :func:`record_comparison`, which write the report files
+first (atomically) and the database rows in one transaction after, so an interruption leaves no run
+without its report.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from assay.compare import align
 from assay.data import Dataset, DataSpec, load_dataset
@@ -60,7 +60,7 @@ class Evaluated:
     document: dict[str, Any]
     html: Path
     json: Path
-    run_id: int | None
+    run_id: int
     verdict: Verdict | None = None
 
 
@@ -214,9 +214,15 @@ def assess_version(
 ) -> Assessment:
     model = model_of(ws, version)
     predictor = TorchPredictor(model)
-    run = {"cache_dir": ws.cache_dir, "model_digest": version.artifact_digest, "progress": progress}
-    outputs = infer(predictor, data.split(split), **run)  # type: ignore[arg-type]
-    val = infer(predictor, data.val, **run) if split != "val" else None  # type: ignore[arg-type]
+
+    def outputs_of(part: str) -> Outputs:  # cached per (artifact digest, split fingerprint, backend)
+        return infer(
+            predictor, data.split(part), cache_dir=ws.cache_dir, model_digest=version.artifact_digest,
+            progress=progress,
+        )  # fmt: skip
+
+    outputs = outputs_of(split)
+    val = outputs_of("val") if split != "val" else None  # temperature scaling is fitted on validation
     eff = []
     if efficiency:
         weights = artifact_dir(ws, version) / WEIGHTS
@@ -259,7 +265,7 @@ def predictions_dataset_info(path: Path, outputs: Outputs) -> dict[str, Any]:
 
 def _stem(kind: str, *refs: str) -> str:
     safe = "_vs_".join(r.replace("@", "-").replace("/", "_") for r in refs)
-    return f"{kind}-{safe}-{np.random.default_rng().integers(1 << 32):08x}"
+    return f"{kind}-{safe}-{secrets.token_hex(4)}"  # a suffix, so two runs never share a file
 
 
 def record_evaluation(
