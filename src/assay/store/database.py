@@ -11,16 +11,20 @@ in WAL mode when another writer committed in between, and no busy timeout can sa
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
 from assay.errors import AssayError, ConfigError, MissingExtraError
+
+T = TypeVar("T")
 
 WRITE = "assay_write"  # execution option: this transaction will write
 BUSY_TIMEOUT_MS = (
@@ -136,3 +140,22 @@ def connection_error(url: URL, error: DBAPIError) -> AssayError:
             "Check that the server is running and reachable and that ASSAY_DB_URL has the right credentials."
         )
     return ConfigError(f"Cannot use the registry database {masked(url)!r}: {reason}. {hint}")
+
+
+def sqlite_busy(error: BaseException) -> bool:
+    """SQLITE_BUSY returned at once: SQLite skips the busy handler where waiting could deadlock (a read
+    transaction upgrading to write, WAL recovery on a fresh file), and the documented remedy is to roll
+    back and run the transaction again."""
+    return isinstance(error, OperationalError) and "database is locked" in str(error.orig)
+
+
+def retry_busy(work: Callable[[], T], attempts: int = 6) -> T:
+    """Run ``work`` again, with jittered exponential back-off, while SQLite answers an immediate BUSY."""
+    for attempt in range(attempts):
+        try:
+            return work()
+        except OperationalError as e:
+            if not sqlite_busy(e) or attempt == attempts - 1:
+                raise
+            time.sleep(0.02 * 2**attempt * (1 + random.random()))
+    raise AssertionError("unreachable")

@@ -35,6 +35,7 @@ from assay.store.database import (
     open_engine,
     resolve_home,
     resolve_url,
+    retry_busy,
 )
 from assay.store.jsonsafe import to_json_object
 from assay.store.migrate import upgrade_to_head
@@ -73,7 +74,7 @@ class Store:
         self._engine = open_engine(self._url)
         try:
             with database_errors(self._url):
-                upgrade_to_head(self._engine)
+                retry_busy(lambda: upgrade_to_head(self._engine))
         except BaseException:
             self._engine.dispose()
             raise
@@ -346,15 +347,16 @@ class Store:
 
     def _write(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in a write transaction, again from the start if a concurrent writer got in first."""
+
+        def attempt() -> T:
+            with Session(self._engine, execution_options={WRITE: True}) as session, session.begin():
+                return work(session)
+
         conflict: Exception | None = None
         for _ in range(_WRITE_ATTEMPTS):
             try:
-                with (
-                    database_errors(self._url),
-                    Session(self._engine, execution_options={WRITE: True}) as session,
-                    session.begin(),
-                ):
-                    return work(session)
+                with database_errors(self._url):
+                    return retry_busy(attempt)
             except (IntegrityError, ConcurrentChange) as e:
                 conflict = e
         raise RefusedError(

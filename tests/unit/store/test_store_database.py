@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from assay.errors import ConfigError, MissingExtraError
 from assay.store import Store, VersionInfo
-from assay.store.database import BUSY_TIMEOUT_MS, connection_error
+from assay.store.database import BUSY_TIMEOUT_MS, connection_error, retry_busy
 
 
 def test_home_and_url_come_from_arguments_then_environment_then_defaults(
@@ -108,3 +108,31 @@ def test_a_missing_postgres_driver_names_the_extra(tmp_path: Path, monkeypatch: 
     monkeypatch.setitem(sys.modules, "psycopg", None)  # makes "import psycopg" fail
     with pytest.raises(MissingExtraError, match=r"pip install 'assay\[postgres\]'"):
         Store(url="postgresql+psycopg://u@127.0.0.1/x", home=tmp_path)
+
+
+def test_an_immediate_sqlite_busy_is_retried_then_reported() -> None:
+    """SQLite can answer BUSY without waiting (deadlock avoidance); the transaction is simply run again."""
+    locked = OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise locked
+        return "done"
+
+    assert retry_busy(flaky) == "done" and len(calls) == 3
+
+    def always() -> str:
+        raise locked
+
+    with pytest.raises(OperationalError):
+        retry_busy(always, attempts=2)
+
+    def other() -> str:
+        raise OperationalError("SELECT", {}, Exception("no such table: x"))
+
+    calls.clear()
+    with pytest.raises(OperationalError, match="no such table"):
+        retry_busy(lambda: (calls.append(1), other())[1])
+    assert len(calls) == 1  # only BUSY is retried
