@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from assay.errors import AssayError, RefusedError, UsageError
@@ -59,10 +60,11 @@ def friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except RefusedError as e:  # the rules said no (a failed gate): the same answer as a failed gate
-            err.print(f"[bold red]refused:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+            err.print(f"[bold red]refused:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except AssayError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+            # Messages quote user input and lists ("['n_classes']"): escaped, never read as markup.
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted: nothing was half-written (artifacts and runs are written atomically).")
