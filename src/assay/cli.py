@@ -513,5 +513,10 @@ def policy_cmd(
         out.print(f"{check}: valid, {len(policy.rules)} rule(s).")
 
 
+from assay.cli_data import data_app  # noqa: E402  (it imports the helpers above)
+
+app.add_typer(data_app, name="data")
+
+
 def main() -> None:
     app()

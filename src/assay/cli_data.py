@@ -1,0 +1,277 @@
+"""``assay data``: audit a dataset (duplicates, leakage, contamination, label issues, balance, PII, datasheet)
+and write a cleaned copy without the duplicated or leaked examples.
+
+Exit codes as everywhere: 0 done, 1 the leakage policy refused the data (``--fail-on-leakage``), 2 bad
+arguments or data (one line), 130 interrupted (no report is left marked complete).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from assay.cli import JsonOpt, emit_json, err, friendly, out
+from assay.errors import DataError, UsageError
+
+data_app = typer.Typer(no_args_is_help=True, help="Audit a dataset and write a cleaned copy.")
+
+DataOpt = Annotated[
+    str,
+    typer.Option(
+        "--data", help="Data source: fashion-mnist, idx:DIR, npz:FILE, csv:FILE, parquet:FILE, sklearn:NAME."
+    ),
+]
+TargetOpt = Annotated[str | None, typer.Option(help="Label column of a table.")]
+GroupsOpt = Annotated[str | None, typer.Option(help="Group columns of a table, comma-separated.")]
+TextOpt = Annotated[
+    str | None,
+    typer.Option("--text", help="Text columns of a table, comma-separated (default: every text column)."),
+]
+LimitOpt = Annotated[int | None, typer.Option(help="Stratified subset of each split (quick look).")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML or JSON file of audit thresholds.")]
+
+
+def _split_list(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _context(
+    data: str,
+    target: str | None,
+    groups: str | None,
+    text: str | None,
+    limit: int | None,
+    config: Path | None,
+    **extra: Any,
+) -> Any:
+    from assay.data import parse_data_arg
+    from assay.data.audit import AuditConfig, AuditContext, load_audit_data
+
+    spec = parse_data_arg(data, limit=limit, target=target, groups=_split_list(groups))
+    cfg = AuditConfig.from_file(config) if config else AuditConfig()
+    overrides = {k: v for k, v in extra.items() if v is not None}
+    if overrides:
+        cfg = cfg.model_copy(update=overrides)
+    texts = _split_list(text) or None
+    return AuditContext(load_audit_data(spec, texts), cfg)
+
+
+def _reference(ctx: Any, reference: str | None) -> None:
+    """``text:FILE`` (one document per line) or any data source, as the contamination corpus."""
+    if reference is None:
+        return
+    if reference.startswith("text:"):
+        path = Path(reference[5:])
+        try:
+            ctx.reference_texts = path.read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise DataError(f"Cannot read the reference corpus {path}: {e.strerror}.") from None
+        except UnicodeDecodeError:
+            raise DataError(
+                f"{path}: the reference corpus must be UTF-8 text, one document per line."
+            ) from None
+        return
+    from assay.data import parse_data_arg
+    from assay.data.audit import load_audit_data
+
+    ctx.reference = load_audit_data(parse_data_arg(reference))
+
+
+def _label_probs(ctx: Any, path: Path | None) -> None:
+    """A predictions file whose ids name training examples: its probabilities replace the quick model's."""
+    if path is None:
+        return
+    import numpy as np
+
+    from assay.outputs import load_predictions
+
+    outputs = load_predictions(path)
+    probs = {}
+    for name, split in ctx.data.splits.items():
+        position = {i: k for k, i in enumerate(outputs.ids.tolist())}
+        rows = [position.get(i) for i in split.ids.tolist()]
+        if all(r is None for r in rows):
+            continue
+        if any(r is None for r in rows):
+            missing = sum(r is None for r in rows)
+            raise DataError(
+                f"{path}: {missing} {name} example(s) have no probabilities; give all of the split or none."
+            )
+        if outputs.n_classes != len(ctx.data.class_names):
+            raise DataError(
+                f"{path}: probabilities for {outputs.n_classes} classes; "
+                f"the data has {len(ctx.data.class_names)}."
+            )
+        index = np.array(rows, dtype=np.int64)
+        if not np.array_equal(outputs.labels[index], split.labels):
+            raise DataError(
+                f"{path}: its labels differ from the {name} split's; were they made for this data?"
+            )
+        probs[name] = outputs.probs[index]
+    if not probs:
+        raise DataError(f"{path}: none of its ids names an example of the data (ids look like 'train-0').")
+    ctx.probs = probs
+
+
+@data_app.command("audit")
+@friendly
+def audit_cmd(
+    data: DataOpt = "fashion-mnist",
+    target: TargetOpt = None,
+    groups: GroupsOpt = None,
+    text: TextOpt = None,
+    limit: LimitOpt = None,
+    checks: Annotated[str | None, typer.Option(help="Run only these checks, comma-separated.")] = None,
+    skip: Annotated[
+        str | None, typer.Option(help="Skip these checks, comma-separated (e.g. label_issues).")
+    ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            help="Reference corpus for contamination: a data source, or text:FILE (one document per line)."
+        ),
+    ] = None,
+    predictions: Annotated[
+        Path | None,
+        typer.Option(
+            help="Test-split predictions file: adds accuracy on the subset free of leakage and contamination."
+        ),
+    ] = None,
+    label_probs: Annotated[
+        Path | None,
+        typer.Option(
+            help="Out-of-fold probabilities (a predictions file with ids) for the label-issue check."
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    declare: Annotated[
+        Path | None, typer.Option(help="TOML of declared facts for the datasheet (source, licence, ...).")
+    ] = None,
+    max_leakage: Annotated[
+        float | None,
+        typer.Option(help="Leakage policy: the largest share of test examples with a copy in train."),
+    ] = None,
+    fail_on_leakage: Annotated[
+        bool, typer.Option(help="Exit 1 when test leaks into train above --max-leakage.")
+    ] = False,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder for audit.json, audit.html, audit.croissant.json.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Audit a dataset: duplicates, leakage, contamination, label issues, balance, PII; write a datasheet."""
+    from assay.data.audit import CHECKS, clean_scores, run_audit
+    from assay.data.audit.datasheet import Declared
+    from assay.data.audit.report import write_audit
+    from assay.data.audit.run import flagged_ids, select_checks
+
+    if max_leakage is not None and not 0 <= max_leakage <= 1:
+        raise UsageError(f"--max-leakage is a share between 0 and 1. Got {max_leakage}.")
+    names = select_checks(_split_list(checks) or None, _split_list(skip))
+    declared = Declared.from_file(declare) if declare else None
+    ctx = _context(data, target, groups, text, limit, config, max_leakage=max_leakage)
+    _reference(ctx, reference)
+    _label_probs(ctx, label_probs)
+    outputs = None
+    if predictions is not None:
+        from assay.outputs import load_predictions
+
+        outputs = load_predictions(predictions)
+    done = [0]
+
+    def on_check(name: str) -> None:
+        done[0] += 1
+        if not json_out:
+            err.print(
+                f"[dim]check {done[0]}/{len(names)}: {name} ({CHECKS.get(name).description})[/]",
+                highlight=False,
+            )
+
+    result = run_audit(ctx, names, on_check=on_check)
+    scores = []
+    if outputs is not None:
+        for tag in ("leakage", "contamination"):
+            if tag in names:
+                scores += clean_scores(outputs, flagged_ids(result, tag), tag)
+    folder = out_dir or Path(os.environ.get("ASSAY_HOME") or ".assay") / "audits"
+    paths, document = write_audit(result, folder, declared=declared, scores=scores)
+    leak = document["summary"]["leakage_test_train"]
+    refused = fail_on_leakage and leak is not None and leak > ctx.config.max_leakage
+    if json_out:
+        emit_json({**document, "files": paths._asdict(), "refused": refused})
+    else:
+        out.print(_findings_table(document))
+        out.print(f"Report: [bold]{paths.html}[/]  datasheet: {paths.croissant}  document: {paths.json}")
+    if refused:
+        err.print(
+            f"[bold red]refused:[/] {leak:.2%} of test examples have a copy in train, above the policy's "
+            f"{ctx.config.max_leakage:.2%}; `assay data dedupe` writes a copy without them.",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+
+
+def _findings_table(document: dict[str, Any]) -> Table:
+    from rich.markup import escape
+
+    from assay.data.audit.findings import format_finding
+
+    table = Table(title=f"data audit: {document['dataset']['name']}")
+    for column in ("finding", "rate [95% CI] / value", "count", "examples"):
+        table.add_column(column)
+    for m in document["measurements"]:
+        details = m["details"]
+        value = escape(format_finding(m))
+        if m["status"] != "ok":
+            table.add_row(escape(m["name"]), f"[dim]{value}[/]", "", "")
+            continue
+        shown = ", ".join(
+            (f"{e['id']}~{e['match']}" if "match" in e else str(e.get("id", e.get("column", ""))))
+            if isinstance(e, dict)
+            else str(e)
+            for e in details.get("examples", [])[:3]
+        )
+        count = details.get("count")
+        flag = bool(count) and not m["higher_is_better"]
+        table.add_row(
+            escape(m["name"]),
+            f"[red]{value}[/]" if flag else value,
+            "" if count is None else f"{count:,}",
+            escape(shown),
+        )
+    return table
+
+
+@data_app.command("dedupe")
+@friendly
+def dedupe_cmd(
+    data: DataOpt = "fashion-mnist",
+    out_file: Annotated[
+        Path, typer.Option("--out", help="The cleaned copy: .npz (images, arrays) or .csv/.parquet (tables).")
+    ] = Path("deduped.npz"),
+    target: TargetOpt = None,
+    groups: GroupsOpt = None,
+    text: TextOpt = None,
+    limit: LimitOpt = None,
+    config: ConfigOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write a copy of the data without duplicated examples and without training copies of test examples."""
+    from assay.data.audit.dedupe import dedupe
+
+    ctx = _context(data, target, groups, text, limit, config)
+    result = dedupe(ctx, out_file)
+    if json_out:
+        emit_json(result.summary())
+        return
+    for name, ids in result.removed.items():
+        out.print(f"{name}: removed {len(ids):,}, kept {result.kept[name]:,}")
+    out.print(
+        f"Wrote [bold]{result.path}[/] (read it back with --data npz:{result.path})"
+        if result.path.suffix == ".npz"
+        else f"Wrote [bold]{result.path}[/]"
+    )

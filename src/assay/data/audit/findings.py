@@ -1,0 +1,90 @@
+"""Findings as measurements: a count of flagged examples, its rate with a Wilson interval, example ids.
+
+Every audit check reports through :func:`rate_finding`, so each finding reads the same way in the JSON
+document, the HTML report and the CLI: ``value`` is the rate (flagged / n), ``ci_low``/``ci_high`` its 95%
+Wilson interval, ``details["count"]`` the number flagged and ``details["examples"]`` a few ids (or pairs of
+ids with their distance) to look at. Values themselves (an e-mail address, a card number) never appear.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from assay.format import format_interval, format_value
+from assay.measurement import Measurement
+from assay.stats import wilson_interval
+
+FAMILY = "data"
+MAX_EXAMPLES = 12  # example ids or pairs kept in a finding's details
+
+
+def rate_finding(
+    name: str,
+    count: int,
+    n: int,
+    estimator: str,
+    *,
+    check: str,
+    examples: Sequence[Any] = (),
+    higher_is_better: bool = False,
+    **details: Any,
+) -> Measurement:
+    """``count`` of ``n`` examples flagged: the rate with its Wilson interval and up to 12 examples."""
+    if n <= 0:
+        return Measurement.skipped(name, FAMILY, "no examples to check")
+    low, high = wilson_interval(int(count), int(n))
+    return Measurement(
+        name=name,
+        family=FAMILY,
+        value=count / n,
+        ci_low=low,
+        ci_high=high,
+        n=int(n),
+        unit=None,
+        higher_is_better=higher_is_better,
+        estimator=estimator,
+        details={
+            "check": check,
+            "count": int(count),
+            "interval": "wilson",
+            "examples": list(examples)[:MAX_EXAMPLES],
+            **details,
+        },
+    )
+
+
+def format_finding(m: Mapping[str, Any]) -> str:
+    """A finding as the CLI, the report and the datasheet print it: rates in %, other values as they are."""
+    if m["status"] != "ok":
+        return f"{m['status']}: {m['details'].get('reason') or m['details'].get('message')}"
+    if m["details"].get("interval") == "wilson":
+        return format_interval({**m, "name": "rate"})  # the name decides the scale: a rate reads in %
+    return format_value(m["value"], m["name"], m["unit"])
+
+
+def value_finding(
+    name: str,
+    value: float,
+    n: int,
+    estimator: str,
+    *,
+    check: str,
+    unit: str | None = None,
+    higher_is_better: bool | None = None,
+    ci: tuple[float, float] | None = None,
+    **details: Any,
+) -> Measurement:
+    """A finding that is not a rate (an imbalance ratio, a p-value), optionally with an interval."""
+    return Measurement(
+        name=name,
+        family=FAMILY,
+        value=float(value),
+        ci_low=None if ci is None else float(ci[0]),
+        ci_high=None if ci is None else float(ci[1]),
+        n=int(n),
+        unit=unit,
+        higher_is_better=higher_is_better,
+        estimator=estimator,
+        details={"check": check, **details},
+    )

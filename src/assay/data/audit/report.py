@@ -1,0 +1,197 @@
+"""The audit's outputs: a JSON document (schema ``assay.data-audit/1``), a self-contained HTML report with
+thumbnails of flagged images (inline PNG), and the Croissant datasheet.
+
+All three are rendered in memory, written to temporary files in the output folder and renamed into place
+only once every one of them is complete, the JSON document last: a document whose ``status`` reads
+``complete`` always sits beside the report and datasheet of the same audit, and an audit interrupted
+before that point leaves the previous files (or none) and no temporary file behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import struct
+import zlib
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from assay.data.audit.datasheet import Declared, croissant, datasheet_section
+from assay.data.audit.findings import format_finding
+from assay.data.audit.inputs import describe
+from assay.data.audit.registry import CHECKS
+from assay.data.audit.run import AuditResult, summary
+from assay.env import environment
+from assay.errors import UsageError
+from assay.measurement import Measurement
+from assay.report.render import to_json_safe
+
+SCHEMA = "assay.data-audit/1"
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+class AuditPaths(NamedTuple):
+    json: Path
+    html: Path
+    croissant: Path
+
+
+def png(image: np.ndarray, scale: int = 2) -> str:
+    """A (C, H, W) or (H, W) image in [0, 1] as a data: URI of a grey or RGB PNG (scaled up, nearest)."""
+    x = np.asarray(image, dtype=np.float64)
+    if x.ndim == 3:
+        x = x[0] if x.shape[0] == 1 else np.moveaxis(x[:3], 0, -1)
+    pixels = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
+    pixels = pixels.repeat(scale, axis=0).repeat(scale, axis=1)
+    h, w = pixels.shape[:2]
+    colour = 2 if pixels.ndim == 3 else 0
+    rows = pixels.reshape(h, -1)
+    raw = b"".join(b"\x00" + row.tobytes() for row in rows)
+
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def build_document(
+    result: AuditResult,
+    declared: Declared | None = None,
+    scores: Sequence[Measurement] = (),
+) -> dict[str, Any]:
+    ctx = result.context
+    document = {
+        "schema": SCHEMA,
+        "status": "complete",
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "dataset": describe(ctx.data),
+        "config": ctx.config.model_dump(),
+        "checks": {
+            name: {"description": CHECKS.get(name).description, "seconds": round(s, 3)}
+            for name, s in result.seconds.items()
+        },
+        "summary": summary(result),
+        "measurements": [m.to_dict() for m in result.measurements],
+        "scores": [m.to_dict() for m in scores],
+        "datasheet": datasheet_section(result, declared),
+        "environment": environment({"audit": ctx.config.seed}),
+    }
+    clean: dict[str, Any] = to_json_safe(document)
+    return clean
+
+
+def _thumbnails(result: AuditResult, document: Mapping[str, Any]) -> dict[str, str]:
+    """PNG data URIs for every image id a finding quotes."""
+    ctx = result.context
+    if ctx.data.kind != "image":
+        return {}
+    wanted: set[str] = set()
+    for m in document["measurements"]:
+        for example in m["details"].get("examples", []):
+            if isinstance(example, dict):
+                wanted.update(str(example[k]) for k in ("id", "match") if k in example)
+            else:
+                wanted.add(str(example))
+    position = {str(i): k for k, i in enumerate(ctx.ids.tolist())}
+    return {i: png(ctx.images[position[i]]) for i in sorted(wanted) if i in position}
+
+
+@cache
+def _environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _rows(document: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for m in document["measurements"]:
+        details = m["details"]
+        value = format_finding(m)
+        rows.append(
+            {
+                "name": m["name"],
+                "check": details.get("check", m["name"]),
+                "status": m["status"],
+                "value": value,
+                "count": details.get("count"),
+                "n": m["n"],
+                "estimator": m["estimator"],
+                "examples": details.get("examples", []),
+                "flag": bool(m["status"] == "ok" and details.get("count") and not m["higher_is_better"]),
+            }
+        )
+    return rows
+
+
+def render_html(result: AuditResult, document: Mapping[str, Any]) -> str:
+    return (
+        _environment()
+        .get_template("audit.html.j2")
+        .render(doc=document, rows=_rows(document), thumbs=_thumbnails(result, document))
+    )
+
+
+def _write_temp(directory: Path, name: str, text: str) -> Path:
+    path = directory / f".{name}.{secrets.token_hex(8)}.tmp"
+    try:
+        with path.open("x", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_audit(
+    result: AuditResult,
+    out_dir: Path,
+    stem: str = "audit",
+    *,
+    declared: Declared | None = None,
+    scores: Sequence[Measurement] = (),
+) -> tuple[AuditPaths, dict[str, Any]]:
+    """Write ``<stem>.json``, ``<stem>.html`` and ``<stem>.croissant.json``; see the module docstring."""
+    if not stem or Path(stem).name != stem or stem.startswith("."):
+        raise UsageError(f"The audit file stem must be a plain file name. Got {stem!r}.")
+    document = build_document(result, declared, scores)
+    texts = {
+        "croissant": json.dumps(to_json_safe(croissant(result, declared)), indent=2) + "\n",
+        "html": render_html(result, document),
+        "json": json.dumps(document, indent=2, allow_nan=False) + "\n",
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = AuditPaths(out_dir / f"{stem}.json", out_dir / f"{stem}.html", out_dir / f"{stem}.croissant.json")
+    temps: dict[str, Path] = {}
+    try:
+        for key in ("croissant", "html", "json"):
+            temps[key] = _write_temp(out_dir, stem, texts[key])
+        # The document that says "complete" goes last.
+        os.replace(temps["croissant"], paths.croissant)
+        os.replace(temps["html"], paths.html)
+        os.replace(temps["json"], paths.json)
+    finally:
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
+    return paths, document

@@ -1,0 +1,151 @@
+"""Run the registered checks over one dataset and gather their measurements into an audit result."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from assay.data.audit.findings import FAMILY
+from assay.data.audit.registry import CHECKS, AuditContext
+from assay.errors import UsageError
+from assay.measurement import Measurement
+from assay.outputs import Outputs
+from assay.stats import wilson_interval
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    measurements: list[Measurement]
+    seconds: dict[str, float]  # wall time per check
+    context: AuditContext = field(repr=False)
+
+    def by_check(self, check: str) -> list[Measurement]:
+        return [m for m in self.measurements if m.details.get("check") == check or m.name == check]
+
+    def get(self, name: str) -> Measurement:
+        for m in self.measurements:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+
+def select_checks(only: Sequence[str] | None = None, skip: Sequence[str] = ()) -> list[str]:
+    names = CHECKS.names()
+    for name in [*(only or []), *skip]:
+        CHECKS.get(name)  # unknown names raise, listing the known ones
+    chosen = list(only) if only else names
+    return [n for n in chosen if n not in skip]
+
+
+def run_audit(
+    ctx: AuditContext,
+    checks: Sequence[str] | None = None,
+    *,
+    on_check: Callable[[str], None] | None = None,
+) -> AuditResult:
+    """Run ``checks`` (default: every registered one) in a stable order; a check that raises becomes an
+    ``error`` measurement and the others go on. ``KeyboardInterrupt`` is not caught: nothing is written."""
+    names = select_checks(checks)
+    measurements: list[Measurement] = []
+    seconds: dict[str, float] = {}
+    for name in names:
+        check = CHECKS.get(name)
+        if on_check is not None:
+            on_check(name)
+        started = time.perf_counter()
+        if ctx.data.kind not in check.kinds:
+            found = [
+                Measurement.skipped(name, FAMILY, f"applies to {' and '.join(sorted(check.kinds))} data")
+            ]
+        elif check.needs == "reference" and ctx.reference is None and ctx.reference_texts is None:
+            found = [Measurement.skipped(name, FAMILY, "no reference corpus (--reference)")]
+        else:
+            try:
+                found = check.run(ctx)
+            except UsageError:
+                raise  # a bad threshold is the user's to fix, not a finding
+            except Exception as e:
+                logger.debug("audit check %s failed", name, exc_info=True)
+                found = [Measurement.error(name, FAMILY, f"{type(e).__name__}: {e}")]
+        seconds[name] = time.perf_counter() - started
+        measurements += found
+    return AuditResult(measurements, seconds, ctx)
+
+
+def clean_scores(outputs: Outputs, flagged_ids: Sequence[str], tag: str) -> list[Measurement]:
+    """Accuracy on all examples and on those not flagged (``tag``: leakage or contamination), with Wilson
+    intervals: the score a contaminated benchmark would have reported next to its clean-subset score."""
+    flagged = np.isin(outputs.ids, np.asarray(list(flagged_ids), dtype=str))
+    out = []
+    for name, mask in (("accuracy[all]", np.ones(outputs.n, bool)), (f"accuracy[clean of {tag}]", ~flagged)):
+        n = int(mask.sum())
+        if n == 0:
+            out.append(Measurement.skipped(name, "quality", f"every example is flagged by {tag}"))
+            continue
+        correct = int(outputs.correct[mask].sum())
+        low, high = wilson_interval(correct, n)
+        out.append(
+            Measurement(
+                name=name,
+                family="quality",
+                value=correct / n,
+                ci_low=low,
+                ci_high=high,
+                n=n,
+                higher_is_better=True,
+                estimator="share of examples whose top-1 prediction is the label",
+                details={
+                    "interval": "wilson",
+                    "successes": correct,
+                    "excluded": int(flagged.sum()),
+                    "by": tag,
+                },
+            )
+        )
+    return out
+
+
+def flagged_ids(result: AuditResult, check: str, split: str = "test") -> list[str]:
+    """Ids of ``split`` examples that a pair check (leakage, contamination) flagged."""
+    ctx = result.context
+    if check == "leakage":
+        from assay.data.audit.duplicates import by_split, leaked_pairs
+
+        ids: set[str] = set()
+        for group in by_split(ctx, leaked_pairs(ctx)):
+            if group.later == split and group.earlier != split:
+                ids.update(ctx.ids[group.flagged()].tolist())
+        return sorted(ids)
+    out: list[str] = []
+    for m in result.by_check(check):
+        if m.details.get("split") == split:
+            out += m.details.get("flagged_ids", [])
+    return sorted(set(out))
+
+
+def summary(result: AuditResult) -> dict[str, Any]:
+    """The headline numbers a datasheet and a CLI table need."""
+
+    def value(name: str) -> float | None:
+        try:
+            return result.get(name).value
+        except KeyError:
+            return None
+
+    return {
+        "leakage_test_train": value("leakage[test:train]"),
+        "leakage_val_train": value("leakage[val:train]"),
+        "exact_duplicates_train": value("exact_duplicates[train]"),
+        "near_duplicates_train": value("near_duplicates[train]"),
+        "label_issues_train": value("label_issues[train]"),
+        "imbalance_ratio_train": value("imbalance_ratio[train]"),
+        "pii_counts": result.context.extra.get("pii_counts"),
+        "errors": [m.name for m in result.measurements if m.status == "error"],
+    }
