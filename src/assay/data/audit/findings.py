@@ -34,6 +34,8 @@ def rate_finding(
     if n <= 0:
         return Measurement.skipped(name, FAMILY, "no examples to check")
     low, high = wilson_interval(int(count), int(n))
+    # At 0 or n successes the Wilson bound equals the estimate up to rounding (a 1e-18 above 0): pin it.
+    low, high = min(low, count / n), max(high, count / n)
     return Measurement(
         name=name,
         family=FAMILY,

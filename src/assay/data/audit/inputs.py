@@ -9,6 +9,7 @@ both: the raw columns (for missing values, schema drift, PII and text duplicates
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,8 +136,23 @@ def load_audit_data(spec: DataSpec, text_columns: list[str] | None = None) -> Au
     if spec.kind not in ("csv", "parquet"):
         if text_columns:
             raise DataError(f"--text names columns of a table; {spec.kind} data has none.")
+        if spec.kind == "npz":
+            _check_npz_splits(Path(spec.path or ""))
         return from_dataset(load_dataset(spec))
     return _load_raw_table(spec, text_columns)
+
+
+def _check_npz_splits(path: Path) -> None:
+    """An empty split is the audit's to name (the loader would fail on it with a numpy message)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for name in ("train", "val", "test"):
+                if f"x_{name}" in z.files and z[f"x_{name}"].shape[:1] == (0,):
+                    raise DataError(f"{path}: the {name} split is empty; there is nothing to audit.")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        if isinstance(e, DataError):
+            raise
+        # Missing or unreadable: the loader says which, in its own words.
 
 
 def _read_frame(path: Path, kind: str) -> pd.DataFrame:

@@ -89,8 +89,18 @@ def _projection(x: np.ndarray, components: int, seed: int) -> tuple[np.ndarray, 
     if x.shape[1] <= components:
         return mean, np.eye(x.shape[1], dtype=np.float32)
     centred = (sample - mean).astype(np.float64)
-    _, vectors = np.linalg.eigh(centred.T @ centred)
-    return mean, np.ascontiguousarray(vectors[:, ::-1][:, :components], dtype=np.float32)
+    if centred.shape[0] < centred.shape[1]:  # fewer rows than columns: the thin SVD is the cheaper route
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        basis = vt[:components].T
+    elif centred.shape[1] > 1024:  # wide rows: a randomised SVD finds the leading components quickly
+        from sklearn.utils.extmath import randomized_svd
+
+        _, _, vt = randomized_svd(centred, components, random_state=seed)
+        basis = vt.T
+    else:
+        _, vectors = np.linalg.eigh(centred.T @ centred)
+        basis = vectors[:, ::-1][:, :components]
+    return mean, np.ascontiguousarray(basis, dtype=np.float32)
 
 
 def _rms(a: np.ndarray, b: np.ndarray) -> np.ndarray:

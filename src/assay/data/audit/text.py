@@ -2,8 +2,9 @@
 
 - :func:`shingles`: the set of character ``k``-grams of a text, lower-cased, whitespace collapsed.
 - :func:`minhash_pairs`: pairs whose shingle sets have Jaccard similarity at least a threshold. Candidates
-  come from MinHash LSH (datasketch); every candidate's Jaccard is then computed exactly on the sets, so a
-  reported pair is never a false positive (LSH can miss a pair near the threshold; see docs/data-audit.md).
+  come from MinHash LSH (datasketch) tuned to a similarity 0.15 below the threshold; every candidate's Jaccard
+  is then computed exactly on the sets, so a reported pair is never a false positive (LSH can still miss a
+  pair, rarely: see docs/data-audit.md).
 - :func:`ngram_overlap`: per text, the share of its word ``n``-grams found in a reference corpus.
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 from assay.data.audit.search import Pairs
 from assay.errors import MissingExtraError
 
+LSH_MARGIN = 0.15
 _SPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
 
@@ -48,7 +50,9 @@ def minhash_pairs(
     except ImportError:  # pragma: no cover - datasketch is a dependency
         raise MissingExtraError("datasketch", "audit") from None
     sets = [shingles(t, k) if isinstance(t, str) else set() for t in texts]
-    lsh = MinHashLSH(threshold=threshold, num_perm=permutations)
+    # The LSH bands are tuned to a lower similarity than asked for: more candidates, fewer pairs missed near
+    # the threshold; the exact re-check below drops the candidates that fall short.
+    lsh = MinHashLSH(threshold=max(0.05, threshold - LSH_MARGIN), num_perm=permutations)
     candidates: set[tuple[int, int]] = set()
     for index, s in enumerate(sets):
         if not s:

@@ -1,0 +1,228 @@
+"""``assay data audit`` and ``assay data dedupe`` end to end, as a user would drive them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from assay.cli import app
+from tests.unit.data.audit.conftest import smooth_images
+
+runner = CliRunner()
+QUICK = "class_balance,exact_duplicates,near_duplicates,perceptual_duplicates,leakage"
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def leaky_npz(tmp_path: Path) -> Path:
+    """200 train, 40 val, 60 test uint8 images; 6 test images copied from train, 2 exact repeats in train."""
+    rng = np.random.default_rng(0)
+    x = np.rint(smooth_images(300, 11) * 255).astype(np.uint8)[:, 0]
+    y = rng.integers(0, 3, 300)
+    x_train, x_val, x_test = x[:200].copy(), x[200:240], x[240:].copy()
+    x_test[:6] = x_train[50:56]
+    x_train[150:152] = x_train[10:12]
+    path = tmp_path / "leaky.npz"
+    np.savez(
+        path, x_train=x_train, y_train=y[:200], x_val=x_val, y_val=y[200:240], x_test=x_test, y_test=y[240:]
+    )
+    return path
+
+
+def test_audit_writes_the_three_files_and_reports_the_planted_leak(leaky_npz: Path, tmp_path: Path) -> None:
+    out = tmp_path / "audit"
+    code, stdout, stderr = invoke(
+        "data", "audit", "--data", f"npz:{leaky_npz}", "--checks", QUICK, "--out", str(out), "--json"
+    )
+    assert code == 0, stderr
+    document = json.loads(stdout)
+    assert document["status"] == "complete" and not document["refused"]
+    by_name = {m["name"]: m for m in document["measurements"]}
+    leak = by_name["leakage[test:train]"]
+    assert leak["details"]["count"] == 6 and leak["n"] == 60
+    assert {e["id"] for e in leak["details"]["examples"]} == {f"test-{k}" for k in range(6)}
+    assert by_name["exact_duplicates[train]"]["details"]["count"] == 2
+    assert document["summary"]["leakage_test_train"] == pytest.approx(0.1)
+    assert sorted(p.name for p in out.iterdir()) == ["audit.croissant.json", "audit.html", "audit.json"]
+
+
+def test_the_leakage_policy_refuses_with_exit_1(leaky_npz: Path, tmp_path: Path) -> None:
+    code, _, stderr = invoke(
+        "data",
+        "audit",
+        "--data",
+        f"npz:{leaky_npz}",
+        "--checks",
+        QUICK,
+        "--out",
+        str(tmp_path),
+        "--fail-on-leakage",
+        "--max-leakage",
+        "0.05",
+    )
+    assert code == 1
+    assert "refused:" in stderr and "10.00% of test examples have a copy in train" in stderr
+    code, _, _ = invoke(
+        "data",
+        "audit",
+        "--data",
+        f"npz:{leaky_npz}",
+        "--checks",
+        QUICK,
+        "--out",
+        str(tmp_path),
+        "--fail-on-leakage",
+        "--max-leakage",
+        "0.2",
+    )
+    assert code == 0
+
+
+def test_dedupe_writes_a_copy_without_the_leaked_and_duplicated_examples(
+    leaky_npz: Path, tmp_path: Path
+) -> None:
+    cleaned = tmp_path / "clean.npz"
+    code, stdout, stderr = invoke(
+        "data", "dedupe", "--data", f"npz:{leaky_npz}", "--out", str(cleaned), "--json"
+    )
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert summary["removed"] == {"train": 8, "val": 0, "test": 0}
+    assert set(summary["removed_ids"]["train"]) == {f"train-{k}" for k in (*range(50, 56), 150, 151)}
+    with np.load(cleaned) as z:
+        assert z["x_train"].dtype == np.uint8 and z["x_train"].shape == (192, 1, 16, 16)
+        assert z["x_test"].shape[0] == 60 and "train-50" not in z["ids_train"].tolist()
+    code, stdout, _ = invoke(
+        "data",
+        "audit",
+        "--data",
+        f"npz:{cleaned}",
+        "--checks",
+        QUICK,
+        "--out",
+        str(tmp_path / "again"),
+        "--json",
+    )
+    assert code == 0
+    again = {m["name"]: m for m in json.loads(stdout)["measurements"]}
+    assert again["leakage[test:train]"]["details"]["count"] == 0
+    assert again["exact_duplicates[train]"]["details"]["count"] == 0
+
+
+def test_clean_subset_score_next_to_the_full_score(leaky_npz: Path, tmp_path: Path) -> None:
+    with np.load(leaky_npz) as z:
+        y_test = z["y_test"]
+    rng = np.random.default_rng(3)
+    preds = np.where(np.arange(60) < 6, y_test, rng.integers(0, 3, 60))  # right on every leaked example
+    probs = np.eye(3)[preds] * 0.9 + 0.1 / 3
+    predictions = tmp_path / "preds.npz"
+    np.savez(predictions, label=y_test, probs=probs, id=np.char.add("test-", np.arange(60).astype(str)))
+    code, stdout, stderr = invoke(
+        "data",
+        "audit",
+        "--data",
+        f"npz:{leaky_npz}",
+        "--checks",
+        QUICK,
+        "--predictions",
+        str(predictions),
+        "--out",
+        str(tmp_path),
+        "--json",
+    )
+    assert code == 0, stderr
+    scores = {s["name"]: s for s in json.loads(stdout)["scores"]}
+    assert scores["accuracy[all]"]["value"] == pytest.approx((preds == y_test).mean())
+    assert scores["accuracy[clean of leakage]"]["value"] == pytest.approx((preds[6:] == y_test[6:]).mean())
+    assert scores["accuracy[clean of leakage]"]["n"] == 54
+
+
+def _text_table(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(4)
+    words = [
+        "alpha",
+        "beta",
+        "gamma",
+        "delta",
+        "epsilon",
+        "zeta",
+        "eta",
+        "theta",
+        "iota",
+        "kappa",
+        "lambda",
+        "mu",
+        "nu",
+        "xi",
+        "omicron",
+        "pi",
+        "rho",
+    ]
+    notes = [" ".join(rng.choice(words, 20)) for _ in range(200)]
+    notes[5] += " reach me at someone@example.com"
+    notes[9] += " card 4111 1111 1111 1111"
+    notes[11] += " card 4111 1111 1111 1112"
+    path = tmp_path / "notes.csv"
+    pd.DataFrame({"note": notes, "size": rng.normal(size=200), "label": rng.integers(0, 2, 200)}).to_csv(
+        path, index=False
+    )
+    return path
+
+
+def test_a_table_with_text_pii_and_a_reference_corpus(tmp_path: Path) -> None:
+    table = _text_table(tmp_path)
+    frame = pd.read_csv(table)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(frame["note"].tolist()[:3]) + "\n")
+    code, stdout, stderr = invoke(
+        "data", "audit", "--data", f"csv:{table}", "--target", "label", "--reference", f"text:{corpus}",
+        "--skip", "label_issues", "--out", str(tmp_path / "a"), "--json",
+    )  # fmt: skip
+    assert code == 0, stderr
+    document = json.loads(stdout)
+    assert document["summary"]["pii_counts"]["email"] == 1
+    assert document["summary"]["pii_counts"]["payment_card"] == 1
+    assert "someone@example.com" not in stdout and "4111 1111 1111 1111" not in stdout
+    contamination = [m for m in document["measurements"] if m["name"].startswith("contamination.")]
+    assert contamination and all(m["status"] == "ok" for m in contamination)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--data", "npz:/nonexistent.npz"), "Dataset file not found"),
+        (("--data", "csv:{table}", "--target", "nope"), "no column 'nope'"),
+        (("--data", "csv:{table}", "--target", "label", "--text", "missing"), "no column 'missing'"),
+        (("--data", "npz:{garbage}"), "not a readable .npz file"),
+        (("--data", "npz:{empty}"), "split is empty"),
+        (("--data", "sklearn:digits", "--checks", "nope"), "Unknown audit_check 'nope'"),
+        (("--data", "sklearn:digits", "--max-leakage", "2"), "--max-leakage is a share"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"nope")
+    empty = tmp_path / "empty.npz"
+    np.savez(
+        empty,
+        x_train=np.zeros((5, 4, 4)),
+        y_train=np.zeros(5, int),
+        x_test=np.zeros((0, 4, 4)),
+        y_test=np.zeros(0, int),
+    )
+    table = _text_table(tmp_path)
+    filled = [a.format(table=table, garbage=garbage, empty=empty) for a in args]
+    code, stdout, stderr = invoke("data", "audit", *filled, "--out", str(tmp_path / "out"))
+    assert code == 2, stdout + stderr
+    assert message in stderr and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "audit.json").exists()
