@@ -13,7 +13,7 @@ setup: $(STAMP) system-deps
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -qq --upgrade pip
-	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[test,postgres]'
+	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[test,postgres,compress]'
 	touch $(STAMP)
 
 # Debian packages: the Fashion-MNIST files, the Chromium of the browser tests and the PostgreSQL server

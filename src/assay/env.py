@@ -16,8 +16,19 @@ from typing import Any
 
 import torch
 
-PACKAGES = ("assay", "torch", "numpy", "scipy", "scikit-learn", "safetensors", "sqlalchemy", "onnxruntime")
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+PACKAGES = (
+    "assay",
+    "torch",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "safetensors",
+    "sqlalchemy",
+    "onnx",
+    "onnxruntime",
+    "torchao",
+)
+CPU_FLAGS = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
 @cache

@@ -24,9 +24,8 @@ from assay.evaluate import Assessment, assess, compare, comparison_document, eva
 from assay.gate import Policy, Verdict
 from assay.inference import infer
 from assay.metrics.efficiency import measure_efficiency
-from assay.models import ZooModel, build_model, count_parameters, default_spec, load_model, save_model
-from assay.models.io import WEIGHTS
-from assay.models.predictor import TorchPredictor
+from assay.models import build_model, default_spec, save_model
+from assay.models.backends import LoadedModel, load_artifact
 from assay.outputs import Outputs, load_predictions
 from assay.report import write_report
 from assay.store import Store
@@ -160,8 +159,9 @@ def check_fits(version: VersionInfo, data: Dataset) -> None:
         )
 
 
-def model_of(ws: Workspace, version: VersionInfo) -> ZooModel:
-    return load_model(artifact_dir(ws, version))
+def model_of(ws: Workspace, version: VersionInfo) -> LoadedModel:
+    """The version's model on its own backend (torch, torchao or ONNX Runtime)."""
+    return load_artifact(artifact_dir(ws, version))
 
 
 def artifact_dir(ws: Workspace, version: VersionInfo) -> Path:
@@ -172,7 +172,7 @@ def artifact_dir(ws: Workspace, version: VersionInfo) -> Path:
     return ws.store.artifacts.path(version.artifact_digest)
 
 
-def model_info(version: VersionInfo, model: ZooModel) -> dict[str, Any]:
+def model_info(version: VersionInfo, model: LoadedModel) -> dict[str, Any]:
     training = version.lineage.get("training", {})
     spec = version.spec
     return {
@@ -183,7 +183,9 @@ def model_info(version: VersionInfo, model: ZooModel) -> dict[str, Any]:
         "parent": version.parent,
         "card": {
             "architecture": f"{spec['arch']} " + json.dumps({k: v for k, v in spec.items() if k != "arch"}),
-            "parameters": count_parameters(model),
+            "parameters": model.parameters,
+            "backend": model.predictor.name,
+            "recipe": version.lineage.get("recipe", {}).get("label", "trained"),
             "training_data": f"{version.lineage.get('dataset', '?')} (train split fingerprint "
             f"{version.lineage.get('datasets', {}).get('train', '?')[:12]})",
             "intended_use": version.lineage.get("description") or "not declared",
@@ -213,7 +215,7 @@ def assess_version(
     progress: bool = False,
 ) -> Assessment:
     model = model_of(ws, version)
-    predictor = TorchPredictor(model)
+    predictor = model.predictor
 
     def outputs_of(part: str) -> Outputs:  # cached per (artifact digest, split fingerprint, backend)
         return infer(
@@ -225,9 +227,8 @@ def assess_version(
     val = outputs_of("val") if split != "val" else None  # temperature scaling is fitted on validation
     eff = []
     if efficiency:
-        weights = artifact_dir(ws, version) / WEIGHTS
         eff = measure_efficiency(
-            predictor, data.test.x[0], parameters=count_parameters(model), weights_path=weights, seed=seed
+            predictor, data.test.x[0], parameters=model.parameters, weights_path=model.weights, seed=seed
         )
     return assess(
         outputs,

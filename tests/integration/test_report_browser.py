@@ -109,3 +109,22 @@ def test_browser_screenshot_is_a_drawn_page(report: Path, tmp_path: Path) -> Non
     assert _near(image, "#f4f5f7") > 50_000
     # The figures were drawn: the forest plot's strokes in the candidate blue or the pass green.
     assert _near(image, "#2563eb", 0.08) + _near(image, "#15803d", 0.08) > 200
+
+
+@needs_chromium
+def test_compression_report_renders_in_the_browser(tmp_path: Path) -> None:
+    from assay.report.compression import write_compression_report
+    from tests.unit.report.conftest import compression_document
+
+    page = write_compression_report(compression_document(tmp_path), tmp_path, "compress").html
+    result = _run_chromium(tmp_path, "--dump-dom", page.as_uri())
+    assert result.returncode == 0, result.stderr[-2000:]
+    for section_id in ("summary", "frontier", "trials", "hardware"):
+        assert f'<section id="{section_id}"' in result.stdout
+    assert len(re.findall(r"<svg\b[^>]*\bclass=\"plot\"", result.stdout)) == 4
+    png = tmp_path / "compress.png"
+    result = _run_chromium(tmp_path, f"--screenshot={png}", page.as_uri())
+    assert result.returncode == 0, result.stderr[-2000:]
+    image = matplotlib.image.imread(png)
+    assert float(image[..., :3].std()) > 0.05
+    assert _near(image, "#15803d", 0.08) > 100  # the passed points in the Pareto plots

@@ -1,7 +1,7 @@
 """Backend-neutral prediction: anything with ``logits`` (and, where it can, ``features``) on numpy batches.
 
-Evaluation runs the model once per split through :func:`assay.inference.infer`; later backends (ONNX
-Runtime, quantized variants) implement the same two methods.
+Evaluation runs the model once per split through :func:`assay.inference.infer`; the other backends
+(ONNX Runtime, torchao) are in :mod:`assay.models.backends`.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ class Predictor(Protocol):
 class TorchPredictor:
     """A zoo model in eval mode; fp32 by default so evaluation measures the weights as stored."""
 
-    def __init__(self, model: ZooModel, precision: str = "fp32") -> None:
+    def __init__(self, model: ZooModel, precision: str = "fp32", name: str | None = None) -> None:
         self.model = model.eval()
         self.precision = precision
-        self.name = f"torch-{precision}"
+        self.name = name or f"torch-{precision}"
 
     @torch.inference_mode()
     def logits_and_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

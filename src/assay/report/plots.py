@@ -337,3 +337,46 @@ def per_class_svg(series: Mapping[str, Mapping[str, Sequence[Any]]], *, key: str
         ax.set(xlabel="recall (95% CI)", title=title)
         fig.legend(loc="outside upper right", ncols=len(series))
         return _svg(fig, key, title)
+
+
+@dataclass(frozen=True)
+class ParetoPoint:
+    label: str
+    cost: float
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    status: str  # "root", "passed" or "failed"
+    on_front: bool
+
+
+_PARETO_COLOURS = {"root": INK, "passed": PASS, "failed": FAIL}
+
+
+def pareto_svg(points: Sequence[ParetoPoint], *, key: str, title: str, xlabel: str) -> str:
+    """Accuracy (95% interval) against a cost; the Pareto frontier joined and labelled, log cost axis."""
+    with _figure((5.6, 3.6)) as fig:
+        ax = fig.subplots()
+        front = sorted((p for p in points if p.on_front), key=lambda p: p.cost)
+        if len(front) > 1:
+            ax.step([p.cost for p in front], [p.accuracy for p in front], where="post", color=NEUTRAL, lw=1,
+                    ls=(0, (3, 2)), label="Pareto frontier")  # fmt: skip
+        for p in points:
+            colour = _PARETO_COLOURS.get(p.status, NEUTRAL)
+            yerr = [[max(p.accuracy - p.ci_low, 0)], [max(p.ci_high - p.accuracy, 0)]]  # float round-off
+            ax.errorbar([p.cost], [p.accuracy], yerr=yerr,
+                        fmt="D" if p.status == "root" else "o", ms=6 if p.on_front else 4, color=colour,
+                        mfc=colour if p.on_front else "white", elinewidth=0.8, capsize=2)  # fmt: skip
+            if p.on_front:  # labels for the frontier only: the table names every point
+                ax.annotate(p.label, (p.cost, p.accuracy), xytext=(4, 3), textcoords="offset points",
+                            fontsize=6.5, color=MUTED)  # fmt: skip
+        if points and min(p.cost for p in points) > 0:
+            ax.set_xscale("log")
+        _percent_axis(ax)
+        ax.set(xlabel=xlabel, ylabel="test accuracy", title=title)
+        handles = [
+            mpl.lines.Line2D([], [], marker=m, ls="", color=c, label=lbl)
+            for m, c, lbl in (("D", INK, "parent"), ("o", PASS, "passed the gate"), ("o", FAIL, "failed"))
+        ]
+        ax.legend(handles=handles, loc="lower right")
+        return _svg(fig, key, title)

@@ -117,15 +117,16 @@ def _write_temp(directory: Path, stem: str, text: str) -> Path:
 
 
 def write_report(document: Mapping[str, Any], out_dir: Path, stem: str) -> ReportPaths:
-    """Write ``<stem>.html`` and ``<stem>.json`` into ``out_dir`` (created if needed); returns both paths.
+    """Write ``<stem>.html`` and ``<stem>.json`` into ``out_dir`` (created if needed); returns both paths."""
+    clean = _checked(document)
+    return write_pair(out_dir, stem, html_text=_html(clean), json_text=_json(clean))
 
-    Both texts are rendered and written to temporary files before either is renamed into place, so a
-    render or write error leaves the previous report as it was, and no temporary file behind.
-    """
+
+def write_pair(out_dir: Path, stem: str, *, html_text: str, json_text: str) -> ReportPaths:
+    """Both texts are written to temporary files before either is renamed into place, so a render or
+    write error leaves the previous report as it was, and no temporary file behind."""
     if not stem or Path(stem).name != stem or stem.startswith("."):
         raise UsageError(f"The report stem must be a plain file name without folders. Got {stem!r}.")
-    clean = _checked(document)
-    html_text, json_text = _html(clean), _json(clean)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = ReportPaths(out_dir / f"{stem}.html", out_dir / f"{stem}.json")

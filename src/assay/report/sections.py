@@ -496,6 +496,8 @@ def _digest(value: Any) -> Text:
 _CARD_FIELDS = (
     ("Architecture", "architecture"),
     ("Parameters", "parameters"),
+    ("Runtime", "backend"),
+    ("Recipe", "recipe"),
     ("Intended use", "intended_use"),
     ("Training data", "training_data"),
     ("Limitations", "limitations"),

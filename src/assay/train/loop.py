@@ -41,6 +41,26 @@ class TrainConfig(BaseModel):
     threads: int | None = Field(None, ge=1)
 
 
+@dataclass(frozen=True)
+class Distillation:
+    """Knowledge distillation (Hinton et al. 2015): the loss mixes the labels' cross-entropy with the
+    KL divergence to the teacher's softened distribution, ``T**2``-scaled so gradients keep their size."""
+
+    teacher_logits: torch.Tensor  # (N_train, C), in the order of data.train
+    temperature: float = 4.0
+    alpha: float = 0.7  # weight of the teacher's term
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        t = self.temperature
+        soft = nn.functional.kl_div(
+            nn.functional.log_softmax(logits.float() / t, dim=1),
+            nn.functional.softmax(self.teacher_logits[index] / t, dim=1),
+            reduction="batchmean",
+        )
+        hard = nn.functional.cross_entropy(logits.float(), labels)
+        return self.alpha * t * t * soft + (1 - self.alpha) * hard
+
+
 @dataclass
 class TrainResult:
     model: ZooModel
@@ -91,8 +111,20 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def train(model: ZooModel, data: Dataset, config: TrainConfig, *, progress: bool = True) -> TrainResult:
-    """Train a copy of ``model`` on ``data.train``, select on ``data.val``; the caller's model stays as is."""
+def train(
+    model: ZooModel,
+    data: Dataset,
+    config: TrainConfig,
+    *,
+    progress: bool = True,
+    distillation: Distillation | None = None,
+    description: str = "training",
+) -> TrainResult:
+    """Train a copy of ``model`` on ``data.train``, select on ``data.val``; the caller's model stays as is.
+
+    With ``distillation`` the training loss also follows a teacher's logits; selection stays on the
+    validation cross-entropy, so a student is chosen by the same yardstick as any model.
+    """
     seed_everything(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -115,14 +147,18 @@ def train(model: ZooModel, data: Dataset, config: TrainConfig, *, progress: bool
         TimeRemainingColumn(),
     )
     with EnergyMeter() as meter, Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task("training", total=config.epochs * steps_per_epoch, info="")
+        task = bar.add_task(description, total=config.epochs * steps_per_epoch, info="")
         for epoch in range(1, config.epochs + 1):
             model.train()
             order, total = torch.randperm(len(y), generator=shuffler), 0.0
             for step in range(steps_per_epoch):
                 batch = order[step * config.batch_size : (step + 1) * config.batch_size]
                 with autocast(precision):
-                    loss = loss_fn(model(x[batch]), y[batch])
+                    logits = model(x[batch])
+                    if distillation is None:
+                        loss = loss_fn(logits, y[batch])
+                    else:
+                        loss = distillation.loss(logits, y[batch], batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -8,6 +8,7 @@ assay.evaluate produces.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -527,3 +528,102 @@ def rendered() -> Callable[[str], str]:
         return cache[kind]
 
     return get
+
+
+def _trial_point(
+    key: str, status: str, accuracy: float, latency: float, size: float, **extra: Any
+) -> dict[str, Any]:
+    half = 0.006
+    return {
+        "key": key,
+        "method": extra.pop("method", key),
+        "params": extra.pop("params", {}),
+        "base": None,
+        "status": status,
+        "reason": extra.pop("reason", ""),
+        "version": extra.pop("version", f"fmnist-cnn@{key}"),
+        "parent": "fmnist-cnn@v1",
+        "report": extra.pop("report", None),
+        "backend": extra.pop("backend", "onnxruntime"),
+        "precision": extra.pop("precision", "fp32"),
+        "spec": {"arch": "cnn"},
+        "flops": 8_000_000,
+        "metrics": {
+            "accuracy": {
+                "value": accuracy,
+                "ci_low": accuracy - half,
+                "ci_high": accuracy + half,
+                "unit": None,
+            },
+            "latency_p50_b1": {
+                "value": latency,
+                "ci_low": latency * 0.95,
+                "ci_high": latency * 1.05,
+                "unit": "ms",
+            },
+            "latency_p50_batch": {
+                "value": latency * 40,
+                "ci_low": latency * 38,
+                "ci_high": latency * 42,
+                "unit": "ms",
+            },
+            "size_on_disk": {"value": size, "ci_low": None, "ci_high": None, "unit": "bytes"},
+            "peak_memory": {"value": 12.0, "ci_low": 11.0, "ci_high": 13.0, "unit": "MiB"},
+        },
+        "accuracy_delta": {
+            "delta": accuracy - 0.915,
+            "ci_low": accuracy - 0.92,
+            "ci_high": accuracy - 0.91,
+            "p_value": 0.01,
+        },
+        "gate_summary": "",
+        "notes": extra.pop("notes", []),
+        "flags": extra.pop("flags", []),
+        "seconds": 12.5,
+    }
+
+
+def compression_document(out_dir: Path) -> dict[str, Any]:
+    """A search document as :class:`assay.compress.Search` writes it: a root, passed, failed, skipped and
+    flagged trials, and a gate report file for the passed one (so its link resolves)."""
+    gate_report = out_dir / "gate-onnx.html"
+    gate_report.parent.mkdir(parents=True, exist_ok=True)
+    gate_report.write_text("<html><body>gate</body></html>")
+    root = _trial_point("root", "root", 0.915, 0.25, 1_688_976, backend="torch", version="fmnist-cnn@v1")
+    failed = "FAIL: 1 of 3 gated rule(s) failed: accuracy (non_inferiority)"
+    flag = "implausible: 125.0x faster than root at batch 1, above the 2.5x this CPU allows"
+    skipped = _trial_point("torch_bf16", "skipped", 0, 0, 0, reason="this CPU has no native bf16")
+    trials = [
+        _trial_point("onnx_fp32", "passed", 0.915, 0.09, 1_702_123, report=str(gate_report)),
+        _trial_point("pruned50+ort_static_int8", "passed", 0.911, 0.05, 120_000, precision="int8"),
+        _trial_point("ort_static_int8", "failed", 0.905, 0.08, 443_007, precision="int8", reason=failed),
+        _trial_point(
+            "torchao_int8_weight_only", "passed", 0.914, 0.002, 483_522, backend="torchao", precision="int8",
+            flags=[flag],
+        ),
+        {**skipped, "metrics": {}},
+    ]  # fmt: skip
+    return {
+        "schema": "assay.compression/1",
+        "kind": "compression",
+        "status": "complete",
+        "stop_reason": "",
+        "model": "fmnist-cnn@v1",
+        "root": root,
+        "objective": {"name": "latency_b1", "metric": "latency_p50_b1", "higher_is_better": False},
+        "policy": {"name": "default", "alpha": 0.05},
+        "budget": {"max_trials": None, "max_seconds": None},
+        "dataset": {"name": "fashion-mnist", "split": "test", "n": 10000},
+        "trials": trials,
+        "best": "pruned50+ort_static_int8",
+        "frontier": {
+            "latency_p50_b1": ["root", "onnx_fp32", "pruned50+ort_static_int8"],
+            "latency_p50_batch": ["root", "pruned50+ort_static_int8"],
+            "size_on_disk": ["root", "pruned50+ort_static_int8"],
+            "peak_memory": ["root"],
+        },
+        "started_at": "2026-12-01T15:00:00+00:00",
+        "updated_at": "2026-12-01T15:10:00+00:00",
+        "environment": {"cpu": {"model": "AMD EPYC", "flags": ["avx2"], "torch_threads": 2},
+                        "packages": {"torch": "2.13.0", "onnxruntime": "1.32.0"}, "python": "3.11.7"},
+    }  # fmt: skip

@@ -1,0 +1,35 @@
+"""Compression: cheaper variants of a model, each measured, gated against its parent and registered.
+
+compressors (registered plugins: COMPRESSORS)     quantize.py  onnx_fp32, ort_dynamic_int8,
+    source torch model -> new model folder                     ort_static_int8, torch_bf16, torchao
+                                                  prune.py     prune_structured, prune_magnitude
+                                                  distill.py   distill
+search.py   the accuracy-aware search: plan -> build -> evaluate -> gate -> register, Pareto frontier
+hardware.py FLOPs and the instruction set's peak ratios, for flagging implausible speedups
+"""
+
+from assay.compress import distill, prune, quantize  # noqa: F401 - importing registers the compressors
+from assay.compress.base import COMPRESSORS, Built, Context, Skipped
+from assay.compress.search import (
+    Budget,
+    Candidate,
+    Search,
+    SearchResult,
+    compress,
+    default_plan,
+    list_variants,
+)
+
+__all__ = [
+    "COMPRESSORS",
+    "Budget",
+    "Built",
+    "Candidate",
+    "Context",
+    "Search",
+    "SearchResult",
+    "Skipped",
+    "compress",
+    "default_plan",
+    "list_variants",
+]

@@ -1,0 +1,45 @@
+"""Knowledge distillation: a smaller zoo student trained from the teacher's logits and the labels.
+
+The teacher (the model being compressed) runs once over the training split in fp32; the student trains
+with the same loop as any model (:func:`assay.train.train` with a :class:`~assay.train.Distillation`),
+so seeding, early stopping on validation loss and energy accounting are the same.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from assay.compress.base import COMPRESSORS, Built, Context
+from assay.models import ZooModel, build_model, default_spec, save_model
+from assay.train import Distillation, TrainConfig, train
+from assay.train.loop import seed_everything
+
+
+@torch.inference_mode()
+def teacher_logits(teacher: ZooModel, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
+    teacher = teacher.eval()
+    return torch.cat([teacher(x[i : i + batch]).float() for i in range(0, len(x), batch)])
+
+
+@COMPRESSORS.register("distill")
+def distill(source: ZooModel, ctx: Context, out: Path, params: dict[str, Any]) -> Built:
+    """``params``: ``spec`` (student overrides, e.g. ``{"channels": [16, 32], "hidden": 64}``),
+    ``temperature`` (4), ``alpha`` (0.7, the teacher's weight), ``epochs`` (4)."""
+    data = ctx.data
+    spec = default_spec(source.spec["arch"], data.input_shape, data.n_classes, params.get("spec") or {})
+    kd = Distillation(
+        teacher_logits(source, torch.from_numpy(data.train.x)),
+        temperature=float(params.get("temperature", 4.0)),
+        alpha=float(params.get("alpha", 0.7)),
+    )
+    config = TrainConfig(epochs=int(params.get("epochs", 4)), seed=ctx.seed)
+    seed_everything(ctx.seed)  # the student's initial weights come from the seed
+    result = train(
+        build_model(spec), data, config, progress=ctx.progress, distillation=kd, description="distil"
+    )
+    save_model(result.model, out, extra={"backend": "torch", "precision": "fp32"})
+    training = {**result.summary(), "kind": "distillation", "temperature": kd.temperature, "alpha": kd.alpha}
+    return Built(spec=spec, training=training)

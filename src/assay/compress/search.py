@@ -1,0 +1,507 @@
+"""The accuracy-aware compression search: every candidate built, measured, gated, registered and kept.
+
+    root version --plan--> candidates (method + settings, optionally on top of another candidate)
+        for each: build (a compressor) -> register (lineage: parent, recipe) -> evaluate on the root's
+        test split (same evaluator, same examples, efficiency on this machine) -> gate against the root
+        -> a trial: passed / failed (a verdict, never an exception) / skipped (with the reason) / error
+        a failed static-int8 candidate adds fallbacks that keep its most damaging layers in fp32
+    after every trial: the search document (JSON + HTML, atomically) with the Pareto frontier and the
+    best passing variant for the objective, so an interruption or a search where nothing passes still
+    leaves a complete record of what was tried.
+
+Every variant is gated against the root (the model being compressed), also when it is built on another
+variant (pruned, then quantized): non-inferiority must hold against what is in production, not drift
+along a chain. Its lineage names the model it was built from as parent, and the root in its recipe.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from assay.compress.base import COMPRESSORS, Context, Skipped
+from assay.compress.hardware import flops, speedup_bound
+from assay.compress.quantize import layer_sensitivity
+from assay.env import environment
+from assay.errors import AssayError, UsageError
+from assay.evaluate import Assessment
+from assay.gate import Policy
+from assay.models import ZooModel
+from assay.release import (
+    Workspace,
+    _hash,
+    assess_version,
+    data_for,
+    dataset_info,
+    model_of,
+    record_comparison,
+)
+from assay.store.records import VersionInfo
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "assay.compression/1"
+# objective -> (measurement, higher is better)
+OBJECTIVES: dict[str, tuple[str, bool]] = {
+    "latency_b1": ("latency_p50_b1", False),
+    "throughput": ("throughput", True),
+    "size": ("size_on_disk", False),
+}
+COST_AXES = ("latency_p50_b1", "latency_p50_batch", "size_on_disk", "peak_memory")
+POINT_METRICS = ("accuracy", *COST_AXES, "throughput", "parameters")
+FALLBACK_LAYERS = 2  # a failed static-int8 candidate is retried with its 1, then 2 worst layers in fp32
+Status = Literal["passed", "failed", "skipped", "error"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    key: str  # unique within a search, e.g. "pruned50+ort_static_int8"
+    method: str  # a COMPRESSORS name
+    params: dict[str, Any] = field(default_factory=dict)
+    base: str | None = None  # the candidate whose model this one compresses; None: the root
+
+
+@dataclass
+class Trial:
+    key: str
+    method: str
+    params: dict[str, Any]
+    base: str | None
+    status: Status
+    reason: str = ""
+    version: str | None = None
+    parent: str | None = None
+    report: str | None = None  # the gate report (HTML)
+    run_id: int | None = None
+    backend: str | None = None
+    precision: str | None = None
+    spec: dict[str, Any] | None = None
+    flops: int | None = None
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    accuracy_delta: dict[str, Any] | None = None
+    gate_summary: str = ""
+    notes: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def evaluated(self) -> bool:
+        return self.status in ("passed", "failed")
+
+
+def _student(spec: dict[str, Any]) -> dict[str, Any]:
+    """A zoo student of half the width of every layer of ``spec``."""
+    if spec["arch"] == "cnn":
+        return {"channels": [max(1, c // 2) for c in spec["channels"]], "hidden": max(1, spec["hidden"] // 2)}
+    return {"hidden": [max(1, h // 2) for h in spec["hidden"]]}
+
+
+def default_plan(spec: dict[str, Any], ratios: Iterable[float] = (0.25, 0.5, 0.75)) -> list[Candidate]:
+    """Cheap conversions first, then the ones that train (pruning, distillation) with their exports."""
+    plan = [
+        Candidate("torch_bf16", "torch_bf16"),
+        Candidate("onnx_fp32", "onnx_fp32"),
+        Candidate("ort_dynamic_int8", "ort_dynamic_int8"),
+        Candidate("ort_static_int8", "ort_static_int8"),
+        Candidate("ort_static_defaults", "ort_static_int8", {"defaults": True}),
+        Candidate("torchao_int8_dynamic", "torchao", {"config": "int8_dynamic"}),
+        Candidate("torchao_int8_weight_only", "torchao", {"config": "int8_weight_only"}),
+    ]
+    for ratio in ratios:
+        key = f"pruned{round(ratio * 100)}"
+        plan += [
+            Candidate(key, "prune_structured", {"ratio": ratio}),
+            Candidate(f"{key}+onnx_fp32", "onnx_fp32", base=key),
+            Candidate(f"{key}+ort_static_int8", "ort_static_int8", base=key),
+        ]
+    plan += [
+        Candidate("distilled", "distill", {"spec": _student(spec)}),
+        Candidate("distilled+onnx_fp32", "onnx_fp32", base="distilled"),
+        Candidate("distilled+ort_static_int8", "ort_static_int8", base="distilled"),
+        Candidate("magnitude50", "prune_magnitude", {"ratio": 0.5}),
+    ]
+    return plan
+
+
+@dataclass
+class Budget:
+    max_trials: int | None = None
+    max_seconds: float | None = None
+
+    def exhausted(self, trials: int, started: float) -> str | None:
+        if self.max_trials is not None and trials >= self.max_trials:
+            return f"trial budget of {self.max_trials} reached"
+        if self.max_seconds is not None and time.monotonic() - started >= self.max_seconds:
+            return f"time budget of {self.max_seconds:g} s reached"
+        return None
+
+
+@dataclass
+class SearchResult:
+    document: dict[str, Any]
+    html: Path
+    json: Path
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        key = self.document["best"]
+        return next((t for t in self.document["trials"] if t["key"] == key), None)
+
+
+def _point(assessment: Assessment) -> dict[str, dict[str, Any]]:
+    out = {}
+    for m in assessment.measurements:
+        if m.name in POINT_METRICS and m.status == "ok" and m.value is not None:
+            out[m.name] = {"value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high, "unit": m.unit}
+    return out
+
+
+def _objective_value(trial: dict[str, Any], objective: str) -> float | None:
+    metric = OBJECTIVES[objective][0]
+    value = trial["metrics"].get(metric, {}).get("value")
+    return None if value is None else float(value)
+
+
+def pareto_front(points: list[dict[str, Any]], cost: str) -> list[str]:
+    """Keys of the points no other point beats: at least as accurate and at most as costly, one strictly."""
+    usable = [p for p in points if cost in p["metrics"] and "accuracy" in p["metrics"]]
+
+    def dominated(p: dict[str, Any]) -> bool:
+        acc, c = p["metrics"]["accuracy"]["value"], p["metrics"][cost]["value"]
+        return any(
+            q["metrics"]["accuracy"]["value"] >= acc
+            and q["metrics"][cost]["value"] <= c
+            and (q["metrics"]["accuracy"]["value"] > acc or q["metrics"][cost]["value"] < c)
+            for q in usable
+        )
+
+    return [p["key"] for p in usable if not dominated(p)]
+
+
+def plausibility_flags(
+    trial: dict[str, Any], points: list[dict[str, Any]], cpu_flags: list[str]
+) -> list[str]:
+    """Flags a speedup over an fp32 reference on the same runtime that exceeds the hardware's bound."""
+    latency = trial["metrics"].get("latency_p50_b1", {}).get("value")
+    if latency is None or (
+        trial.get("precision") in (None, "fp32") and trial.get("spec") == trial.get("root_spec")
+    ):
+        return []
+    runtime = "onnxruntime" if trial.get("backend") == "onnxruntime" else "torch"
+    flags = []
+    for ref in points:
+        ref_latency = ref["metrics"].get("latency_p50_b1", {}).get("value")
+        same_runtime = ("onnxruntime" if ref.get("backend") == "onnxruntime" else "torch") == runtime
+        if ref is trial or not same_runtime or ref.get("precision") != "fp32" or not ref_latency:
+            continue
+        bound = speedup_bound(
+            precision=str(trial.get("precision") or "fp32"),
+            flops_reference=int(ref["flops"]),
+            flops_variant=int(trial["flops"]),
+            cpu_flags=cpu_flags,
+        )
+        if ref_latency / latency > bound:
+            flags.append(
+                f"implausible: {ref_latency / latency:.1f}x faster than {ref['key']} at batch 1, above the "
+                f"{bound:.1f}x this CPU allows for {trial.get('precision')} at this FLOP ratio"
+            )
+    return flags
+
+
+class Search:
+    """One search: its state, and the document written after every trial."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        ref: str,
+        policy: Policy,
+        *,
+        objective: str = "latency_b1",
+        plan: list[Candidate] | None = None,
+        budget: Budget | None = None,
+        finetune_epochs: int = 2,
+        progress: bool = False,
+        out_dir: Path | None = None,
+        on_trial: Callable[[Trial], None] | None = None,
+    ) -> None:
+        if objective not in OBJECTIVES:
+            raise UsageError(f"Unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}.")
+        self.ws, self.ref, self.policy, self.objective = ws, ref, policy, objective
+        self.plan, self.budget = plan, budget or Budget()
+        self.finetune_epochs, self.progress = finetune_epochs, progress
+        self.out_dir = out_dir or ws.reports_dir
+        self.on_trial = on_trial
+        self.trials: list[Trial] = []
+        self.status = "running"
+        self.stop_reason = ""
+        self.started_at = datetime.now(UTC).replace(microsecond=0).isoformat()
+        self.stem = f"compress-{ref.replace('@', '-').replace('/', '_')}-{int(time.time())}"
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    def run(self) -> SearchResult:
+        from assay.report.compression import write_compression_report
+
+        self.root = self.ws.store.resolve(self.ref)
+        loaded = model_of(self.ws, self.root)
+        if (
+            loaded.module is None
+            or loaded.backend != "torch"
+            or loaded.manifest.get("precision", "fp32") != "fp32"
+        ):
+            raise UsageError(
+                f"{self.root.ref} is a {loaded.predictor.name} variant; compress its fp32 torch parent "
+                f"({self.root.parent or 'see assay models show'}) instead."
+            )
+        self.root_module: ZooModel = loaded.module
+        queue = list(self.plan if self.plan is not None else default_plan(self.root.spec))
+        keys = [c.key for c in queue]
+        if len(set(keys)) != len(keys):
+            raise UsageError(f"Candidate keys must be unique; got {keys}.")
+        self.data, _ = data_for(self.root)
+        self.dataset = dataset_info(self.data, "test")
+        self.ctx = Context(
+            self.data, seed=self.policy.seed, progress=self.progress, finetune_epochs=self.finetune_epochs
+        )
+        self.baseline = self._assess(self.root)
+        self.root_point = {
+            "key": "root",
+            "version": self.root.ref,
+            "backend": "torch",
+            "precision": "fp32",
+            "spec": self.root.spec,
+            "flops": flops(self.root.spec, self.data.input_shape),
+            "metrics": _point(self.baseline),
+            "report": None,
+        }
+        self.sources: dict[str, ZooModel] = {}
+        self.versions: dict[str, VersionInfo] = {}
+        clock = time.monotonic()
+        self._write = write_compression_report
+        try:
+            self._save()
+            while queue:
+                reason = self.budget.exhausted(len(self.trials), clock)
+                if reason:
+                    self.stop_reason = f"{reason}; not tried: {', '.join(c.key for c in queue)}"
+                    break
+                candidate = queue.pop(0)
+                trial = self._trial(candidate)
+                self.trials.append(trial)
+                if self.on_trial:
+                    self.on_trial(trial)
+                queue[0:0] = self._fallbacks(candidate, trial, {c.key for c in queue})
+                self._save()
+        except KeyboardInterrupt:
+            self.status, self.stop_reason = "interrupted", "interrupted by the user"
+            self._save()
+            raise
+        self.status = "complete"
+        return self._save()
+
+    def _trial(self, c: Candidate) -> Trial:
+        trial = Trial(key=c.key, method=c.method, params=c.params, base=c.base, status="skipped")
+        started = time.monotonic()
+        try:
+            source = self._source(c)
+            compressor = COMPRESSORS.get(c.method)
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "model"
+                built = compressor(source, self.ctx, out, dict(c.params))
+                version = self._register(c, out, built.spec, built.training, built.notes)
+            trial.notes = built.notes
+            self._evaluate(trial, version)
+        except Skipped as e:
+            trial.status, trial.reason = "skipped", str(e)
+        except KeyboardInterrupt:
+            raise
+        except AssayError as e:
+            trial.status, trial.reason = "error", str(e)
+        except Exception as e:  # a compressor plugin's own failure must not lose the search's record
+            log.debug("candidate %s failed", c.key, exc_info=True)
+            trial.status, trial.reason = "error", f"{type(e).__name__}: {e}"
+        trial.seconds = round(time.monotonic() - started, 2)
+        return trial
+
+    def _source(self, c: Candidate) -> ZooModel:
+        if c.base is None:
+            return self.root_module
+        base = next((t for t in self.trials if t.key == c.base), None)
+        if base is None:
+            raise Skipped(f"its base candidate '{c.base}' was not tried")
+        if base.status != "passed":
+            raise Skipped(f"its base candidate '{c.base}' did not pass the gate ({base.status})")
+        if c.base not in self.sources:
+            raise Skipped(f"its base candidate '{c.base}' has no torch fp32 model to build on")
+        return self.sources[c.base]
+
+    def _register(
+        self, c: Candidate, out: Path, spec: dict[str, Any], training: dict[str, Any] | None, notes: list[str]
+    ) -> VersionInfo:
+        parent = self.versions[c.base] if c.base else self.root
+        recipe = {
+            "kind": "compress",
+            "label": c.key,
+            "method": c.method,
+            "params": c.params,
+            "root": self.root.ref,
+            "parent": parent.ref,
+            "data": self.root.lineage["recipe"]["data"],
+        }
+        version = self.ws.store.register_version(
+            self.root.model,
+            artifact_dir=out,
+            spec=spec,
+            config_hash=_hash({"recipe": recipe, "root_config": self.root.config_hash}),
+            parent=parent.ref,
+            lineage={
+                "datasets": self.root.lineage.get("datasets", {}),
+                "dataset": self.root.lineage.get("dataset"),
+                "recipe": recipe,
+                "training": training or {},
+                "description": f"{c.key} of {self.root.ref}",
+                "licence": self.root.lineage.get("licence"),
+                "notes": notes,
+            },
+            environment=environment({"compress": self.policy.seed}),
+        )
+        self.versions[c.key] = version
+        return version
+
+    def _assess(self, version: VersionInfo) -> Assessment:
+        return assess_version(
+            self.ws, version, self.data, "test", n_boot=self.policy.n_bootstrap, seed=self.policy.seed,
+            progress=self.progress,
+        )  # fmt: skip
+
+    def _evaluate(self, trial: Trial, version: VersionInfo) -> None:
+        loaded = model_of(self.ws, version)
+        assessment = self._assess(version)
+        gated = record_comparison(
+            self.ws,
+            self.baseline,
+            assessment,
+            self.policy,
+            self.dataset,
+            baseline_version=self.root,
+            candidate_version=version,
+            out_dir=self.out_dir,
+        )
+        assert gated.verdict is not None
+        accuracy = next((c for c in gated.verdict.comparisons if c.name == "accuracy"), None)
+        trial.status = "passed" if gated.verdict.passed else "failed"
+        trial.reason = gated.verdict.summary()
+        trial.gate_summary = gated.verdict.summary()
+        trial.version, trial.parent, trial.run_id = version.ref, version.parent, gated.run_id
+        trial.report = str(gated.html)
+        trial.backend, trial.precision = loaded.backend, str(loaded.manifest.get("precision", "fp32"))
+        trial.spec, trial.flops = version.spec, flops(version.spec, self.data.input_shape)
+        trial.metrics = _point(assessment)
+        if accuracy is not None:
+            trial.accuracy_delta = {
+                "delta": accuracy.delta,
+                "ci_low": accuracy.delta_ci_low,
+                "ci_high": accuracy.delta_ci_high,
+                "p_value": accuracy.p_value,
+            }
+        if loaded.backend == "torch" and trial.precision == "fp32" and loaded.module is not None:
+            self.sources[trial.key] = loaded.module  # later candidates may build on it
+
+    def _fallbacks(self, c: Candidate, trial: Trial, taken: set[str]) -> list[Candidate]:
+        """A static-int8 candidate that failed the gate is retried with its most damaging layers in fp32."""
+        if c.method != "ort_static_int8" or trial.status != "failed" or c.params.get("defaults"):
+            return []
+        if c.params.get("exclude"):
+            return []  # a fallback itself: its successors are already queued
+        try:
+            ranked = layer_sensitivity(self._source(c), self.ctx)
+        except Skipped:
+            return []
+        out = []
+        for k in range(1, min(FALLBACK_LAYERS, len(ranked) - 1) + 1):
+            layers = [name for name, _ in ranked[:k]]
+            key = f"{c.key}-fp32[{','.join(layers)}]"
+            if key not in taken:
+                out.append(Candidate(key, c.method, {**c.params, "exclude": layers}, c.base))
+        return out
+
+    # -- the document ---------------------------------------------------------------------------------
+
+    def document(self) -> dict[str, Any]:
+        trials = [asdict(t) for t in self.trials]
+        root = getattr(self, "root_point", None)
+        evaluated = [t for t in trials if t["status"] in ("passed", "failed")]
+        points = ([root] if root else []) + evaluated
+        cpu_flags = environment()["cpu"]["flags"]
+        for t in evaluated:
+            t["flags"] = plausibility_flags(t, points, cpu_flags)
+        metric, higher = OBJECTIVES[self.objective]
+        passing = [
+            t for t in evaluated if t["status"] == "passed" and not t["flags"]
+            and _objective_value(t, self.objective) is not None
+        ]  # fmt: skip
+        best = None
+        if passing:
+            pick = max if higher else min
+            best = pick(passing, key=lambda t: _objective_value(t, self.objective) or 0.0)["key"]
+        return {
+            "schema": SCHEMA,
+            "kind": "compression",
+            "status": self.status,
+            "stop_reason": self.stop_reason,
+            "model": self.ref,
+            "root": root,
+            "objective": {"name": self.objective, "metric": metric, "higher_is_better": higher},
+            "policy": self.policy.to_dict(),
+            "budget": asdict(self.budget),
+            "dataset": getattr(self, "dataset", None),
+            "trials": trials,
+            "best": best,
+            "frontier": {axis: pareto_front(points, axis) for axis in COST_AXES},
+            "started_at": self.started_at,
+            "updated_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
+            "environment": environment(),
+        }
+
+    def _save(self) -> SearchResult:
+        document = self.document()
+        paths = self._write(document, self.out_dir, self.stem)
+        return SearchResult(document, paths.html, paths.json)
+
+
+def compress(ws: Workspace, ref: str, policy: Policy, **options: Any) -> SearchResult:
+    """``assay compress``: search variants of ``ref`` under ``policy``; see :class:`Search` for options."""
+    return Search(ws, ref, policy, **options).run()
+
+
+def list_variants(ws: Workspace, name: str) -> list[dict[str, Any]]:
+    """Every registered compressed variant of model ``name``, with its recipe and gate outcome."""
+    rows = []
+    for v in ws.store.list_versions(name):
+        recipe = v.lineage.get("recipe", {})
+        if recipe.get("kind") != "compress":
+            continue
+        metrics: dict[str, Any] = {}
+        if v.gate_run_id is not None:
+            run = ws.store.get_run(v.gate_run_id)
+            metrics = {m.name: m.value for m in run.measurements if m.name in POINT_METRICS}
+        rows.append(
+            {
+                "version": v.ref,
+                "recipe": recipe.get("label"),
+                "method": recipe.get("method"),
+                "parent": v.parent,
+                "root": recipe.get("root"),
+                "gate": v.gate_status,
+                "gate_run_id": v.gate_run_id,
+                "metrics": metrics,
+            }
+        )
+    return rows

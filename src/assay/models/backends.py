@@ -1,0 +1,182 @@
+"""Load a stored model folder into a predictor, whatever runtime it was made for.
+
+A model folder holds ``spec.json`` (the manifest) and the files of its backend:
+
+    backend       weights file                                  predictor
+    torch         weights.safetensors (fp32, or bf16 weights)   TorchPredictor, fp32 or bf16 autocast
+    torchao       weights.safetensors (torchao's quantized      TorchPredictor over the quantized module
+                  tensors, flattened by its safetensors support)
+    onnxruntime   model.onnx                                    OnnxPredictor (CPU execution provider)
+
+The manifest is ``{"spec": <zoo spec of the architecture>, "backend": ..., ...}``; a folder without a
+``backend`` key is a torch fp32 model (every folder written before compression existed). The zoo spec is
+kept for every backend, so the parameter count, the FLOPs and the input shape never depend on the runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from assay.errors import DataError, MissingExtraError
+from assay.models.io import SPEC, WEIGHTS, load_model
+from assay.models.predictor import Predictor, TorchPredictor
+from assay.models.zoo import ZooModel, build_model, count_parameters
+
+ONNX_FILE = "model.onnx"
+BACKENDS = ("torch", "torchao", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    predictor: Predictor
+    spec: dict[str, Any]  # the zoo spec of the architecture
+    manifest: dict[str, Any]
+    parameters: int
+    weights: Path  # the file whose size is the model's size on disk
+    module: ZooModel | None  # the torch module where the backend has one (gradients, fine-tuning)
+
+    @property
+    def backend(self) -> str:
+        return str(self.manifest.get("backend", "torch"))
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    spec_file = directory / SPEC
+    if not spec_file.is_file():
+        raise DataError(f"{directory}: not a model folder (no {SPEC}).")
+    try:
+        manifest = json.loads(spec_file.read_text())
+        manifest["spec"]["arch"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DataError(f"{spec_file}: unreadable model manifest ({e!r}).") from None
+    backend = manifest.setdefault("backend", "torch")
+    if backend not in BACKENDS:
+        raise DataError(f"{spec_file}: unknown backend {backend!r}; this assay runs {', '.join(BACKENDS)}.")
+    return dict(manifest)
+
+
+def load_artifact(directory: str | Path) -> LoadedModel:
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    spec, backend = manifest["spec"], manifest["backend"]
+    parameters = count_parameters(build_model(spec))
+    if backend == "onnxruntime":
+        path = directory / ONNX_FILE
+        return LoadedModel(OnnxPredictor(path), spec, manifest, parameters, path, None)
+    if backend == "torchao":
+        module = load_torchao(directory, manifest)
+        name = f"torchao-{manifest['config']}"
+        return LoadedModel(
+            TorchPredictor(module, name=name), spec, manifest, parameters, directory / WEIGHTS, module
+        )
+    module = load_model(directory)
+    precision = str(manifest.get("precision", "fp32"))
+    return LoadedModel(
+        TorchPredictor(module, precision), spec, manifest, parameters, directory / WEIGHTS, module
+    )
+
+
+class OnnxPredictor:
+    """An ONNX graph with outputs ``logits`` and ``features``, run by ONNX Runtime on the CPU.
+
+    Intra-op threads follow torch's thread count, so a runtime comparison is at equal threads.
+    """
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        ort = import_onnxruntime()
+        if not path.is_file():
+            raise DataError(f"{path}: the ONNX model file is missing.")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # warnings about unused initialisers are not the user's business
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # ORT raises its own unrelated types for invalid graphs
+            raise DataError(f"{path}: ONNX Runtime cannot load this model ({e}).") from None
+        self.input = self.session.get_inputs()[0].name
+        self.name = f"onnxruntime-{path.stem}"
+
+    def logits_and_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        logits, features = self.session.run(["logits", "features"], {self.input: np.ascontiguousarray(x)})
+        return np.asarray(logits), np.asarray(features)
+
+
+def import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise MissingExtraError("onnxruntime", "compress") from None
+    return onnxruntime
+
+
+def _drop_enum_notice(record: logging.LogRecord) -> bool:
+    return "Enum subclass" not in record.getMessage()
+
+
+def import_torchao() -> Any:
+    # torchao logs a failure for each of its CUDA-only extensions it cannot load on a CPU build, and
+    # torch a deprecation warning for each of its enums (torch's log set-up resets levels: a filter stays).
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils._pytree").addFilter(_drop_enum_notice)  # added once: same object
+    try:
+        import torchao.quantization
+    except ImportError:
+        raise MissingExtraError("torchao", "compress") from None
+    return torchao.quantization
+
+
+def torchao_config(name: str) -> Any:
+    quantization = import_torchao()
+    configs = {
+        "int8_weight_only": quantization.Int8WeightOnlyConfig,
+        "int8_dynamic": quantization.Int8DynamicActivationInt8WeightConfig,
+    }
+    if name not in configs:
+        raise DataError(f"Unknown torchao configuration {name!r}; known: {', '.join(sorted(configs))}.")
+    return configs[name]()
+
+
+def quantize_torchao(module: ZooModel, config: str) -> ZooModel:
+    """torchao's ``quantize_`` in place on ``module`` (the caller passes a copy)."""
+    import_torchao().quantize_(module, torchao_config(config))
+    return module.eval()
+
+
+def save_torchao(module: ZooModel, path: Path) -> None:
+    from safetensors.torch import save_file
+    from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
+
+    tensors, metadata = flatten_tensor_state_dict(module.state_dict())
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+
+
+def load_torchao(directory: Path, manifest: dict[str, Any]) -> ZooModel:
+    """Rebuild the architecture, quantize it the same way, then put the stored quantized tensors in.
+
+    torchao's safetensors support rebuilds only tensor classes on its allow-list: no code is loaded.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    import_torchao()
+    from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
+
+    path = directory / WEIGHTS
+    try:
+        with safe_open(str(path), "pt") as f:
+            metadata = f.metadata()
+        state, _ = unflatten_tensor_state_dict(load_file(str(path)), metadata)
+        module = quantize_torchao(build_model(manifest["spec"]), str(manifest["config"]))
+        module.load_state_dict(state, assign=True)
+    except (OSError, RuntimeError, KeyError, ValueError) as e:
+        raise DataError(f"{path}: the torchao weights do not load ({e}).") from None
+    return module.eval()

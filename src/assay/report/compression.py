@@ -1,0 +1,206 @@
+"""The compression search's report: Pareto plots, every trial with its verdict, the hardware.
+
+The search document (schema ``assay.compression/1``, built by :mod:`assay.compress.search`) is written as
+JSON verbatim and as one self-contained HTML page, both atomically, after every trial. Each point on the
+plots and each row of the table is a trial; a row links to that variant's gate report.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from markupsafe import Markup
+
+from assay.format import DASH, format_delta, format_duration, format_interval, format_value
+from assay.report import plots
+from assay.report.render import ReportPaths, _environment, _json, to_json_safe, write_pair
+
+AXIS_TITLES = {
+    "latency_p50_b1": "latency p50 at batch 1 (ms)",
+    "latency_p50_batch": "latency p50 at the throughput batch (ms)",
+    "size_on_disk": "size on disk (bytes)",
+    "peak_memory": "peak memory of a batch (MiB)",
+}
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    method: str
+    status: str
+    version: str
+    accuracy: str
+    delta: str
+    latency: str
+    speedup: str
+    latency_batch: str
+    throughput: str
+    size: str
+    size_ratio: str
+    memory: str
+    front: str
+    link: str  # relative href of the gate report, "" if none
+    notes: list[str]
+    seconds: str
+
+
+def _metric(point: Mapping[str, Any], name: str) -> str:
+    m = point.get("metrics", {}).get(name)
+    return format_interval({"name": name, **m}) if m else DASH
+
+
+def _value(point: Mapping[str, Any] | None, name: str) -> float | None:
+    if not point:
+        return None
+    value = point.get("metrics", {}).get(name, {}).get("value")
+    return None if value is None else float(value)
+
+
+def _ratio(root: float | None, variant: float | None, *, flags: list[str]) -> str:
+    if root is None or not variant:
+        return DASH
+    if flags:
+        return "implausible"
+    return f"{root / variant:.2f}x"
+
+
+def _row(
+    t: Mapping[str, Any], root: Mapping[str, Any] | None, fronts: Mapping[str, list[str]], here: Path
+) -> Row:
+    flags = list(t.get("flags") or [])
+    delta = t.get("accuracy_delta") or {}
+    report = t.get("report")
+    link = os.path.relpath(report, here) if report else ""
+    params = ", ".join(f"{k}={v}" for k, v in (t.get("params") or {}).items())
+    on = [
+        axis.replace("latency_p50_", "latency ").replace("_", " ")
+        for axis, keys in fronts.items()
+        if t["key"] in keys
+    ]
+    notes = [*flags, *(t.get("notes") or [])]
+    if t["status"] in ("skipped", "error") or (t["status"] == "failed" and t.get("reason")):
+        notes.insert(0, str(t.get("reason", "")))
+    return Row(
+        key=t["key"],
+        method=f"{t['method']}({params})" if params else t["method"],
+        status=t["status"],
+        version=t.get("version") or "",
+        accuracy=_metric(t, "accuracy"),
+        delta=format_delta(delta.get("delta"), delta.get("ci_low"), delta.get("ci_high"), "accuracy")
+        if delta
+        else DASH,
+        latency=_metric(t, "latency_p50_b1"),
+        speedup=_ratio(_value(root, "latency_p50_b1"), _value(t, "latency_p50_b1"), flags=flags),
+        latency_batch=_metric(t, "latency_p50_batch"),
+        throughput=_metric(t, "throughput"),
+        size=format_value(_value(t, "size_on_disk"), "size_on_disk", "bytes"),
+        size_ratio=_ratio(_value(root, "size_on_disk"), _value(t, "size_on_disk"), flags=[]),
+        memory=_metric(t, "peak_memory"),
+        front=", ".join(on),
+        link=link,
+        notes=[n for n in notes if n],
+        seconds=format_duration(t.get("seconds")),
+    )
+
+
+def _figures(doc: Mapping[str, Any]) -> list[tuple[str, Markup]]:
+    root = doc.get("root")
+    points = ([root] if root else []) + [t for t in doc["trials"] if t["status"] in ("passed", "failed")]
+    out = []
+    for axis, title in AXIS_TITLES.items():
+        usable = [p for p in points if _value(p, axis) and _value(p, "accuracy") is not None]
+        if not usable:
+            continue
+        front = set(doc["frontier"].get(axis, []))
+        series = [
+            plots.ParetoPoint(
+                label="parent" if p["key"] == "root" else p["key"],
+                cost=float(_value(p, axis) or 0),
+                accuracy=float(p["metrics"]["accuracy"]["value"]),
+                ci_low=float(p["metrics"]["accuracy"]["ci_low"]),
+                ci_high=float(p["metrics"]["accuracy"]["ci_high"]),
+                status="root" if p["key"] == "root" else p["status"],
+                on_front=p["key"] in front,
+            )
+            for p in usable
+        ]
+        svg = plots.pareto_svg(series, key=f"pareto-{axis}", title=f"Accuracy against {title}", xlabel=title)
+        out.append((f"Accuracy against {title}", Markup(svg)))
+    return out
+
+
+def _summary(doc: Mapping[str, Any]) -> dict[str, Any]:
+    trials = doc["trials"]
+    counts = {s: sum(t["status"] == s for t in trials) for s in ("passed", "failed", "skipped", "error")}
+    objective = doc["objective"]
+    best = next((t for t in trials if t["key"] == doc.get("best")), None)
+    root = doc.get("root")
+    lines = [", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no candidate tried yet"]
+    if doc.get("stop_reason"):
+        lines.append(f"stopped: {doc['stop_reason']}")
+    if best:
+        metric = objective["metric"]
+        headline = f"Best passing variant for {objective['name']}: {best['key']} ({best.get('version')})"
+        lines.append(
+            f"{metric}: {_metric(best, metric)} against {_metric(root or {}, metric)} for the parent; "
+            f"size {_ratio(_value(root, 'size_on_disk'), _value(best, 'size_on_disk'), flags=[])} smaller; "
+            f"accuracy {_metric(best, 'accuracy')}"
+        )
+        status = "passed"
+    else:
+        headline = "No variant passed the gate" if doc["status"] != "running" else "Search running"
+        status = "failed" if doc["status"] != "running" else "info"
+    return {"headline": headline, "lines": lines, "status": status}
+
+
+def _hardware(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
+    env = doc.get("environment") or {}
+    cpu = env.get("cpu") or {}
+    packages = env.get("packages") or {}
+    return [
+        ("CPU", str(cpu.get("model", DASH))),
+        ("CPU flags", ", ".join(cpu.get("flags") or []) or "none of the tracked ones"),
+        ("threads", str(cpu.get("torch_threads", DASH))),
+        (
+            "runtimes",
+            ", ".join(
+                f"{k} {v}" for k, v in packages.items() if k in ("torch", "onnxruntime", "torchao", "onnx")
+            ),
+        ),
+        ("python", str(env.get("python", DASH))),
+        ("git commit", str(env.get("git_commit") or DASH)),
+    ]
+
+
+def render_compression_html(document: Mapping[str, Any], here: Path) -> str:
+    doc = to_json_safe(document)
+    root = doc.get("root")
+    rows = [_row(t, root, doc["frontier"], here) for t in doc["trials"]]
+    return (
+        _environment()
+        .get_template("compression.html.j2")
+        .render(
+            title=f"Compression search: {doc['model']}",
+            doc=doc,
+            summary=_summary(doc),
+            root=_row(
+                {**root, "method": "parent (torch fp32)", "status": "root"}, root, doc["frontier"], here
+            )
+            if root
+            else None,
+            rows=rows,
+            figures=_figures(doc),
+            hardware=_hardware(doc),
+            policy=doc["policy"],
+        )
+    )
+
+
+def write_compression_report(document: Mapping[str, Any], out_dir: Path, stem: str) -> ReportPaths:
+    out_dir = Path(out_dir)
+    html_text = render_compression_html(document, out_dir)
+    return write_pair(out_dir, stem, html_text=html_text, json_text=_json(to_json_safe(document)))

@@ -1,0 +1,61 @@
+"""FLOP counts against a hand count; the peak-ratio table; the implausible-speedup flag."""
+
+from __future__ import annotations
+
+import pytest
+
+from assay.compress.hardware import TOLERANCE, flops, peak_ratio, speedup_bound
+from assay.compress.search import plausibility_flags
+from assay.models import default_spec
+
+
+def test_flops_of_the_cnn_match_a_hand_count() -> None:
+    spec = default_spec("cnn", (1, 28, 28), 10, {"channels": [8, 16], "hidden": 32})
+    macs = 28 * 28 * 8 * 1 * 9 + 14 * 14 * 16 * 8 * 9 + (16 * 7 * 7) * 32 + 32 * 10  # 3x3 convs, padding 1
+    assert flops(spec, (1, 28, 28)) == 2 * macs
+
+
+def test_flops_of_the_mlp_match_a_hand_count() -> None:
+    spec = default_spec("mlp", (64,), 10, {"hidden": [32, 16]})
+    assert flops(spec, (64,)) == 2 * (64 * 32 + 32 * 16 + 16 * 10)
+
+
+@pytest.mark.parametrize(
+    ("precision", "flags", "ratio"),
+    [
+        ("int8", ["avx2"], 2.0),
+        ("int8", ["avx2", "avx512f", "avx512_vnni"], 4.0),
+        ("int8", ["avx2", "avx_vnni"], 4.0),
+        ("int8", ["amx_int8", "avx512_vnni"], 16.0),
+        ("bf16", ["avx2"], 1.0),
+        ("bf16", ["avx512_bf16"], 2.0),
+        ("fp32", ["amx_int8"], 1.0),
+    ],
+)
+def test_peak_ratio(precision: str, flags: list[str], ratio: float) -> None:
+    assert peak_ratio(precision, flags) == ratio
+
+
+def test_bound_is_never_below_one_and_scales_with_work() -> None:
+    assert speedup_bound(precision="fp32", flops_reference=100, flops_variant=400, cpu_flags=[]) == TOLERANCE
+    assert (
+        speedup_bound(precision="int8", flops_reference=400, flops_variant=100, cpu_flags=["avx2"])
+        == 8 * TOLERANCE
+    )
+
+
+def _point(key: str, backend: str, precision: str, latency: float, flops: int = 1000) -> dict[str, object]:
+    return {"key": key, "backend": backend, "precision": precision, "flops": flops,
+            "metrics": {"latency_p50_b1": {"value": latency}}}  # fmt: skip
+
+
+def test_int8_faster_than_the_isa_allows_is_flagged() -> None:
+    reference = _point("onnx_fp32", "onnxruntime", "fp32", 0.30)
+    eager = _point("root", "torch", "fp32", 3.0)  # another runtime: not a reference for an ORT variant
+    plausible = _point("int8", "onnxruntime", "int8", 0.15)  # 2x on AVX2: at the bound
+    too_fast = _point("int8x", "onnxruntime", "int8", 0.10)  # 3x on AVX2, no VNNI: impossible
+    points = [eager, reference, plausible, too_fast]
+    assert plausibility_flags(plausible, points, ["avx2"]) == []
+    flags = plausibility_flags(too_fast, points, ["avx2"])
+    assert len(flags) == 1 and "implausible: 3.0x faster than onnx_fp32" in flags[0]
+    assert plausibility_flags(too_fast, points, ["avx2", "avx512_vnni"]) == []  # 4x peak with VNNI
