@@ -54,6 +54,7 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/training_precision.py
 	$(BIN)/python benchmarks/eval_overhead.py
+	$(BIN)/python benchmarks/compress_search.py
 
 clean:
 	rm -rf $(VENV) .assay runs reports

@@ -17,6 +17,7 @@ along a chain. Its lineage names the model it was built from as parent, and the 
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -214,6 +215,15 @@ def plausibility_flags(
     return flags
 
 
+def busy_machine() -> str:
+    """A note when other work competes for the cores: timings taken then are inflated, often wildly
+    (threads waiting for each other), and comparisons with timings from a quiet moment mislead."""
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load <= cores:
+        return ""
+    return f"timed on a busy machine (load {load:.1f} on {cores} cores): latencies may be inflated"
+
+
 class Search:
     """One search: its state, and the document written after every trial."""
 
@@ -270,6 +280,7 @@ class Search:
         self.ctx = Context(
             self.data, seed=self.policy.seed, progress=self.progress, finetune_epochs=self.finetune_epochs
         )
+        self.root_notes = [n for n in [busy_machine()] if n]
         self.baseline = self._assess(self.root)
         self.root_point = {
             "key": "root",
@@ -280,6 +291,7 @@ class Search:
             "flops": flops(self.root.spec, self.data.input_shape),
             "metrics": _point(self.baseline),
             "report": None,
+            "notes": self.root_notes,
         }
         self.sources: dict[str, ZooModel] = {}
         self.versions: dict[str, VersionInfo] = {}
@@ -382,6 +394,9 @@ class Search:
         )  # fmt: skip
 
     def _evaluate(self, trial: Trial, version: VersionInfo) -> None:
+        busy = busy_machine()
+        if busy:
+            trial.notes.append(busy)
         loaded = model_of(self.ws, version)
         assessment = self._assess(version)
         gated = record_comparison(

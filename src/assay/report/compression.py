@@ -73,8 +73,7 @@ def _row(
 ) -> Row:
     flags = list(t.get("flags") or [])
     delta = t.get("accuracy_delta") or {}
-    report = t.get("report")
-    link = os.path.relpath(report, here) if report else ""
+    link = _link(t, here)
     params = ", ".join(f"{k}={v}" for k, v in (t.get("params") or {}).items())
     on = [
         axis.replace("latency_p50_", "latency ").replace("_", " ")
@@ -107,7 +106,12 @@ def _row(
     )
 
 
-def _figures(doc: Mapping[str, Any]) -> list[tuple[str, Markup]]:
+def _link(point: Mapping[str, Any], here: Path) -> str:
+    report = point.get("report")
+    return os.path.relpath(report, here) if report else ""
+
+
+def _figures(doc: Mapping[str, Any], here: Path) -> list[tuple[str, Markup]]:
     root = doc.get("root")
     points = ([root] if root else []) + [t for t in doc["trials"] if t["status"] in ("passed", "failed")]
     out = []
@@ -125,6 +129,7 @@ def _figures(doc: Mapping[str, Any]) -> list[tuple[str, Markup]]:
                 ci_high=float(p["metrics"]["accuracy"]["ci_high"]),
                 status="root" if p["key"] == "root" else p["status"],
                 on_front=p["key"] in front,
+                url=_link(p, here) or None,
             )
             for p in usable
         ]
@@ -193,7 +198,7 @@ def render_compression_html(document: Mapping[str, Any], here: Path) -> str:
             if root
             else None,
             rows=rows,
-            figures=_figures(doc),
+            figures=_figures(doc, here),
             hardware=_hardware(doc),
             policy=doc["policy"],
         )

@@ -348,6 +348,7 @@ class ParetoPoint:
     ci_high: float
     status: str  # "root", "passed" or "failed"
     on_front: bool
+    url: str | None = None  # the point links to its gate report
 
 
 _PARETO_COLOURS = {"root": INK, "passed": PASS, "failed": FAIL}
@@ -364,9 +365,11 @@ def pareto_svg(points: Sequence[ParetoPoint], *, key: str, title: str, xlabel: s
         for p in points:
             colour = _PARETO_COLOURS.get(p.status, NEUTRAL)
             yerr = [[max(p.accuracy - p.ci_low, 0)], [max(p.ci_high - p.accuracy, 0)]]  # float round-off
-            ax.errorbar([p.cost], [p.accuracy], yerr=yerr,
+            bars = ax.errorbar([p.cost], [p.accuracy], yerr=yerr,
                         fmt="D" if p.status == "root" else "o", ms=6 if p.on_front else 4, color=colour,
                         mfc=colour if p.on_front else "white", elinewidth=0.8, capsize=2)  # fmt: skip
+            if p.url:
+                bars.lines[0].set_url(p.url)  # the SVG writer wraps the marker in a link
             if p.on_front:  # labels for the frontier only: the table names every point
                 ax.annotate(p.label, (p.cost, p.accuracy), xytext=(4, 3), textcoords="offset points",
                             fontsize=6.5, color=MUTED)  # fmt: skip

@@ -18,6 +18,7 @@ def test_page_shows_best_frontier_and_every_trial(tmp_path: Path) -> None:
     for trial in doc["trials"]:
         assert f"<b>{trial['key']}</b>" in html
     assert '<a href="gate-onnx.html">' in html  # relative: the folder can be moved or served as is
+    assert html.count('<a xlink:href="gate-onnx.html"') == 4  # the point in each Pareto plot links too
     assert "this CPU has no native bf16" in html and "FAIL: 1 of 3 gated rule(s) failed" in html
 
 
