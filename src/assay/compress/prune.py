@@ -78,13 +78,15 @@ def prune_structured(source: ZooModel, ctx: Context, out: Path, params: dict[str
     return Built(spec=spec, training=training)
 
 
-def _prunable(model: nn.Module) -> list[nn.Module]:
+def _prunable(model: nn.Module) -> list[nn.Conv2d | nn.Linear]:
     return [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
 
 
 class _Mask(nn.Module):
     """A parametrization that holds pruned weights at zero during fine-tuning (and survives deepcopy,
     which torch.nn.utils.prune's hooks do not)."""
+
+    mask: torch.Tensor
 
     def __init__(self, mask: torch.Tensor) -> None:
         super().__init__()
