@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -252,7 +253,8 @@ class Search:
         self.status = "running"
         self.stop_reason = ""
         self.started_at = datetime.now(UTC).replace(microsecond=0).isoformat()
-        self.stem = f"compress-{ref.replace('@', '-').replace('/', '_')}-{int(time.time())}"
+        # A random suffix, so two searches never share a file.
+        self.stem = f"compress-{ref.replace('@', '-').replace('/', '_')}-{secrets.token_hex(4)}"
 
     # -- the loop ------------------------------------------------------------------------------------
 
