@@ -48,6 +48,7 @@ class Context:
     finetune_epochs: int = 2
     _calibration: np.ndarray | None = field(default=None, repr=False)
     _exports: dict[str, Path] = field(default_factory=dict, repr=False)
+    _teacher_logits: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     _folder: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
 
     def calibration(self) -> np.ndarray:
@@ -69,6 +70,18 @@ class Context:
             export_onnx(model, self.calibration(), path)
             self._exports[key] = path
         return self._exports[key]
+
+    def teacher_logits(self, model: ZooModel, batch: int = 1000) -> torch.Tensor:
+        """``model``'s fp32 logits on the training split, computed once per context (distillation and
+        distilled fine-tuning share them)."""
+        key = _digest(model)
+        if key not in self._teacher_logits:
+            x = torch.from_numpy(self.data.train.x)
+            teacher = working_copy(model)
+            with torch.inference_mode():
+                logits = [teacher(x[i : i + batch]).float() for i in range(0, len(x), batch)]
+            self._teacher_logits[key] = torch.cat(logits)
+        return self._teacher_logits[key]
 
 
 def _digest(model: ZooModel) -> str:

@@ -1,6 +1,7 @@
 """Knowledge distillation: a smaller zoo student trained from the teacher's logits and the labels.
 
-The teacher (the model being compressed) runs once over the training split in fp32; the student trains
+The teacher (the model being compressed) runs once over the training split in fp32 (cached on the search's
+context); the student trains
 with the same loop as any model (:func:`assay.train.train` with a :class:`~assay.train.Distillation`),
 so seeding, early stopping on validation loss and energy accounting are the same.
 """
@@ -10,18 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from assay.compress.base import COMPRESSORS, Built, Context
 from assay.models import ZooModel, build_model, default_spec, save_model
 from assay.train import Distillation, TrainConfig, train
 from assay.train.loop import seed_everything
-
-
-@torch.inference_mode()
-def teacher_logits(teacher: ZooModel, x: torch.Tensor, batch: int = 1000) -> torch.Tensor:
-    teacher = teacher.eval()
-    return torch.cat([teacher(x[i : i + batch]).float() for i in range(0, len(x), batch)])
 
 
 @COMPRESSORS.register("distill")
@@ -31,7 +24,7 @@ def distill(source: ZooModel, ctx: Context, out: Path, params: dict[str, Any]) -
     data = ctx.data
     spec = default_spec(source.spec["arch"], data.input_shape, data.n_classes, params.get("spec") or {})
     kd = Distillation(
-        teacher_logits(source, torch.from_numpy(data.train.x)),
+        ctx.teacher_logits(source),
         temperature=float(params.get("temperature", 4.0)),
         alpha=float(params.get("alpha", 0.7)),
     )

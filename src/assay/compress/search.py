@@ -97,11 +97,16 @@ class Trial:
         return self.status in ("passed", "failed")
 
 
-def _student(spec: dict[str, Any]) -> dict[str, Any]:
-    """A zoo student of half the width of every layer of ``spec``."""
+def _student(spec: dict[str, Any], width: float = 0.375) -> dict[str, Any]:
+    """A zoo student with every layer at ``width`` of ``spec``'s: by default 3/8, between the 50% and 75%
+    structured-pruning ratios of the plan, so the student explores a point of the trade-off they do not."""
+
+    def scaled(n: int) -> int:
+        return max(1, round(n * width))
+
     if spec["arch"] == "cnn":
-        return {"channels": [max(1, c // 2) for c in spec["channels"]], "hidden": max(1, spec["hidden"] // 2)}
-    return {"hidden": [max(1, h // 2) for h in spec["hidden"]]}
+        return {"channels": [scaled(c) for c in spec["channels"]], "hidden": scaled(spec["hidden"])}
+    return {"hidden": [scaled(h) for h in spec["hidden"]]}
 
 
 def default_plan(spec: dict[str, Any], ratios: Iterable[float] = (0.25, 0.5, 0.75)) -> list[Candidate]:
