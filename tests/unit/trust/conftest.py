@@ -1,0 +1,84 @@
+"""A small Fashion-MNIST classifier shared by the trust tests (trained once per session, seconds).
+
+It is trained on 8 of the 10 classes: Trouser and Bag are held out, so the OOD test has real
+held-out-class examples, and the adversarial and corruption tests a real model on real images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+HELD_OUT = (1, 8)  # Trouser, Bag
+
+
+@dataclass(frozen=True)
+class SmallModel:
+    model: nn.Module
+    x_test: np.ndarray  # in-distribution test images (kept classes), (N, 1, 28, 28) in [0, 1]
+    y_test: np.ndarray  # remapped labels 0..7
+    x_held_out: np.ndarray  # test images of the held-out classes
+    x_fit: np.ndarray  # in-distribution validation images (for fits such as Mahalanobis)
+    y_fit: np.ndarray
+
+
+class TinyCNN(nn.Module):
+    def __init__(self, n_classes: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(16 * 7 * 7, 64), nn.ReLU(),
+        )  # fmt: skip
+        self.head = nn.Linear(64, n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def fit(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int = 0, wd: float = 0.0
+) -> None:
+    torch.manual_seed(seed)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    opt = torch.optim.Adam(model.parameters(), 2e-3, weight_decay=wd)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(yt), generator=gen)
+        for i in range(0, len(yt), 64):
+            b = perm[i : i + 64]
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xt[b]), yt[b]).backward()
+            opt.step()
+    model.eval()
+
+
+@pytest.fixture(scope="session")
+def small_model() -> SmallModel:
+    from assay.data import load_dataset, parse_data_arg
+
+    torch.set_num_threads(1)
+    data = load_dataset(parse_data_arg("fashion-mnist", limit=2500))
+    kept = np.setdiff1d(np.arange(10), HELD_OUT)
+    remap = np.full(10, -1)
+    remap[kept] = np.arange(kept.size)
+
+    def part(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        inside = np.isin(y, kept)
+        return x[inside], remap[y[inside]], x[~inside]
+
+    x_train, y_train, _ = part(data.train.x, data.train.y)
+    x_test, y_test, x_held = part(data.test.x, data.test.y)
+    x_fit, y_fit, _ = part(data.val.x, data.val.y)
+    torch.manual_seed(0)
+    model = TinyCNN(kept.size)
+    fit(model, x_train, y_train, epochs=6)
+    return SmallModel(model, x_test, y_test, x_held, x_fit, y_fit)
