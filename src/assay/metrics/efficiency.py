@@ -1,9 +1,10 @@
 """Efficiency of a model on this machine: parameters, size on disk, latency, throughput, peak memory.
 
-Method (DESIGN.md section 4): warm-up calls first, then repeated timed calls; latency at batch 1 and at
-a throughput batch, reported as percentiles with seeded bootstrap intervals over the timed calls; the
-raw timings travel in ``details["samples"]`` so the gate can compare two models' distributions. Thread
-count and batch sizes are recorded in every measurement. Timings are only comparable on the same machine.
+Method (DESIGN.md section 4): warm-up calls first (a count and a minimum time), then repeated timed
+calls; latency at batch 1 and at a throughput batch, reported as percentiles with seeded bootstrap
+intervals over the timed calls; the raw timings travel in ``details["samples"]`` so the gate can compare
+two models' distributions. Thread count and batch sizes are recorded in every measurement. Timings are
+only comparable on the same machine.
 """
 
 from __future__ import annotations
@@ -27,9 +28,20 @@ FAMILY = "efficiency"
 MEMORY_READINGS = 5
 
 
+WARMUP_SECONDS = 0.5
+
+
 def _timings_ms(fn: Callable[[], object], warmup: int, repeats: int) -> np.ndarray:
-    for _ in range(warmup):
+    """``repeats`` timed calls after at least ``warmup`` calls and WARMUP_SECONDS of warm-up.
+
+    A count alone is not enough for small models: ten calls take a few milliseconds, less than thread
+    pools, allocator and kernel caches need to settle, and the model measured first in a process would
+    look slower than the ones after it.
+    """
+    start, calls = time.perf_counter(), 0
+    while calls < warmup or time.perf_counter() - start < WARMUP_SECONDS:
         fn()
+        calls += 1
     out = np.empty(repeats)
     for i in range(repeats):
         start = time.perf_counter()
