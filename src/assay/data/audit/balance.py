@@ -110,20 +110,20 @@ def group_balance(ctx: AuditContext) -> list[Measurement]:
 
 def mahalanobis(x: np.ndarray, reference: np.ndarray, components: int = 32, seed: int = 0) -> np.ndarray:
     """Squared Mahalanobis distance of each row of ``x`` in the leading principal components of
-    ``reference`` (components with no variance left out)."""
+    ``reference`` (fitted on a 10,000-row sample of it; components with no variance left out)."""
     rng = np.random.default_rng(seed)
-    sample = (
-        reference
-        if len(reference) <= 10_000
-        else reference[rng.choice(len(reference), 10_000, replace=False)]
-    )
-    mean = sample.mean(axis=0, dtype=np.float64)
-    centred = sample - mean
-    values, vectors = np.linalg.eigh(np.cov(centred, rowvar=False).reshape(sample.shape[1], sample.shape[1]))
+    many = len(reference) > 10_000
+    sample = reference[rng.choice(len(reference), 10_000, replace=False)] if many else reference
+    sample = np.asarray(sample, dtype=np.float64)
+    mean = sample.mean(axis=0)
+    covariance = np.atleast_2d(np.cov(sample - mean, rowvar=False))
+    values, vectors = np.linalg.eigh(covariance)
     values, vectors = values[::-1][:components], vectors[:, ::-1][:, :components]
     keep = values > 1e-9 * max(values.max(), 1e-300)
-    z = ((x - mean) @ vectors[:, keep]) / np.sqrt(values[keep])
-    return (z * z).sum(axis=1)
+    basis = (vectors[:, keep] / np.sqrt(values[keep])).astype(np.float32)
+    # Project in float32 (the rows are float32 already) and subtract the projected mean: (x - m) V = xV - mV.
+    z = np.asarray(x, dtype=np.float32) @ basis - (mean @ basis).astype(np.float32)
+    return (z.astype(np.float64) ** 2).sum(axis=1)
 
 
 @register("outliers", "examples far from the training distribution (Mahalanobis in principal components)")
@@ -131,10 +131,12 @@ def outliers(ctx: AuditContext) -> list[Measurement]:
     rows = ctx.space[0]
     train_rows = rows[ctx.split_of == ctx.order.index("train")] if "train" in ctx.order else rows
     q = ctx.config.outlier_quantile
-    cutoff = float(np.quantile(mahalanobis(train_rows, train_rows, seed=ctx.config.seed), q))
+    d2_all = mahalanobis(rows, train_rows, seed=ctx.config.seed)
+    train_d2 = d2_all[ctx.split_of == ctx.order.index("train")] if "train" in ctx.order else d2_all
+    cutoff = float(np.quantile(train_d2, q))
     out = []
     for k, split_name in enumerate(ctx.order):
-        d2 = mahalanobis(rows[ctx.split_of == k], train_rows, seed=ctx.config.seed)
+        d2 = d2_all[ctx.split_of == k]
         flagged = d2 > cutoff
         ids = ctx.data.splits[split_name].ids
         worst = np.argsort(-d2)[:12]
