@@ -21,6 +21,10 @@ A pipeline file (every key optional except model.name; paths are relative to the
 
     [release]
     promote = true                  # move the alias when the gate passes (or on a first release)
+
+    [audit]                         # optional: the leakage policy, checked before training
+    max_leakage = 0.0               # refuse when a larger share of test examples has a copy in train
+    waive = "reason"                # register anyway; the waiver and the measured leakage are recorded
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from assay.config import validation_message
-from assay.data import DataSpec, parse_data_arg
-from assay.errors import ConfigError
+from assay.data import Dataset, DataSpec, parse_data_arg
+from assay.errors import ConfigError, RefusedError
 from assay.evaluate import Assessment
 from assay.gate import Policy
 from assay.release import (
@@ -85,12 +89,18 @@ class ReleaseSection(_Strict):
     promote: bool = True
 
 
+class AuditSection(_Strict):
+    max_leakage: float = Field(0.0, ge=0.0, le=1.0)
+    waive: str | None = Field(None, min_length=1)
+
+
 class Pipeline(_Strict):
     data: DataSection = Field(default_factory=lambda: DataSection())
     model: ModelSection
     train: TrainConfig = Field(default_factory=lambda: TrainConfig())
     gate: GateSection = Field(default_factory=lambda: GateSection())
     release: ReleaseSection = Field(default_factory=lambda: ReleaseSection())
+    audit: AuditSection | None = None
     base_dir: Path = Path(".")
 
     def policy(self) -> Policy:
@@ -124,6 +134,33 @@ class PipelineResult:
     evaluation: Evaluated
     baseline: VersionInfo | None
     promotion: AliasChange | None
+    audit: dict[str, Any] | None = None  # the leakage check, and its waiver if one was needed
+
+
+def check_leakage(data: Dataset, section: AuditSection) -> dict[str, Any]:
+    """The leakage policy: refuse (RefusedError) when the share of test examples with an exact, near or
+    perceptual copy in train exceeds ``max_leakage``, unless ``waive`` gives a reason. Returns the record:
+    the measurement, the threshold, and the waiver when one was used."""
+    from assay.data.audit import AuditConfig, AuditContext, from_dataset, run_audit
+    from assay.data.audit.findings import format_finding
+
+    ctx = AuditContext(from_dataset(data), AuditConfig(max_leakage=section.max_leakage))
+    leakage = run_audit(ctx, ["leakage"]).get("leakage[test:train]")
+    above = leakage.value is not None and leakage.value > section.max_leakage
+    record: dict[str, Any] = {
+        "leakage": leakage.to_dict(),
+        "max_leakage": section.max_leakage,
+        "waived": bool(above and section.waive),
+        "waiver": section.waive if above else None,
+    }
+    if above and not section.waive:
+        raise RefusedError(
+            f"{leakage.details['count']} of {leakage.n} test examples have a copy in train "
+            f"({format_finding(leakage.to_dict())}), above the policy's max_leakage of "
+            f"{section.max_leakage}. "
+            'Write a clean copy with `assay data dedupe`, or waive it with [audit] waive = "reason".'
+        )
+    return record
 
 
 def run_pipeline(ws: Workspace, pipeline: Pipeline, *, progress: bool = True) -> PipelineResult:
@@ -132,6 +169,7 @@ def run_pipeline(ws: Workspace, pipeline: Pipeline, *, progress: bool = True) ->
     policy = pipeline.policy()  # validate the policy before spending minutes on training
     data_spec = pipeline.data.spec()
     data = load_dataset(data_spec)
+    audit = check_leakage(data, pipeline.audit) if pipeline.audit is not None else None  # before training
     # A model's first pipeline run has nothing to gate against; current_alias rejects unknown models.
     known = {m.name for m in ws.store.list_models()}
     baseline = (
@@ -180,4 +218,4 @@ def run_pipeline(ws: Workspace, pipeline: Pipeline, *, progress: bool = True) ->
             promotion = ws.store.promote(
                 version.ref, pipeline.gate.against, reason="gate passed", actor="pipeline"
             )
-    return PipelineResult(ws.store.resolve(version.ref), result, evaluated, baseline, promotion)
+    return PipelineResult(ws.store.resolve(version.ref), result, evaluated, baseline, promotion, audit)
