@@ -18,23 +18,29 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
+def make_bars(
+    rng: np.random.Generator, n: int, *, noise: float = 0.3, bar: float = 0.6
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` 12x12 images of 3 classes: a bright horizontal bar in one of three places, plus noise."""
+    y = rng.integers(0, 3, n)
+    x = rng.uniform(0, noise, (n, 12, 12)).astype(np.float32)
+    for cls in range(3):
+        x[y == cls, 4 * cls : 4 * cls + 4, :] += bar
+    return np.clip(x, 0, 1), y
+
+
+def write_bars(path: Path, n_train: int, n_test: int, **options: float) -> Path:
+    rng = np.random.default_rng(0)
+    x_train, y_train = make_bars(rng, n_train, **options)
+    x_test, y_test = make_bars(rng, n_test, **options)
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
 @pytest.fixture
 def image_npz(tmp_path: Path) -> Path:
     """A small, learnable 3-class image set: each class is a bright bar in a different place, plus noise."""
-    rng = np.random.default_rng(0)
-
-    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
-        y = rng.integers(0, 3, n)
-        x = rng.uniform(0, 0.3, (n, 12, 12)).astype(np.float32)
-        for cls in range(3):
-            x[y == cls, 4 * cls : 4 * cls + 4, :] += 0.6
-        return np.clip(x, 0, 1), y
-
-    x_train, y_train = make(600)
-    x_test, y_test = make(300)
-    path = tmp_path / "bars.npz"
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return path
+    return write_bars(tmp_path / "bars.npz", 600, 300)
 
 
 needs_fashion_mnist = pytest.mark.skipif(

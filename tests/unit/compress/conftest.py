@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 
 from assay.compress import Context
@@ -12,30 +9,16 @@ from assay.data import Dataset, DataSpec, load_dataset, parse_data_arg
 from assay.models import ZooModel, build_model, default_spec
 from assay.train import TrainConfig, train
 from assay.train.loop import seed_everything
+from tests.conftest import write_bars
 
 TINY_CNN = {"channels": [8, 16], "hidden": 32, "dropout": 0.0}
 
 
-def bars(path: Path, seed: int = 0) -> Path:
-    """Three classes of 12x12 images: a bright horizontal bar in one of three places, plus noise."""
-    rng = np.random.default_rng(seed)
-
-    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
-        y = rng.integers(0, 3, n)
-        x = rng.uniform(0, 0.4, (n, 12, 12)).astype(np.float32)
-        for cls in range(3):
-            x[y == cls, 4 * cls : 4 * cls + 4, :] += 0.5
-        return np.clip(x, 0, 1), y
-
-    x_train, y_train = make(900)
-    x_test, y_test = make(400)
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    return path
-
-
 @pytest.fixture(scope="session")
 def bars_spec(tmp_path_factory: pytest.TempPathFactory) -> DataSpec:
-    return parse_data_arg(f"npz:{bars(tmp_path_factory.mktemp('bars') / 'bars.npz')}")
+    # Noisier than the shared fixture, so that compression can visibly change predictions.
+    path = write_bars(tmp_path_factory.mktemp("bars") / "bars.npz", 900, 400, noise=0.4, bar=0.5)
+    return parse_data_arg(f"npz:{path}")
 
 
 @pytest.fixture(scope="session")
