@@ -164,7 +164,10 @@ def demo(
     for line in result["gate"]["lines"]:
         out.print(f"  {line}", highlight=False)
     out.print(f"Report: [bold]{result['report']}[/]")
-    out.print("Next: `assay models show fmnist-cnn`, `assay models rollback fmnist-cnn`, `assay gate --help`")
+    out.print(
+        "Next: `assay models show fmnist-cnn`, `assay compress fmnist-cnn@production`, "
+        "`assay models rollback fmnist-cnn`"
+    )
 
 
 @app.command()
