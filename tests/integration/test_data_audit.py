@@ -196,6 +196,43 @@ def test_a_table_with_text_pii_and_a_reference_corpus(tmp_path: Path) -> None:
     assert contamination and all(m["status"] == "ok" for m in contamination)
 
 
+def test_dedupe_of_a_text_table_drops_the_training_copy_of_a_leaked_text(tmp_path: Path) -> None:
+    table = _text_table(tmp_path)
+    frame = pd.read_csv(table)
+    code, stdout, stderr = invoke(
+        "data",
+        "audit",
+        "--data",
+        f"csv:{table}",
+        "--target",
+        "label",
+        "--checks",
+        "leakage",
+        "--out",
+        str(tmp_path),
+        "--json",
+    )
+    assert code == 0, stderr
+    assert (
+        next(m for m in json.loads(stdout)["measurements"] if m["name"] == "leakage[test:train]")["details"][
+            "count"
+        ]
+        == 0
+    )
+    frame.loc[len(frame)] = frame.loc[0]  # a copy of row 0 at the end: lands in some split
+    frame.to_csv(table, index=False)
+    cleaned = tmp_path / "clean.csv"
+    code, stdout, stderr = invoke(
+        "data", "dedupe", "--data", f"csv:{table}", "--target", "label", "--out", str(cleaned), "--json"
+    )
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert sum(summary["removed"].values()) == 1 and summary["removed"]["test"] == 0
+    out = pd.read_csv(cleaned)
+    assert len(out) == len(frame) - 1 and list(out.columns[:2]) == ["split", "id"]
+    assert out["note"].duplicated().sum() == 0
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

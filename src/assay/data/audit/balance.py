@@ -128,6 +128,8 @@ def mahalanobis(x: np.ndarray, reference: np.ndarray, components: int = 32, seed
 
 @register("outliers", "examples far from the training distribution (Mahalanobis in principal components)")
 def outliers(ctx: AuditContext) -> list[Measurement]:
+    if not ctx.has_features:
+        return [Measurement.skipped("outliers", "data", "no numeric columns to measure distances on")]
     rows = ctx.space[0]
     train_rows = rows[ctx.split_of == ctx.order.index("train")] if "train" in ctx.order else rows
     q = ctx.config.outlier_quantile

@@ -8,27 +8,9 @@ import numpy as np
 from assay.data.audit.duplicates import pair_findings
 from assay.data.audit.findings import rate_finding
 from assay.data.audit.registry import AuditContext, register
-from assay.data.audit.search import Pairs, flat, near_pairs
-from assay.data.audit.text import minhash_pairs, ngram_overlap
+from assay.data.audit.search import flat, near_pairs
+from assay.data.audit.text import ngram_overlap
 from assay.measurement import Measurement
-
-
-def text_pairs(ctx: AuditContext) -> dict[str, Pairs]:
-    """Per text column, MinHash pairs over all splits stacked (cached)."""
-    if "text_pairs" not in ctx.extra:
-        c = ctx.config
-        ctx.extra["text_pairs"] = {
-            column: minhash_pairs(
-                [v for name in ctx.order for v in ctx.data.splits[name].frame[column].tolist()],  # type: ignore[index]
-                c.text_jaccard,
-                c.shingle,
-                c.minhash_permutations,
-                c.seed + 1,
-            )
-            for column in ctx.data.text_columns
-        }
-    pairs: dict[str, Pairs] = ctx.extra["text_pairs"]
-    return pairs
 
 
 @register(
@@ -41,7 +23,7 @@ def text_duplicates(ctx: AuditContext) -> list[Measurement]:
         return [Measurement.skipped("text_duplicates", "data", "no text columns")]
     c = ctx.config
     out = []
-    for column, pairs in text_pairs(ctx).items():
+    for column, pairs in ctx.text_pairs.items():
         out += pair_findings(
             ctx,
             f"text_duplicates.{column}",

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from assay.data.audit.contamination import text_pairs
 from assay.data.audit.duplicates import leaked_pairs
 from assay.data.audit.registry import AuditContext
 from assay.data.audit.search import Pairs
@@ -40,9 +39,7 @@ class DedupeResult:
 
 def removal_mask(ctx: AuditContext) -> np.ndarray:
     """Over the stacked splits: True for every row the cleaned copy leaves out."""
-    parts: list[Pairs] = [leaked_pairs(ctx)]
-    if ctx.data.kind == "table" and ctx.data.text_columns:
-        parts += list(text_pairs(ctx).values())
+    parts: list[Pairs] = [leaked_pairs(ctx)]  # exact, near, perceptual and text pairs
     remove = np.zeros(ctx.split_of.shape[0], dtype=bool)
     for pairs in parts:
         same = ctx.split_of[pairs.i] == ctx.split_of[pairs.j]

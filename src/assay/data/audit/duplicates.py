@@ -103,6 +103,8 @@ def exact_duplicates(ctx: AuditContext) -> list[Measurement]:
 
 @register("near_duplicates", "inputs within a root-mean-square distance (exact nearest-neighbour search)")
 def near_duplicates(ctx: AuditContext) -> list[Measurement]:
+    if not ctx.has_features:
+        return [Measurement.skipped("near_duplicates", "data", "no numeric columns to compare")]
     _, space = ctx.space
     threshold = ctx.config.image_distance if ctx.data.kind == "image" else ctx.config.table_distance
     return pair_findings(
@@ -152,9 +154,10 @@ def perceptual_duplicates(ctx: AuditContext) -> list[Measurement]:
 
 
 def leaked_pairs(ctx: AuditContext) -> Pairs:
-    """Exact, near and (for images) perceptual pairs together; the distance is the near-duplicate one
-    (root-mean-square), 0 for exact copies; a perceptual-only pair keeps its root-mean-square distance too."""
-    parts = [ctx.exact, ctx.near]
+    """Exact, near, perceptual (images) and near-duplicate text (tables) pairs together. The distance is the
+    near-duplicate one (root-mean-square; 0 for exact copies; a perceptual-only pair keeps its RMS too),
+    or 1 - Jaccard for a pair found in a text column alone."""
+    parts = [ctx.exact, ctx.near, *ctx.text_pairs.values()]
     if ctx.data.kind == "image":
         perceptual = perceptual_pairs(ctx)
         rows = ctx.space[0]
@@ -189,7 +192,7 @@ def leakage(ctx: AuditContext) -> list[Measurement]:
                 f"leakage[{group.later}:{group.earlier}]",
                 len(group.flagged()),
                 ctx.data.splits[group.later].n,
-                f"share of {group.later} examples with an exact, near or perceptual duplicate "
+                f"share of {group.later} examples with an exact, near, perceptual or text duplicate "
                 f"in {group.earlier}",
                 check="leakage",
                 examples=pair_examples(

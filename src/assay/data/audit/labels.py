@@ -106,6 +106,9 @@ def rank_by_self_confidence(labels: np.ndarray, probs: np.ndarray, mask: np.ndar
 
 @register("label_issues", "likely label errors: confident learning on out-of-fold probabilities")
 def label_issues(ctx: AuditContext) -> list[Measurement]:
+    if ctx.probs is None and not ctx.has_features:
+        reason = "no numeric columns for the quick model (supply --label-probs)"
+        return [Measurement.skipped("label_issues", "data", reason)]
     out = []
     k = len(ctx.data.class_names)
     for split_name in ("train", "val", "test") if ctx.probs is None else tuple(ctx.probs):

@@ -20,6 +20,7 @@ import numpy as np
 from assay.data.audit.config import AuditConfig
 from assay.data.audit.inputs import AuditData
 from assay.data.audit.search import Pairs, exact_pairs, flat, group_pairs, near_pairs, row_hashes
+from assay.data.audit.text import minhash_pairs
 from assay.measurement import Measurement
 from assay.plugins import Registry
 
@@ -112,11 +113,47 @@ class AuditContext:
             return hash_group_pairs(self.hashes)
         return exact_pairs(self.raw, self.hashes)
 
+    @property
+    def has_features(self) -> bool:
+        """False for a table with no numeric column (text only): nothing to measure distances on."""
+        return bool(self.raw.shape[1] > 0)
+
     @cached_property
     def near(self) -> Pairs:
+        if not self.has_features:
+            return Pairs.empty()
         rows, _ = self.space
         threshold = self.config.image_distance if self.data.kind == "image" else self.config.table_distance
-        return near_pairs(rows, threshold, components=self.config.components, seed=self.config.seed)
+        pairs = near_pairs(rows, threshold, components=self.config.components, seed=self.config.seed)
+        others = self._other_column_hashes
+        if others is not None:  # a near row of a table also has the same values in every other column
+            pairs = pairs.select(others[pairs.i] == others[pairs.j])
+        return pairs
+
+    @cached_property
+    def _other_column_hashes(self) -> np.ndarray | None:
+        """Per stacked table row, a digest of its non-numeric columns (None without any)."""
+        frames = [self.data.splits[name].frame for name in self.order]
+        if self.data.kind != "table" or any(f is None for f in frames):
+            return None
+        numeric = set(self.data.feature_columns)
+        columns = [c for c in frames[0].columns if str(c) not in numeric]  # type: ignore[union-attr]
+        if not columns:
+            return None
+        return np.concatenate([frame_hashes(f[columns]) for f in frames])  # type: ignore[index]
+
+    @cached_property
+    def text_pairs(self) -> dict[str, Pairs]:
+        """Per text column, near-duplicate texts over all splits stacked (MinHash LSH, exact Jaccard)."""
+        c = self.config
+        out = {}
+        for column in self.data.text_columns:
+            texts: list[object] = []
+            for name in self.order:
+                frame = self.data.splits[name].frame
+                texts += frame[column].tolist() if frame is not None else [None] * self.data.splits[name].n
+            out[column] = minhash_pairs(texts, c.text_jaccard, c.shingle, c.minhash_permutations, c.seed + 1)
+        return out
 
 
 def thumbnail(images: np.ndarray, size: int = 32) -> np.ndarray:

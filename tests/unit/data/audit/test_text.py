@@ -101,7 +101,11 @@ def test_text_checks_on_a_table_with_planted_overlap() -> None:
         )
     data = AuditData("texts", "table", splits, ["only"], "texts", text_columns=["body"])
     ctx = AuditContext(data, reference_texts=reference)
-    result = run_audit(ctx, ["text_duplicates", "contamination"])
+    result = run_audit(ctx, ["text_duplicates", "contamination", "leakage", "near_duplicates", "outliers"])
+    leak = result.get("leakage[test:train]")
+    assert leak.details["count"] == 1 and leak.details["examples"][0]["id"] == "test-1"
+    assert result.get("near_duplicates").status == "skipped"  # no numeric columns
+    assert result.get("outliers").status == "skipped"
     dup = result.get("text_duplicates.body[test:train]")
     assert dup.details["count"] == 1
     assert dup.details["examples"][0] == {"id": "test-1", "match": "train-7", "distance": 0.0}
