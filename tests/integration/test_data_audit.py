@@ -263,3 +263,34 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: tuple[str, ...], 
     assert message in stderr and "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "audit.json").exists()
+
+
+def test_supplied_label_probabilities_and_declared_facts(leaky_npz: Path, tmp_path: Path) -> None:
+    with np.load(leaky_npz) as z:
+        y_train = z["y_train"]
+    probs = np.eye(3)[y_train] * 0.8 + 0.2 / 3
+    probs[:4] = np.eye(3)[(y_train[:4] + 1) % 3] * 0.9 + 0.1 / 3  # four confidently "mislabelled" rows
+    label_probs = tmp_path / "oof.npz"
+    np.savez(label_probs, label=y_train, probs=probs, id=np.char.add("train-", np.arange(200).astype(str)))
+    declare = tmp_path / "declare.toml"
+    declare.write_text('[dataset]\nlicence = "CC0-1.0"\nintended_use = "tests"\ncollection = "numpy blobs"\n')
+    out = tmp_path / "a"
+    code, stdout, stderr = invoke(
+        "data", "audit", "--data", f"npz:{leaky_npz}", "--checks", "label_issues",
+        "--label-probs", str(label_probs), "--declare", str(declare), "--out", str(out), "--json",
+    )  # fmt: skip
+    assert code == 0, stderr
+    m = next(m for m in json.loads(stdout)["measurements"] if m["name"] == "label_issues[train]")
+    assert "supplied probabilities" in m["estimator"]
+    assert set(m["details"]["flagged_ids"]) == {f"train-{k}" for k in range(4)}
+    croissant = json.loads((out / "audit.croissant.json").read_text())
+    assert croissant["license"] == "CC0-1.0" and croissant["rai:dataUseCases"] == "tests"
+    assert "likely label errors in train" in croissant["rai:dataAnnotationAnalysis"]
+    wrong = tmp_path / "wrong.npz"
+    np.savez(
+        wrong, label=(y_train + 1) % 3, probs=probs, id=np.char.add("train-", np.arange(200).astype(str))
+    )
+    code, _, stderr = invoke(
+        "data", "audit", "--data", f"npz:{leaky_npz}", "--label-probs", str(wrong), "--out", str(out)
+    )
+    assert code == 2 and "its labels differ from the train split's" in stderr

@@ -9,7 +9,7 @@ from assay.data.audit import AuditConfig, AuditContext, AuditData, run_audit
 from assay.data.audit.duplicates import by_split, leaked_pairs
 from assay.stats import wilson_interval
 
-from .conftest import Planted
+from .conftest import Planted, smooth_images
 
 
 def _pairs(ctx: AuditContext, name: str) -> set[tuple[str, str]]:
@@ -77,3 +77,26 @@ def test_large_images_are_compared_on_a_thumbnail() -> None:
     assert ctx.space[1] == "32x32 area-averaged thumbnail"
     assert ctx.space[0].shape == (35, 3 * 32 * 32)
     assert run_audit(ctx, ["near_duplicates"]).get("near_duplicates[test:train]").details["count"] == 5
+
+
+def test_image_contamination_against_a_reference_corpus(planted: Planted) -> None:
+    test = planted.data.splits["test"]
+    rng = np.random.default_rng(3)
+    reference_x = np.concatenate([smooth_images(50, 21), test.x[[20, 30, 40]]])
+    reference_x[-1] = np.clip(reference_x[-1] + rng.normal(0, 0.005, reference_x[-1].shape), 0, 1)
+    reference = AuditData.from_arrays({"corpus": (reference_x, np.zeros(53, np.int64))}, name="corpus")
+    m = run_audit(AuditContext(planted.data, reference=reference), ["contamination"]).get(
+        "contamination[test]"
+    )
+    assert m.details["flagged_ids"] == ["test-20", "test-30", "test-40"]
+    assert {e["match"] for e in m.details["examples"]} == {
+        "reference:corpus-50",
+        "reference:corpus-51",
+        "reference:corpus-52",
+    }
+    assert m.value == pytest.approx(0.03)
+
+
+def test_contamination_is_skipped_without_a_reference(planted: Planted) -> None:
+    m = run_audit(AuditContext(planted.data), ["contamination"]).get("contamination")
+    assert m.status == "skipped" and "--reference" in m.details["reason"]
