@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -107,6 +107,8 @@ class AuditData:
             built[split_name] = AuditSplit(ids=split_ids, labels=y.astype(np.int64), x=x, groups=g)
             n_classes = max(n_classes, int(y.max()) + 1 if y.size else 0)
         inferred: Kind = "image" if any(s.x.ndim >= 3 for s in built.values()) else "table"
+        if (kind or inferred) == "image":  # (N, H, W) grey images get their channel axis
+            built = {k: replace(v, x=v.x[:, None]) if v.x.ndim == 3 else v for k, v in built.items()}
         return cls(
             name=name,
             kind=kind or inferred,

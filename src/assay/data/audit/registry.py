@@ -63,14 +63,6 @@ class AuditContext:
         return list(self.data.splits)
 
     @cached_property
-    def offsets(self) -> dict[str, int]:
-        out, at = {}, 0
-        for name in self.order:
-            out[name] = at
-            at += self.data.splits[name].n
-        return out
-
-    @cached_property
     def split_of(self) -> np.ndarray:
         """Split position (in :attr:`order`) of each row of the stacked splits."""
         return np.concatenate(
@@ -83,13 +75,15 @@ class AuditContext:
 
     @cached_property
     def raw(self) -> np.ndarray:
-        """Every split's inputs stacked, flattened to (N, D) float32."""
-        return np.concatenate([flat(self.data.splits[name].x) for name in self.order])
+        """Every split's inputs stacked, flattened to (N, D) float32 (a view of :attr:`images`)."""
+        return flat(self.images)
 
     @cached_property
     def images(self) -> np.ndarray:
-        """Every split's inputs stacked in their own shape."""
-        return np.concatenate([self.data.splits[name].x for name in self.order])
+        """Every split's inputs stacked in their own shape, float32."""
+        return np.concatenate([self.data.splits[name].x for name in self.order]).astype(
+            np.float32, copy=False
+        )
 
     @cached_property
     def space(self) -> tuple[np.ndarray, str]:
@@ -103,13 +97,17 @@ class AuditContext:
 
     @cached_property
     def hashes(self) -> np.ndarray:
-        if self.data.kind == "table" and any(s.frame is not None for s in self.data.splits.values()):
+        if self._raw_table:
             return np.concatenate([frame_hashes(self.data.splits[name].frame) for name in self.order])
         return row_hashes(self.raw)
 
+    @property
+    def _raw_table(self) -> bool:
+        return self.data.kind == "table" and all(s.frame is not None for s in self.data.splits.values())
+
     @cached_property
     def exact(self) -> Pairs:
-        if self.data.kind == "table" and any(s.frame is not None for s in self.data.splits.values()):
+        if self._raw_table:
             return hash_group_pairs(self.hashes)
         return exact_pairs(self.raw, self.hashes)
 
