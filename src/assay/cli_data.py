@@ -54,8 +54,15 @@ def _context(
     spec = parse_data_arg(data, limit=limit, target=target, groups=_split_list(groups))
     cfg = AuditConfig.from_file(config) if config else AuditConfig()
     overrides = {k: v for k, v in extra.items() if v is not None}
-    if overrides:
-        cfg = cfg.model_copy(update=overrides)
+    if overrides:  # validated like the file's values (model_copy would not check them)
+        from pydantic import ValidationError
+
+        from assay.config import validation_message
+
+        try:
+            cfg = AuditConfig.model_validate({**cfg.model_dump(), **overrides})
+        except ValidationError as e:
+            raise UsageError(validation_message("audit option", e)) from None
     texts = _split_list(text) or None
     return AuditContext(load_audit_data(spec, texts), cfg)
 
@@ -91,8 +98,8 @@ def _label_probs(ctx: Any, path: Path | None) -> None:
 
     outputs = load_predictions(path)
     probs = {}
+    position = {i: k for k, i in enumerate(outputs.ids.tolist())}
     for name, split in ctx.data.splits.items():
-        position = {i: k for k, i in enumerate(outputs.ids.tolist())}
         rows = [position.get(i) for i in split.ids.tolist()]
         if all(r is None for r in rows):
             continue
