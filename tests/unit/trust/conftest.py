@@ -1,7 +1,10 @@
 """A small Fashion-MNIST classifier shared by the trust tests (trained once per session, seconds).
 
 It is trained on 8 of the 10 classes: Trouser and Bag are held out, so the OOD test has real
-held-out-class examples, and the adversarial and corruption tests a real model on real images.
+held-out-class examples, and the adversarial and corruption tests a real model on real images. Its
+training set carries a BadNets-style backdoor (Gu et al. 2017): a white 4x4 square in the top-left
+corner stamped on other classes' images relabelled as T-shirt, as many as 5% of the T-shirts. One model
+then serves every test; the clean test images never carry the trigger.
 """
 
 from __future__ import annotations
@@ -14,6 +17,15 @@ import torch
 from torch import nn
 
 HELD_OUT = (1, 8)  # Trouser, Bag
+TARGET = 0  # T-shirt/top (its index is the same after remapping): the backdoor's target class
+POISON_SHARE = 0.05
+
+
+def stamp(x: np.ndarray) -> np.ndarray:
+    """The trigger on a copy of ``x``: a white 4x4 square one pixel in from the top-left corner."""
+    out = x.copy()
+    out[:, :, 1:5, 1:5] = 1.0
+    return out
 
 
 @dataclass(frozen=True)
@@ -24,6 +36,9 @@ class SmallModel:
     x_held_out: np.ndarray  # test images of the held-out classes
     x_fit: np.ndarray  # in-distribution validation images (for fits such as Mahalanobis)
     y_fit: np.ndarray
+    x_train: np.ndarray  # the (poisoned) training set the model saw
+    y_train: np.ndarray
+    poisoned: np.ndarray  # (N_train,) bool: the planted examples
 
 
 class TinyCNN(nn.Module):
@@ -66,7 +81,7 @@ def small_model() -> SmallModel:
     from assay.data import load_dataset, parse_data_arg
 
     torch.set_num_threads(1)
-    data = load_dataset(parse_data_arg("fashion-mnist", limit=2500))
+    data = load_dataset(parse_data_arg("fashion-mnist", limit=4000))
     kept = np.setdiff1d(np.arange(10), HELD_OUT)
     remap = np.full(10, -1)
     remap[kept] = np.arange(kept.size)
@@ -78,7 +93,15 @@ def small_model() -> SmallModel:
     x_train, y_train, _ = part(data.train.x, data.train.y)
     x_test, y_test, x_held = part(data.test.x, data.test.y)
     x_fit, y_fit, _ = part(data.val.x, data.val.y)
+    rng = np.random.default_rng(0)
+    n_poison = round(POISON_SHARE * int((y_train == TARGET).sum()))
+    chosen = rng.choice(np.flatnonzero(y_train != TARGET), n_poison, replace=False)
+    poisoned = np.zeros(len(y_train), dtype=bool)
+    poisoned[chosen] = True
+    x_train, y_train = x_train.copy(), y_train.copy()
+    x_train[chosen] = stamp(x_train[chosen])
+    y_train[chosen] = TARGET
     torch.manual_seed(0)
     model = TinyCNN(kept.size)
-    fit(model, x_train, y_train, epochs=6)
-    return SmallModel(model, x_test, y_test, x_held, x_fit, y_fit)
+    fit(model, x_train, y_train, epochs=8)
+    return SmallModel(model, x_test, y_test, x_held, x_fit, y_fit, x_train, y_train, poisoned)
