@@ -516,7 +516,7 @@ def compress(
     max_minutes: Annotated[
         float | None, typer.Option(min=0, help="Stop starting candidates after this.")
     ] = None,
-    finetune_epochs: Annotated[int, typer.Option(min=1, help="Fine-tune epochs after pruning.")] = 2,
+    finetune_epochs: Annotated[int, typer.Option(min=1, help="Fine-tune epochs after pruning.")] = 3,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the reports.")] = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,

@@ -59,3 +59,16 @@ def test_int8_faster_than_the_isa_allows_is_flagged() -> None:
     flags = plausibility_flags(too_fast, points, ["avx2"])
     assert len(flags) == 1 and "implausible: 3.0x faster than onnx_fp32" in flags[0]
     assert plausibility_flags(too_fast, points, ["avx2", "avx512_vnni"]) == []  # 4x peak with VNNI
+
+
+def test_one_reference_per_variant_so_a_slow_reference_does_not_flag() -> None:
+    """The bound is against the earliest fp32 point of the runtime (the root) or the same architecture:
+    a later, noisily slow fp32 point (here a magnitude-pruned model of the root's size) is no reference."""
+    root = {**_point("root", "torch", "fp32", 0.5, flops=1000), "spec": {"w": 1}}
+    slow = {**_point("magnitude50", "torch", "fp32", 1.2, flops=1000), "spec": {"w": 1}}
+    pruned = {**_point("pruned50", "torch", "fp32", 0.2, flops=500), "spec": {"w": 0.5}}
+    points = [root, slow, pruned]
+    assert plausibility_flags(pruned, points, ["avx2"]) == []  # 2.5x against the root: at the bound
+    quick = {**_point("pruned50x", "torch", "fp32", 0.1, flops=500), "spec": {"w": 0.5}}
+    # Same architecture, same format, twice as fast as pruned50: beyond noise, flagged against it.
+    assert "2.0x faster than pruned50" in plausibility_flags(quick, [*points, quick], ["avx2"])[0]
