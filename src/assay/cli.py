@@ -641,6 +641,9 @@ def policy_cmd(
 from assay.cli_data import data_app  # noqa: E402  (it imports the helpers above)
 
 app.add_typer(data_app, name="data")
+from assay.cli_trust import trust_cmd  # noqa: E402  (it imports the helpers above)
+
+app.command("trust")(trust_cmd)
 
 
 def main() -> None:

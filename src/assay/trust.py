@@ -1,0 +1,520 @@
+"""The trust suite: corruption and adversarial robustness, OOD detection, fairness, privacy and backdoor
+checks on one model and one dataset, as measurements in the schema.
+
+    run_trust(model, data)            every check; each family in its own try, so one failure is an
+                                      ``error`` measurement and the rest still run
+    trust_version(ws, version, data)  the same on a registered version, reading and writing the
+                                      per-example outputs cache, optionally against its parent
+
+Where the numbers come from (each measurement's ``details`` says it again):
+
+    robustness   metrics/robustness.py  corrupted copies of the split (or a seeded subset), predicted
+                                        by the model's own backend; CE against a baseline model if given
+    adversarial  metrics/adversarial.py white-box FGSM/PGD on a seeded subset when the backend has
+                                        gradients (torch fp32); otherwise transfer from the fp32 parent
+                                        and the score-based Square attack, and the details say which
+    ood          metrics/ood.py         the split is in-distribution; OOD: noise, inverted and rotated
+                                        copies of a seeded subset, and scikit-learn's digits at 28x28;
+                                        Mahalanobis is fitted on the validation split's features
+    fairness     metrics/fairness.py    per-group metrics where the split has groups; slice discovery
+                                        on table features
+    privacy      metrics/privacy.py     loss-threshold membership inference: a seeded subset of the
+                                        training split (members) against as many held-out examples
+    security     metrics/backdoor.py    spectral signatures and activation clustering on the
+                                        penultimate features of the whole training split
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from assay.data import Dataset, Split
+from assay.inference import infer
+from assay.measurement import Measurement
+from assay.metrics import adversarial, backdoor, fairness, ood, privacy, robustness
+from assay.models.backends import LoadedModel
+from assay.outputs import Outputs, from_arrays
+
+if TYPE_CHECKING:
+    from assay.release import Workspace
+
+logger = logging.getLogger(__name__)
+
+FAMILIES = ("robustness", "adversarial", "ood", "fairness", "privacy", "security")
+
+
+@dataclass(frozen=True)
+class TrustConfig:
+    """What the suite runs and on how many examples; the defaults are the documented threat models."""
+
+    families: tuple[str, ...] = FAMILIES
+    adversarial_n: int = 1000  # seeded subset for FGSM/PGD
+    linf_eps: tuple[float, ...] = adversarial.DEFAULT_EPS["linf"]
+    l2_eps: tuple[float, ...] = adversarial.DEFAULT_EPS["l2"]
+    pgd_steps: int = 20
+    restarts: int = 1
+    square_n: int = 200  # black-box attack budget, for variants without gradients
+    square_queries: int = 200
+    corruption_n: int | None = None  # None: the whole split
+    corruptions: tuple[str, ...] | None = None  # None: every corruption for the data's kind
+    ood_n: int = 2000  # size of each synthetic OOD set
+    membership_n: int = 5000
+    backdoor_epsilon: float = 0.05
+    n_boot: int = 1000
+    seed: int = 0
+
+
+@dataclass
+class TrustResult:
+    measurements: list[Measurement]
+    plots: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _subset(n: int, size: int | None, seed: int) -> np.ndarray:
+    if size is None or size >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+
+
+def _logits_fn(model: LoadedModel) -> Callable[[np.ndarray], np.ndarray]:
+    def logits(x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        parts = [
+            model.predictor.logits_and_features(
+                np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32)
+            )[0]
+            for i in range(0, len(x), batch_size)
+        ]
+        return np.concatenate(parts).astype(np.float64)
+
+    return logits
+
+
+def _run_outputs(model: LoadedModel, x: np.ndarray, labels: np.ndarray, source: str) -> Outputs:
+    logits, features = [], []
+    for i in range(0, len(x), 1000):
+        lg, ft = model.predictor.logits_and_features(np.ascontiguousarray(x[i : i + 1000], dtype=np.float32))
+        logits.append(lg)
+        if ft is not None:
+            features.append(ft)
+    return from_arrays(
+        labels,
+        logits=np.concatenate(logits),
+        features=np.concatenate(features) if features else None,
+        source=source,
+    )
+
+
+def has_gradients(model: LoadedModel) -> bool:
+    """White-box attacks need the very function that is deployed to be differentiable in torch fp32."""
+    return (
+        model.module is not None
+        and model.backend == "torch"
+        and str(model.manifest.get("precision", "fp32")) == "fp32"
+    )
+
+
+@dataclass
+class _Context:
+    model: LoadedModel
+    data: Dataset
+    split: Split
+    outputs: Outputs
+    config: TrustConfig
+    outputs_of: Callable[[Split], Outputs]
+    parent: LoadedModel | None
+    baseline: LoadedModel | None
+    plots: dict[str, Any] = field(default_factory=dict)
+
+
+def _robustness(ctx: _Context) -> list[Measurement]:
+    cfg = ctx.config
+    idx = _subset(ctx.split.n, cfg.corruption_n, cfg.seed)
+    x, y = ctx.split.x[idx], ctx.split.y[idx]
+    names = list(cfg.corruptions) if cfg.corruptions else robustness.names_for(ctx.data.kind)
+    input_range = ctx.data.input_range if ctx.data.kind == "image" else None
+    predict = _logits_fn(ctx.model)
+
+    def labels(model_logits: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda batch: model_logits(batch).argmax(1)
+
+    result = robustness.evaluate_corruptions(
+        labels(predict), x, y, names, seed=cfg.seed, input_range=input_range
+    )
+    base = None
+    if ctx.baseline is not None:
+        base = robustness.evaluate_corruptions(
+            labels(_logits_fn(ctx.baseline)), x, y, names, seed=cfg.seed, input_range=input_range
+        )
+    ctx.plots["corruption_accuracy"] = {
+        "clean": float(result.clean.mean()),
+        "severities": list(robustness.SEVERITIES),
+        "accuracy": {name: c.mean(axis=1).tolist() for name, c in result.corrupted.items()},
+    }
+    subset = {"n": int(idx.size), "seed": cfg.seed, "of": ctx.split.n}
+    return robustness.corruption_measurements(
+        result, base, n_boot=cfg.n_boot, seed=cfg.seed, details={"subset": subset}
+    )
+
+
+def _norms(cfg: TrustConfig) -> list[tuple[adversarial.Norm, tuple[float, ...]]]:
+    return [("linf", cfg.linf_eps), ("l2", cfg.l2_eps)]
+
+
+def _adversarial(ctx: _Context) -> list[Measurement]:
+    cfg = ctx.config
+    if ctx.data.kind != "image" or ctx.data.input_range is None:
+        return [
+            Measurement.skipped("adv_accuracy", "adversarial", "attacks are defined on images in a range")
+        ]
+    idx = _subset(ctx.split.n, cfg.adversarial_n, cfg.seed)
+    x, y = torch.from_numpy(ctx.split.x[idx]), torch.from_numpy(ctx.split.y[idx])
+    input_range = ctx.data.input_range
+    subset = {"subset": {"n": int(idx.size), "seed": cfg.seed, "of": ctx.split.n}}
+    out: list[Measurement] = []
+    if has_gradients(ctx.model):
+        assert ctx.model.module is not None
+        module = ctx.model.module.eval()
+        curves: dict[str, Any] = {}
+        for norm, eps in _norms(cfg):
+            curve = adversarial.robustness_curve(
+                module,
+                x,
+                y,
+                norm=norm,
+                eps=eps,
+                input_range=input_range,
+                steps=cfg.pgd_steps,
+                restarts=cfg.restarts,
+                seed=cfg.seed,
+            )
+            curves[norm] = {
+                "eps": list(curve.eps),
+                **{attack: [float(c.mean()) for c in cs] for attack, cs in curve.correct.items()},
+            }
+            out.extend(
+                adversarial.curve_measurements(
+                    curve,
+                    n_classes=ctx.data.n_classes,
+                    input_range=input_range,
+                    steps=cfg.pgd_steps,
+                    restarts=cfg.restarts,
+                    details=subset,
+                )
+            )
+        ctx.plots["adversarial_curves"] = curves
+        return out
+    note = f"the {ctx.model.backend} backend exposes no gradients: attacked by transfer and by Square"
+    if ctx.parent is not None and ctx.parent.module is not None:
+        for norm, eps in _norms(cfg):
+            out.extend(
+                adversarial.transfer_measurements(
+                    ctx.parent.module.eval(),
+                    _logits_fn(ctx.model),
+                    x,
+                    y,
+                    norm=norm,
+                    eps=eps,
+                    input_range=input_range,
+                    steps=cfg.pgd_steps,
+                    seed=cfg.seed,
+                )
+            )
+    else:
+        out.append(Measurement.skipped("adv_accuracy[transfer]", "adversarial", "no fp32 parent to craft on"))
+    small = _subset(len(idx), cfg.square_n, cfg.seed)
+    out.extend(
+        adversarial.square_measurements(
+            _logits_fn(ctx.model),
+            x.numpy()[small],
+            y.numpy()[small],
+            eps=cfg.linf_eps,
+            input_range=input_range,
+            queries=cfg.square_queries,
+            seed=cfg.seed,
+        )
+    )
+    return [replace(m, details={**m.details, "note": note}) for m in out]
+
+
+def _ood(ctx: _Context) -> list[Measurement]:
+    cfg = ctx.config
+    if ctx.data.kind != "image":
+        return [Measurement.skipped("ood", "ood", "the built-in OOD sets are image transforms")]
+    if ctx.outputs.logits is None:
+        return [Measurement.skipped("ood", "ood", "the outputs have no logits")]
+    val = ctx.outputs_of(ctx.data.val)
+    maha = None
+    if val.features is not None and ctx.outputs.features is not None:
+        maha = ood.fit_mahalanobis(val.features, val.labels)
+    idx = _subset(ctx.split.n, cfg.ood_n, cfg.seed)
+    sets: dict[str, np.ndarray] = {
+        shift: ood.synthetic_shift(ctx.split.x[idx], shift, seed=cfg.seed) for shift in ood.SHIFTS
+    }
+    shape = ctx.split.x.shape[1:]
+    if shape[0] == 1 and shape[1] == shape[2]:
+        sets["digits"] = ood.digits_as_images(size=shape[1])
+    out: list[Measurement] = []
+    for name, x_ood in sets.items():
+        o = _run_outputs(ctx.model, x_ood, np.zeros(len(x_ood), dtype=np.int64), f"ood set {name}")
+        assert o.logits is not None
+        out.extend(
+            ood.ood_measurements(
+                ctx.outputs.logits,
+                o.logits,
+                ood_set=name,
+                id_features=ctx.outputs.features,
+                ood_features=o.features,
+                mahalanobis=maha,
+                n_boot=cfg.n_boot,
+                seed=cfg.seed,
+                details={
+                    "in_distribution": f"{ctx.data.name} {ctx.split.n} examples",
+                    "mahalanobis_fitted_on": "validation split features",
+                },
+            )
+        )
+    return out
+
+
+def _fairness(ctx: _Context) -> list[Measurement]:
+    cfg = ctx.config
+    out: list[Measurement] = []
+    if ctx.outputs.groups is not None:
+        out.extend(
+            fairness.fairness_measurements(
+                ctx.outputs.labels, ctx.outputs.preds, ctx.outputs.groups, n_boot=cfg.n_boot, seed=cfg.seed
+            )
+        )
+    else:
+        out.append(Measurement.skipped("fairness", "fairness", "the split has no group column"))
+    if ctx.data.kind == "table":
+        out.append(
+            fairness.slice_measurement(ctx.split.x, ctx.outputs.correct, ctx.data.feature_names or None)
+        )
+    return out
+
+
+def _privacy(ctx: _Context) -> list[Measurement]:
+    cfg = ctx.config
+    n = min(cfg.membership_n, ctx.data.train.n, ctx.split.n)
+    members = ctx.outputs_of(ctx.data.train.subset(_subset(ctx.data.train.n, n, cfg.seed)))
+    held = _subset(ctx.split.n, n, cfg.seed + 1)
+    out = privacy.loss_attack_measurements(
+        members.probs,
+        members.labels,
+        ctx.outputs.probs[held],
+        ctx.outputs.labels[held],
+        n_boot=cfg.n_boot,
+        seed=cfg.seed,
+    )
+    where = {"members": "training split, seeded subset", "nonmembers": "evaluated split, seeded subset"}
+    return [replace(m, details={**m.details, **where}) for m in out]
+
+
+def _security(ctx: _Context) -> list[Measurement]:
+    train = ctx.outputs_of(ctx.data.train)
+    if train.features is None:
+        return [Measurement.skipped("backdoor", "security", "the backend gives no penultimate features")]
+    return backdoor.backdoor_measurements(
+        train.features,
+        train.labels,
+        ids=train.ids,
+        epsilon=ctx.config.backdoor_epsilon,
+        class_names=ctx.data.class_names,
+    )
+
+
+_RUNNERS: dict[str, Callable[[_Context], list[Measurement]]] = {
+    "robustness": _robustness,
+    "adversarial": _adversarial,
+    "ood": _ood,
+    "fairness": _fairness,
+    "privacy": _privacy,
+    "security": _security,
+}
+
+
+def run_trust(
+    model: LoadedModel,
+    data: Dataset,
+    *,
+    split: str = "test",
+    config: TrustConfig | None = None,
+    outputs_of: Callable[[Split], Outputs] | None = None,
+    parent: LoadedModel | None = None,
+    baseline: LoadedModel | None = None,
+) -> TrustResult:
+    """Every family in ``config.families`` on ``model`` and ``data.split(split)``.
+
+    ``outputs_of`` runs (or reads from a cache) the model on a split; by default it runs it. ``parent``
+    is the fp32 model that gradient-free variants are attacked through; ``baseline`` the model CE is
+    relative to. Never raises for a failing check: it becomes an ``error`` measurement.
+    """
+    config = config or TrustConfig()
+    unknown = sorted(set(config.families) - set(_RUNNERS))
+    if unknown:
+        from assay.errors import UsageError
+
+        raise UsageError(f"Unknown trust families {unknown}. Known: {', '.join(_RUNNERS)}.")
+    run = outputs_of or (lambda s: _run_outputs(model, s.x, s.y, "trust"))
+    target = data.split(split)
+    ctx = _Context(model, data, target, run(target), config, run, parent, baseline)
+    result = TrustResult(measurements=[])
+    for family in config.families:
+        start = time.perf_counter()
+        try:
+            result.measurements.extend(_RUNNERS[family](ctx))
+        except Exception as e:  # one failing family must not stop the suite, and must say so
+            logger.warning("trust family %s failed", family, exc_info=True)
+            result.measurements.append(Measurement.error(family, family, f"{type(e).__name__}: {e}"))
+        result.seconds[family] = time.perf_counter() - start
+    result.plots = ctx.plots
+    return result
+
+
+def cached_outputs(
+    model: LoadedModel, cache_dir: Path | None, digest: str | None
+) -> Callable[[Split], Outputs]:
+    """Outputs of ``model`` on a split through the per-example cache (the one ``assay eval`` fills)."""
+    return lambda split: infer(model.predictor, split, cache_dir=cache_dir, model_digest=digest)
+
+
+def gate_ready(measurements: Sequence[Measurement]) -> list[str]:
+    """Names of the trust measurements a policy can name (``extra_metrics``) — those with a value."""
+    return [m.name for m in measurements if m.status == "ok" and m.value is not None]
+
+
+# --- a registered version: cached outputs, parent, report ------------------------------------------
+
+
+@dataclass
+class TrustRun:
+    result: TrustResult
+    document: dict[str, Any]
+    html: Path
+    json: Path
+    run_id: int
+    plots: list[Path]
+
+
+def trust_version(
+    ws: Workspace,
+    target: str,
+    *,
+    data_spec: Any = None,
+    split: str = "test",
+    config: TrustConfig | None = None,
+    out_dir: Path | None = None,
+    against_parent: bool = True,
+    progress: bool = False,
+) -> TrustRun:
+    """``assay trust``: the suite on a registered version, recorded as an evaluation run with a report.
+
+    Outputs go through the cache ``assay eval`` fills (keyed by artifact digest and split fingerprint),
+    so the test, validation and training splits run once per version. With ``against_parent`` and a
+    parent in the lineage, the parent is the baseline for corruption error and, for a variant without
+    gradients, the model its transfer attack is crafted on. The report is the standard evaluation
+    report (its metrics sections group the trust families); the curves are written beside it as SVG.
+    """
+    from assay.evaluate import Assessment
+    from assay.release import (
+        assess_version,
+        check_fits,
+        data_for,
+        dataset_info,
+        model_of,
+        record_evaluation,
+    )
+
+    config = config or TrustConfig()
+    version = ws.store.resolve(target)
+    data, _ = data_for(version, data_spec)
+    model = model_of(ws, version)
+    parent = None
+    if against_parent and version.parent:
+        try:
+            parent_version = ws.store.resolve(version.parent)
+            check_fits(parent_version, data)  # the parent must take the same inputs
+            parent = model_of(ws, parent_version)
+        except Exception:  # a parent that no longer loads only loses the comparison, never the run
+            logger.warning("parent %s of %s does not load; no baseline", version.parent, version.ref)
+    standard = assess_version(
+        ws, version, data, split, efficiency=False, n_boot=config.n_boot, seed=config.seed, progress=progress
+    )
+    outputs_of = cached_outputs(model, ws.cache_dir, version.artifact_digest)
+    result = run_trust(
+        model, data, split=split, config=config, outputs_of=outputs_of, parent=parent, baseline=parent
+    )
+    assessment = Assessment(
+        info={
+            **standard.info,
+            "trust": {
+                "config": config.__dict__,
+                "seconds": result.seconds,
+                "baseline": version.parent if parent else None,
+            },
+        },
+        outputs=standard.outputs,
+        measurements=[*standard.measurements, *result.measurements],
+        plots=standard.plots,
+        training_curve=standard.training_curve,
+    )
+    evaluated = record_evaluation(ws, assessment, dataset_info(data, split), version=version, out_dir=out_dir)
+    plots = write_plots(result.plots, evaluated.html.parent, evaluated.html.stem)
+    return TrustRun(result, evaluated.document, evaluated.html, evaluated.json, evaluated.run_id, plots)
+
+
+def write_plots(plots: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
+    """Robust accuracy against eps and accuracy against corruption severity, as SVG files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    curves = plots.get("adversarial_curves") or {}
+    if curves:
+        fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.2), squeeze=False)
+        for ax, (norm, curve) in zip(axes[0], curves.items(), strict=True):
+            for attack in ("fgsm", "pgd"):
+                ax.plot(curve["eps"], curve[attack], marker="o", label=attack.upper())
+            ax.set(xlabel=f"eps ({norm}, input units)", ylabel="robust accuracy", ylim=(0, 1), title=norm)
+            ax.legend()
+        written.append(_save(fig, out_dir / f"{stem}-adversarial.svg"))
+    corruption = plots.get("corruption_accuracy")
+    if corruption:
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for name, acc in corruption["accuracy"].items():
+            ax.plot(corruption["severities"], acc, marker=".", label=name)
+        ax.axhline(corruption["clean"], color="black", linestyle="--", linewidth=1, label="clean")
+        ax.set(xlabel="severity", ylabel="accuracy", ylim=(0, 1), xticks=corruption["severities"])
+        ax.legend(fontsize=6, ncol=2)
+        written.append(_save(fig, out_dir / f"{stem}-corruptions.svg"))
+    return written
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import os
+    import tempfile
+
+    import matplotlib.pyplot as plt
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".svg.tmp")
+    os.close(fd)
+    try:
+        fig.tight_layout()
+        fig.savefig(tmp, format="svg")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return path

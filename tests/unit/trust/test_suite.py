@@ -1,0 +1,145 @@
+"""The orchestrator and ``assay trust`` end to end on a tiny registered CNN (12x12 bars, 3 classes):
+every family reports, measurements are in the schema, the run is recorded with a report and plots,
+a variant without gradients is attacked by transfer and Square, and a failing family becomes an error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from assay.cli import app
+from assay.data import load_dataset, parse_data_arg
+from assay.measurement import Measurement
+from assay.release import Workspace, model_of, train_version
+from assay.train import TrainConfig
+from assay.trust import FAMILIES, TrustConfig, has_gradients, run_trust, trust_version
+
+SMALL = TrustConfig(
+    adversarial_n=60,
+    pgd_steps=3,
+    corruption_n=90,
+    ood_n=60,
+    membership_n=90,
+    n_boot=100,
+    square_n=20,
+    square_queries=10,
+    corruptions=("gaussian_noise", "contrast", "rotate"),
+)
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, str]:
+    """One tiny trained version shared by the module (the tests only read it or add runs)."""
+    root = tmp_path_factory.mktemp("trust-home")
+    rng = np.random.default_rng(0)
+
+    def make(n: int) -> tuple[np.ndarray, np.ndarray]:  # the bars of tests/conftest.py's image_npz
+        y = rng.integers(0, 3, n)
+        x = rng.uniform(0, 0.3, (n, 12, 12)).astype(np.float32)
+        for cls in range(3):
+            x[y == cls, 4 * cls : 4 * cls + 4, :] += 0.6
+        return np.clip(x, 0, 1), y
+
+    (x_train, y_train), (x_test, y_test) = make(600), make(300)
+    np.savez(root / "bars.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    ws = Workspace.open(root / "home")
+    spec = parse_data_arg(f"npz:{root / 'bars.npz'}")
+    data = load_dataset(spec)
+    version, _ = train_version(
+        ws,
+        "bars",
+        data,
+        spec,
+        arch="cnn",
+        config=TrainConfig(epochs=2, precision="fp32"),
+        spec_overrides={"channels": [4], "hidden": 16},
+        progress=False,
+    )
+    return ws, version.ref
+
+
+def test_the_suite_on_a_registered_version(registered: tuple[Workspace, str], tmp_path: Path) -> None:
+    ws, ref = registered
+    run = trust_version(ws, ref, config=SMALL, out_dir=tmp_path)
+    ms = run.result.measurements
+    assert {m.family for m in ms} >= set(FAMILIES)
+    by_name = {m.name: m for m in ms}
+    errors = [m for m in ms if m.status == "error"]
+    assert not errors, errors
+    assert by_name["fairness"].status == "skipped"  # the bars data has no groups, and says so
+    assert by_name["adv_sanity[linf]"].details["subset"]["n"] == 60
+    assert "ood_auroc[digits:energy]" in by_name and "mca" in by_name and "mia_auc[loss]" in by_name
+    for m in ms:  # the JSON schema round trip
+        assert Measurement.from_dict(json.loads(json.dumps(m.to_dict()))).name == m.name
+    doc = json.loads(run.json.read_text())
+    assert {"ood", "adversarial", "robustness"} <= {m["family"] for m in doc["measurements"]}
+    assert "accuracy" in {m["name"] for m in doc["measurements"]}  # the standard evaluation is kept
+    assert (
+        run.html.is_file()
+        and all(p.is_file() and p.suffix == ".svg" for p in run.plots)
+        and len(run.plots) == 2
+    )
+    assert ws.store.get_run(run.run_id) is not None
+
+
+def test_a_failing_family_is_an_error_not_a_crash(registered: tuple[Workspace, str]) -> None:
+    ws, ref = registered
+    version = ws.store.resolve(ref)
+    model = model_of(ws, version)
+    from assay.data import DataSpec
+
+    data = load_dataset(DataSpec.model_validate(version.lineage["recipe"]["data"]))
+    broken = TrustConfig(families=("robustness", "ood"), corruptions=("no_such",), ood_n=30, n_boot=100)
+    result = run_trust(model, data, config=broken)
+    assert [m.status for m in result.measurements if m.family == "robustness"] == ["error"]
+    assert any(m.status == "ok" for m in result.measurements if m.family == "ood")
+
+
+def test_a_variant_without_gradients_is_attacked_by_transfer_and_square(
+    registered: tuple[Workspace, str],
+) -> None:
+    ws, ref = registered
+    version = ws.store.resolve(ref)
+    parent = model_of(ws, version)
+    from dataclasses import replace
+
+    from assay.data import DataSpec
+
+    variant = replace(parent, manifest={**parent.manifest, "backend": "onnxruntime"})  # no gradients claimed
+    assert has_gradients(parent) and not has_gradients(variant)
+    data = load_dataset(DataSpec.model_validate(version.lineage["recipe"]["data"]))
+    result = run_trust(variant, data, config=replace(SMALL, families=("adversarial",)), parent=parent)
+    attacks = {m.details.get("attack") for m in result.measurements}
+    assert attacks == {"transfer", "square"}
+    assert all(
+        m.details["white_box"] is False and "no gradients" in m.details["note"] for m in result.measurements
+    )
+
+
+def test_cli_json(registered: tuple[Workspace, str], tmp_path: Path) -> None:
+    ws, ref = registered
+    result = CliRunner().invoke(
+        app,
+        [
+            "trust",
+            ref,
+            "--json",
+            "--families",
+            "ood,privacy",
+            "--n-boot",
+            "100",
+            "--out",
+            str(tmp_path),
+            "--home",
+            str(ws.store.home),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert {m["family"] for m in doc["measurements"]} >= {"ood", "privacy"} and Path(doc["report"]).is_file()
+    bad = CliRunner().invoke(app, ["trust", ref, "--families", "vibes", "--home", str(ws.store.home)])
+    assert bad.exit_code == 2 and "Unknown --families" in bad.output
