@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -53,6 +54,24 @@ def test_audit_writes_the_three_files_and_reports_the_planted_leak(leaky_npz: Pa
     assert by_name["exact_duplicates[train]"]["details"]["count"] == 2
     assert document["summary"]["leakage_test_train"] == pytest.approx(0.1)
     assert sorted(p.name for p in out.iterdir()) == ["audit.croissant.json", "audit.html", "audit.json"]
+    croissant = json.loads((out / "audit.croissant.json").read_text())
+    (source,) = croissant["distribution"]
+    assert (
+        source["name"] == "leaky.npz"
+        and source["sha256"] == hashlib.sha256(leaky_npz.read_bytes()).hexdigest()
+    )
+    assert "6 of 60" in croissant["rai:dataLimitations"]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:rdflib.*")
+def test_the_croissant_file_of_a_real_source_validates(leaky_npz: Path, tmp_path: Path) -> None:
+    mlc = pytest.importorskip("mlcroissant")
+    code, _, stderr = invoke(
+        "data", "audit", "--data", f"npz:{leaky_npz}", "--checks", QUICK, "--out", str(tmp_path)
+    )
+    assert code == 0, stderr
+    dataset = mlc.Dataset(jsonld=tmp_path / "audit.croissant.json")
+    assert not dataset.metadata.ctx.issues.errors
 
 
 def test_the_leakage_policy_refuses_with_exit_1(leaky_npz: Path, tmp_path: Path) -> None:
