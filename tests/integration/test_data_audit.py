@@ -260,6 +260,7 @@ def test_dedupe_of_a_text_table_drops_the_training_copy_of_a_leaked_text(tmp_pat
         (("--data", "csv:{table}", "--target", "label", "--text", "missing"), "no column 'missing'"),
         (("--data", "npz:{garbage}"), "not a readable .npz file"),
         (("--data", "npz:{empty}"), "split is empty"),
+        (("--data", "npz:{mismatched}"), "labels must be a vector of 5 entries, got shape (4,)"),
         (("--data", "sklearn:digits", "--checks", "nope"), "Unknown audit_check 'nope'"),
         (("--data", "sklearn:digits", "--max-leakage", "2"), "--max-leakage is a share"),
     ],
@@ -275,8 +276,16 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: tuple[str, ...], 
         x_test=np.zeros((0, 4, 4)),
         y_test=np.zeros(0, int),
     )
+    mismatched = tmp_path / "mismatched.npz"
+    np.savez(
+        mismatched,
+        x_train=np.zeros((5, 4, 4)),
+        y_train=np.zeros(4, int),
+        x_test=np.zeros((3, 4, 4)),
+        y_test=np.zeros(3, int),
+    )
     table = _text_table(tmp_path)
-    filled = [a.format(table=table, garbage=garbage, empty=empty) for a in args]
+    filled = [a.format(table=table, garbage=garbage, empty=empty, mismatched=mismatched) for a in args]
     code, stdout, stderr = invoke("data", "audit", *filled, "--out", str(tmp_path / "out"))
     assert code == 2, stdout + stderr
     assert message in stderr and "Traceback" not in stderr
