@@ -4,10 +4,11 @@ catch a gradient-masking one, and the black-box attacks actually attack."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
-import torchattacks
 from torch import nn
 
 from assay.errors import UsageError
@@ -16,6 +17,15 @@ from tests.conftest import needs_fashion_mnist
 from tests.unit.trust.conftest import SmallModel
 
 pytestmark = needs_fashion_mnist
+
+
+def _torchattacks() -> Any:
+    # Installed apart (pip install --no-deps torchattacks==3.5.1): see the note in pyproject.toml.
+    return pytest.importorskip(
+        "torchattacks", reason="install it with: pip install --no-deps torchattacks==3.5.1"
+    )
+
+
 N = 300
 
 
@@ -30,6 +40,7 @@ def _acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_fgsm_equals_torchattacks(small_model: SmallModel, norm: str) -> None:
     x, y = _data(small_model)
+    torchattacks = _torchattacks()
     m = small_model.model
     eps = 0.1 if norm == "linf" else 1.0
     ours = adv.fgsm(m, x, y, adv.ThreatModel(norm, eps))  # type: ignore[arg-type]
@@ -49,6 +60,7 @@ def test_pgd_robust_accuracy_within_one_point_of_torchattacks(
     x, y = _data(small_model)
     m = small_model.model
     ours = _acc(m, adv.pgd(m, x, y, adv.ThreatModel(norm, eps), steps=20, seed=0), y)  # type: ignore[arg-type]
+    torchattacks = _torchattacks()
     attack_cls = torchattacks.PGD if norm == "linf" else torchattacks.PGDL2
     torch.manual_seed(0)
     ref = _acc(m, attack_cls(m, eps=eps, alpha=2.5 * eps / 20, steps=20, random_start=True)(x, y), y)

@@ -143,3 +143,39 @@ def test_cli_json(registered: tuple[Workspace, str], tmp_path: Path) -> None:
     assert {m["family"] for m in doc["measurements"]} >= {"ood", "privacy"} and Path(doc["report"]).is_file()
     bad = CliRunner().invoke(app, ["trust", ref, "--families", "vibes", "--home", str(ws.store.home)])
     assert bad.exit_code == 2 and "Unknown --families" in bad.output
+
+
+def test_trust_measurements_in_a_gate_rule(registered: tuple[Workspace, str]) -> None:
+    from assay.data import DataSpec
+    from assay.gate import Policy, evaluate_policy
+    from assay.trust import cached_outputs, gate_ready
+
+    ws, ref = registered
+    version = ws.store.resolve(ref)
+    model = model_of(ws, version)
+    data = load_dataset(DataSpec.model_validate(version.lineage["recipe"]["data"]))
+    result = run_trust(model, data, config=TrustConfig(families=("ood",), ood_n=60, n_boot=100))
+    auroc = next(m for m in result.measurements if m.name == "ood_auroc[noise:energy]")
+    assert auroc.value is not None
+    policy_text = """
+[policy]
+name = "trust"
+n_bootstrap = 200
+[[rules]]
+metric = "ood_auroc[noise:energy]"
+kind = "at_least"
+threshold = {threshold}
+"""
+    outputs = cached_outputs(model, ws.cache_dir, version.artifact_digest)(data.test)
+    for threshold, expected in ((auroc.value - 0.01, True), (auroc.value + 0.01, False)):
+        policy = Policy.from_toml_text(
+            policy_text.format(threshold=threshold), extra_metrics=gate_ready(result.measurements)
+        )
+        verdict = evaluate_policy(
+            policy,
+            outputs,
+            outputs,
+            baseline_efficiency=result.measurements,
+            candidate_efficiency=result.measurements,
+        )
+        assert verdict.passed is expected
