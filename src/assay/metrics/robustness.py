@@ -359,6 +359,9 @@ def corruption_measurements(
     )
     if baseline is not None:
         out.extend(_baseline_measurements(result, baseline, n_boot=n_boot, seed=seed, extra=extra))
+    else:
+        reason = "no baseline model: CE is relative to one (assay trust uses the version's parent)"
+        out.extend(Measurement.skipped(name, FAMILY, reason) for name in ("mce", "relative_mce"))
     return out
 
 
