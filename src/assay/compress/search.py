@@ -385,11 +385,20 @@ class Search:
             "parent": parent.ref,
             "data": self.root.lineage["recipe"]["data"],
         }
+        config_hash = _hash({"recipe": recipe, "root_config": self.root.config_hash})
+        # A rerun that builds the very same files from the same recipe re-gates that version rather than
+        # registering a copy (exports and calibration are deterministic, so reruns usually do).
+        digest = self.ws.store.artifacts.put_dir(out)
+        for known in self.ws.store.list_versions(self.root.model):
+            if known.artifact_digest == digest and known.config_hash == config_hash:
+                notes.append(f"the same model as {known.ref}: gated again, not registered again")
+                self.versions[c.key] = known
+                return known
         version = self.ws.store.register_version(
             self.root.model,
             artifact_dir=out,
             spec=spec,
-            config_hash=_hash({"recipe": recipe, "root_config": self.root.config_hash}),
+            config_hash=config_hash,
             parent=parent.ref,
             lineage={
                 "datasets": self.root.lineage.get("datasets", {}),

@@ -195,3 +195,14 @@ def test_pareto_front_matches_a_sweep() -> None:
         points = [{"key": str(i), "metrics": {"accuracy": {"value": a}, "size_on_disk": {"value": c}}}
                   for i, (a, c) in enumerate(zip(acc, cost, strict=True))]  # fmt: skip
         assert {int(k) for k in pareto_front(points, "size_on_disk")} == _np_front(acc, cost)
+
+
+def test_a_rerun_regates_the_same_version(root: tuple[Workspace, VersionInfo]) -> None:
+    ws, parent = root
+    policy = Policy.from_toml_text(POLICY)
+    first = compress(ws, parent.ref, policy, plan=PLAN[:1]).document["trials"][0]
+    n_versions = len(ws.store.list_versions("bars"))
+    second = compress(ws, parent.ref, policy, plan=PLAN[:1]).document["trials"][0]
+    assert second["version"] == first["version"] and len(ws.store.list_versions("bars")) == n_versions
+    assert f"the same model as {first['version']}" in second["notes"][0]
+    assert second["run_id"] != first["run_id"]  # a new gate run, recorded like any other
