@@ -188,6 +188,7 @@ def run_pipeline(ws: Workspace, pipeline: Pipeline, *, progress: bool = True) ->
         parent=baseline.ref if baseline else None,
         description=pipeline.model.description,
         licence=pipeline.model.licence,
+        audit=audit,
         progress=progress,
     )
 

@@ -102,8 +102,11 @@ def train_version(
     parent: str | None = None,
     description: str = "",
     licence: str | None = None,
+    audit: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> tuple[VersionInfo, TrainResult]:
+    """Train, then register the version with its lineage; ``audit`` (the data audit's leakage record and
+    any waiver of it) goes into the lineage, so a waived policy stays visible on the version."""
     check_model_name(name)  # before minutes of training, not after
     spec = default_spec(arch, data.input_shape, data.n_classes, spec_overrides)
     seed_everything(config.seed)  # before building: the initial weights come from the same seed
@@ -132,6 +135,7 @@ def train_version(
                 "history": result.history,
                 "description": description,
                 "licence": licence,
+                **({"audit": audit} if audit is not None else {}),
             },
             environment=result.environment,
             description=description,

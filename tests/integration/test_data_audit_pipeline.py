@@ -58,6 +58,8 @@ def test_a_waiver_registers_and_comes_back_with_the_measurement(leaky: Path, tmp
     result = run_pipeline(ws, pipeline_from_dict(spec, source="test"), progress=False)
     assert result.audit is not None and result.audit["waived"]
     assert result.audit["waiver"] == "known duplicates, kept for comparability"
+    lineage = result.version.lineage["audit"]  # the waiver stays on the version, not only in the result
+    assert lineage["waiver"] == result.audit["waiver"] and lineage["leakage"]["value"] > 0.01
     assert result.audit["leakage"]["details"]["count"] == 3
     assert result.version.ref == "leaky@v1"
 

@@ -37,6 +37,12 @@ def test_wilson_matches_statsmodels(k: int, n: int, confidence: float) -> None:
     assert wilson_interval(k, n, confidence) == pytest.approx((low, high), abs=1e-12)
 
 
+@pytest.mark.parametrize("n", [7, 13, 10_000, 54_321])
+def test_wilson_bounds_are_exact_at_zero_and_n(n: int) -> None:
+    """0 and 1 exactly, not a rounding residue like 3.5e-18 (a count of 0 reads as 'at least a trace')."""
+    assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
+
+
 @pytest.mark.parametrize(
     ("k", "n", "confidence"), [(-1, 10, 0.95), (11, 10, 0.95), (1, 0, 0.95), (1, 10, 1.0)]
 )

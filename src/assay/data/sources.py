@@ -174,6 +174,9 @@ def _image_dataset(
     licence: str,
     val: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Dataset:
+    for split, x in (("train", x_train), ("test", x_test)):
+        if len(x) == 0:
+            raise DataError(f"{source}: the {split} split has no examples.")
     x_train, x_test = _images(x_train, source), _images(x_test, source)
     y_train, y_test = _labels(y_train, len(x_train), source), _labels(y_test, len(x_test), source)
     names = class_names or _class_names(y_train, y_test, source)

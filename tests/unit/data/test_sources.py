@@ -189,3 +189,12 @@ def test_groups_are_part_of_the_fingerprint(image_npz: Path) -> None:
     split = load_dataset(parse_data_arg(f"npz:{image_npz}")).test
     regrouped = Split(split.x, split.y, split.ids, np.array(["g"] * split.n))
     assert regrouped.fingerprint() != split.fingerprint()
+
+
+def test_an_empty_split_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "empty.npz"
+    x = np.zeros((0, 4, 4), np.float32)
+    np.savez(path, x_train=x, y_train=np.zeros(0, np.int64), x_test=np.zeros((3, 4, 4), np.float32),
+             y_test=np.zeros(3, np.int64))  # fmt: skip
+    with pytest.raises(DataError, match="the train split has no examples"):
+        load_dataset(parse_data_arg(f"npz:{path}"))
