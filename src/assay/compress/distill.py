@@ -20,7 +20,8 @@ from assay.train.loop import seed_everything
 @COMPRESSORS.register("distill")
 def distill(source: ZooModel, ctx: Context, out: Path, params: dict[str, Any]) -> Built:
     """``params``: ``spec`` (student overrides, e.g. ``{"channels": [16, 32], "hidden": 64}``),
-    ``temperature`` (4), ``alpha`` (0.7, the teacher's weight), ``epochs`` (4)."""
+    ``temperature`` (4), ``alpha`` (0.7, the teacher's weight), ``epochs`` (8, with early stopping: a
+    student trained from scratch on softened targets needs more epochs than its teacher did)."""
     data = ctx.data
     spec = default_spec(source.spec["arch"], data.input_shape, data.n_classes, params.get("spec") or {})
     kd = Distillation(
@@ -28,7 +29,7 @@ def distill(source: ZooModel, ctx: Context, out: Path, params: dict[str, Any]) -
         temperature=float(params.get("temperature", 4.0)),
         alpha=float(params.get("alpha", 0.7)),
     )
-    config = TrainConfig(epochs=int(params.get("epochs", 4)), seed=ctx.seed)
+    config = TrainConfig(epochs=int(params.get("epochs", 8)), seed=ctx.seed)
     seed_everything(ctx.seed)  # the student's initial weights come from the seed
     result = train(
         build_model(spec), data, config, progress=ctx.progress, distillation=kd, description="distil"

@@ -18,6 +18,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from assay.models import build_model
 
 TOLERANCE = 1.25  # timing noise on a shared CPU: flag only clear excesses
+# Between architectures the FLOP model is looser: a smaller model can fit a cache level the larger one did
+# not, and its memory-bound layers speed up by more than its arithmetic shrinks.
+CROSS_ARCHITECTURE_TOLERANCE = 1.6
 
 
 def flops(spec: dict[str, Any], input_shape: Sequence[int]) -> int:
@@ -56,4 +59,5 @@ def speedup_bound(
     work times the rate gain (all arithmetic), so neither fewer FLOPs nor a faster format can explain more.
     """
     work = flops_reference / max(flops_variant, 1)
-    return max(1.0, work * peak_ratio(precision, cpu_flags)) * TOLERANCE
+    tolerance = TOLERANCE if flops_reference == flops_variant else CROSS_ARCHITECTURE_TOLERANCE
+    return max(1.0, work * peak_ratio(precision, cpu_flags)) * tolerance

@@ -366,8 +366,8 @@ class Search:
         base = next((t for t in self.trials if t.key == c.base), None)
         if base is None:
             raise Skipped(f"its base candidate '{c.base}' was not tried")
-        if base.status != "passed":
-            raise Skipped(f"its base candidate '{c.base}' did not pass the gate ({base.status})")
+        if not base.evaluated:
+            raise Skipped(f"its base candidate '{c.base}' was not evaluated ({base.status})")
         if c.base not in self.sources:
             raise Skipped(f"its base candidate '{c.base}' has no torch fp32 model to build on")
         return self.sources[c.base]
@@ -462,6 +462,9 @@ class Search:
             return []
         if c.params.get("exclude"):
             return []  # a fallback itself: its successors are already queued
+        base = next((t for t in self.trials if t.key == c.base), None)
+        if base is not None and base.status != "passed":
+            return []  # gated against the root like its base, which already failed: no fallback can pass
         try:
             ranked = layer_sensitivity(self._source(c), self.ctx)
         except Skipped:

@@ -106,15 +106,21 @@ def test_search_registers_gates_and_reports(own_root: tuple[Workspace, VersionIn
 def test_nothing_passes_is_a_verdict_and_still_saved(root: tuple[Workspace, VersionInfo]) -> None:
     ws, parent = root
     plan = [
+        Candidate("pruned50", "prune_structured", {"ratio": 0.5}),
+        Candidate("pruned50+ort_static_int8", "ort_static_int8", base="pruned50"),
         Candidate("onnx_fp32", "onnx_fp32"),
         Candidate("onnx_fp32+x", "ort_static_int8", base="onnx_fp32"),
     ]
-    result = compress(ws, parent.ref, Policy.from_toml_text(IMPOSSIBLE), plan=plan)
+    result = compress(ws, parent.ref, Policy.from_toml_text(IMPOSSIBLE), plan=plan, finetune_epochs=1)
     doc = json.loads(result.json.read_text())
     assert doc["status"] == "complete" and doc["best"] is None and result.best is None
-    first, second = doc["trials"]
-    assert first["status"] == "failed" and "FAIL" in first["reason"]
-    assert second["status"] == "skipped" and "did not pass the gate" in second["reason"]
+    pruned, chained, onnx, on_onnx = doc["trials"]
+    assert pruned["status"] == "failed" and "FAIL" in pruned["reason"]
+    # A failed base is still built on: its variants are points of the frontier, with their own verdicts,
+    # but no layer fallback is tried for them (gated against the root, they cannot pass where it failed).
+    assert chained["status"] == "failed" and len(doc["trials"]) == 4
+    assert onnx["status"] == "failed"
+    assert on_onnx["status"] == "skipped" and "no torch fp32 model to build on" in on_onnx["reason"]
     assert "No variant passed the gate" in result.html.read_text()
 
 
