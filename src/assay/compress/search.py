@@ -206,7 +206,8 @@ def _reference(trial: dict[str, Any], points: list[dict[str, Any]]) -> dict[str,
         and p["metrics"].get("latency_p50_b1", {}).get("value")
     ]  # fmt: skip
     same = [p for p in candidates if p.get("spec") == trial.get("spec")]
-    return (same or candidates or [None])[0]
+    pool = same or candidates
+    return pool[0] if pool else None
 
 
 def plausibility_flags(
