@@ -101,7 +101,8 @@ def render_json(document: Mapping[str, Any]) -> str:
     return _json(_checked(document))
 
 
-def _write_temp(directory: Path, stem: str, text: str) -> Path:
+def write_temp(directory: Path, stem: str, text: str) -> Path:
+    """``text`` in a new hidden file beside its final name, synced to disk: rename it into place."""
     # Exclusive create under a random name rather than mkstemp: mkstemp makes the file owner-only (0600),
     # and a report is meant to be read by others, with the permissions the umask gives any new file.
     path = directory / f".{stem}.{secrets.token_hex(8)}.tmp"
@@ -132,8 +133,8 @@ def write_pair(out_dir: Path, stem: str, *, html_text: str, json_text: str) -> R
     paths = ReportPaths(out_dir / f"{stem}.html", out_dir / f"{stem}.json")
     temps: list[Path] = []
     try:
-        temps.append(_write_temp(out_dir, stem, json_text))
-        temps.append(_write_temp(out_dir, stem, html_text))
+        temps.append(write_temp(out_dir, stem, json_text))
+        temps.append(write_temp(out_dir, stem, html_text))
         os.replace(temps[0], paths.json)
         os.replace(temps[1], paths.html)
     finally:

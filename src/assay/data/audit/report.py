@@ -10,11 +10,9 @@ before that point leaves the previous files (or none) and no temporary file behi
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
-import secrets
-import struct
-import zlib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
@@ -23,6 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from PIL import Image
 
 from assay.data.audit.datasheet import Declared, croissant, datasheet_section
 from assay.data.audit.findings import format_finding
@@ -32,7 +31,7 @@ from assay.data.audit.run import AuditResult, summary
 from assay.env import environment
 from assay.errors import UsageError
 from assay.measurement import Measurement
-from assay.report.render import to_json_safe
+from assay.report.render import to_json_safe, write_temp
 
 SCHEMA = "assay.data-audit/1"
 TEMPLATES = Path(__file__).parent / "templates"
@@ -51,21 +50,9 @@ def png(image: np.ndarray, scale: int = 2) -> str:
         x = x[0] if x.shape[0] == 1 else np.moveaxis(x[:3], 0, -1)
     pixels = np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
     pixels = pixels.repeat(scale, axis=0).repeat(scale, axis=1)
-    h, w = pixels.shape[:2]
-    colour = 2 if pixels.ndim == 3 else 0
-    rows = pixels.reshape(h, -1)
-    raw = b"".join(b"\x00" + row.tobytes() for row in rows)
-
-    def chunk(tag: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
-
-    data = (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0))
-        + chunk(b"IDAT", zlib.compress(raw, 9))
-        + chunk(b"IEND", b"")
-    )
-    return "data:image/png;base64," + base64.b64encode(data).decode()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def build_document(
@@ -150,19 +137,6 @@ def render_html(result: AuditResult, document: Mapping[str, Any]) -> str:
     )
 
 
-def _write_temp(directory: Path, name: str, text: str) -> Path:
-    path = directory / f".{name}.{secrets.token_hex(8)}.tmp"
-    try:
-        with path.open("x", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_audit(
     result: AuditResult,
     out_dir: Path,
@@ -186,7 +160,7 @@ def write_audit(
     temps: dict[str, Path] = {}
     try:
         for key in ("croissant", "html", "json"):
-            temps[key] = _write_temp(out_dir, stem, texts[key])
+            temps[key] = write_temp(out_dir, stem, texts[key])
         # The document that says "complete" goes last.
         os.replace(temps["croissant"], paths.croissant)
         os.replace(temps["html"], paths.html)
