@@ -4,9 +4,10 @@
     python benchmarks/trust_suite.py --home DIR --model fmnist-cnn@1   # an existing store and version
 
 Fills the outputs cache first, as ``assay eval`` and an earlier ``assay trust`` would (test, validation
-and training splits: printed, not counted), then times the whole suite with its defaults: 10k test
-examples for corruptions and OOD, FGSM/PGD (L-inf and L2, 20 steps) on a seeded 1k subset, loss-based
-membership inference on 5k members, backdoor detection on the 54k training examples. Prints the time of
+and training splits: printed, not counted), then times the whole suite with its defaults: the 10k test
+examples for the standard metrics, OOD (in-distribution side) and membership inference (5k of them),
+corruptions on a seeded 2k subset (10 corruptions x 5 severities), FGSM/PGD (L-inf and L2, 20 steps) on
+a seeded 1k subset, backdoor detection on the 54k training examples. Prints the time of
 each family, the total, and the headline figures.
 """
 
