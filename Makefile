@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -qq --upgrade pip
 	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[test,postgres,compress]'
+	# torchattacks, the adversarial tests' reference, without its metadata's pins (an old requests and a
+	# torchvision it does not import); see pyproject.toml.
+	$(BIN)/python -m pip install -qq --no-deps torchattacks==3.5.1
 	touch $(STAMP)
 
 # Debian packages: the Fashion-MNIST files, the Chromium of the browser tests and the PostgreSQL server
