@@ -51,9 +51,8 @@ HEADLINES = (
 def _fmt(m: dict[str, object]) -> str:
     if m["status"] != "ok":
         return f"{m['status']}: {m['details']}"
-    return (
-        f"{m['value']:.4f} [{m['ci_low'] or float('nan'):.4f}, {m['ci_high'] or float('nan'):.4f}] n={m['n']}"
-    )
+    low, high = (float("nan") if m[k] is None else m[k] for k in ("ci_low", "ci_high"))
+    return f"{m['value']:.4f} [{low:.4f}, {high:.4f}] n={m['n']}"
 
 
 def main() -> None:
