@@ -27,7 +27,7 @@ from assay.train import TrainConfig
 from assay.trust import TrustConfig, cached_outputs, trust_version
 
 HEADLINES = (
-    "mca",
+    "corruption_mca",
     "corruption_accuracy[gaussian_noise@5]",
     "adv_accuracy[fgsm-linf@0.1]",
     "adv_accuracy[pgd-linf@0.05]",

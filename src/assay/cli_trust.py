@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from assay.cli import (
     HomeOpt,
@@ -101,7 +102,10 @@ def trust_cmd(
         )
         return
     trust_names = {m.name for m in run.result.measurements}
-    rows = [m for m in run.document["measurements"] if m["name"] in trust_names]
+    # Names like adv_accuracy[pgd-linf@0.1] would read as rich markup: escape them for the table.
+    rows = [
+        {**m, "name": escape(m["name"])} for m in run.document["measurements"] if m["name"] in trust_names
+    ]
     out.print(_measurement_table(rows, f"Trust suite: {run.document['title']}"))
     err.print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in run.result.seconds.items()), highlight=False)
     out.print(f"Report: [bold]{run.html}[/]")

@@ -22,11 +22,15 @@ Every result is clipped to the input range (images) and is a new array; the inpu
 Metrics (per corruption and overall; E = error = 1 − accuracy):
 
     corruption_accuracy[c@s]  accuracy at corruption c, severity s (Wilson interval)
-    mca[c], mca               mean corruption accuracy over the severities (and corruptions)
-    ce[c], mce                corruption error relative to a baseline model: Σ_s E_f(c,s) / Σ_s E_b(c,s)
-    relative_ce[c], relative_mce
+    corruption_mca[c], corruption_mca
+                              mean corruption accuracy over the severities (and corruptions)
+    corruption_ce[c], corruption_mce
+                              corruption error relative to a baseline model: Σ_s E_f(c,s) / Σ_s E_b(c,s)
+    corruption_relative_ce[c], corruption_relative_mce
                               degradation relative to the baseline's (Hendrycks & Dietterich's rCE):
                               Σ_s (E_f(c,s) − E_f(clean)) / Σ_s (E_b(c,s) − E_b(clean))
+
+(All prefixed ``corruption_``: the calibration family already has an ``mce``, maximum calibration error.)
 
 Intervals are seeded percentile bootstraps over the examples; with a baseline they are paired (the same
 resampled examples for both models), as the baseline was scored on the very same corrupted inputs.
@@ -334,7 +338,7 @@ def corruption_measurements(
             )
         out.append(
             _bootstrap_measurement(
-                f"mca[{name}]",
+                f"corruption_mca[{name}]",
                 _mean_rows(correct.mean(axis=0)),
                 n,
                 higher_is_better=True,
@@ -347,7 +351,7 @@ def corruption_measurements(
     stacked = np.stack(list(result.corrupted.values()))  # (K, 5, N)
     out.append(
         _bootstrap_measurement(
-            "mca",
+            "corruption_mca",
             _mean_rows(stacked.mean(axis=(0, 1))),
             n,
             higher_is_better=True,
@@ -361,7 +365,10 @@ def corruption_measurements(
         out.extend(_baseline_measurements(result, baseline, n_boot=n_boot, seed=seed, extra=extra))
     else:
         reason = "no baseline model: CE is relative to one (assay trust uses the version's parent)"
-        out.extend(Measurement.skipped(name, FAMILY, reason) for name in ("mce", "relative_mce"))
+        out.extend(
+            Measurement.skipped(name, FAMILY, reason)
+            for name in ("corruption_mce", "corruption_relative_mce")
+        )
     return out
 
 
@@ -391,7 +398,7 @@ def _baseline_measurements(
     for name in names:
         out.append(
             lower_is_better(
-                f"ce[{name}]",
+                f"corruption_ce[{name}]",
                 _ratio_rows(err[name], err_b[name]),
                 f"sum over severities of error, over the baseline's, {name}",
                 {"corruption": name},
@@ -399,7 +406,7 @@ def _baseline_measurements(
         )
         out.append(
             lower_is_better(
-                f"relative_ce[{name}]",
+                f"corruption_relative_ce[{name}]",
                 _ratio_rows(rel[name], rel_b[name]),
                 f"sum over severities of (error - clean error), over the baseline's, {name}",
                 {"corruption": name},
@@ -407,7 +414,7 @@ def _baseline_measurements(
         )
     out.append(
         lower_is_better(
-            "mce",
+            "corruption_mce",
             _mean_of_ratios([err[k] for k in names], [err_b[k] for k in names]),
             "mean over corruptions of CE (errors relative to the baseline's)",
             {},
@@ -415,7 +422,7 @@ def _baseline_measurements(
     )
     out.append(
         lower_is_better(
-            "relative_mce",
+            "corruption_relative_mce",
             _mean_of_ratios([rel[k] for k in names], [rel_b[k] for k in names]),
             "mean over corruptions of relative CE (degradation relative to the baseline's)",
             {},

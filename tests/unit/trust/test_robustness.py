@@ -105,15 +105,14 @@ def test_mca_ce_and_relative_ce_equal_their_definitions(monkeypatch: pytest.Monk
     acc_b = {k: v.mean(axis=1) for k, v in base.corrupted.items()}
     e_clean, e_clean_b = 1 - cand.clean.mean(), 1 - base.clean.mean()
     assert ms["corruption_accuracy[a@3]"].value == pytest.approx(acc["a"][2])
-    assert ms["mca[b]"].value == pytest.approx(acc["b"].mean())
-    assert ms["mca"].value == pytest.approx(np.mean([acc["a"].mean(), acc["b"].mean()]))
+    assert ms["corruption_mca[b]"].value == pytest.approx(acc["b"].mean())
+    assert ms["corruption_mca"].value == pytest.approx(np.mean([acc["a"].mean(), acc["b"].mean()]))
     ce = {k: (1 - acc[k]).sum() / (1 - acc_b[k]).sum() for k in acc}
     rce = {k: (1 - acc[k] - e_clean).sum() / (1 - acc_b[k] - e_clean_b).sum() for k in acc}
-    assert ms["ce[a]"].value == pytest.approx(ce["a"]) and ms["relative_ce[b]"].value == pytest.approx(
-        rce["b"]
-    )
-    assert ms["mce"].value == pytest.approx(np.mean(list(ce.values())))
-    assert ms["relative_mce"].value == pytest.approx(np.mean(list(rce.values())))
+    assert ms["corruption_ce[a]"].value == pytest.approx(ce["a"])
+    assert ms["corruption_relative_ce[b]"].value == pytest.approx(rce["b"])
+    assert ms["corruption_mce"].value == pytest.approx(np.mean(list(ce.values())))
+    assert ms["corruption_relative_mce"].value == pytest.approx(np.mean(list(rce.values())))
     # The interval is a paired bootstrap: a replicate is the statistic on the same resampled examples.
     rows = bootstrap_indices(400, 200, 0)
     r = rows[0]
@@ -121,7 +120,7 @@ def test_mca_ce_and_relative_ce_equal_their_definitions(monkeypatch: pytest.Monk
     num = (~cand.corrupted["a"]).sum(0).astype(float)
     den = (~base.corrupted["a"]).sum(0).astype(float)
     assert rb._ratio_rows(num, den)(rows[:1])[0] == pytest.approx(by_hand)
-    m = ms["relative_mce"]
+    m = ms["corruption_relative_mce"]
     assert m.ci_low is not None and m.ci_high is not None and m.ci_low < (m.value or 0) < m.ci_high
 
 
@@ -135,8 +134,12 @@ def test_a_model_against_itself_has_ce_one() -> None:
     finally:
         for name in ("a", "b"):
             rb.CORRUPTIONS.pop(name)
-    assert ms["mce"].value == pytest.approx(1.0) and ms["relative_mce"].value == pytest.approx(1.0)
-    assert ms["mce"].ci_low == pytest.approx(1.0) and ms["mce"].ci_high == pytest.approx(1.0)
+    assert ms["corruption_mce"].value == pytest.approx(1.0) and ms[
+        "corruption_relative_mce"
+    ].value == pytest.approx(1.0)
+    assert ms["corruption_mce"].ci_low == pytest.approx(1.0) and ms[
+        "corruption_mce"
+    ].ci_high == pytest.approx(1.0)
 
 
 @needs_fashion_mnist
@@ -153,4 +156,4 @@ def test_a_real_model_degrades_with_noise_severity(small_model: SmallModel) -> N
     assert (ms["corruption_accuracy[gaussian_noise@5]"].value or 1) < (
         ms["corruption_accuracy[gaussian_noise@1]"].value or 0
     )
-    assert (ms["mca"].value or 1) < clean - 0.05
+    assert (ms["corruption_mca"].value or 1) < clean - 0.05

@@ -72,12 +72,15 @@ def test_the_suite_on_a_registered_version(registered: tuple[Workspace, str], tm
     assert not errors, errors
     assert by_name["fairness"].status == "skipped"  # the bars data has no groups, and says so
     assert by_name["adv_sanity[linf]"].details["subset"]["n"] == 60
-    assert "ood_auroc[digits:energy]" in by_name and "mca" in by_name and "mia_auc[loss]" in by_name
+    assert (
+        "ood_auroc[digits:energy]" in by_name and "corruption_mca" in by_name and "mia_auc[loss]" in by_name
+    )
     for m in ms:  # the JSON schema round trip
         assert Measurement.from_dict(json.loads(json.dumps(m.to_dict()))).name == m.name
     doc = json.loads(run.json.read_text())
     assert {"ood", "adversarial", "robustness"} <= {m["family"] for m in doc["measurements"]}
-    assert "accuracy" in {m["name"] for m in doc["measurements"]}  # the standard evaluation is kept
+    names = [m["name"] for m in doc["measurements"]]
+    assert "accuracy" in names and len(names) == len(set(names))  # the standard evaluation kept, no clash
     assert (
         run.html.is_file()
         and all(p.is_file() and p.suffix == ".svg" for p in run.plots)
@@ -141,6 +144,23 @@ def test_cli_json(registered: tuple[Workspace, str], tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert {m["family"] for m in doc["measurements"]} >= {"ood", "privacy"} and Path(doc["report"]).is_file()
+    table = CliRunner().invoke(
+        app,
+        [
+            "trust",
+            ref,
+            "--families",
+            "privacy",
+            "--n-boot",
+            "100",
+            "--out",
+            str(tmp_path),
+            "--home",
+            str(ws.store.home),
+        ],
+        env={"COLUMNS": "200"},
+    )
+    assert table.exit_code == 0 and "mia_auc[loss]" in table.stdout and "Report:" in table.stdout
     bad = CliRunner().invoke(app, ["trust", ref, "--families", "vibes", "--home", str(ws.store.home)])
     assert bad.exit_code == 2 and "Unknown --families" in bad.output
 
