@@ -199,3 +199,20 @@ threshold = {threshold}
             candidate_efficiency=result.measurements,
         )
         assert verdict.passed is expected
+
+
+def test_the_suite_on_a_table(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path / "home")
+    spec = parse_data_arg("sklearn:breast_cancer")
+    data = load_dataset(spec)
+    version, _ = train_version(
+        ws, "cancer", data, spec, arch="mlp", config=TrainConfig(epochs=3, precision="fp32"), progress=False
+    )
+    model = model_of(ws, version)
+    config = TrustConfig(
+        families=("robustness", "adversarial", "ood", "fairness", "privacy"), n_boot=100, membership_n=100
+    )
+    ms = {m.name: m for m in run_trust(model, data, config=config).measurements}
+    assert not [m for m in ms.values() if m.status == "error"], ms
+    assert "corruption_accuracy[table_missing@5]" in ms and ms["slices_found"].details["tested"] > 0
+    assert ms["adv_accuracy"].status == "skipped" and ms["ood"].status == "skipped"
