@@ -95,7 +95,6 @@ def trust_cmd(
             {
                 **run.document,
                 "report": str(run.html),
-                "plots_svg": [str(p) for p in run.plots],
                 "run_id": run.run_id,
                 "seconds": run.result.seconds,
             }
@@ -109,5 +108,3 @@ def trust_cmd(
     out.print(_measurement_table(rows, f"Trust suite: {run.document['title']}"))
     err.print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in run.result.seconds.items()), highlight=False)
     out.print(f"Report: [bold]{run.html}[/]")
-    for path in run.plots:
-        out.print(f"Plot: {path}")

@@ -74,6 +74,8 @@ def _plots(candidate: Assessment, baseline: Assessment | None) -> dict[str, Any]
     }
     if candidate.training_curve:
         plots["training_curve"] = candidate.training_curve
+    if candidate.plots.get("trust"):  # robust-accuracy and corruption curves from `assay trust`
+        plots["trust"] = candidate.plots["trust"]
     return plots
 
 

@@ -405,7 +405,6 @@ class TrustRun:
     html: Path
     json: Path
     run_id: int
-    plots: list[Path]
 
 
 def trust_version(
@@ -425,7 +424,8 @@ def trust_version(
     so the test, validation and training splits run once per version. With ``against_parent`` and a
     parent in the lineage, the parent is the baseline for corruption error and, for a variant without
     gradients, the model its transfer attack is crafted on. The report is the standard evaluation
-    report (its metrics sections group the trust families); the curves are written beside it as SVG.
+    report: its metrics sections group the trust families, and its robustness-curves section draws
+    robust accuracy against eps and accuracy against corruption severity.
     """
     from assay.evaluate import Assessment
     from assay.release import (
@@ -467,56 +467,8 @@ def trust_version(
         },
         outputs=standard.outputs,
         measurements=[*standard.measurements, *result.measurements],
-        plots=standard.plots,
+        plots={**standard.plots, "trust": result.plots},  # the report draws its robustness curves
         training_curve=standard.training_curve,
     )
     evaluated = record_evaluation(ws, assessment, dataset_info(data, split), version=version, out_dir=out_dir)
-    plots = write_plots(result.plots, evaluated.html.parent, evaluated.html.stem)
-    return TrustRun(result, evaluated.document, evaluated.html, evaluated.json, evaluated.run_id, plots)
-
-
-def write_plots(plots: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
-    """Robust accuracy against eps and accuracy against corruption severity, as SVG files."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    curves = plots.get("adversarial_curves") or {}
-    if curves:
-        fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.2), squeeze=False)
-        for ax, (norm, curve) in zip(axes[0], curves.items(), strict=True):
-            for attack in ("fgsm", "pgd"):
-                ax.plot(curve["eps"], curve[attack], marker="o", label=attack.upper())
-            ax.set(xlabel=f"eps ({norm}, input units)", ylabel="robust accuracy", ylim=(0, 1), title=norm)
-            ax.legend()
-        written.append(_save(fig, out_dir / f"{stem}-adversarial.svg"))
-    corruption = plots.get("corruption_accuracy")
-    if corruption:
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        for name, acc in corruption["accuracy"].items():
-            ax.plot(corruption["severities"], acc, marker=".", label=name)
-        ax.axhline(corruption["clean"], color="black", linestyle="--", linewidth=1, label="clean")
-        ax.set(xlabel="severity", ylabel="accuracy", ylim=(0, 1), xticks=corruption["severities"])
-        ax.legend(fontsize=6, ncol=2)
-        written.append(_save(fig, out_dir / f"{stem}-corruptions.svg"))
-    return written
-
-
-def _save(fig: Any, path: Path) -> Path:
-    import os
-    import tempfile
-
-    import matplotlib.pyplot as plt
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".svg.tmp")
-    os.close(fd)
-    try:
-        fig.tight_layout()
-        fig.savefig(tmp, format="svg")
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return TrustRun(result, evaluated.document, evaluated.html, evaluated.json, evaluated.run_id)

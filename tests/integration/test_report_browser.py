@@ -29,6 +29,7 @@ SECTIONS = [
     "calibration",
     "confusion-matrix",
     "efficiency",
+    "robustness-curves",
     "training",
     "environment",
 ]

@@ -383,3 +383,32 @@ def pareto_svg(points: Sequence[ParetoPoint], *, key: str, title: str, xlabel: s
         ]
         ax.legend(handles=handles, loc="lower right")
         return _svg(fig, key, title)
+
+
+def robust_accuracy_svg(curves: Mapping[str, Mapping[str, Sequence[Any]]], *, key: str, title: str) -> str:
+    """Robust accuracy against eps, one panel per norm, FGSM and PGD (the trust suite's curves)."""
+    with _figure((4.0 * max(len(curves), 1), 3.2)) as fig:
+        axes = fig.subplots(1, max(len(curves), 1), squeeze=False)[0]
+        for ax, (norm, curve) in zip(axes, curves.items(), strict=False):
+            for attack, colour in (("fgsm", BASELINE), ("pgd", CANDIDATE)):
+                if attack in curve:
+                    ax.plot(_floats(curve["eps"]), _floats(curve[attack]), marker="o", color=colour,
+                            label=attack.upper())  # fmt: skip
+            ax.set(xlabel=f"eps ({norm}, input units)", ylabel="robust accuracy", ylim=(0, 1), title=norm)
+            _percent_axis(ax)
+            ax.legend()
+        return _svg(fig, key, title)
+
+
+def corruption_svg(corruption: Mapping[str, Any], *, key: str, title: str) -> str:
+    """Accuracy against corruption severity, one line per corruption, clean accuracy dashed."""
+    with _figure((6.4, 3.6)) as fig:
+        ax = fig.subplots()
+        severities = _floats(corruption["severities"])
+        for name, accuracy in corruption["accuracy"].items():
+            ax.plot(severities, _floats(accuracy), marker=".", lw=1.2, label=name)
+        ax.axhline(float(corruption["clean"]), color=INK, ls="--", lw=1, label="clean")
+        ax.set(xlabel="severity", ylabel="accuracy", ylim=(0, 1), xticks=severities, title=title)
+        _percent_axis(ax)
+        ax.legend(fontsize=6.5, ncol=2, loc="lower left")
+        return _svg(fig, key, title)

@@ -32,7 +32,17 @@ from assay.report import plots
 
 Doc = Mapping[str, Any]
 
-FAMILY_ORDER = ("quality", "calibration", "robustness", "adversarial", "ood", "fairness", "privacy", "data")
+FAMILY_ORDER = (
+    "quality",
+    "calibration",
+    "robustness",
+    "adversarial",
+    "ood",
+    "fairness",
+    "privacy",
+    "security",
+    "data",
+)
 FAMILY_TITLES = {"ood": "Out-of-distribution"}
 # Shown in their own sections, not among the metrics.
 _OWN_SECTION_FAMILIES = frozenset({"efficiency", "churn"})
@@ -709,6 +719,23 @@ def _training(ctx: _Context) -> Section:
     )
 
 
+def _robustness_curves(ctx: _Context) -> Section:
+    title = "Robustness curves"
+    trust = ctx.plots.get("trust") or {}
+    figures = []
+    if trust.get("adversarial_curves"):
+        caption = "Robust accuracy against eps (FGSM and PGD; threat model in each measurement's details)"
+        svg = plots.robust_accuracy_svg(trust["adversarial_curves"], key="adversarial", title=caption)
+        figures.append(Figure(caption, Markup(svg)))
+    if trust.get("corruption_accuracy"):
+        caption = "Accuracy against corruption severity"
+        svg = plots.corruption_svg(trust["corruption_accuracy"], key="corruptions", title=caption)
+        figures.append(Figure(caption, Markup(svg)))
+    if not figures:
+        return Section("robustness-curves", title, missing="no trust suite was run (`assay trust MODEL`).")
+    return Section("robustness-curves", title, FiguresContent(figures))
+
+
 def _node(key: str, value: Any) -> Node:
     name = str(key).replace("_", " ")
     if isinstance(value, Mapping):
@@ -743,6 +770,7 @@ def build(doc: Doc) -> dict[str, Any]:
         _calibration(ctx),
         _confusion(ctx),
         _efficiency(ctx),
+        _robustness_curves(ctx),
         _training(ctx),
         _environment(ctx),
     ]

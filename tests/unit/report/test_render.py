@@ -14,6 +14,7 @@ import pytest
 
 from assay.errors import UsageError
 from assay.report import render_html
+from tests.unit.report.conftest import report_document
 
 MakeDocument = Callable[..., dict[str, Any]]
 Rendered = Callable[[str], str]
@@ -25,6 +26,7 @@ SECTIONS = [
     "calibration",
     "confusion-matrix",
     "efficiency",
+    "robustness-curves",
     "training",
     "environment",
 ]
@@ -233,3 +235,19 @@ def test_rejects_what_it_cannot_render(make_document: MakeDocument) -> None:
         render_html([])  # type: ignore[arg-type]
     with pytest.raises(UsageError, match=r"object at 'document.environment.handle'"):
         render_html({**make_document(), "environment": {"handle": object()}})
+
+
+def test_robustness_curves_are_drawn_when_the_trust_suite_ran() -> None:
+    document = report_document("evaluation")
+    plain = render_html(document)
+    section = plain[plain.index('<section id="robustness-curves"') :].split("</section>")[0]
+    assert "Not measured" in section and "assay trust" in section
+    linf = {"eps": [0, 0.05, 0.1], "fgsm": [0.9, 0.4, 0.1], "pgd": [0.9, 0.3, 0.0]}
+    noise = {"gaussian_noise": [0.8, 0.7, 0.6, 0.5, 0.4]}
+    trust = {
+        "adversarial_curves": {"linf": linf},
+        "corruption_accuracy": {"clean": 0.9, "severities": [1, 2, 3, 4, 5], "accuracy": noise},
+    }
+    drawn = render_html({**document, "plots": {**document["plots"], "trust": trust}})
+    section = drawn[drawn.index('<section id="robustness-curves"') :].split("</section>")[0]
+    assert section.count('<svg class="plot"') == 2 and "Not measured" not in section
