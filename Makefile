@@ -1,43 +1,35 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Both go through `make setup`, which is
-# idempotent: it re-installs only when pyproject.toml or constraints.txt changed.
+# Two commands on a fresh machine: `make demo` and `make test`. Each sets up what it needs, idempotently:
+# a step re-runs only when pyproject.toml or constraints.txt changed. `make demo` installs the package
+# alone (and the Fashion-MNIST files), so a first look is quick; `make setup` adds the test, compression
+# and PostgreSQL extras, the linters, and the Debian packages of the browser and database tests.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.assay-setup-stamp
-FMNIST_DIR := /usr/share/datasets/fashion-mnist
+RUNTIME := $(VENV)/.assay-runtime-stamp
+DEV := $(VENV)/.assay-dev-stamp
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup setup-runtime demo test lint bench clean
 
-setup: $(STAMP) system-deps
+setup: $(DEV)
+	scripts/system-deps.sh all
 
-$(STAMP): pyproject.toml constraints.txt
+setup-runtime: $(RUNTIME)
+	scripts/system-deps.sh demo
+
+$(RUNTIME): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -qq --upgrade pip
+	$(BIN)/python -m pip install -qq -c constraints.txt -e .
+	touch $@
+
+$(DEV): $(RUNTIME)
 	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[test,postgres,compress]'
 	# torchattacks, the adversarial tests' reference, without its metadata's pins (an old requests and a
 	# torchvision it does not import); see pyproject.toml.
 	$(BIN)/python -m pip install -qq --no-deps torchattacks==3.5.1
-	touch $(STAMP)
+	touch $@
 
-# Debian packages: the Fashion-MNIST files, the Chromium of the browser tests and the PostgreSQL server
-# that the store's tests run against (a throwaway one, started by scripts/with-postgres.sh). Installed only
-# when missing and apt is usable (root, or passwordless sudo); otherwise the affected parts say so.
-system-deps:
-	@missing=""; \
-	test -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz || missing="$$missing dataset-fashion-mnist"; \
-	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
-	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
-	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "Installing Debian packages:$$missing"; \
-	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
-	  else \
-	    echo "Note: could not install$$missing (apt not usable); point --data-dir at Fashion-MNIST IDX files."; \
-	  fi; \
-	fi
-
-demo: setup
+demo: setup-runtime
 	$(BIN)/assay demo
 
 # With PostgreSQL binaries on the machine, the whole suite runs beside a throwaway server (the store's
@@ -58,6 +50,8 @@ bench: setup
 	$(BIN)/python benchmarks/training_precision.py
 	$(BIN)/python benchmarks/eval_overhead.py
 	$(BIN)/python benchmarks/compress_search.py
+	$(BIN)/python benchmarks/data_audit.py
+	$(BIN)/python benchmarks/trust_suite.py
 
 clean:
 	rm -rf $(VENV) .assay runs reports

@@ -25,7 +25,7 @@ BASELINE = {
         "description": "Fashion-MNIST clothing classifier (demo baseline)",
         "licence": "Apache-2.0",
     },
-    "train": {"epochs": 4},
+    "train": {"epochs": 3},
 }
 CANDIDATE = {
     "model": {
@@ -35,7 +35,7 @@ CANDIDATE = {
         "description": "Fashion-MNIST clothing classifier, half the channels (demo candidate)",
         "licence": "Apache-2.0",
     },
-    "train": {"epochs": 4},
+    "train": {"epochs": 3},
 }
 
 
