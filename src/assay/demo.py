@@ -2,7 +2,7 @@
 
 1. train a baseline CNN, register it, and promote it to ``production`` (or gate it first, when a
    production version already exists from an earlier demo);
-2. train a cheaper candidate (a quarter of the channels) as a child of production;
+2. train a cheaper candidate (half the channels of each layer) as a child of production;
 3. gate the candidate against production under the default policy and register it with its verdict;
    promote it only if it passes.
 """

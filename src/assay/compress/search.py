@@ -44,6 +44,7 @@ from assay.release import (
     model_of,
     record_comparison,
 )
+from assay.report.compression import write_compression_report
 from assay.store.records import VersionInfo
 
 log = logging.getLogger(__name__)
@@ -267,6 +268,8 @@ class Search:
         self.out_dir = out_dir or ws.reports_dir
         self.on_trial = on_trial
         self.trials: list[Trial] = []
+        self.root_point: dict[str, Any] | None = None  # set by run(), once the root is measured
+        self.dataset: dict[str, Any] | None = None
         self.status = "running"
         self.stop_reason = ""
         self.started_at = datetime.now(UTC).replace(microsecond=0).isoformat()
@@ -276,8 +279,6 @@ class Search:
     # -- the loop ------------------------------------------------------------------------------------
 
     def run(self) -> SearchResult:
-        from assay.report.compression import write_compression_report
-
         self.root = self.ws.store.resolve(self.ref)
         loaded = model_of(self.ws, self.root)
         if (
@@ -315,7 +316,6 @@ class Search:
         self.sources: dict[str, ZooModel] = {}
         self.versions: dict[str, VersionInfo] = {}
         clock = time.monotonic()
-        self._write = write_compression_report
         try:
             self._save()
             while queue:
@@ -427,6 +427,7 @@ class Search:
             trial.notes.append(busy)
         loaded = model_of(self.ws, version)
         assessment = self._assess(version)
+        assert self.dataset is not None  # run() measured the root first
         gated = record_comparison(
             self.ws,
             self.baseline,
@@ -482,7 +483,7 @@ class Search:
 
     def document(self) -> dict[str, Any]:
         trials = [asdict(t) for t in self.trials]
-        root = getattr(self, "root_point", None)
+        root = self.root_point
         evaluated = [t for t in trials if t["status"] in ("passed", "failed")]
         points = ([root] if root else []) + evaluated
         cpu_flags = environment()["cpu"]["flags"]
@@ -507,7 +508,7 @@ class Search:
             "objective": {"name": self.objective, "metric": metric, "higher_is_better": higher},
             "policy": self.policy.to_dict(),
             "budget": asdict(self.budget),
-            "dataset": getattr(self, "dataset", None),
+            "dataset": self.dataset,
             "trials": trials,
             "best": best,
             "frontier": {axis: pareto_front(points, axis) for axis in COST_AXES},
@@ -518,7 +519,7 @@ class Search:
 
     def _save(self) -> SearchResult:
         document = self.document()
-        paths = self._write(document, self.out_dir, self.stem)
+        paths = write_compression_report(document, self.out_dir, self.stem)
         return SearchResult(document, paths.html, paths.json)
 
 
