@@ -351,11 +351,9 @@ class Search:
             self._evaluate(trial, version)
         except Skipped as e:
             trial.status, trial.reason = "skipped", str(e)
-        except KeyboardInterrupt:
-            raise
         except AssayError as e:
             trial.status, trial.reason = "error", str(e)
-        except Exception as e:  # a compressor plugin's own failure must not lose the search's record
+        except Exception as e:  # a plugin's own failure must not lose the search (Ctrl-C is no Exception)
             log.debug("candidate %s failed", c.key, exc_info=True)
             trial.status, trial.reason = "error", f"{type(e).__name__}: {e}"
         trial.seconds = round(time.monotonic() - started, 2)
