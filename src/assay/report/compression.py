@@ -17,7 +17,7 @@ from markupsafe import Markup
 
 from assay.format import DASH, format_delta, format_duration, format_interval, format_value
 from assay.report import plots
-from assay.report.render import ReportPaths, _environment, _json, to_json_safe, write_pair
+from assay.report.render import ReportPaths, _json, template_environment, to_json_safe, write_pair
 
 AXIS_TITLES = {
     "latency_p50_b1": "latency p50 at batch 1 (ms)",
@@ -186,7 +186,7 @@ def render_compression_html(document: Mapping[str, Any], here: Path) -> str:
     root = doc.get("root")
     rows = [_row(t, root, doc["frontier"], here) for t in doc["trials"]]
     return (
-        _environment()
+        template_environment()
         .get_template("compression.html.j2")
         .render(
             title=f"Compression search: {doc['model']}",

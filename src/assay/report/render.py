@@ -33,10 +33,11 @@ class ReportPaths(NamedTuple):
 
 
 @cache
-def _environment() -> Environment:
+def template_environment(folder: Path = TEMPLATES) -> Environment:
+    """The Jinja set-up every report page uses (this package's templates, or another report's folder)."""
     # StrictUndefined: a misspelt field in the template fails the render instead of printing nothing.
     return Environment(
-        loader=FileSystemLoader(TEMPLATES),
+        loader=FileSystemLoader(folder),
         autoescape=True,
         undefined=StrictUndefined,
         trim_blocks=True,
@@ -84,7 +85,7 @@ def _checked(document: Any) -> dict[str, Any]:
 
 
 def _html(clean: dict[str, Any]) -> str:
-    return _environment().get_template("report.html.j2").render(**sections.build(clean))
+    return template_environment().get_template("report.html.j2").render(**sections.build(clean))
 
 
 def _json(clean: dict[str, Any]) -> str:

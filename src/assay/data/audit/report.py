@@ -15,12 +15,10 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from PIL import Image
 
 from assay.data.audit.datasheet import Declared, croissant, datasheet_section
@@ -31,7 +29,7 @@ from assay.data.audit.run import AuditResult, summary
 from assay.env import environment
 from assay.errors import UsageError
 from assay.measurement import Measurement
-from assay.report.render import to_json_safe, write_temp
+from assay.report.render import template_environment, to_json_safe, write_temp
 
 SCHEMA = "assay.data-audit/1"
 TEMPLATES = Path(__file__).parent / "templates"
@@ -97,17 +95,6 @@ def _thumbnails(result: AuditResult, document: Mapping[str, Any]) -> dict[str, s
     return {i: png(ctx.images[position[i]]) for i in sorted(wanted) if i in position}
 
 
-@cache
-def _environment() -> Environment:
-    return Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
-
 def _rows(document: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for m in document["measurements"]:
@@ -131,7 +118,7 @@ def _rows(document: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def render_html(result: AuditResult, document: Mapping[str, Any]) -> str:
     return (
-        _environment()
+        template_environment(TEMPLATES)
         .get_template("audit.html.j2")
         .render(doc=document, rows=_rows(document), thumbs=_thumbnails(result, document))
     )
