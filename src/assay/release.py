@@ -217,8 +217,10 @@ def assess_version(
     n_boot: int = 1000,
     seed: int = 0,
     progress: bool = False,
+    model: LoadedModel | None = None,
 ) -> Assessment:
-    model = model_of(ws, version)
+    """``model``: the version's model when the caller has loaded it already (it is loaded otherwise)."""
+    model = model or model_of(ws, version)
     predictor = model.predictor
 
     def outputs_of(part: str) -> Outputs:  # cached per (artifact digest, split fingerprint, backend)
@@ -393,8 +395,11 @@ def gate_targets(
         )
     b_ver, c_ver = ws.store.resolve(baseline), ws.store.resolve(candidate)
     data, _ = data_for(c_ver, data_spec)
-    b = assess_version(ws, b_ver, data, "test", efficiency=efficiency, progress=progress, **stats)
-    c = assess_version(ws, c_ver, data, "test", efficiency=efficiency, progress=progress, **stats)
+    b, c = (
+        assess_version(ws, v, data, "test", efficiency=efficiency, progress=progress,
+                       n_boot=policy.n_bootstrap, seed=policy.seed)
+        for v in (b_ver, c_ver)
+    )  # fmt: skip
     return record_comparison(
         ws,
         b,

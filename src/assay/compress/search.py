@@ -35,6 +35,7 @@ from assay.errors import AssayError, UsageError
 from assay.evaluate import Assessment
 from assay.gate import Policy
 from assay.models import ZooModel
+from assay.models.backends import LoadedModel
 from assay.release import (
     Workspace,
     _hash,
@@ -301,7 +302,7 @@ class Search:
             self.data, seed=self.policy.seed, progress=self.progress, finetune_epochs=self.finetune_epochs
         )
         self.root_notes = [n for n in [busy_machine()] if n]
-        self.baseline = self._assess(self.root)
+        self.baseline = self._assess(self.root, loaded)
         self.root_point = {
             "key": "root",
             "version": self.root.ref,
@@ -413,10 +414,10 @@ class Search:
         self.versions[c.key] = version
         return version
 
-    def _assess(self, version: VersionInfo) -> Assessment:
+    def _assess(self, version: VersionInfo, model: LoadedModel | None = None) -> Assessment:
         return assess_version(
             self.ws, version, self.data, "test", n_boot=self.policy.n_bootstrap, seed=self.policy.seed,
-            progress=self.progress,
+            progress=self.progress, model=model,
         )  # fmt: skip
 
     def _evaluate(self, trial: Trial, version: VersionInfo) -> None:
@@ -424,7 +425,7 @@ class Search:
         if busy:
             trial.notes.append(busy)
         loaded = model_of(self.ws, version)
-        assessment = self._assess(version)
+        assessment = self._assess(version, loaded)
         assert self.dataset is not None  # run() measured the root first
         gated = record_comparison(
             self.ws,
