@@ -7,6 +7,7 @@
     ├── NotFoundError(LookupError)  an unknown model, version, alias, metric or plugin name
     ├── RefusedError(RuntimeError)  a state change the rules forbid (promoting a version whose gate failed)
     ├── TrainingError(RuntimeError) training diverged (a non-finite loss); nothing was registered
+    ├── OverloadedError(RuntimeError)  the server's queue is full; the request was not accepted (HTTP 503)
     └── MissingExtraError(ImportError)  an optional dependency is absent; the message says how to install it
 
 Each also inherits the matching built-in, so callers who catch ``ValueError`` keep working.
@@ -42,6 +43,10 @@ class RefusedError(AssayError, RuntimeError):
 
 class TrainingError(AssayError, RuntimeError):
     """Training produced no usable model (the loss became NaN or infinite)."""
+
+
+class OverloadedError(AssayError, RuntimeError):
+    """The server cannot take the request now (its queue is full); retrying later may succeed."""
 
 
 class MissingExtraError(AssayError, ImportError):

@@ -159,7 +159,7 @@ def append_history(
         action=action,
         forced=forced,
         reason=reason,
-        actor=actor if actor is not None else _login_name(),
+        actor=actor if actor is not None else login_name(),
         at=utcnow(),
     )
     session.add(row)
@@ -214,7 +214,7 @@ def _move(session: Session, model_id: int, alias: str, current: AliasRow | None,
         raise ConcurrentChange(f"alias {alias!r} moved while it was being changed")
 
 
-def _login_name() -> str | None:
+def login_name() -> str | None:
     try:
         return getpass.getuser()
     except (OSError, KeyError):  # no USER/LOGNAME and no passwd entry, as in some containers

@@ -15,6 +15,7 @@ from assay.measurement import Comparison, Measurement
 GateStatus = Literal["none", "passed", "failed", "waived"]
 RunKind = Literal["evaluation", "comparison"]
 AliasAction = Literal["promote", "rollback"]
+IncidentAction = Literal["none", "rollback_due", "rolled_back", "rollback_refused", "superseded"]
 
 
 def version_ref(model: str, version: int) -> str:
@@ -111,3 +112,33 @@ class AliasChange:
     changed: bool
     message: str
     event: AliasEvent | None
+
+
+@dataclass(frozen=True)
+class Incident:
+    id: int
+    model: str
+    alias: str
+    version: int  # the version the alias served when the incident opened
+    detector: str
+    statistic: float
+    threshold: float
+    window: int
+    window_start: datetime
+    window_end: datetime
+    detections: int
+    action: IncidentAction
+    rollback_event: AliasEvent | None
+    details: dict[str, Any]
+    opened_at: datetime
+    updated_at: datetime
+    acked_at: datetime | None
+    acked_by: str | None
+    ack_note: str | None
+
+    @property
+    def status(self) -> str:
+        """``acknowledged`` once a person acked it, else ``rolled back`` or ``open``."""
+        if self.acked_at is not None:
+            return "acknowledged"
+        return "rolled back" if self.action == "rolled_back" else "open"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -25,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from assay.errors import NotFoundError, RefusedError, UsageError
 from assay.measurement import Comparison, Measurement
-from assay.store import aliases, datasets, runs, versions
+from assay.store import aliases, datasets, incidents, runs, versions
 from assay.store.aliases import ConcurrentChange
 from assay.store.artifacts import ArtifactStore
 from assay.store.database import (
@@ -43,6 +44,7 @@ from assay.store.records import (
     AliasChange,
     AliasEvent,
     DatasetInfo,
+    Incident,
     ModelInfo,
     RunInfo,
     RunKind,
@@ -337,6 +339,69 @@ class Store:
             except NotFoundError:
                 return None
             return versions.version_info(session, row)
+
+    # -- incidents (see ``assay.store.incidents`` for the order of writes) -------------------------------
+
+    def open_incident(
+        self,
+        model_name: str,
+        alias: str,
+        version: int,
+        *,
+        detector: str,
+        statistic: float,
+        threshold: float,
+        window: int,
+        window_start: datetime,
+        window_end: datetime,
+        detection: dict[str, Any],
+        rollback_after: int | None,
+    ) -> Incident:
+        """Record the first alarmed window of an episode on ``model_name@alias`` serving ``version``."""
+        clean = to_json_object(detection, "detection")
+
+        def work(session: Session) -> Incident:
+            model = versions.find_model(session, model_name)
+            row = versions.resolve(session, f"{model_name}@v{version}")
+            return incidents.open_incident(
+                session, model, alias, row.id, detector=detector, statistic=statistic, threshold=threshold,
+                window=window, window_start=window_start, window_end=window_end, detection=clean,
+                rollback_after=rollback_after,
+            )  # fmt: skip
+
+        return self._write(work)
+
+    def extend_incident(
+        self, incident_id: int, detection: dict[str, Any], *, rollback_after: int | None
+    ) -> Incident:
+        clean = to_json_object(detection, "detection")
+        return self._write(
+            lambda session: incidents.extend_incident(
+                session, incident_id, clean, rollback_after=rollback_after
+            )
+        )
+
+    def rollback_incident(self, incident_id: int, *, actor: str | None = "assay-serve") -> Incident:
+        """Carry out the rollback an incident is due, if its alias still serves the incident's version."""
+        return self._write(lambda session: incidents.rollback_incident(session, incident_id, actor=actor))
+
+    def acknowledge_incident(
+        self, incident_id: int, *, by: str | None = None, note: str | None = None
+    ) -> Incident:
+        return self._write(lambda session: incidents.acknowledge(session, incident_id, by=by, note=note))
+
+    def get_incident(self, incident_id: int) -> Incident:
+        with self._read() as session:
+            return incidents.get(session, incident_id)
+
+    def list_incidents(
+        self, model_name: str | None = None, alias: str | None = None, *, due_only: bool = False
+    ) -> list[Incident]:
+        """Oldest first; ``due_only``: those whose rollback was decided but not yet carried out."""
+        with self._read() as session:
+            return incidents.list_incidents(
+                session, model_name, alias, actions=("rollback_due",) if due_only else None
+            )
 
     # -- transactions -----------------------------------------------------------------------------------
 

@@ -41,6 +41,10 @@ GATE_STATUSES = ("none", "passed", "failed", "waived")
 RUN_KINDS = ("evaluation", "comparison")
 MEASUREMENT_ROLES = ("candidate", "baseline", "comparison")
 ALIAS_ACTIONS = ("promote", "rollback")
+# What the rollback guard did about an incident: nothing (yet); a rollback decided and written before it
+# is carried out (a restart finishes it); carried out; refused (nothing to roll back to); superseded (the
+# alias had moved on before the rollback ran).
+INCIDENT_ACTIONS = ("none", "rollback_due", "rolled_back", "rollback_refused", "superseded")
 
 NAME_LENGTH = 128  # model and alias names; checked in refs.py
 
@@ -208,3 +212,31 @@ class AliasHistoryRow(Base):
     reason: Mapped[str | None]
     actor: Mapped[str | None]
     at: Mapped[datetime]
+
+
+class IncidentRow(Base):
+    """A monitoring episode on one served alias: opened by the first alarmed window, extended by each
+    consecutive one (``detections``, with every alarm in ``details``), acted on by the rollback guard."""
+
+    __tablename__ = "incidents"
+    __table_args__ = (_one_of("action", INCIDENT_ACTIONS), Index(None, "model_id", "alias"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    alias: Mapped[str]
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    detector: Mapped[str]  # the detector with the largest statistic-to-threshold ratio in the first window
+    statistic: Mapped[float]
+    threshold: Mapped[float]
+    window: Mapped[int]  # index of the first alarmed window in the server's run
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    detections: Mapped[int]  # consecutive alarmed windows so far
+    action: Mapped[str] = mapped_column(String(16))
+    rollback_event_id: Mapped[int | None] = mapped_column(ForeignKey("alias_history.id"))
+    details: Mapped[dict[str, Any]]
+    opened_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    acked_at: Mapped[datetime | None]
+    acked_by: Mapped[str | None]
+    ack_note: Mapped[str | None]

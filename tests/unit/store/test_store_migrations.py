@@ -40,7 +40,7 @@ def test_the_schema_comparison_does_notice_a_difference(store: Store) -> None:
 
 def test_a_fresh_database_is_at_head(store: Store) -> None:
     with store._engine.connect() as conn:
-        assert current_revision(conn) == head_revision() == "0001"
+        assert current_revision(conn) == head_revision() == "0002"
         assert set(inspect(conn).get_table_names()) == {*Base.metadata.tables, "alembic_version"}
 
 
