@@ -55,8 +55,11 @@ def trust_cmd(
     pgd_steps: Annotated[int, typer.Option(min=1, help="PGD steps.")] = 20,
     restarts: Annotated[int, typer.Option(min=1, help="PGD random restarts.")] = 1,
     corruption_n: Annotated[
-        int, typer.Option(min=1, help="Seeded subset for corruptions (larger than the split: all of it).")
-    ] = 2000,
+        int | None,
+        typer.Option(
+            min=1, help="Seeded subset for corruptions (default, or larger than the split: all of it)."
+        ),
+    ] = None,
     n_boot: Annotated[int, typer.Option(min=100, help="Bootstrap resamples for the intervals.")] = 1000,
     seed: int = 0,
     parent: Annotated[

@@ -26,6 +26,7 @@ Where the numbers come from (each measurement's ``details`` says it again):
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -63,9 +64,8 @@ class TrustConfig:
     restarts: int = 1
     square_n: int = 200  # black-box attack budget, for variants without gradients
     square_queries: int = 200
-    # 50 corrupted copies of the split are 50 inference passes: a seeded 2k subset keeps the suite within
-    # minutes on 2 cores (Wilson half-width about 2 points); None runs the whole split.
-    corruption_n: int | None = 2000
+    # None: the whole split (50 corrupted copies: 50 inference passes); a number: a seeded subset.
+    corruption_n: int | None = None
     corruptions: tuple[str, ...] | None = None  # None: every corruption for the data's kind
     ood_n: int = 2000  # size of each synthetic OOD set
     membership_n: int = 5000
@@ -87,13 +87,35 @@ def _subset(n: int, size: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
 
 
+# Inference batch: small CNNs on CPU run fastest around 256 (activations stay in cache); batches of 1000
+# took twice as long on the demo CNN at 2 threads, with bit-identical outputs.
+_BATCH = 256
+
+
 def _logits_fn(model: LoadedModel) -> Callable[[np.ndarray], np.ndarray]:
-    def logits(x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """Inputs -> float64 logits, in batches of :data:`_BATCH`.
+
+    A torch fp32 model runs as a private copy in channels-last memory format (the caller's module is
+    left alone): the same weights, about 2x faster again on the demo CNN, logits equal to float32
+    rounding (a test checks them against the predictor's). Other backends run their predictor.
+    """
+    if has_gradients(model):
+        assert model.module is not None
+        module = copy.deepcopy(model.module).eval().to(memory_format=torch.channels_last)
+
+        @torch.inference_mode()
+        def run(batch: np.ndarray) -> np.ndarray:
+            t = torch.from_numpy(batch)
+            return module(t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t).numpy()
+
+    else:
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            return model.predictor.logits_and_features(batch)[0]
+
+    def logits(x: np.ndarray) -> np.ndarray:
         parts = [
-            model.predictor.logits_and_features(
-                np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32)
-            )[0]
-            for i in range(0, len(x), batch_size)
+            run(np.ascontiguousarray(x[i : i + _BATCH], dtype=np.float32)) for i in range(0, len(x), _BATCH)
         ]
         return np.concatenate(parts).astype(np.float64)
 
@@ -102,8 +124,10 @@ def _logits_fn(model: LoadedModel) -> Callable[[np.ndarray], np.ndarray]:
 
 def _run_outputs(model: LoadedModel, x: np.ndarray, labels: np.ndarray, source: str) -> Outputs:
     logits, features = [], []
-    for i in range(0, len(x), 1000):
-        lg, ft = model.predictor.logits_and_features(np.ascontiguousarray(x[i : i + 1000], dtype=np.float32))
+    for i in range(0, len(x), _BATCH):
+        lg, ft = model.predictor.logits_and_features(
+            np.ascontiguousarray(x[i : i + _BATCH], dtype=np.float32)
+        )
         logits.append(lg)
         if ft is not None:
             features.append(ft)

@@ -68,11 +68,32 @@ def test_pixelate_equals_block_means_and_translate_shifts() -> None:
     assert matches == len(IMAGES)
 
 
-def test_jpeg_equals_a_pillow_round_trip() -> None:
+def _pillow_jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    """One image (H, W) or (H, W, 3) in [0, 1] through Pillow's JPEG on its own."""
     buffer = io.BytesIO()
-    Image.fromarray(np.round(IMAGES[1, 0] * 255).astype(np.uint8), mode="L").save(buffer, "JPEG", quality=15)
-    ref = np.asarray(Image.open(buffer), dtype=np.float32) / 255
-    np.testing.assert_array_equal(rb.corrupt(IMAGES, "jpeg", 3)[1, 0], ref)
+    mode = "L" if image.ndim == 2 else "RGB"
+    Image.fromarray(np.round(image * 255).astype(np.uint8), mode=mode).save(buffer, "JPEG", quality=quality)
+    return np.asarray(Image.open(buffer), dtype=np.float32) / 255
+
+
+@pytest.mark.parametrize("size", [28, 13])
+def test_jpeg_mosaic_equals_one_pillow_round_trip_per_image(
+    size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Smooth images (real-looking blocks) and noise, edge blocks partial (28 and 13 are not multiples of 8),
+    # and 7 tiles per mosaic so that 30 images span several mosaics with a partly empty last one.
+    rng = np.random.default_rng(2)
+    ramps = np.linspace(0, 1, size, dtype=np.float32)[None, None, :, None] * rng.random((15, 1, 1, 1))
+    x = np.concatenate([ramps.repeat(size, axis=3), rng.random((15, 1, size, size), dtype=np.float32)])
+    monkeypatch.setattr(rb, "_MOSAIC_TILES", 7)
+    for severity in (1, 5):
+        quality = int(rb.CORRUPTIONS["jpeg"].levels[severity - 1])
+        out = rb.corrupt(x, "jpeg", severity)
+        for i in range(len(x)):
+            np.testing.assert_array_equal(out[i, 0], _pillow_jpeg(x[i, 0], quality), err_msg=f"image {i}")
+    colour = rng.random((2, 3, 12, 12), dtype=np.float32)  # RGB: one encode per image
+    out = rb.corrupt(colour, "jpeg", 2)
+    np.testing.assert_array_equal(out[1], _pillow_jpeg(colour[1].transpose(1, 2, 0), 18).transpose(2, 0, 1))
 
 
 def test_bad_arguments() -> None:

@@ -215,3 +215,22 @@ def test_the_suite_on_a_table(tmp_path: Path) -> None:
     assert not [m for m in ms.values() if m.status == "error"], ms
     assert "corruption_accuracy[table_missing@5]" in ms and ms["slices_found"].details["tested"] > 0
     assert ms["adv_accuracy"].status == "skipped" and ms["ood"].status == "skipped"
+
+
+def test_the_suite_predicts_with_the_models_own_weights(registered: tuple[Workspace, str]) -> None:
+    """The channels-last copy the suite infers with gives the predictor's logits and leaves the model alone."""
+    import torch
+
+    from assay.trust import _logits_fn
+
+    ws, ref = registered
+    model = model_of(ws, ws.store.resolve(ref))
+    assert model.module is not None
+    x = np.random.default_rng(0).random((300, 1, 12, 12), dtype=np.float32)
+    before = {k: v.clone() for k, v in model.module.state_dict().items()}
+    fast = _logits_fn(model)(x)
+    expected = model.predictor.logits_and_features(x)[0]
+    np.testing.assert_allclose(fast, expected, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(fast.argmax(1), expected.argmax(1))
+    for name, tensor in model.module.state_dict().items():
+        assert torch.equal(tensor, before[name]) and tensor.is_contiguous(), name
