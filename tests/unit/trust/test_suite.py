@@ -218,7 +218,7 @@ def test_the_suite_on_a_table(tmp_path: Path) -> None:
 
 
 def test_the_suite_predicts_with_the_models_own_weights(registered: tuple[Workspace, str]) -> None:
-    """The channels-last copy the suite infers with gives the predictor's logits and leaves the model alone."""
+    """The suite's channels-last copy gives the predictor's logits and leaves the model alone."""
     import torch
 
     from assay.trust import _logits_fn
