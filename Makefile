@@ -1,7 +1,7 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Each sets up what it needs, idempotently:
 # a step re-runs only when pyproject.toml or constraints.txt changed. `make demo` installs the package
-# alone (and the Fashion-MNIST files), so a first look is quick; `make setup` adds the test, compression
-# and PostgreSQL extras, the linters, and the Debian packages of the browser and database tests.
+# alone (and the Fashion-MNIST files), so a first look is quick; `make setup` adds the test, compression,
+# serving and PostgreSQL extras, the linters, and the Debian packages of the browser and database tests.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -23,7 +23,7 @@ $(RUNTIME): pyproject.toml constraints.txt
 	touch $@
 
 $(DEV): $(RUNTIME)
-	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[test,postgres,compress]'
+	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[test,postgres,compress,serve]'
 	# torchattacks, the adversarial tests' reference, without its metadata's pins (an old requests and a
 	# torchvision it does not import); see pyproject.toml.
 	$(BIN)/python -m pip install -qq --no-deps torchattacks==3.5.1

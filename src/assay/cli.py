@@ -644,6 +644,10 @@ app.add_typer(data_app, name="data")
 from assay.cli_trust import trust_cmd  # noqa: E402  (it imports the helpers above)
 
 app.command("trust")(trust_cmd)
+from assay.cli_serve import incidents_app, serve_cmd  # noqa: E402  (it imports the helpers above)
+
+app.command("serve")(serve_cmd)
+app.add_typer(incidents_app, name="incidents")
 
 
 def main() -> None:

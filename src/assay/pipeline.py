@@ -201,7 +201,7 @@ def run_pipeline(ws: Workspace, pipeline: Pipeline, *, progress: bool = True) ->
     info = dataset_info(data, "test")
     promotion = None
     if baseline is None:
-        evaluated = record_evaluation(ws, candidate, info, version=version)
+        evaluated = record_evaluation(ws, candidate, info, version=version, inputs=data.test.x)
         if pipeline.release.promote:
             promotion = ws.store.promote(
                 version.ref,
@@ -212,8 +212,9 @@ def run_pipeline(ws: Workspace, pipeline: Pipeline, *, progress: bool = True) ->
     else:
         base = assessed(baseline)
         evaluated = record_comparison(
-            ws, base, candidate, policy, info, baseline_version=baseline, candidate_version=version
-        )
+            ws, base, candidate, policy, info, baseline_version=baseline, candidate_version=version,
+            inputs=data.test.x,
+        )  # fmt: skip
         assert evaluated.verdict is not None
         if pipeline.release.promote and evaluated.verdict.passed:
             promotion = ws.store.promote(

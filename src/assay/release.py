@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from assay.compare import align
 from assay.data import Dataset, DataSpec, load_dataset
 from assay.env import environment
@@ -28,6 +30,7 @@ from assay.models import build_model, default_spec, save_model
 from assay.models.backends import LoadedModel, load_artifact
 from assay.outputs import Outputs, load_predictions
 from assay.report import write_report
+from assay.serve.reference import build_reference
 from assay.store import Store
 from assay.store.records import VersionInfo
 from assay.store.refs import check_model_name
@@ -275,6 +278,19 @@ def _stem(kind: str, *refs: str) -> str:
     return f"{kind}-{safe}-{secrets.token_hex(4)}"  # a suffix, so two runs never share a file
 
 
+def monitoring_reference(ws: Workspace, outputs: Outputs, inputs: np.ndarray) -> dict[str, Any] | None:
+    """Store the reference statistics of the evaluated split, what ``assay serve`` monitors against; the
+    run document keeps its digest. The thresholds are calibrated from it when a server loads the version
+    (deterministic given the reference, window, budget and seed; about 2 s), not here, so that gating
+    does not pay for a window size nobody may serve with."""
+    if outputs.logits is None:
+        return None  # external predictions without logits: there is nothing to monitor a model with
+    reference = build_reference(inputs, outputs.logits, outputs.features, outputs.labels)
+    with tempfile.TemporaryDirectory() as tmp:
+        digest = ws.store.artifacts.put_file(reference.save(Path(tmp) / "reference.npz"))
+    return {"reference": digest, "n": reference.n}
+
+
 def record_evaluation(
     ws: Workspace,
     candidate: Assessment,
@@ -282,8 +298,13 @@ def record_evaluation(
     *,
     version: VersionInfo | None,
     out_dir: Path | None = None,
+    inputs: np.ndarray | None = None,
 ) -> Evaluated:
+    """``inputs``: the evaluated split's inputs; with a registered version, the run stores the monitoring
+    reference built from them (see :func:`monitoring_reference`)."""
     document = evaluation_document(candidate, dataset=dataset, environment=environment())
+    if version is not None and inputs is not None:
+        document["monitoring"] = monitoring_reference(ws, candidate.outputs, inputs)
     paths = write_report(document, out_dir or ws.reports_dir, _stem("eval", candidate.info["ref"]))
     run_id = ws.store.record_run(
         kind="evaluation",
@@ -309,9 +330,13 @@ def record_comparison(
     baseline_version: VersionInfo | None,
     candidate_version: VersionInfo | None,
     out_dir: Path | None = None,
+    inputs: np.ndarray | None = None,
 ) -> Evaluated:
+    """``inputs`` as for :func:`record_evaluation`: the gated version keeps its gating set's reference."""
     verdict = compare(baseline, candidate, policy)
     document = comparison_document(baseline, candidate, verdict, dataset=dataset, environment=environment())
+    if candidate_version is not None and inputs is not None:
+        document["monitoring"] = monitoring_reference(ws, candidate.outputs, inputs)
     paths = write_report(
         document, out_dir or ws.reports_dir, _stem("gate", baseline.info["ref"], candidate.info["ref"])
     )
@@ -362,7 +387,14 @@ def evaluate_target(
     assessment = assess_version(
         ws, version, data, split, efficiency=efficiency, n_boot=n_boot, seed=seed, progress=progress
     )
-    return record_evaluation(ws, assessment, dataset_info(data, split), version=version, out_dir=out_dir)
+    return record_evaluation(
+        ws,
+        assessment,
+        dataset_info(data, split),
+        version=version,
+        out_dir=out_dir,
+        inputs=data.split(split).x,
+    )
 
 
 def gate_targets(
@@ -395,9 +427,11 @@ def gate_targets(
         )
     b_ver, c_ver = ws.store.resolve(baseline), ws.store.resolve(candidate)
     data, _ = data_for(c_ver, data_spec)
+    from assay.trust import gate_trust  # the trust families the policy's rules name, if any
+
     b, c = (
-        assess_version(ws, v, data, "test", efficiency=efficiency, progress=progress,
-                       n_boot=policy.n_bootstrap, seed=policy.seed)
+        gate_trust(ws, v, assess_version(ws, v, data, "test", efficiency=efficiency, progress=progress,
+                                         n_boot=policy.n_bootstrap, seed=policy.seed), data, policy)
         for v in (b_ver, c_ver)
     )  # fmt: skip
     return record_comparison(
@@ -409,4 +443,5 @@ def gate_targets(
         baseline_version=b_ver,
         candidate_version=c_ver,
         out_dir=out_dir,
+        inputs=data.test.x,
     )

@@ -436,6 +436,7 @@ class Search:
             baseline_version=self.root,
             candidate_version=version,
             out_dir=self.out_dir,
+            inputs=self.data.test.x,
         )
         assert gated.verdict is not None
         accuracy = next((c for c in gated.verdict.comparisons if c.name == "accuracy"), None)

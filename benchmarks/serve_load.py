@@ -1,0 +1,185 @@
+"""Serving throughput and latency on loopback: micro-batching against batch-1 serving, and the cost of
+monitoring.
+
+    python benchmarks/serve_load.py [--home DIR] [--seconds 20] [--connections 64]
+
+Uses ``fmnist-cnn@production`` from ``--home`` (what ``make demo`` leaves in ./.assay); without one it
+trains the demo's baseline CNN for one epoch into a temporary store first. Each configuration runs
+``assay serve`` in its own process; a bounded closed-loop load generator (``--connections`` keep-alive
+connections, each sending its next request when the last one is answered, one example per request as a
+.npy body) drives it for ``--seconds`` after a warm-up, and prints requests per second with p50 and p99
+latency. The generator shares the machine's cores with the server: the figures are for both together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+MODEL = "fmnist-cnn"
+CONFIGS = {
+    "batch-1 (max_batch 1), monitoring off": ["--max-batch", "1", "--no-monitor"],
+    "micro-batching (max_batch 64, 2 ms), monitoring off": ["--max-batch", "64", "--no-monitor"],
+    "micro-batching (max_batch 64, 2 ms), monitoring on": ["--max-batch", "64", "--monitor"],
+}
+
+
+def ensure_model(home: Path) -> None:
+    from assay.release import Workspace
+
+    ws = Workspace.open(home)
+    try:
+        if ws.store.current_alias(MODEL, "production") is not None:
+            return
+    except Exception:  # no such model yet
+        pass
+    from assay.demo import BASELINE
+    from assay.pipeline import pipeline_from_dict, run_pipeline
+
+    print("training the demo baseline for one epoch (no fmnist-cnn@production in this store)", flush=True)
+    config = {**BASELINE, "train": {"epochs": 1}, "data": {"source": "fashion-mnist"}}
+    run_pipeline(ws, pipeline_from_dict(config, source="benchmark"), progress=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def request_bytes(port: int, body: bytes) -> bytes:
+    head = (
+        f"POST /v1/models/{MODEL}/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/x-npy\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def connection(port: int, payloads: list[bytes], until: float, warm_until: float, out: dict) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    i = 0
+    while (now := time.perf_counter()) < until:
+        writer.write(payloads[i % len(payloads)])
+        i += 1
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        )
+        await reader.readexactly(length)
+        if now >= warm_until:
+            out["latencies"].append(time.perf_counter() - now)
+            out["status"][status] = out["status"].get(status, 0) + 1
+    writer.close()
+
+
+async def drive(port: int, connections: int, seconds: float, warmup: float) -> dict:
+    rng = np.random.default_rng(0)
+    payloads = []
+    for _ in range(64):
+        buffer = io.BytesIO()
+        np.save(buffer, rng.random((1, 1, 28, 28), dtype=np.float32))
+        payloads.append(request_bytes(port, buffer.getvalue()))
+    out: dict = {"latencies": [], "status": {}}
+    start = time.perf_counter()
+    await asyncio.gather(
+        *(
+            connection(port, payloads, start + warmup + seconds, start + warmup, out)
+            for _ in range(connections)
+        )
+    )
+    out["seconds"] = seconds
+    return out
+
+
+def wait_ready(port: int, process: subprocess.Popen, timeout: float = 180) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the server never became ready")
+
+
+def run_config(home: Path, flags: list[str], connections: int, seconds: float, warmup: float) -> dict:
+    port = free_port()
+    command = [sys.executable, "-m", "assay", "serve", f"{MODEL}@production", "--home", str(home),
+               "--port", str(port), "--rollback-after", "0", *flags]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_ready(port, process)
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        result = asyncio.run(drive(port, connections, seconds, warmup))
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    lat = np.asarray(result["latencies"]) * 1000
+    ok = result["status"].get(200, 0)
+    return {
+        "throughput": ok / seconds,
+        "p50": float(np.percentile(lat, 50)) if lat.size else float("nan"),
+        "p99": float(np.percentile(lat, 99)) if lat.size else float("nan"),
+        "status": result["status"],
+        "stderr": stderr[-2000:],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--home", type=Path, default=None, help="store with fmnist-cnn@production")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+    tmp = None
+    home = args.home
+    if home is None:
+        tmp = Path(tempfile.mkdtemp(prefix="assay-serve-bench-"))
+        home = tmp / "home"
+    try:
+        ensure_model(home)
+        print(f"cores: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
+        results = {}
+        for name, flags in CONFIGS.items():
+            results[name] = r = run_config(home, flags, args.connections, args.seconds, args.warmup)
+            print(f"{name}: {r['throughput']:.0f} req/s, p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms, "
+                  f"statuses {r['status']}", flush=True)  # fmt: skip
+        names = list(CONFIGS)
+        b1, batched, monitored = (results[n]["throughput"] for n in names)
+        print(f"batching speed-up at saturation: {batched / b1:.2f}x (target >= 5x)")
+        print(f"throughput cost of monitoring: {100 * (1 - monitored / batched):.1f}% (target < 5%)")
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

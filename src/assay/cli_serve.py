@@ -1,0 +1,189 @@
+"""``assay serve MODEL[@alias]`` and ``assay incidents list|show|ack`` (see :mod:`assay.serve`).
+
+Exit codes as everywhere: 0 done, 2 bad arguments (one line), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from assay.cli import HomeOpt, JsonOpt, _workspace, emit_json, err, friendly, out
+from assay.errors import MissingExtraError, UsageError
+
+incidents_app = typer.Typer(no_args_is_help=True, help="Incidents raised by the serving monitor.")
+
+
+def _target(ref: str) -> tuple[str, str]:
+    """``name`` serves ``name@production``; a version number is refused, as rollback needs an alias."""
+    from assay.store.refs import parse_ref
+
+    parsed = parse_ref(ref)
+    if parsed.version is not None:
+        raise UsageError(
+            f"Serve an alias, not a version ({ref!r}): promotion and rollback move aliases. Promote the "
+            f"version to one first, e.g. assay models promote {ref} --alias staging, then "
+            f"assay serve {parsed.model}@staging."
+        )
+    return parsed.model, parsed.alias or "production"
+
+
+@friendly
+def serve_cmd(
+    model: Annotated[str, typer.Argument(help="name (serves name@production) or name@alias.")],
+    host: str = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most examples per forward pass.")] = 64,
+    max_wait_ms: Annotated[float, typer.Option(min=0, help="Longest wait for a batch to fill, ms.")] = 2.0,
+    max_queue: Annotated[int, typer.Option(min=1, help="Examples queued before requests get 503.")] = 1024,
+    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body, MiB.")] = 32.0,
+    monitor: Annotated[bool, typer.Option(help="Monitor drift against the release reference.")] = True,
+    window: Annotated[int, typer.Option(min=10, help="Examples per monitoring window.")] = 500,
+    false_alarm_windows: Annotated[
+        float, typer.Option(min=2, help="Expected windows between false alarms (all detectors).")
+    ] = 1000.0,
+    rollback_after: Annotated[
+        int, typer.Option(min=0, help="Consecutive alarmed windows that roll the alias back (0: never).")
+    ] = 3,
+    max_rollbacks: Annotated[int, typer.Option(min=0, help="Automatic rollbacks per server process.")] = 1,
+    webhook: Annotated[
+        str | None, typer.Option(help="URL that gets a JSON POST per incident and rollback.")
+    ] = None,
+    shadow_rate: Annotated[
+        float, typer.Option(min=0, max=1, help="Share of requests the parent also runs on (shadow mode).")
+    ] = 0.0,
+    threads: Annotated[int | None, typer.Option(min=1, help="Intra-op threads of the model.")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Serve a model alias over HTTP with micro-batching, drift monitoring and guarded rollback."""
+    try:
+        import uvicorn
+
+        from assay.serve.app import create_app
+        from assay.serve.service import ServeConfig, Service
+    except ImportError as e:
+        raise MissingExtraError(e.name or "fastapi", "serve") from None
+    import torch
+
+    name, alias = _target(model)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    config = ServeConfig(
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        max_queue=max(max_queue, max_batch),
+        max_body_bytes=int(max_body_mb * 2**20),
+        monitor=monitor,
+        window=window,
+        false_alarm_windows=false_alarm_windows,
+        rollback_after=rollback_after or None,
+        max_rollbacks=max_rollbacks,
+        webhook=webhook,
+        shadow_rate=shadow_rate,
+    )
+    ws = _workspace(home)
+    if ws.store.current_alias(name, alias) is None:
+        raise UsageError(
+            f"Model {name!r} has no alias {alias!r}. Promote a version first: "
+            f"assay models promote {name}@vN --alias {alias}"
+        )
+    err.print(f"serving {name}@{alias} on http://{host}:{port} (dashboard at /, metrics at /metrics)")
+    uvicorn.run(create_app(Service(ws, name, alias, config)), host=host, port=port, log_level="warning")
+
+
+def _incident_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="incidents")
+    for column in (
+        "id",
+        "model",
+        "version",
+        "status",
+        "detector",
+        "statistic / threshold",
+        "windows",
+        "action",
+    ):
+        table.add_column(column)
+    for i in rows:
+        action = i["action"]
+        if i["rollback"]:
+            action += f" v{i['rollback']['from_version']} -> v{i['rollback']['to_version']}"
+        table.add_row(
+            str(i["id"]), f"{i['model']}@{i['alias']}", f"v{i['version']}", i["status"],
+            escape(i["detector"]),
+            f"{i['statistic']:.4g} / {i['threshold']:.4g}", str(i["detections"]), action,
+        )  # fmt: skip
+    return table
+
+
+@incidents_app.command("list")
+@friendly
+def incidents_list(
+    model: Annotated[str | None, typer.Argument(help="Only this model's incidents.")] = None,
+    alias: Annotated[str | None, typer.Option(help="Only this alias.")] = None,
+    open_only: Annotated[bool, typer.Option("--open", help="Only incidents nobody acknowledged.")] = False,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Incidents, oldest first."""
+    from assay.serve.guard import incident_json
+
+    found = [incident_json(i) for i in _workspace(home).store.list_incidents(model, alias)]
+    if open_only:
+        found = [i for i in found if i["acked_at"] is None]
+    if json_out:
+        emit_json(found)
+        return
+    out.print(_incident_table(found) if found else "No incidents.")
+
+
+@incidents_app.command("show")
+@friendly
+def incidents_show(
+    incident_id: Annotated[int, typer.Argument(help="The incident's id.")],
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """One incident with every alarmed window."""
+    from assay.serve.guard import incident_json
+
+    found = incident_json(_workspace(home).store.get_incident(incident_id))
+    if json_out:
+        emit_json(found)
+        return
+    out.print(_incident_table([found]))
+    table = Table(title="alarmed windows")
+    for column in ("window", "n", "end", "alarms"):
+        table.add_column(column)
+    for d in found["details"].get("detections", []):
+        alarms = "; ".join(
+            f"{a} {d['detectors'][a]['statistic']:.4g} > {d['detectors'][a]['threshold']:.4g}"
+            for a in d["alarms"]
+        )
+        table.add_row(str(d["window"]), str(d["n"]), d["end"], escape(alarms))
+    out.print(table)
+
+
+@incidents_app.command("ack")
+@friendly
+def incidents_ack(
+    incident_id: Annotated[int, typer.Argument(help="The incident's id.")],
+    note: Annotated[str | None, typer.Option(help="What was found or done.")] = None,
+    by: Annotated[str | None, typer.Option(help="Who acknowledges (default: your login name).")] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Acknowledge an incident (it stays on record; acknowledging twice keeps the first)."""
+    from assay.serve.guard import incident_json
+
+    found = incident_json(_workspace(home).store.acknowledge_incident(incident_id, by=by, note=note))
+    if json_out:
+        emit_json(found)
+        return
+    out.print(
+        f"Incident {incident_id} acknowledged by {escape(found['acked_by'] or 'unknown')} "
+        f"at {found['acked_at']}."
+    )

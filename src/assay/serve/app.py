@@ -1,0 +1,180 @@
+"""The HTTP face of a :class:`~assay.serve.service.Service` (FastAPI).
+
+    POST /v1/models/{name}/predict   JSON {"inputs": [...], "labels": [...]?} or a NumPy .npy body
+                                     (Content-Type: application/x-npy); JSON answer, or .npy
+                                     probabilities with Accept: application/x-npy
+    GET  /health                     the process is up
+    GET  /ready                      200 only once the model is loaded and warmed up, else 503
+    GET  /metrics                    Prometheus text format
+    GET  /                           the dashboard (assay.serve.dashboard)
+
+Every refusal is a 4xx with ``{"error": {"status": ..., "message": ...}}`` saying what was wrong; a full
+queue is a 503 at once. Nothing a client sends can stop the server from serving the next request.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from assay.errors import OverloadedError, UsageError
+from assay.serve.dashboard import dashboard_router
+from assay.serve.service import Service
+
+NPY = "application/x-npy"
+
+
+class ClientError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ClientError(413, f"The body is {int(declared)} bytes; this server takes at most {limit}.")
+    chunks, size = [], 0
+    async for chunk in request.stream():  # also caps bodies sent without a Content-Length
+        size += len(chunk)
+        if size > limit:
+            raise ClientError(413, f"The body exceeds {limit} bytes, the most this server takes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _array(value: Any, what: str) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        raise ClientError(
+            422, f"'{what}' must be a rectangular array of numbers (rows of equal length)."
+        ) from None
+    if array.dtype == object:
+        raise ClientError(422, f"'{what}' must be a rectangular array of numbers (rows of equal length).")
+    if array.dtype.kind not in "iuf":
+        raise ClientError(422, f"'{what}' must hold numbers; got values of type {array.dtype}.")
+    return array
+
+
+def parse_request(body: bytes, content_type: str) -> tuple[np.ndarray, np.ndarray | None]:
+    kind = content_type.split(";")[0].strip().lower()
+    if kind == NPY:
+        try:
+            x = np.load(io.BytesIO(body), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise ClientError(400, f"The body is not a readable .npy array ({e}).") from None
+        return _array(x, "the .npy body"), None
+    if kind not in ("application/json", ""):
+        raise ClientError(415, f"Send JSON (application/json) or a NumPy array ({NPY}); got {kind!r}.")
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ClientError(400, f"The body is not valid JSON ({e}).") from None
+    if not isinstance(payload, dict) or "inputs" not in payload:
+        raise ClientError(422, 'The JSON body must be an object with "inputs" (and optionally "labels").')
+    x = _array(payload["inputs"], "inputs")
+    labels = payload.get("labels")
+    return x, (None if labels is None else _array(labels, "labels"))
+
+
+def check_inputs(
+    x: np.ndarray, labels: np.ndarray | None, input_shape: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    if x.shape == input_shape:
+        x = x[None]  # one example without its batch dimension
+    if x.ndim != len(input_shape) + 1 or x.shape[1:] != input_shape or x.shape[0] == 0:
+        want = ", ".join(str(d) for d in input_shape)
+        raise ClientError(422, f"'inputs' must have shape (n, {want}) with n >= 1; got {tuple(x.shape)}.")
+    x = x.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise ClientError(422, "'inputs' holds NaN or infinite values; send finite numbers.")
+    if labels is not None and (labels.shape != (x.shape[0],) or labels.dtype.kind not in "iu"):
+        raise ClientError(422, f"'labels' must be {x.shape[0]} integer class indices, one per input.")
+    return np.ascontiguousarray(x), labels
+
+
+def create_app(service: Service) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        yield
+        await service.stop()
+
+    app = FastAPI(title="assay serve", lifespan=lifespan, docs_url=None, redoc_url=None)
+    metrics = service.metrics
+
+    @app.post("/v1/models/{name}/predict")
+    async def predict(name: str, request: Request) -> Response:
+        start = time.perf_counter()
+        response = await _predict(name, request)
+        metrics.requests.labels(str(response.status_code)).inc()
+        metrics.latency.observe(time.perf_counter() - start)
+        return response
+
+    async def _predict(name: str, request: Request) -> Response:
+        try:
+            if name != service.model:
+                raise ClientError(
+                    404, f"No model {name!r} is served here; this server serves {service.model!r}."
+                )
+            if not service.ready:
+                return _error(503, "The model is still loading; retry when /ready answers 200.")
+            body = await _body(request, service.config.max_body_bytes)
+            x, labels = parse_request(body, request.headers.get("content-type", ""))
+            x, labels = check_inputs(x, labels, service.served.input_shape)
+            n_classes = service.served.model.spec["n_classes"]
+            if labels is not None and (labels.min() < 0 or labels.max() >= n_classes):
+                raise ClientError(422, f"'labels' must be class indices in [0, {n_classes - 1}].")
+            out = await service.predict(x, labels)
+        except ClientError as e:
+            return _error(e.status, e.message)
+        except OverloadedError as e:
+            return _error(503, str(e))
+        except UsageError as e:  # a request larger than the queue
+            return _error(413, str(e))
+        if NPY in request.headers.get("accept", ""):
+            buffer = io.BytesIO()
+            np.save(buffer, out.probs.astype(np.float32), allow_pickle=False)
+            return Response(buffer.getvalue(), media_type=NPY, headers={"X-Assay-Version": str(out.version)})
+        return JSONResponse(
+            {
+                "model": service.model,
+                "version": out.version,
+                "predictions": out.probs.argmax(1).tolist(),
+                "confidence": out.probs.max(1).round(6).tolist(),
+                "probabilities": out.probs.round(6).tolist(),
+            }
+        )
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        if not service.ready:
+            return _error(503, "The model is still loading.")
+        return JSONResponse(
+            {"ready": True, "model": service.model, "version": service.served.version.version}
+        )
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    app.include_router(dashboard_router(service))
+    return app
