@@ -9,7 +9,7 @@ Every delta is candidate − baseline, in the metric's unit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -43,6 +43,39 @@ class PairedResult:
     delta_samples: np.ndarray
     baseline_samples: np.ndarray | None = None
     candidate_samples: np.ndarray | None = None
+    resampling: str = "paired bootstrap"  # how the replicates were drawn (a gate rule's test names it)
+
+
+# Index rows (b, n) of a bootstrap -> the statistic on each of the b resamples of the n examples.
+Replicates = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class PerExample:
+    """The per-example evidence behind a measurement that is not a function of the outputs (robust
+    accuracy, accuracy under a corruption, an OOD AUROC), kept in memory so that two models measured on
+    the same examples can be compared in pairs (:func:`compare_per_example`).
+
+    ``ids``: the examples, in the order ``replicates`` indexes them; ``replicates(rows)``: the statistic
+    on each resample; ``hits``: the 0/1 outcome per example when the statistic is their share (exact
+    McNemar then gives the p-value, as for accuracy).
+    """
+
+    measurement: Measurement
+    ids: np.ndarray
+    replicates: Replicates
+    hits: np.ndarray | None = None
+
+    @classmethod
+    def mean(cls, measurement: Measurement, ids: np.ndarray, values: np.ndarray) -> PerExample:
+        """A statistic that is the mean of per-example values; boolean values are hits."""
+        v = np.asarray(values)
+        if v.shape != (len(ids),):
+            raise UsageError(f"'{measurement.name}': {v.shape} values for {len(ids)} example ids.")
+        f = v.astype(np.float64)
+        return cls(
+            measurement, np.asarray(ids), lambda rows: f[rows].mean(axis=1), v if v.dtype == bool else None
+        )
 
 
 def _reordered(outputs: Outputs, order: np.ndarray) -> Outputs:
@@ -101,54 +134,128 @@ def align(baseline: Outputs, candidate: Outputs) -> tuple[Outputs, Outputs]:
     return baseline, aligned
 
 
-def _paired_replicates(
-    spec: MetricSpec, baseline: Outputs, candidate: Outputs, n_boot: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Replicates of the metric for both models on the same resamples (aligned outputs)."""
-    base_fn = spec.resampler(baseline.labels, baseline.probs)
-    cand_fn = spec.resampler(candidate.labels, candidate.probs)
+def _paired(
+    reference: Comparison,
+    base_fn: Replicates,
+    cand_fn: Replicates,
+    n: int,
+    hits: tuple[np.ndarray, np.ndarray] | None,
+    *,
+    n_boot: int,
+    seed: int,
+) -> PairedResult:
+    """Candidate − baseline on the same resamples of n paired examples; ``reference`` carries the names,
+    values and direction (its delta, interval and test are filled in here). With ``hits`` (0/1 outcomes
+    of both models per example) the p-value is exact McNemar, otherwise the paired bootstrap's."""
     base, cand = [], []
-    for rows in iter_bootstrap_indices(baseline.n, n_boot, seed):
+    for rows in iter_bootstrap_indices(n, n_boot, seed):
         base.append(base_fn(rows))
         cand.append(cand_fn(rows))
-    return np.concatenate(base).astype(np.float64), np.concatenate(cand).astype(np.float64)
+    base_samples = np.concatenate(base).astype(np.float64)
+    cand_samples = np.concatenate(cand).astype(np.float64)
+    delta_samples = cand_samples - base_samples
+    low, high = percentile_interval(delta_samples)
+    details: dict[str, Any] = {"interval": "paired percentile bootstrap", "n_boot": n_boot, "seed": seed}
+    if hits is not None:
+        result = mcnemar_exact(*hits)
+        p_value, test = result.p_value, "exact McNemar"
+        details |= {"baseline_only_correct": result.b, "candidate_only_correct": result.c}
+    else:
+        p_value, test = bootstrap_p_value(delta_samples, 0.0, alternative="two-sided"), "paired bootstrap"
+    assert reference.baseline is not None and reference.candidate is not None
+    comparison = replace(
+        reference,
+        delta=reference.candidate - reference.baseline,
+        delta_ci_low=low,
+        delta_ci_high=high,
+        p_value=p_value,
+        test=test,
+        n=n,
+        details={**details, **reference.details},
+    )
+    return PairedResult(comparison, delta_samples, base_samples, cand_samples)
+
+
+def _unfilled(
+    name: str, family: str, baseline: float, candidate: float, *, higher_is_better: bool | None,
+    estimator: str, unit: str | None, details: dict[str, Any] | None = None,
+) -> Comparison:  # fmt: skip
+    return Comparison(
+        name=name, family=family, baseline=baseline, candidate=candidate, delta=None, delta_ci_low=None,
+        delta_ci_high=None, p_value=None, test="", unit=unit, higher_is_better=higher_is_better,
+        estimator=estimator, details=details or {},
+    )  # fmt: skip
 
 
 def compare_aligned(
     spec: MetricSpec, baseline: Outputs, candidate: Outputs, *, n_boot: int, seed: int
 ) -> PairedResult:
     """:func:`compare_metric` for outputs already aligned by :func:`align`."""
-    base_value = spec.fn(baseline.labels, baseline.probs)
-    cand_value = spec.fn(candidate.labels, candidate.probs)
-    base_samples, cand_samples = _paired_replicates(spec, baseline, candidate, n_boot, seed)
-    delta_samples = cand_samples - base_samples
-    low, high = percentile_interval(delta_samples)
-    details: dict[str, Any] = {"interval": "paired percentile bootstrap", "n_boot": n_boot, "seed": seed}
-    if spec.interval == "wilson" and spec.per_example is not None:
-        # A proportion of per-example successes (accuracy): paired 0/1 outcomes, so exact McNemar.
-        base_hits = spec.per_example(baseline.labels, baseline.probs) > 0.5
-        result = mcnemar_exact(base_hits, spec.per_example(candidate.labels, candidate.probs) > 0.5)
-        p_value, test = result.p_value, "exact McNemar"
-        details |= {"baseline_only_correct": result.b, "candidate_only_correct": result.c}
-    else:
-        p_value, test = bootstrap_p_value(delta_samples, 0.0, alternative="two-sided"), "paired bootstrap"
-    comparison = Comparison(
-        name=spec.name,
-        family=spec.family,
-        baseline=base_value,
-        candidate=cand_value,
-        delta=cand_value - base_value,
-        delta_ci_low=low,
-        delta_ci_high=high,
-        p_value=p_value,
-        test=test,
-        n=baseline.n,
-        unit=spec.unit,
+    reference = _unfilled(
+        spec.name,
+        spec.family,
+        spec.fn(baseline.labels, baseline.probs),
+        spec.fn(candidate.labels, candidate.probs),
         higher_is_better=spec.higher_is_better,
         estimator=spec.estimator,
-        details=details,
+        unit=spec.unit,
     )
-    return PairedResult(comparison, delta_samples, base_samples, cand_samples)
+    hits = None
+    if spec.interval == "wilson" and spec.per_example is not None:
+        # A proportion of per-example successes (accuracy): paired 0/1 outcomes, so exact McNemar.
+        hits = (
+            spec.per_example(baseline.labels, baseline.probs) > 0.5,
+            spec.per_example(candidate.labels, candidate.probs) > 0.5,
+        )
+    base_fn = spec.resampler(baseline.labels, baseline.probs)
+    cand_fn = spec.resampler(candidate.labels, candidate.probs)
+    return _paired(reference, base_fn, cand_fn, baseline.n, hits, n_boot=n_boot, seed=seed)
+
+
+def compare_per_example(
+    baseline: PerExample, candidate: PerExample, *, n_boot: int = 1000, seed: int = 0
+) -> PairedResult:
+    """Compare two models' measurement of the same name from their per-example evidence, in pairs.
+
+    The examples are matched by id (the candidate's are reordered to the baseline's); different sets of
+    examples are a :class:`~assay.errors.DataError`, since an unpaired delta would not mean what the
+    interval says. Delta interval: paired percentile bootstrap (the same resampled examples for both);
+    p-value: exact McNemar when both have 0/1 hits, else the two-sided paired bootstrap p-value.
+    """
+    b, c = baseline.measurement, candidate.measurement
+    if b.name != c.name:
+        raise UsageError(f"Compare a measurement with itself: got '{b.name}' and '{c.name}'.")
+    if b.value is None or c.value is None:
+        raise UsageError(f"'{b.name}': both measurements need a value to be compared.")
+    if np.array_equal(baseline.ids, candidate.ids):
+        order = None
+    else:
+        position = {id_: i for i, id_ in enumerate(candidate.ids.tolist())}
+        if len(position) != len(candidate.ids) or set(position) != set(baseline.ids.tolist()):
+            raise DataError(
+                f"'{b.name}' was measured on different examples for the two models ({len(baseline.ids)} and "
+                f"{len(candidate.ids)} ids, {len(set(position) & set(baseline.ids.tolist()))} in common). "
+                "Measure both with the same data, subset sizes and seed."
+            )
+        order = np.array([position[id_] for id_ in baseline.ids.tolist()])
+
+    def cand_fn(rows: np.ndarray) -> np.ndarray:
+        return candidate.replicates(rows if order is None else order[rows])
+
+    hits = None
+    if baseline.hits is not None and candidate.hits is not None:
+        hits = (baseline.hits, candidate.hits if order is None else candidate.hits[order])
+    reference = _unfilled(
+        b.name,
+        b.family,
+        b.value,
+        c.value,
+        higher_is_better=b.higher_is_better,
+        estimator=b.estimator,
+        unit=b.unit,
+        details={"paired_on": "example ids"},
+    )
+    return _paired(reference, baseline.replicates, cand_fn, len(baseline.ids), hits, n_boot=n_boot, seed=seed)
 
 
 def compare_metric(
@@ -236,7 +343,7 @@ def compare_samples(
             "seed": seed,
         },
     )
-    return PairedResult(comparison, delta_samples, base_rep, cand_rep)
+    return PairedResult(comparison, delta_samples, base_rep, cand_rep, resampling=comparison.test)
 
 
 def resample_statistic(measurement: Measurement, *, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
@@ -291,7 +398,11 @@ def compare_measurements(
         estimator=candidate.estimator,
     )
     return PairedResult(
-        comparison, np.full(n_boot, delta), np.full(n_boot, baseline.value), np.full(n_boot, candidate.value)
+        comparison,
+        np.full(n_boot, delta),
+        np.full(n_boot, baseline.value),
+        np.full(n_boot, candidate.value),
+        resampling=comparison.test,
     )
 
 

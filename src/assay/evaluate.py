@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from assay import __version__
+from assay.compare import PerExample
 from assay.errors import UsageError
 from assay.gate import Policy, Verdict, evaluate_policy
 from assay.measurement import Measurement
@@ -29,6 +30,8 @@ class Assessment:
     plots: dict[str, Any]
     efficiency: list[Measurement] = field(default_factory=list)
     training_curve: dict[str, list[float]] | None = None
+    # Evidence behind measurements beyond the outputs (the trust suite's), for paired gate rules.
+    per_example: dict[str, PerExample] = field(default_factory=dict)
 
 
 def assess(
@@ -116,6 +119,8 @@ def compare(baseline: Assessment, candidate: Assessment, policy: Policy) -> Verd
         candidate.outputs,
         baseline_efficiency=baseline.efficiency,
         candidate_efficiency=candidate.efficiency,
+        baseline_per_example=baseline.per_example,
+        candidate_per_example=candidate.per_example,
     )
 
 

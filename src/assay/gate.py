@@ -20,11 +20,15 @@ informational (judged at alpha, outside Holm, never deciding). A rule whose metr
 ``passed=False``.
 
 Metric names valid in rules: the registered metrics (:data:`assay.metrics.METRICS`), the efficiency
-measurements in :data:`EFFICIENCY_METRICS`, and any ``extra_metrics`` given when loading a policy.
+measurements in :data:`EFFICIENCY_METRICS`, the trust suite's measurements with per-example evidence
+(:func:`assay.trust.gate_metrics`: robust and corruption accuracies, OOD metrics; ``assay gate`` runs
+the families that a policy's rules name on both models, on the same seeded examples), and any
+``extra_metrics`` given when loading a policy.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
@@ -45,13 +49,15 @@ from pydantic import (
 
 from assay.compare import (
     PairedResult,
+    PerExample,
     align,
     churn,
     compare_aligned,
     compare_measurements,
+    compare_per_example,
     resample_statistic,
 )
-from assay.errors import ConfigError
+from assay.errors import AssayError, ConfigError
 from assay.format import format_delta, format_measurement_value, scale_for
 from assay.measurement import Comparison, Measurement, _clean
 from assay.metrics.registry import METRICS
@@ -139,8 +145,15 @@ required = false
 # Policy file
 
 
-def _known_metrics(extra: Iterable[str]) -> list[str]:
-    return sorted({*METRICS.names(), *EFFICIENCY_METRICS, *extra})
+def _known_metrics(extra: Iterable[str]) -> dict[str, Any]:
+    """The validator's context: every name a rule may use, and how to list them in a message."""
+    from assay.trust import describe_gate_metrics, gate_metrics  # loads torch: only once a policy is read
+
+    own = sorted({*METRICS.names(), *EFFICIENCY_METRICS, *extra})
+    return {
+        "known_metrics": {*own, *gate_metrics()},
+        "known_text": f"{', '.join(own)}; and the trust suite's {describe_gate_metrics()}",
+    }
 
 
 class _RuleModel(BaseModel):
@@ -157,9 +170,12 @@ class _RuleModel(BaseModel):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, value: str, info: ValidationInfo) -> str:
-        known = (info.context or {}).get("known_metrics")
+        context = info.context or {}
+        known = context.get("known_metrics")
         if known is not None and value not in known:
-            raise ValueError(f"unknown metric '{value}'. Known: {', '.join(known)}")
+            close = difflib.get_close_matches(value, sorted(known), n=1, cutoff=0.8)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(f"unknown metric '{value}'{hint}. Known: {context['known_text']}")
         return value
 
     @field_validator("kind")
@@ -306,7 +322,7 @@ class Policy:
         if "policy" not in data and "name" in data:
             settings = {k: data[k] for k in ("name", "alpha", "n_bootstrap", "seed") if k in data}
             data = {"policy": settings, "rules": data.get("rules", [])}
-        context = {"known_metrics": _known_metrics(extra_metrics)}
+        context = _known_metrics(extra_metrics)
         try:
             model = _PolicyFileModel.model_validate(data, context=context)
         except ValidationError as e:
@@ -525,10 +541,10 @@ def _compare_registered(
     return out
 
 
-def _error_comparison(name: str, message: str) -> Comparison:
+def _error_comparison(name: str, message: str, family: str | None) -> Comparison:
     return Comparison(
         name=name,
-        family=METRICS.get(name).family if name in METRICS else "efficiency",
+        family=family or (METRICS.get(name).family if name in METRICS else "efficiency"),
         baseline=None,
         candidate=None,
         delta=None,
@@ -553,10 +569,8 @@ def _evidence(
         return f"error: {found}"
     if found is not None:
         c = found.comparison
-        # Metrics of the outputs are resampled in pairs; efficiency comparisons say how they were made.
-        resampling = "paired bootstrap" if rule.metric in METRICS else c.test
         return _Evidence(
-            found, found.candidate_samples, c.candidate, bool(c.higher_is_better), c.unit, resampling
+            found, found.candidate_samples, c.candidate, bool(c.higher_is_better), c.unit, found.resampling
         )
     measurement = candidate_efficiency.get(rule.metric)
     if measurement is None:
@@ -765,6 +779,21 @@ def _mde(paired: Mapping[str, PairedResult | str], n: int, alpha: float) -> dict
     }
 
 
+def _compare_per_example(
+    policy: Policy, baseline: Mapping[str, PerExample], candidate: Mapping[str, PerExample]
+) -> dict[str, PairedResult | str]:
+    """Paired comparisons of the per-example evidence both models have, for the metrics rules name."""
+    out: dict[str, PairedResult | str] = {}
+    for name in sorted({rule.metric for rule in policy.rules} & baseline.keys() & candidate.keys()):
+        try:
+            out[name] = compare_per_example(
+                baseline[name], candidate[name], n_boot=policy.n_bootstrap, seed=policy.seed
+            )
+        except AssayError as e:  # examples that do not pair: the rule says so, the other rules still run
+            out[name] = f"{type(e).__name__}: {e}"
+    return out
+
+
 def evaluate_policy(
     policy: Policy,
     baseline: Outputs,
@@ -772,8 +801,14 @@ def evaluate_policy(
     *,
     baseline_efficiency: Sequence[Measurement] = (),
     candidate_efficiency: Sequence[Measurement] = (),
+    baseline_per_example: Mapping[str, PerExample] | None = None,
+    candidate_per_example: Mapping[str, PerExample] | None = None,
 ) -> Verdict:
     """Judge ``candidate`` against ``baseline`` under ``policy``.
+
+    ``*_per_example``: evidence for measurements beyond the outputs, by name (the trust suite's robust
+    and corruption accuracies and OOD metrics, :attr:`assay.trust.TrustResult.per_example`); a rule on
+    such a metric is judged on the paired comparison of the two models' evidence.
 
     Raises :class:`~assay.errors.DataError` only when the two outputs are not on the same examples;
     every statistical outcome, and every metric that cannot be computed, is part of the verdict.
@@ -783,9 +818,11 @@ def evaluate_policy(
     base_eff, cand_eff = _efficiency_index(baseline_efficiency), _efficiency_index(candidate_efficiency)
     paired = _compare_registered(baseline, candidate, n_boot, seed)
     paired |= _compare_efficiency(base_eff, cand_eff, n_boot, seed)
+    paired |= _compare_per_example(policy, baseline_per_example or {}, candidate_per_example or {})
+    families = {name: e.measurement.family for name, e in (baseline_per_example or {}).items()}
     rules = judge(policy, paired, candidate_efficiency)
     comparisons = [
-        r.comparison if isinstance(r, PairedResult) else _error_comparison(name, r)
+        r.comparison if isinstance(r, PairedResult) else _error_comparison(name, r, families.get(name))
         for name, r in paired.items()
     ]
     passed = all(r.passed for r in rules if r.gated)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from assay.compare import PerExample
 from assay.data import Dataset, Split
 from assay.inference import infer
 from assay.measurement import Measurement
@@ -45,7 +46,10 @@ from assay.models.backends import LoadedModel
 from assay.outputs import Outputs, from_arrays
 
 if TYPE_CHECKING:
+    from assay.evaluate import Assessment
+    from assay.gate import Policy
     from assay.release import Workspace
+    from assay.store.records import VersionInfo
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +62,7 @@ class TrustConfig:
 
     families: tuple[str, ...] = FAMILIES
     adversarial_n: int = 1000  # seeded subset for FGSM/PGD
+    norms: tuple[adversarial.Norm, ...] = adversarial.NORMS  # threat models attacked
     linf_eps: tuple[float, ...] = adversarial.DEFAULT_EPS["linf"]
     l2_eps: tuple[float, ...] = adversarial.DEFAULT_EPS["l2"]
     pgd_steps: int = 20
@@ -76,9 +81,13 @@ class TrustConfig:
 
 @dataclass
 class TrustResult:
+    """Measurements in the schema; ``per_example``: in memory only, the evidence behind the ones a gate
+    rule can name (:func:`gate_metrics`), so that two models can be compared in pairs."""
+
     measurements: list[Measurement]
     plots: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    per_example: dict[str, PerExample] = field(default_factory=dict)
 
 
 def _subset(n: int, size: int | None, seed: int) -> np.ndarray:
@@ -101,7 +110,8 @@ def _logits_fn(model: LoadedModel) -> Callable[[np.ndarray], np.ndarray]:
     """
     if has_gradients(model):
         assert model.module is not None
-        module = copy.deepcopy(model.module).eval().to(memory_format=torch.channels_last)
+        module = copy.deepcopy(model.module).eval()
+        module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs lack it
 
         @torch.inference_mode()
         def run(batch: np.ndarray) -> np.ndarray:
@@ -159,6 +169,16 @@ class _Context:
     parent: LoadedModel | None
     baseline: LoadedModel | None
     plots: dict[str, Any] = field(default_factory=dict)
+    per_example: dict[str, PerExample] = field(default_factory=dict)
+
+    def keep(
+        self, measurements: Sequence[Measurement], ids: np.ndarray, values: dict[str, np.ndarray]
+    ) -> None:
+        """Keep per-example ``values`` (their mean is the measurement of the same name) for the gate."""
+        by_name = {m.name: m for m in measurements if m.status == "ok" and m.value is not None}
+        for name, v in values.items():
+            if name in by_name:
+                self.per_example[name] = PerExample.mean(by_name[name], ids, v)
 
 
 def _robustness(ctx: _Context) -> list[Measurement]:
@@ -186,13 +206,16 @@ def _robustness(ctx: _Context) -> list[Measurement]:
         "accuracy": {name: c.mean(axis=1).tolist() for name, c in result.corrupted.items()},
     }
     subset = {"n": int(idx.size), "seed": cfg.seed, "of": ctx.split.n}
-    return robustness.corruption_measurements(
+    out = robustness.corruption_measurements(
         result, base, n_boot=cfg.n_boot, seed=cfg.seed, details={"subset": subset}
     )
+    ctx.keep(out, ctx.split.ids[idx], robustness.per_example(result))
+    return out
 
 
 def _norms(cfg: TrustConfig) -> list[tuple[adversarial.Norm, tuple[float, ...]]]:
-    return [("linf", cfg.linf_eps), ("l2", cfg.l2_eps)]
+    eps: dict[adversarial.Norm, tuple[float, ...]] = {"linf": cfg.linf_eps, "l2": cfg.l2_eps}
+    return [(norm, eps[norm]) for norm in cfg.norms]
 
 
 def _adversarial(ctx: _Context) -> list[Measurement]:
@@ -226,16 +249,16 @@ def _adversarial(ctx: _Context) -> list[Measurement]:
                 "eps": list(curve.eps),
                 **{attack: [float(c.mean()) for c in cs] for attack, cs in curve.correct.items()},
             }
-            out.extend(
-                adversarial.curve_measurements(
-                    curve,
-                    n_classes=ctx.data.n_classes,
-                    input_range=input_range,
-                    steps=cfg.pgd_steps,
-                    restarts=cfg.restarts,
-                    details=subset,
-                )
+            measured = adversarial.curve_measurements(
+                curve,
+                n_classes=ctx.data.n_classes,
+                input_range=input_range,
+                steps=cfg.pgd_steps,
+                restarts=cfg.restarts,
+                details=subset,
             )
+            ctx.keep(measured, ctx.split.ids[idx], adversarial.curve_per_example(curve))
+            out.extend(measured)
         ctx.plots["adversarial_curves"] = curves
         return out
     note = f"the {ctx.model.backend} backend exposes no gradients: attacked by transfer and by Square"
@@ -288,26 +311,37 @@ def _ood(ctx: _Context) -> list[Measurement]:
     shape = ctx.split.x.shape[1:]
     if shape[0] == 1 and shape[1] == shape[2]:
         sets["digits"] = ood.digits_as_images(size=shape[1])
+    source_ids = {shift: ctx.split.ids[idx] for shift in ood.SHIFTS}  # each OOD copy is of an ID example
+    id_scores = ood.scores_of(ctx.outputs.logits, ctx.outputs.features, maha)
     out: list[Measurement] = []
     for name, x_ood in sets.items():
         o = _run_outputs(ctx.model, x_ood, np.zeros(len(x_ood), dtype=np.int64), f"ood set {name}")
         assert o.logits is not None
-        out.extend(
-            ood.ood_measurements(
-                ctx.outputs.logits,
-                o.logits,
-                ood_set=name,
-                id_features=ctx.outputs.features,
-                ood_features=o.features,
-                mahalanobis=maha,
-                n_boot=cfg.n_boot,
-                seed=cfg.seed,
-                details={
-                    "in_distribution": f"{ctx.data.name} {ctx.split.n} examples",
-                    "mahalanobis_fitted_on": "validation split features",
-                },
-            )
+        measured = ood.ood_measurements(
+            ctx.outputs.logits,
+            o.logits,
+            ood_set=name,
+            id_features=ctx.outputs.features,
+            ood_features=o.features,
+            mahalanobis=maha,
+            n_boot=cfg.n_boot,
+            seed=cfg.seed,
+            details={
+                "in_distribution": f"{ctx.data.name} {ctx.split.n} examples",
+                "mahalanobis_fitted_on": "validation split features",
+            },
         )
+        out.extend(measured)
+        # For the gate: the pooled examples (ID ids, then the OOD set's own) and each metric's replicates.
+        ood_ids = np.array([f"{name}:{i}" for i in source_ids.get(name, np.arange(len(x_ood)).astype(str))])
+        pooled = np.concatenate([ctx.outputs.ids, ood_ids])
+        by_name = {m.name: m for m in measured if m.status == "ok" and m.value is not None}
+        for score, scores in ood.scores_of(o.logits, o.features, maha).items():
+            for metric in ood.METRIC_NAMES:
+                key = ood.measurement_name(metric, name, score)
+                if key in by_name:
+                    replicates = ood.detection_replicates(id_scores[score], scores, metric)
+                    ctx.per_example[key] = PerExample(by_name[key], pooled, replicates)
     return out
 
 
@@ -404,6 +438,7 @@ def run_trust(
             result.measurements.append(Measurement.error(family, family, f"{type(e).__name__}: {e}"))
         result.seconds[family] = time.perf_counter() - start
     result.plots = ctx.plots
+    result.per_example = ctx.per_example
     return result
 
 
@@ -419,7 +454,83 @@ def gate_ready(measurements: Sequence[Measurement]) -> list[str]:
     return [m.name for m in measurements if m.status == "ok" and m.value is not None]
 
 
+_OOD_SETS = (*ood.SHIFTS, "digits")
+_GATE_ATTACKS = ("fgsm", "pgd")  # white box: transfer and Square measure gradient-free models differently
+
+
+def gate_metrics(config: TrustConfig | None = None) -> dict[str, str]:
+    """The trust measurements a gate rule can name, each with its family: those the suite keeps
+    per-example evidence for (:attr:`TrustResult.per_example`), named as ``config`` (default: the
+    defaults) produces them: white-box robust accuracy, accuracy under each corruption and severity and
+    their means, and every OOD detection metric."""
+    config = config or TrustConfig()
+    names: dict[str, str] = {}
+    for norm, levels in _norms(config):
+        for attack in _GATE_ATTACKS:
+            names |= {adversarial.accuracy_name(attack, norm, eps): "adversarial" for eps in levels}
+    for corruption in robustness.CORRUPTIONS:
+        names |= {robustness.accuracy_name(corruption, s): "robustness" for s in robustness.SEVERITIES}
+        names[robustness.mca_name(corruption)] = "robustness"
+    names[robustness.mca_name()] = "robustness"
+    for ood_set in _OOD_SETS:
+        for score in ood.SCORES:
+            names |= {ood.measurement_name(m, ood_set, score): "ood" for m in ood.METRIC_NAMES}
+    return names
+
+
+def describe_gate_metrics(config: TrustConfig | None = None) -> str:
+    """:func:`gate_metrics` as patterns, for messages (they are too many to list one by one)."""
+    config = config or TrustConfig()
+    eps = "; ".join(f"{norm} eps {', '.join(f'{e:g}' for e in levels)}" for norm, levels in _norms(config))
+    return (
+        f"adv_accuracy[<{'|'.join(_GATE_ATTACKS)}>-<norm>@<eps>] ({eps}), "
+        f"corruption_accuracy[<corruption>@<1-5>], corruption_mca[<corruption>], corruption_mca "
+        f"(corruptions: {', '.join(robustness.CORRUPTIONS)}), "
+        f"ood_<{'|'.join(ood.METRIC_NAMES)}>[<{'|'.join(_OOD_SETS)}>:<{'|'.join(ood.SCORES)}>]"
+    )
+
+
+def families_for(metrics: Iterable[str]) -> tuple[str, ...]:
+    """The trust families that produce ``metrics`` (in suite order); names outside :func:`gate_metrics`
+    are ignored."""
+    known = gate_metrics()
+    wanted = {known[m] for m in metrics if m in known}
+    return tuple(f for f in FAMILIES if f in wanted)
+
+
 # --- a registered version: cached outputs, parent, report ------------------------------------------
+
+
+def gate_trust(
+    ws: Workspace, version: VersionInfo, assessment: Assessment, data: Dataset, policy: Policy
+) -> Assessment:
+    """``assessment`` plus the trust families that ``policy``'s rules name (only those, and only the
+    attacks' norms they name), run on ``version`` through the outputs cache: their measurements for the
+    report and their per-example evidence for paired rules. Subsets and random draws come from the
+    policy's seed, so two versions gated against each other are measured on the same examples.
+    Unchanged when no rule names one."""
+    named = {rule.metric for rule in policy.rules}
+    families = families_for(named)
+    if not families:
+        return assessment
+    from assay.release import model_of
+
+    def attacked(norm: adversarial.Norm) -> bool:
+        names = gate_metrics(TrustConfig(norms=(norm,)))
+        return any(names.get(metric) == "adversarial" for metric in named)
+
+    model = model_of(ws, version)
+    norms = tuple(norm for norm in adversarial.NORMS if attacked(norm))
+    config = TrustConfig(families=families, norms=norms, n_boot=policy.n_bootstrap, seed=policy.seed)
+    outputs_of = cached_outputs(model, ws.cache_dir, version.artifact_digest)
+    result = run_trust(model, data, config=config, outputs_of=outputs_of)
+    return replace(
+        assessment,
+        info={**assessment.info, "trust": {"families": list(families), "seconds": result.seconds}},
+        measurements=[*assessment.measurements, *result.measurements],
+        plots={**assessment.plots, "trust": result.plots},
+        per_example=result.per_example,
+    )
 
 
 @dataclass

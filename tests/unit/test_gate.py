@@ -43,7 +43,8 @@ def test_malformed_toml_names_file_line_and_column() -> None:
     [
         (
             GOOD_RULES + '[[rules]]\nmetric = "ecee"\nkind = "at_most"\nthreshold = 0.05\n',
-            "policy.toml: rule 2 ('ecee'): unknown metric 'ecee'. Known: accuracy, adaptive_ece, brier, ",
+            "policy.toml: rule 2 ('ecee'): unknown metric 'ecee' (did you mean 'ece'?). "
+            "Known: accuracy, adaptive_ece, ",
         ),
         (
             '[[rules]]\nmetric = "accuracy"\nkind = "non_inferiority"\nmargin = -0.5\n',

@@ -271,8 +271,19 @@ def _accuracy_measurement(
     )
 
 
-def _eps_label(eps: float) -> str:
-    return f"{eps:g}"
+def accuracy_name(attack: str, norm: str, eps: float) -> str:
+    """``adv_accuracy[pgd-linf@0.1]``: the name of robust accuracy under ``attack`` at ``eps``."""
+    return f"adv_accuracy[{attack}-{norm}@{eps:g}]"
+
+
+def curve_per_example(curve: RobustCurve) -> dict[str, np.ndarray]:
+    """Per-example robust correctness behind each ``adv_accuracy`` of :func:`curve_measurements`."""
+    return {
+        accuracy_name(attack, curve.norm, level): correct
+        for attack in ("fgsm", "pgd")
+        for level, correct in zip(curve.eps, curve.correct[attack], strict=True)
+        if level != 0
+    }
 
 
 @dataclass(frozen=True)
@@ -386,7 +397,7 @@ def curve_measurements(
                            "restarts": restarts}  # fmt: skip
             out.append(
                 _accuracy_measurement(
-                    f"adv_accuracy[{attack}-{curve.norm}@{_eps_label(level)}]",
+                    accuracy_name(attack, curve.norm, level),
                     correct,
                     f"accuracy under white-box {attack.upper()} ({curve.norm}, eps {level:g} in input units)",
                     {**threat, **params, **extra},
@@ -436,7 +447,7 @@ def transfer_measurements(
             hits.append(target_predict(adv).argmax(1) == yb.numpy())
         out.append(
             _accuracy_measurement(
-                f"adv_accuracy[transfer-pgd-{norm}@{_eps_label(level)}]",
+                accuracy_name("transfer-pgd", norm, level),
                 np.concatenate(hits),
                 f"accuracy on PGD inputs crafted on the {source_name} ({norm}, eps {level:g}): transfer",
                 {
@@ -468,7 +479,7 @@ def square_measurements(
         adv, used = square_attack(predict, x, y, threat, queries=queries, seed=seed)
         out.append(
             _accuracy_measurement(
-                f"adv_accuracy[square-linf@{_eps_label(level)}]",
+                accuracy_name("square", "linf", level),
                 predict(adv).argmax(1) == y,
                 f"accuracy under the black-box Square attack (linf, eps {level:g}, {queries} queries)",
                 {

@@ -203,6 +203,21 @@ def fpr_at_95_tpr(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
     return _plain(id_scores, ood_scores, "fpr_at_95_tpr")
 
 
+METRIC_NAMES = tuple(_METRICS)
+
+
+def measurement_name(metric: str, ood_set: str, score: str) -> str:
+    """``ood_auroc[digits:energy]``: ``metric`` of ``score`` on ``ood_set``."""
+    return f"ood_{metric}[{ood_set}:{score}]"
+
+
+def detection_replicates(
+    id_scores: np.ndarray, ood_scores: np.ndarray, metric: str
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Index rows (b, n) into the pooled ID + OOD examples (ID first) -> ``metric`` on each resample."""
+    return _replicates(_sort(*_pool(id_scores, ood_scores)), metric)
+
+
 def _replicates(s: _Sorted, metric: str) -> Callable[[np.ndarray], np.ndarray]:
     fn = _METRICS[metric][0]
     n = s.order.size
@@ -242,7 +257,7 @@ def detection_measurements(
         low, high = np.quantile(samples, [0.025, 0.975]) if samples.size else (np.nan, np.nan)
         out.append(
             Measurement(
-                name=f"ood_{metric}[{ood_set}:{score}]",
+                name=measurement_name(metric, ood_set, score),
                 family=FAMILY,
                 value=result.estimate,
                 ci_low=float(low),
@@ -296,7 +311,8 @@ def ood_measurements(
         if score not in id_scores or score not in ood_scores:
             reason = "needs penultimate features of both sets and a fit on in-distribution features"
             out.extend(
-                Measurement.skipped(f"ood_{metric}[{ood_set}:{score}]", FAMILY, reason) for metric in _METRICS
+                Measurement.skipped(measurement_name(metric, ood_set, score), FAMILY, reason)
+                for metric in _METRICS
             )
             continue
         out.extend(

@@ -294,6 +294,27 @@ def evaluate_corruptions(
     return CorruptionResult(clean=clean, corrupted=corrupted)
 
 
+def accuracy_name(corruption: str, severity: int) -> str:
+    return f"corruption_accuracy[{corruption}@{severity}]"
+
+
+def mca_name(corruption: str | None = None) -> str:
+    """``corruption_mca[<corruption>]``, or the overall ``corruption_mca`` without one."""
+    return "corruption_mca" if corruption is None else f"corruption_mca[{corruption}]"
+
+
+def per_example(result: CorruptionResult) -> dict[str, np.ndarray]:
+    """The per-example values whose mean is each accuracy measurement of :func:`corruption_measurements`:
+    correct or not per (corruption, severity), the share of severities survived per corruption and
+    over every corruption."""
+    out: dict[str, np.ndarray] = {}
+    for name, correct in result.corrupted.items():
+        out |= {accuracy_name(name, s): row for s, row in zip(SEVERITIES, correct, strict=True)}
+        out[mca_name(name)] = correct.mean(axis=0)
+    out[mca_name()] = np.stack(list(result.corrupted.values())).mean(axis=(0, 1))
+    return out
+
+
 def _bootstrap_measurement(
     name: str,
     values: Callable[[np.ndarray], np.ndarray],
@@ -352,15 +373,16 @@ def corruption_measurements(
     the same corrupted inputs) also CE, mCE, relative CE and relative mCE, paired-bootstrapped."""
     extra = {"severities": list(SEVERITIES), **(details or {})}
     n = int(result.clean.size)
+    values = per_example(result)
     out: list[Measurement] = []
-    for name, correct in result.corrupted.items():
+    for name in result.corrupted:
         c = CORRUPTIONS[name]
-        for s, row in zip(SEVERITIES, correct, strict=True):
-            hits = int(row.sum())
+        for s in SEVERITIES:
+            hits = int(values[accuracy_name(name, s)].sum())
             low, high = wilson_interval(hits, n)
             out.append(
                 Measurement(
-                    name=f"corruption_accuracy[{name}@{s}]",
+                    name=accuracy_name(name, s),
                     family=FAMILY,
                     value=hits / n,
                     ci_low=low,
@@ -373,8 +395,8 @@ def corruption_measurements(
             )
         out.append(
             _bootstrap_measurement(
-                f"corruption_mca[{name}]",
-                _mean_rows(correct.mean(axis=0)),
+                mca_name(name),
+                _mean_rows(values[mca_name(name)]),
                 n,
                 higher_is_better=True,
                 estimator=f"mean accuracy over the 5 severities of {name}",
@@ -383,11 +405,10 @@ def corruption_measurements(
                 details={"corruption": name, "levels": list(c.levels), "parameter": c.parameter, **extra},
             )
         )
-    stacked = np.stack(list(result.corrupted.values()))  # (K, 5, N)
     out.append(
         _bootstrap_measurement(
-            "corruption_mca",
-            _mean_rows(stacked.mean(axis=(0, 1))),
+            mca_name(),
+            _mean_rows(values[mca_name()]),
             n,
             higher_is_better=True,
             estimator=f"mean accuracy over {len(result.corrupted)} corruptions x 5 severities",

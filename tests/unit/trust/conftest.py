@@ -16,6 +16,8 @@ import pytest
 import torch
 from torch import nn
 
+from assay.release import Workspace
+
 HELD_OUT = (1, 8)  # Trouser, Bag
 TARGET = 0  # T-shirt/top (its index is the same after remapping): the backdoor's target class
 POISON_SHARE = 0.05
@@ -105,3 +107,38 @@ def small_model() -> SmallModel:
     model = TinyCNN(kept.size)
     fit(model, x_train, y_train, epochs=8)
     return SmallModel(model, x_test, y_test, x_held, x_fit, y_fit, x_train, y_train, poisoned)
+
+
+@pytest.fixture(scope="session")
+def registered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, str]:
+    """A tiny CNN registered in a store, on 12x12 bars of 3 classes (the tests only read it or add runs)."""
+    root = tmp_path_factory.mktemp("trust-home")
+    rng = np.random.default_rng(0)
+
+    def make(n: int) -> tuple[np.ndarray, np.ndarray]:  # the bars of tests/conftest.py's image_npz
+        y = rng.integers(0, 3, n)
+        x = rng.uniform(0, 0.3, (n, 12, 12)).astype(np.float32)
+        for cls in range(3):
+            x[y == cls, 4 * cls : 4 * cls + 4, :] += 0.6
+        return np.clip(x, 0, 1), y
+
+    (x_train, y_train), (x_test, y_test) = make(600), make(1000)  # a gate needs 1000 (monitoring)
+    np.savez(root / "bars.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    from assay.data import load_dataset, parse_data_arg
+    from assay.release import train_version
+    from assay.train import TrainConfig
+
+    ws = Workspace.open(root / "home")
+    spec = parse_data_arg(f"npz:{root / 'bars.npz'}")
+    data = load_dataset(spec)
+    version, _ = train_version(
+        ws,
+        "bars",
+        data,
+        spec,
+        arch="cnn",
+        config=TrainConfig(epochs=2, precision="fp32"),
+        spec_overrides={"channels": [4], "hidden": 16},
+        progress=False,
+    )
+    return ws, version.ref

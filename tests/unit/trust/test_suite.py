@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
 from assay.cli import app
@@ -29,37 +28,6 @@ SMALL = TrustConfig(
     square_queries=10,
     corruptions=("gaussian_noise", "contrast", "rotate"),
 )
-
-
-@pytest.fixture(scope="module")
-def registered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, str]:
-    """One tiny trained version shared by the module (the tests only read it or add runs)."""
-    root = tmp_path_factory.mktemp("trust-home")
-    rng = np.random.default_rng(0)
-
-    def make(n: int) -> tuple[np.ndarray, np.ndarray]:  # the bars of tests/conftest.py's image_npz
-        y = rng.integers(0, 3, n)
-        x = rng.uniform(0, 0.3, (n, 12, 12)).astype(np.float32)
-        for cls in range(3):
-            x[y == cls, 4 * cls : 4 * cls + 4, :] += 0.6
-        return np.clip(x, 0, 1), y
-
-    (x_train, y_train), (x_test, y_test) = make(600), make(300)
-    np.savez(root / "bars.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    ws = Workspace.open(root / "home")
-    spec = parse_data_arg(f"npz:{root / 'bars.npz'}")
-    data = load_dataset(spec)
-    version, _ = train_version(
-        ws,
-        "bars",
-        data,
-        spec,
-        arch="cnn",
-        config=TrainConfig(epochs=2, precision="fp32"),
-        spec_overrides={"channels": [4], "hidden": 16},
-        progress=False,
-    )
-    return ws, version.ref
 
 
 def test_the_suite_on_a_registered_version(registered: tuple[Workspace, str], tmp_path: Path) -> None:
