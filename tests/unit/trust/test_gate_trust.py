@@ -217,3 +217,25 @@ def test_assay_gate_pairs_robust_accuracy(
     policy.write_text(POLICY.replace("pgd-linf@0.1]", "pgd-linf@0.15]", 1))
     code, bad = _gate(ws, ref, weakened, policy, tmp_path)
     assert code == 2 and "unknown metric 'adv_accuracy[pgd-linf@0.15]'" in bad["out"], bad
+
+
+def test_the_suite_keeps_evidence_for_every_gateable_measurement(registered: tuple[Workspace, str]) -> None:
+    from assay.data import DataSpec, load_dataset
+    from assay.trust import TrustConfig, run_trust
+
+    ws, ref = registered
+    version = ws.store.resolve(ref)
+    data = load_dataset(DataSpec.model_validate(version.lineage["recipe"]["data"]))
+    config = TrustConfig(
+        families=("robustness", "adversarial", "ood"), adversarial_n=50, pgd_steps=3, corruption_n=80,
+        ood_n=40, n_boot=100, corruptions=("contrast", "jpeg"),
+    )  # fmt: skip
+    result = run_trust(model_of(ws, version), data, config=config)
+    measured = {m.name for m in result.measurements if m.status == "ok"}
+    assert measured & gate_metrics().keys() == result.per_example.keys()
+    assert {e.measurement.family for e in result.per_example.values()} == {"robustness", "adversarial", "ood"}
+    for name, evidence in result.per_example.items():  # the evidence reproduces its measurement
+        value = evidence.replicates(np.arange(len(evidence.ids))[None, :])[0]
+        assert value == pytest.approx(evidence.measurement.value, abs=1e-12), name
+    assert len(result.per_example["corruption_accuracy[jpeg@3]"].ids) == 80
+    assert len(result.per_example["ood_auroc[noise:energy]"].ids) == data.test.n + 40
