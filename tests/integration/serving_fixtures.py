@@ -78,6 +78,15 @@ def running(service: Service) -> Iterator[str]:
         sock.close()
 
 
+def wait_windows(service: Service, windows: int, timeout: float = 30) -> None:
+    """Wait until the monitor has closed ``windows`` windows (it runs off the request path)."""
+    deadline = time.monotonic() + timeout
+    while service.metrics.monitor_windows._value.get() < windows:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the monitor closed fewer than {windows} windows in {timeout} s")
+        time.sleep(0.02)
+
+
 def config(**overrides: object) -> ServeConfig:
     base: dict[str, object] = {
         "window": 100,

@@ -21,7 +21,7 @@ import pytest
 
 from assay.release import Workspace, model_of
 from assay.serve.service import Service
-from tests.integration.serving_fixtures import MODEL, config, make_registry, running, traffic
+from tests.integration.serving_fixtures import MODEL, config, make_registry, running, traffic, wait_windows
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 URL = f"/v1/models/{MODEL}/predict"
@@ -83,6 +83,9 @@ def test_answers_are_the_models_own_in_json_and_npy(ws: Workspace) -> None:
         assert binary.headers["X-Assay-Version"] == "2"
         probs = np.load(io.BytesIO(binary.content))
         np.testing.assert_allclose(probs, np.asarray(answer["probabilities"]), atol=1e-5)
+        report = c.get("/runs/2/report")  # the gate report of v2, linked from the dashboard
+        assert report.status_code == 200 and "<section" in report.text
+        assert c.get("/runs/99/report").status_code == 404
         metrics = c.get("/metrics").text
         assert 'assay_requests_total{code="200"} 3.0' in metrics
         assert "assay_served_version 2.0" in metrics
@@ -175,22 +178,14 @@ def _send(base: str, windows: int, window: int, shift: str | None, seed: int) ->
             assert post(c, traffic(window, seed=seed + i, shift=shift)).status_code == 200
 
 
-def _settle(service: Service, windows: int, timeout: float = 30) -> None:
-    """Wait until the monitor has closed ``windows`` windows (it runs off the request path)."""
-    deadline = time.monotonic() + timeout
-    while service.metrics.monitor_windows._value.get() < windows:
-        assert time.monotonic() < deadline, "the monitor fell behind"
-        time.sleep(0.02)
-
-
 def test_unshifted_traffic_raises_no_incident_and_a_planted_shift_rolls_back(ws: Workspace) -> None:
     service = Service(ws, MODEL, "production", config(window=100, rollback_after=2))
     with running(service) as base:
         _send(base, windows=30, window=100, shift=None, seed=1000)  # 30 windows of clean traffic
-        _settle(service, 30)
+        wait_windows(service, 30)
         assert ws.store.list_incidents(MODEL) == []
         _send(base, windows=4, window=100, shift="contrast", seed=5000)
-        _settle(service, 34)
+        wait_windows(service, 34)
         deadline = time.monotonic() + 30
         while service.served.version.version != 1:
             assert time.monotonic() < deadline, "no rollback"
