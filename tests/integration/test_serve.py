@@ -262,3 +262,30 @@ def test_the_webhook_gets_the_incident(ws: Workspace) -> None:
     hook.shutdown()
     assert received[0]["event"] == "incident"
     assert received[0]["incident"]["model"] == MODEL  # type: ignore[index]
+
+
+def test_shadow_mode_runs_the_parent_and_tracks_agreement(ws: Workspace) -> None:
+    from assay.release import data_for, evaluate_target, train_version
+    from assay.train import TrainConfig
+    from tests.integration.serving_fixtures import TINY
+
+    parent = ws.store.resolve(f"{MODEL}@v2")
+    data, spec = data_for(parent)
+    child, _ = train_version(
+        ws, MODEL, data, spec, arch="cnn", config=TrainConfig(epochs=3, batch_size=32, precision="fp32", seed=5),
+        spec_overrides=TINY, parent=parent.ref, progress=False,
+    )  # fmt: skip
+    evaluate_target(ws, child.ref, efficiency=False)
+    ws.store.promote(child.ref, "shadowed")
+    service = Service(ws, MODEL, "shadowed", config(window=100, shadow_rate=1.0, rollback_after=None))
+    with running(service) as base:
+        assert service.served.shadow is not None
+        expected = service.served.monitor.reference.agreement  # type: ignore[union-attr]
+        _send(base, windows=5, window=100, shift=None, seed=4000)
+        wait_windows(service, 5)
+        windows = service.served.monitor.recent()  # type: ignore[union-attr]
+    assert expected is not None and 0.5 < expected <= 1.0
+    for window in windows:
+        assert window.summary["n_shadow"] == 100
+        assert abs(window.summary["agreement"] - expected) < 0.15
+        assert "agreement" in {r.name for r in window.results}
