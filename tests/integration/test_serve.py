@@ -271,10 +271,18 @@ def test_shadow_mode_runs_the_parent_and_tracks_agreement(ws: Workspace) -> None
 
     parent = ws.store.resolve(f"{MODEL}@v2")
     data, spec = data_for(parent)
+    train = TrainConfig(epochs=3, batch_size=32, precision="fp32", seed=5)
     child, _ = train_version(
-        ws, MODEL, data, spec, arch="cnn", config=TrainConfig(epochs=3, batch_size=32, precision="fp32", seed=5),
-        spec_overrides=TINY, parent=parent.ref, progress=False,
-    )  # fmt: skip
+        ws,
+        MODEL,
+        data,
+        spec,
+        arch="cnn",
+        config=train,
+        spec_overrides=TINY,
+        parent=parent.ref,
+        progress=False,
+    )
     evaluate_target(ws, child.ref, efficiency=False)
     ws.store.promote(child.ref, "shadowed")
     service = Service(ws, MODEL, "shadowed", config(window=100, shadow_rate=1.0, rollback_after=None))
