@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from assay.errors import DataError, UsageError
+from assay.outputs import softmax
 from assay.serve.drift import Calibration, DetectorResult, Window, baseline_for, evaluate
-from assay.serve.reference import Reference, input_summaries, ood_scores, softmax
+from assay.serve.reference import Reference, input_summaries, ood_scores
 
 __all__ = ["DetectorResult", "Monitor", "WindowResult"]
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from assay.errors import DataError, UsageError
 from assay.metrics.ood import energy_score
+from assay.outputs import softmax
 
 FORMAT = "assay.reference/1"
 IMAGE_STATISTICS = ("mean", "std", "min", "max", "gradient", "laplacian", "frac_at_min", "frac_at_max")
@@ -235,14 +236,6 @@ def input_summaries(
         names = IMAGE_STATISTICS + tuple(f"mean_c{i}" for i in range(channels))
         return names, np.concatenate([stats, per_channel], axis=1)
     return IMAGE_STATISTICS, stats
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64, shifted by the row maximum for stability."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return np.asarray(e / e.sum(axis=1, keepdims=True))
 
 
 def ood_scores(logits: np.ndarray) -> np.ndarray:

@@ -11,9 +11,10 @@ from scipy.spatial.distance import pdist
 from statsmodels.stats.multitest import multipletests
 
 from assay.errors import DataError, UsageError
+from assay.outputs import softmax
 from assay.serve import drift
 from assay.serve.drift import Batch, Calibration, Window, baseline_for, calibrate, evaluate
-from assay.serve.reference import build_reference, input_summaries, ood_scores, softmax
+from assay.serve.reference import build_reference, input_summaries, ood_scores
 from assay.stats import wilson_interval
 from tests.unit.serve import digits, table_rows
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from assay.errors import DataError
+from assay.outputs import softmax
 from assay.serve.drift import Window, baseline_for, calibrate, evaluate
 from assay.serve.monitor import Monitor, WindowResult
-from assay.serve.reference import build_reference, ood_scores, softmax
+from assay.serve.reference import build_reference, ood_scores
 from tests.unit.serve import table_rows
 
 WINDOW = 50
