@@ -213,3 +213,24 @@ def test_a_failure_mid_run_leaves_no_rows(url: str, tmp_path: Path, monkeypatch:
         with store._engine.connect() as conn:
             assert conn.scalar(select(func.count()).select_from(RunRow)) == 0
             assert conn.scalar(select(func.count()).select_from(MeasurementRow)) == 0
+
+
+def test_an_incident_rolls_the_alias_back_in_one_transaction(url: str, tmp_path: Path) -> None:
+    from datetime import datetime
+
+    with Store(url=url, home=tmp_path / "home") as store:
+        for _ in range(2):
+            store.promote(f"mnist@v{register(store)}", force=True, reason="test")
+        now = datetime.now(UTC)
+        incident = store.open_incident(
+            "mnist", "production", 2, detector="features", statistic=9.0, threshold=4.0, window=0,
+            window_start=now, window_end=now, detection={"window": 0}, rollback_after=2,
+        )  # fmt: skip
+        incident = store.extend_incident(incident.id, {"window": 1}, rollback_after=2)
+        assert incident.action == "rollback_due" and store.list_incidents("mnist", due_only=True)
+        done = store.rollback_incident(incident.id)
+        assert done.action == "rolled_back" and done.rollback_event is not None
+        assert store.current_alias("mnist", "production").version == 1  # type: ignore[union-attr]
+        assert store.alias_history("mnist", "production")[-1].id == done.rollback_event.id
+        assert store.rollback_incident(incident.id).action == "rolled_back"  # carried out once
+        assert len(store.alias_history("mnist", "production")) == 3
