@@ -17,7 +17,7 @@ Detection metrics, with OOD as the positive class and ``−score`` as its detect
                     of in-distribution examples (the convention of Liu et al. 2020: ID is the TPR side)
 
 Intervals are seeded percentile bootstraps over the pooled ID + OOD examples. The sort happens once: a
-resample only reweights the sorted examples, so every replicate is a weighted sum (no sort per replicate).
+resample only changes how many examples each tie group holds, one ``bincount`` (no sort per replicate).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import numpy as np
 
 from assay.errors import UsageError
 from assay.measurement import Measurement
-from assay.stats import bootstrap_ci
+from assay.stats import iter_bootstrap_indices
 
 FAMILY = "ood"
 SCORES = ("msp", "max_logit", "energy", "mahalanobis")
@@ -105,17 +105,19 @@ def fit_mahalanobis(features: np.ndarray, labels: np.ndarray, shrinkage: float =
     return Mahalanobis(means=means, precision=np.linalg.pinv(cov, hermitian=True))
 
 
-# --- detection metrics, for any weights (1 = the plain metric; bootstrap counts = one replicate) ------
+# --- detection metrics on per-group counts (one each = the plain metric; bootstrap counts = a replicate) -
 
 
 @dataclass(frozen=True)
 class _Sorted:
-    """ID and OOD scores pooled, sorted by OOD-ness (ascending ``−score``), with tie groups."""
+    """ID and OOD scores pooled and cut into tie groups of equal score, in ascending OOD-ness (``−score``).
 
-    order: np.ndarray  # position in the pooled array of each sorted example
-    rank: np.ndarray  # sorted position of each pooled example
-    starts: np.ndarray  # first sorted position of each tie group
-    is_ood: np.ndarray  # (n,) bool, in sorted order
+    ``cell`` maps each pooled example to its group, offset by ``groups`` for OOD examples: the counts of
+    a (resampled) set of examples per group and side are then one ``bincount``.
+    """
+
+    cell: np.ndarray  # (n,) in [0, 2 * groups): group of each pooled example, + groups if OOD
+    groups: int
 
 
 def _pool(id_scores: np.ndarray, ood_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,20 +134,20 @@ def _sort(scores: np.ndarray, is_ood: np.ndarray) -> _Sorted:
     oodness = -scores
     order = np.argsort(oodness, kind="stable")
     ranked = oodness[order]
-    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    return _Sorted(order=order, rank=rank, starts=starts, is_ood=is_ood[order])
+    group_sorted = np.cumsum(np.r_[True, ranked[1:] != ranked[:-1]]) - 1
+    group = np.empty_like(group_sorted)
+    group[order] = group_sorted
+    groups = int(group_sorted[-1]) + 1
+    return _Sorted(cell=group + groups * is_ood.astype(np.int64), groups=groups)
 
 
-def _group_weights(s: _Sorted, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per tie group (ascending OOD-ness): summed weight of OOD (positive) and ID (negative) examples.
-
-    ``weights``: (b, n) in sorted order. Returns two (b, G) arrays.
-    """
-    pos = np.add.reduceat(weights * s.is_ood, s.starts, axis=1)
-    neg = np.add.reduceat(weights * ~s.is_ood, s.starts, axis=1)
-    return pos.astype(np.float64), neg.astype(np.float64)
+def _counts(s: _Sorted, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per tie group: how many OOD (positive) and ID (negative) examples each row of ``rows`` (b, m)
+    holds, as two (b, G) float arrays."""
+    b, cells = rows.shape[0], 2 * s.groups
+    keys = (s.cell[rows] + cells * np.arange(b)[:, None]).ravel()
+    counts = np.bincount(keys, minlength=b * cells).reshape(b, 2, s.groups).astype(np.float64)
+    return counts[:, 1], counts[:, 0]
 
 
 def _auroc(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
@@ -182,10 +184,8 @@ _METRICS: dict[str, tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], bool, 
 
 
 def _plain(id_scores: np.ndarray, ood_scores: np.ndarray, metric: str) -> float:
-    scores, is_ood = _pool(id_scores, ood_scores)
-    s = _sort(scores, is_ood)
-    pos, neg = _group_weights(s, np.ones((1, scores.size)))
-    return float(_METRICS[metric][0](pos, neg)[0])
+    s = _sort(*_pool(id_scores, ood_scores))
+    return float(_METRICS[metric][0](*_counts(s, np.arange(s.cell.size)[None, :]))[0])
 
 
 def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
@@ -220,13 +220,9 @@ def detection_replicates(
 
 def _replicates(s: _Sorted, metric: str) -> Callable[[np.ndarray], np.ndarray]:
     fn = _METRICS[metric][0]
-    n = s.order.size
 
     def replicate(rows: np.ndarray) -> np.ndarray:
-        b = rows.shape[0]
-        keys = (s.rank[rows] + n * np.arange(b)[:, None]).ravel()
-        weights = np.bincount(keys, minlength=b * n).reshape(b, n)
-        pos, neg = _group_weights(s, weights)
+        pos, neg = _counts(s, rows)
         with np.errstate(invalid="ignore", divide="ignore"):  # a resample with no OOD (or ID) is NaN
             return fn(pos, neg)
 
@@ -250,16 +246,28 @@ def detection_measurements(
     scores, is_ood = _pool(id_scores, ood_scores)
     s = _sort(scores, is_ood)
     n_id, n_ood = int((~is_ood).sum()), int(is_ood.sum())
+    # One set of resamples and group counts serves the three metrics (the same rows bootstrap_ci would
+    # draw for each with this seed).
+    estimates = {
+        metric: float(fn(*_counts(s, np.arange(scores.size)[None, :]))[0])
+        for metric, (fn, _, _) in _METRICS.items()
+    }
+    replicates: dict[str, list[np.ndarray]] = {metric: [] for metric in _METRICS}
+    for rows in iter_bootstrap_indices(scores.size, n_boot, seed):
+        pos, neg = _counts(s, rows)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a resample with no OOD (or ID) is NaN
+            for metric, (fn, _, _) in _METRICS.items():
+                replicates[metric].append(fn(pos, neg))
     out = []
     for metric, (_fn, higher, estimator) in _METRICS.items():
-        result = bootstrap_ci(_replicates(s, metric), scores.size, n_boot=n_boot, seed=seed, vectorized=True)
-        samples = result.samples[np.isfinite(result.samples)]
+        drawn = np.concatenate(replicates[metric])
+        samples = drawn[np.isfinite(drawn)]
         low, high = np.quantile(samples, [0.025, 0.975]) if samples.size else (np.nan, np.nan)
         out.append(
             Measurement(
                 name=measurement_name(metric, ood_set, score),
                 family=FAMILY,
-                value=result.estimate,
+                value=estimates[metric],
                 ci_low=float(low),
                 ci_high=float(high),
                 n=int(scores.size),
