@@ -111,6 +111,14 @@ def default_spec(
     return spec
 
 
+def input_shape(spec: dict[str, Any]) -> tuple[int, ...]:
+    """The shape of one input the model takes (without the batch dimension): (C, H, W) for the cnn, the
+    flat feature count otherwise (an mlp flattens whatever it is given)."""
+    if spec["arch"] == "cnn":
+        return (int(spec["in_channels"]), int(spec["image_size"]), int(spec["image_size"]))
+    return (int(spec["n_features"]),)
+
+
 def build_model(spec: dict[str, Any]) -> ZooModel:
     if "arch" not in spec:
         raise ConfigError(

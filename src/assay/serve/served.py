@@ -15,6 +15,7 @@ import numpy as np
 from assay.errors import DataError
 from assay.inference import infer
 from assay.models.backends import LoadedModel
+from assay.models.zoo import input_shape
 from assay.outputs import softmax
 from assay.release import Workspace, data_for, model_of
 from assay.serve.drift import calibrate
@@ -62,7 +63,7 @@ class MonitorSettings:
     seed: int = 0
 
 
-def release_reference(ws: Workspace, version: VersionInfo) -> tuple[Reference, str]:
+def release_reference(ws: Workspace, version: VersionInfo, model: LoadedModel) -> tuple[Reference, str]:
     """The reference statistics stored when the version was gated (else evaluated), and where they came
     from. A version recorded before references existed gets one rebuilt from its test split, through the
     outputs cache."""
@@ -76,7 +77,7 @@ def release_reference(ws: Workspace, version: VersionInfo) -> tuple[Reference, s
             return Reference.load(path), f"run {info.id}"
     data, _ = data_for(version)
     outputs = infer(
-        model_of(ws, version).predictor,
+        model.predictor,
         data.test,
         cache_dir=ws.cache_dir,
         model_digest=version.artifact_digest,
@@ -101,19 +102,10 @@ def _agreement(
 
 def load_served(ws: Workspace, version: VersionInfo, settings: MonitorSettings | None) -> Served:
     model = model_of(ws, version)
-    spec = model.spec
-    if spec["arch"] == "cnn":
-        input_shape: tuple[int, ...] = (
-            int(spec["in_channels"]),
-            int(spec["image_size"]),
-            int(spec["image_size"]),
-        )
-    else:
-        input_shape = (int(spec["n_features"]),)
     monitor = None
     shadow = None
     if settings is not None:
-        reference, source = release_reference(ws, version)
+        reference, source = release_reference(ws, version, model)
         if settings.shadow and version.parent:
             parent_version = ws.store.resolve(version.parent)
             shadow = model_of(ws, parent_version)
@@ -126,9 +118,9 @@ def load_served(ws: Workspace, version: VersionInfo, settings: MonitorSettings |
         )
         monitor = Monitor(reference, calibration, seed=settings.seed)
         logger.info("monitoring %s against its release reference (%s)", version.ref, source)
-    served = Served(version, model, input_shape, monitor, shadow)
+    served = Served(version, model, input_shape(model.spec), monitor, shadow)
     for size in WARMUP_BATCHES:
-        out = served.run(np.zeros((size, *input_shape), dtype=np.float32))
+        out = served.run(np.zeros((size, *served.input_shape), dtype=np.float32))
         if not np.isfinite(out.logits).all():
             raise DataError(
                 f"{version.ref} gives non-finite outputs on a warm-up batch; it cannot be served."
