@@ -52,6 +52,7 @@ bench: setup
 	$(BIN)/python benchmarks/compress_search.py
 	$(BIN)/python benchmarks/data_audit.py
 	$(BIN)/python benchmarks/trust_suite.py
+	$(BIN)/python benchmarks/serve_load.py
 
 clean:
 	rm -rf $(VENV) .assay runs reports
