@@ -28,23 +28,11 @@ from pathlib import Path
 import numpy as np
 
 MODEL = "fmnist-cnn"
-# One intra-op thread for the model: the event loop (HTTP) needs the other core of two.
+# assay serve's default threads: one intra-op thread for the model on 2 cores, the other for the event loop.
 CONFIGS = {
-    "batch-1 (max_batch 1), monitoring off": ["--max-batch", "1", "--no-monitor", "--threads", "1"],
-    "micro-batching (max_batch 64, 2 ms), monitoring off": [
-        "--max-batch",
-        "64",
-        "--no-monitor",
-        "--threads",
-        "1",
-    ],
-    "micro-batching (max_batch 64, 2 ms), monitoring on": [
-        "--max-batch",
-        "64",
-        "--monitor",
-        "--threads",
-        "1",
-    ],
+    "batch-1 (max_batch 1), monitoring off": ["--max-batch", "1", "--no-monitor"],
+    "micro-batching (max_batch 64, 2 ms), monitoring off": ["--max-batch", "64", "--no-monitor"],
+    "micro-batching (max_batch 64, 2 ms), monitoring on": ["--max-batch", "64", "--monitor"],
 }
 
 

@@ -5,6 +5,7 @@ Exit codes as everywhere: 0 done, 2 bad arguments (one line), 130 interrupted.
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 import typer
@@ -55,7 +56,9 @@ def serve_cmd(
     shadow_rate: Annotated[
         float, typer.Option(min=0, max=1, help="Share of requests the parent also runs on (shadow mode).")
     ] = 0.0,
-    threads: Annotated[int | None, typer.Option(min=1, help="Intra-op threads of the model.")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Intra-op threads of the model (default: cores - 1).")
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
     """Serve a model alias over HTTP with micro-batching, drift monitoring and guarded rollback."""
@@ -69,8 +72,8 @@ def serve_cmd(
     import torch
 
     name, alias = _target(model)
-    if threads is not None:
-        torch.set_num_threads(threads)
+    # One core is left to the event loop, which parses and answers every request.
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) - 1))
     config = ServeConfig(
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
