@@ -182,7 +182,7 @@ def main() -> None:
             p50 = np.median([r["p50"] for r in rs])
             p99 = np.median([r["p99"] for r in rs])
             print(
-                f"median of {args.rounds}: {name}: {median[name]:.0f} req/s, p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+                f"median of {args.rounds}, {name}: {median[name]:.0f} req/s, p50 {p50:.2f}, p99 {p99:.2f} ms"
             )
         b1, batched, monitored = median.values()
         print(f"batching speed-up at saturation: {batched / b1:.2f}x (target >= 5x)")
