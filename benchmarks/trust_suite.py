@@ -5,15 +5,16 @@
 
 Fills the outputs cache first, as ``assay eval`` and an earlier ``assay trust`` would (test, validation
 and training splits: printed, not counted), then times the whole suite with its defaults: the 10k test
-examples for the standard metrics, OOD (in-distribution side) and membership inference (5k of them),
-corruptions on a seeded 2k subset (10 corruptions x 5 severities), FGSM/PGD (L-inf and L2, 20 steps) on
-a seeded 1k subset, backdoor detection on the 54k training examples. Prints the time of
-each family, the total, and the headline figures.
+examples for the standard metrics, corruptions (10 corruptions x 5 severities) and OOD (in-distribution
+side), membership inference on 5k of them, FGSM/PGD (L-inf and L2, 20 steps) on a seeded 1k subset,
+backdoor detection on the 54k training examples. Prints the time of each family, the total, the load
+average before and after (the machine may be shared), and the headline figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -80,9 +81,11 @@ def main() -> None:
         for split in (data.test, data.val, data.train):
             outputs_of(split)
         print(f"outputs cache filled (test, val, train) in {time.perf_counter() - start:.1f} s (not counted)")
+        load_before = os.getloadavg()
         start, cpu = time.perf_counter(), time.process_time()
         run = trust_version(ws, version.ref, config=TrustConfig(), out_dir=Path(scratch) / "reports")
         total, cpu = time.perf_counter() - start, time.process_time() - cpu
+        load_after = os.getloadavg()
     print(f"model {version.ref} ({model.parameters} parameters, {model.backend}), test n={data.test.n}")
     for family, seconds in run.result.seconds.items():
         print(f"  {family:<12} {seconds:6.1f} s")
@@ -90,6 +93,8 @@ def main() -> None:
     # On a shared machine the wall time measures the neighbours too; CPU seconds over the threads used
     # bound what an idle machine with that many cores would take (from below).
     print(f"  CPU seconds / {torch.get_num_threads()} threads: {cpu / torch.get_num_threads():.1f} s")
+    loads = " / ".join(f"{a:.2f} {b:.2f} {c:.2f}" for a, b, c in (load_before, load_after))
+    print(f"  load average (1, 5, 15 min) before / after: {loads}")
     by_name = {m["name"]: m for m in run.document["measurements"]}
     for name in HEADLINES:
         if name in by_name:

@@ -59,7 +59,7 @@ def tpr_at_fpr(member_scores: np.ndarray, nonmember_scores: np.ndarray, level: f
     """TPR on members at the most permissive threshold with FPR on non-members <= ``level``."""
     scores, is_member = ood._pool(-np.asarray(nonmember_scores), -np.asarray(member_scores))
     s = ood._sort(scores, is_member)
-    pos, neg = ood._group_weights(s, np.ones((1, scores.size)))
+    pos, neg = ood._counts(s, np.arange(scores.size)[None, :])
     return float(_tpr_at_fpr(pos, neg, level)[0])
 
 
@@ -71,13 +71,9 @@ def membership_auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> f
 def _replicates(s: Any, metric: str) -> Callable[[np.ndarray], np.ndarray]:
     if metric == "auc":
         return ood._replicates(s, "auroc")
-    n = s.order.size
 
     def replicate(rows: np.ndarray) -> np.ndarray:
-        b = rows.shape[0]
-        keys = (s.rank[rows] + n * np.arange(b)[:, None]).ravel()
-        weights = np.bincount(keys, minlength=b * n).reshape(b, n)
-        pos, neg = ood._group_weights(s, weights)
+        pos, neg = ood._counts(s, rows)
         with np.errstate(invalid="ignore", divide="ignore"):
             return _tpr_at_fpr(pos, neg)
 
