@@ -117,6 +117,38 @@ def test_paired_ood_auroc_equals_scikit_learn_and_a_paired_bootstrap() -> None:
     assert c.delta_ci_low > 0
 
 
+def test_improvement_and_non_inferiority_rules_on_paired_robust_accuracy() -> None:
+    from assay.gate import evaluate_policy
+    from assay.outputs import from_arrays
+
+    rng = np.random.default_rng(3)
+    n = 500
+    labels = rng.integers(0, 3, n)
+    outputs = from_arrays(labels, logits=rng.normal(size=(n, 3)))  # the same clean outputs for both
+    base = rng.random(n) < 0.4
+    cand = base | (rng.random(n) < 0.12)  # a hardened candidate: robust wherever the baseline was, and more
+    ids = np.array([f"test-{i}" for i in range(n)])
+    policy = Policy.from_toml_text(
+        '[policy]\nname = "robust"\n'
+        '[[rules]]\nmetric = "adv_accuracy[pgd-linf@0.1]"\nkind = "improvement"\n'
+        '[[rules]]\nmetric = "adv_accuracy[pgd-linf@0.1]"\nkind = "non_inferiority"\nmargin = 0.01\n'
+        '[[rules]]\nmetric = "adv_accuracy[pgd-linf@0.1]"\nkind = "improvement"\nmin_effect = 0.2\n'
+    )
+    verdict = evaluate_policy(
+        policy, outputs, outputs, baseline_per_example={"adv_accuracy[pgd-linf@0.1]": _robust(base, ids)},
+        candidate_per_example={"adv_accuracy[pgd-linf@0.1]": _robust(cand, ids)},
+    )  # fmt: skip
+    improved, non_inferior, too_much = verdict.rules
+    gained = int(np.sum(cand & ~base))
+    assert improved.test == "one-sided exact McNemar" and improved.passed
+    assert improved.p_value == pytest.approx(
+        stats.binomtest(gained, gained, 0.5, alternative="greater").pvalue
+    )
+    assert non_inferior.passed and non_inferior.test == "paired bootstrap"
+    assert not too_much.passed and not verdict.passed  # +7 points is not the +20 the third rule asks for
+    assert non_inferior.delta == pytest.approx(cand.mean() - base.mean())
+
+
 def test_evidence_on_different_examples_is_a_data_error() -> None:
     hits = np.ones(10, bool)
     a = _robust(hits, np.array([f"test-{i}" for i in range(10)]))
