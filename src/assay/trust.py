@@ -67,7 +67,10 @@ class TrustConfig:
     l2_eps: tuple[float, ...] = adversarial.DEFAULT_EPS["l2"]
     pgd_steps: int = 20
     restarts: int = 1
-    square_n: int = 200  # black-box attack budget, for variants without gradients
+    # Square (black box): None runs it on variants without gradients only; True on every model, so that
+    # a variant can be gated against its fp32 parent on the same attack.
+    square: bool | None = None
+    square_n: int = 200  # black-box attack budget
     square_queries: int = 200
     # None: the whole split (50 corrupted copies: 50 inference passes); a number: a seeded subset.
     corruption_n: int | None = None
@@ -259,8 +262,9 @@ def _adversarial(ctx: _Context) -> list[Measurement]:
             )
             ctx.keep(measured, ctx.split.ids[idx], adversarial.curve_per_example(curve))
             out.extend(measured)
-        ctx.plots["adversarial_curves"] = curves
-        return out
+        if curves:
+            ctx.plots["adversarial_curves"] = curves
+        return [*out, *_square(ctx, x.numpy(), y.numpy(), idx)] if cfg.square else out
     note = f"the {ctx.model.backend} backend exposes no gradients: attacked by transfer and by Square"
     if ctx.parent is not None and ctx.parent.module is not None:
         for norm, eps in _norms(cfg):
@@ -279,19 +283,25 @@ def _adversarial(ctx: _Context) -> list[Measurement]:
             )
     else:
         out.append(Measurement.skipped("adv_accuracy[transfer]", "adversarial", "no fp32 parent to craft on"))
-    small = _subset(len(idx), cfg.square_n, cfg.seed)
-    out.extend(
-        adversarial.square_measurements(
-            _logits_fn(ctx.model),
-            x.numpy()[small],
-            y.numpy()[small],
-            eps=cfg.linf_eps,
-            input_range=input_range,
-            queries=cfg.square_queries,
-            seed=cfg.seed,
-        )
-    )
+    out.extend(_square(ctx, x.numpy(), y.numpy(), idx))
     return [replace(m, details={**m.details, "note": note}) for m in out]
+
+
+def _square(ctx: _Context, x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> list[Measurement]:
+    """Square on a seeded subset of the attacked examples ``x``, ``y`` (split positions ``idx``)."""
+    cfg = ctx.config
+    assert ctx.data.input_range is not None
+    small = _subset(len(idx), cfg.square_n, cfg.seed)
+    runs = adversarial.square_runs(
+        _logits_fn(ctx.model), x[small], y[small], eps=cfg.linf_eps, input_range=ctx.data.input_range,
+        queries=cfg.square_queries, seed=cfg.seed,
+    )  # fmt: skip
+    measured = adversarial.square_measurements(
+        runs, input_range=ctx.data.input_range, queries=cfg.square_queries
+    )
+    hits = {adversarial.accuracy_name("square", "linf", eps): correct for eps, (correct, _) in runs.items()}
+    ctx.keep(measured, ctx.split.ids[idx[small]], hits)
+    return measured
 
 
 def _ood(ctx: _Context) -> list[Measurement]:
@@ -455,7 +465,12 @@ def gate_ready(measurements: Sequence[Measurement]) -> list[str]:
 
 
 _OOD_SETS = (*ood.SHIFTS, "digits")
-_GATE_ATTACKS = ("fgsm", "pgd")  # white box: transfer and Square measure gradient-free models differently
+_WHITE_BOX = ("fgsm", "pgd")  # transfer is left out: a model with gradients is not attacked by transfer
+
+
+def _attack_names(config: TrustConfig, attacks: Iterable[str], norm: adversarial.Norm) -> set[str]:
+    eps = dict(_norms(replace(config, norms=adversarial.NORMS)))[norm]
+    return {adversarial.accuracy_name(attack, norm, e) for attack in attacks for e in eps}
 
 
 def gate_metrics(config: TrustConfig | None = None) -> dict[str, str]:
@@ -464,10 +479,9 @@ def gate_metrics(config: TrustConfig | None = None) -> dict[str, str]:
     defaults) produces them: white-box robust accuracy, accuracy under each corruption and severity and
     their means, and every OOD detection metric."""
     config = config or TrustConfig()
-    names: dict[str, str] = {}
-    for norm, levels in _norms(config):
-        for attack in _GATE_ATTACKS:
-            names |= {adversarial.accuracy_name(attack, norm, eps): "adversarial" for eps in levels}
+    names = dict.fromkeys(_attack_names(config, ["square"], "linf"), "adversarial")
+    for norm in adversarial.NORMS:
+        names |= dict.fromkeys(_attack_names(config, _WHITE_BOX, norm), "adversarial")
     for corruption in robustness.CORRUPTIONS:
         names |= {robustness.accuracy_name(corruption, s): "robustness" for s in robustness.SEVERITIES}
         names[robustness.mca_name(corruption)] = "robustness"
@@ -483,7 +497,7 @@ def describe_gate_metrics(config: TrustConfig | None = None) -> str:
     config = config or TrustConfig()
     eps = "; ".join(f"{norm} eps {', '.join(f'{e:g}' for e in levels)}" for norm, levels in _norms(config))
     return (
-        f"adv_accuracy[<{'|'.join(_GATE_ATTACKS)}>-<norm>@<eps>] ({eps}), "
+        f"adv_accuracy[<{'|'.join(_WHITE_BOX)}>-<norm>@<eps>] ({eps}), adv_accuracy[square-linf@<eps>], "
         f"corruption_accuracy[<corruption>@<1-5>], corruption_mca[<corruption>], corruption_mca "
         f"(corruptions: {', '.join(robustness.CORRUPTIONS)}), "
         f"ood_<{'|'.join(ood.METRIC_NAMES)}>[<{'|'.join(_OOD_SETS)}>:<{'|'.join(ood.SCORES)}>]"
@@ -501,32 +515,39 @@ def families_for(metrics: Iterable[str]) -> tuple[str, ...]:
 # --- a registered version: cached outputs, parent, report ------------------------------------------
 
 
-def gate_trust(
-    ws: Workspace, version: VersionInfo, assessment: Assessment, data: Dataset, policy: Policy
-) -> Assessment:
-    """``assessment`` plus the trust families that ``policy``'s rules name (only those, and only the
-    attacks' norms they name), run on ``version`` through the outputs cache: their measurements for the
-    report and their per-example evidence for paired rules. Subsets and random draws come from the
-    policy's seed, so two versions gated against each other are measured on the same examples.
-    Unchanged when no rule names one."""
+def gate_config(policy: Policy) -> TrustConfig | None:
+    """What the suite runs to gate under ``policy``: only the families its rules name, white-box attacks
+    only in the norms named, and Square on every model when a rule names it (a gradient-free variant and
+    its fp32 parent then face the same attack); the policy's seed and bootstrap size. None when no rule
+    names a trust metric."""
     named = {rule.metric for rule in policy.rules}
     families = families_for(named)
     if not families:
+        return None
+    config = TrustConfig(families=families, n_boot=policy.n_bootstrap, seed=policy.seed)
+    norms = tuple(norm for norm in adversarial.NORMS if named & _attack_names(config, _WHITE_BOX, norm))
+    square = bool(named & _attack_names(config, ["square"], "linf")) or None
+    return replace(config, norms=norms, square=square)
+
+
+def gate_trust(
+    ws: Workspace, version: VersionInfo, assessment: Assessment, data: Dataset, policy: Policy
+) -> Assessment:
+    """``assessment`` plus the trust checks :func:`gate_config` picks for ``policy``, run on ``version``
+    through the outputs cache: their measurements for the report and their per-example evidence for
+    paired rules. Subsets and random draws come from the policy's seed, so two versions gated against
+    each other are measured on the same examples. Unchanged when no rule names a trust metric."""
+    config = gate_config(policy)
+    if config is None:
         return assessment
     from assay.release import model_of
 
-    def attacked(norm: adversarial.Norm) -> bool:
-        names = gate_metrics(TrustConfig(norms=(norm,)))
-        return any(names.get(metric) == "adversarial" for metric in named)
-
     model = model_of(ws, version)
-    norms = tuple(norm for norm in adversarial.NORMS if attacked(norm))
-    config = TrustConfig(families=families, norms=norms, n_boot=policy.n_bootstrap, seed=policy.seed)
     outputs_of = cached_outputs(model, ws.cache_dir, version.artifact_digest)
     result = run_trust(model, data, config=config, outputs_of=outputs_of)
     return replace(
         assessment,
-        info={**assessment.info, "trust": {"families": list(families), "seconds": result.seconds}},
+        info={**assessment.info, "trust": {"families": list(config.families), "seconds": result.seconds}},
         measurements=[*assessment.measurements, *result.measurements],
         plots={**assessment.plots, "trust": result.plots},
         per_example=result.per_example,

@@ -462,7 +462,7 @@ def transfer_measurements(
     return out
 
 
-def square_measurements(
+def square_runs(
     predict: Callable[[np.ndarray], np.ndarray],
     x: np.ndarray,
     y: np.ndarray,
@@ -471,19 +471,34 @@ def square_measurements(
     input_range: tuple[float, float] = (0.0, 1.0),
     queries: int = 300,
     seed: int = 0,
-) -> list[Measurement]:
-    """Robust accuracy under the score-based Square attack (L-inf): needs only ``predict``'s scores."""
-    out = []
+) -> dict[float, tuple[np.ndarray, np.ndarray]]:
+    """The Square attack (L-inf) at each eps on ``predict``'s scores: per eps, whether each example is
+    still classified correctly, and the queries it used."""
+    out = {}
     for level in DEFAULT_EPS["linf"] if eps is None else eps:
-        threat = ThreatModel("linf", level, input_range)
-        adv, used = square_attack(predict, x, y, threat, queries=queries, seed=seed)
+        adv, used = square_attack(
+            predict, x, y, ThreatModel("linf", level, input_range), queries=queries, seed=seed
+        )
+        out[level] = (predict(adv).argmax(1) == y, used)
+    return out
+
+
+def square_measurements(
+    runs: dict[float, tuple[np.ndarray, np.ndarray]],
+    *,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    queries: int = 300,
+) -> list[Measurement]:
+    """Robust accuracy under the score-based Square attack (L-inf) from :func:`square_runs`."""
+    out = []
+    for level, (correct, used) in runs.items():
         out.append(
             _accuracy_measurement(
                 accuracy_name("square", "linf", level),
-                predict(adv).argmax(1) == y,
+                correct,
                 f"accuracy under the black-box Square attack (linf, eps {level:g}, {queries} queries)",
                 {
-                    **threat.describe(),
+                    **ThreatModel("linf", level, input_range).describe(),
                     "attack": "square",
                     "queries": queries,
                     "mean_queries": float(used.mean()),

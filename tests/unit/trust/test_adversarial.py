@@ -148,7 +148,8 @@ def test_square_attack_fools_without_gradients(small_model: SmallModel) -> None:
         with torch.no_grad():
             return m(torch.from_numpy(batch)).numpy()
 
-    [square] = adv.square_measurements(scores, x.numpy()[:100], y.numpy()[:100], eps=[0.1], queries=100)
+    runs = adv.square_runs(scores, x.numpy()[:100], y.numpy()[:100], eps=[0.1], queries=100)
+    [square] = adv.square_measurements(runs, queries=100)
     clean = _acc(m, x[:100], y[:100])
     assert square.value is not None and square.value < clean - 0.2 and square.details["attack"] == "square"
     with pytest.raises(UsageError):

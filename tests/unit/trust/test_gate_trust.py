@@ -26,7 +26,7 @@ from assay.measurement import Measurement
 from assay.metrics import ood
 from assay.models import save_model
 from assay.release import Workspace, model_of
-from assay.trust import families_for, gate_metrics
+from assay.trust import families_for, gate_config, gate_metrics
 
 N_BOOT = 2000
 
@@ -271,3 +271,34 @@ def test_the_suite_keeps_evidence_for_every_gateable_measurement(registered: tup
         assert value == pytest.approx(evidence.measurement.value, abs=1e-12), name
     assert len(result.per_example["corruption_accuracy[jpeg@3]"].ids) == 80
     assert len(result.per_example["ood_auroc[noise:energy]"].ids) == data.test.n + 40
+
+
+def test_square_pairs_a_variant_without_gradients_with_its_fp32_parent(
+    registered: tuple[Workspace, str],
+) -> None:
+    from dataclasses import replace
+
+    from assay.data import DataSpec, load_dataset
+    from assay.trust import TrustConfig, run_trust
+
+    ws, ref = registered
+    version = ws.store.resolve(ref)
+    parent = model_of(ws, version)
+    variant = replace(parent, manifest={**parent.manifest, "backend": "onnxruntime"})  # no gradients claimed
+    data = load_dataset(DataSpec.model_validate(version.lineage["recipe"]["data"]))
+    name = "adv_accuracy[square-linf@0.1]"
+    policy = Policy.from_toml_text(f'[[rules]]\nmetric = "{name}"\nkind = "non_inferiority"\nmargin = 0.05\n')
+    gated = gate_config(policy)  # what assay gate runs on both models for this policy
+    assert gated is not None and (gated.families, gated.norms, gated.square) == (("adversarial",), (), True)
+    pgd = Policy.from_toml_text(policy.to_toml().replace("square-linf@0.1", "pgd-l2@1"))
+    assert (gate_config(pgd).norms, gate_config(pgd).square) == (("l2",), None)  # type: ignore[union-attr]
+    assert gate_config(Policy.default()) is None
+    config = TrustConfig(
+        families=("adversarial",), norms=(), square=True, square_n=60, square_queries=20, n_boot=100
+    )
+    fp32 = run_trust(parent, data, config=config).per_example
+    assert [k for k in fp32 if "square" in k] and not [k for k in fp32 if "pgd" in k]  # Square alone
+    grad_free = run_trust(variant, data, config=config, parent=parent).per_example
+    c = compare_per_example(fp32[name], grad_free[name], n_boot=200).comparison
+    assert c.test == "exact McNemar" and c.n == 60  # the same 60 seeded examples for both
+    assert abs(c.delta) <= 0.05  # one function (up to float rounding) under the same seeded search
