@@ -135,18 +135,24 @@ def align(baseline: Outputs, candidate: Outputs) -> tuple[Outputs, Outputs]:
 
 
 def _paired(
-    reference: Comparison,
-    base_fn: Replicates,
-    cand_fn: Replicates,
+    name: str,
+    family: str,
+    values: tuple[float, float],
+    replicates: tuple[Replicates, Replicates],
     n: int,
     hits: tuple[np.ndarray, np.ndarray] | None,
     *,
     n_boot: int,
     seed: int,
+    higher_is_better: bool | None,
+    estimator: str,
+    unit: str | None,
+    details: dict[str, Any] | None = None,
 ) -> PairedResult:
-    """Candidate − baseline on the same resamples of n paired examples; ``reference`` carries the names,
-    values and direction (its delta, interval and test are filled in here). With ``hits`` (0/1 outcomes
-    of both models per example) the p-value is exact McNemar, otherwise the paired bootstrap's."""
+    """Candidate − baseline of one metric on the same resamples of n paired examples. ``values`` and
+    ``replicates`` are (baseline, candidate); with ``hits`` (0/1 outcomes of both models per example) the
+    p-value is exact McNemar, otherwise the two-sided paired bootstrap's."""
+    base_fn, cand_fn = replicates
     base, cand = [], []
     for rows in iter_bootstrap_indices(n, n_boot, seed):
         base.append(base_fn(rows))
@@ -155,51 +161,36 @@ def _paired(
     cand_samples = np.concatenate(cand).astype(np.float64)
     delta_samples = cand_samples - base_samples
     low, high = percentile_interval(delta_samples)
-    details: dict[str, Any] = {"interval": "paired percentile bootstrap", "n_boot": n_boot, "seed": seed}
+    info: dict[str, Any] = {"interval": "paired percentile bootstrap", "n_boot": n_boot, "seed": seed}
     if hits is not None:
         result = mcnemar_exact(*hits)
         p_value, test = result.p_value, "exact McNemar"
-        details |= {"baseline_only_correct": result.b, "candidate_only_correct": result.c}
+        info |= {"baseline_only_correct": result.b, "candidate_only_correct": result.c}
     else:
         p_value, test = bootstrap_p_value(delta_samples, 0.0, alternative="two-sided"), "paired bootstrap"
-    assert reference.baseline is not None and reference.candidate is not None
-    comparison = replace(
-        reference,
-        delta=reference.candidate - reference.baseline,
+    comparison = Comparison(
+        name=name,
+        family=family,
+        baseline=values[0],
+        candidate=values[1],
+        delta=values[1] - values[0],
         delta_ci_low=low,
         delta_ci_high=high,
         p_value=p_value,
         test=test,
         n=n,
-        details={**details, **reference.details},
+        unit=unit,
+        higher_is_better=higher_is_better,
+        estimator=estimator,
+        details={**info, **(details or {})},
     )
     return PairedResult(comparison, delta_samples, base_samples, cand_samples)
-
-
-def _unfilled(
-    name: str, family: str, baseline: float, candidate: float, *, higher_is_better: bool | None,
-    estimator: str, unit: str | None, details: dict[str, Any] | None = None,
-) -> Comparison:  # fmt: skip
-    return Comparison(
-        name=name, family=family, baseline=baseline, candidate=candidate, delta=None, delta_ci_low=None,
-        delta_ci_high=None, p_value=None, test="", unit=unit, higher_is_better=higher_is_better,
-        estimator=estimator, details=details or {},
-    )  # fmt: skip
 
 
 def compare_aligned(
     spec: MetricSpec, baseline: Outputs, candidate: Outputs, *, n_boot: int, seed: int
 ) -> PairedResult:
     """:func:`compare_metric` for outputs already aligned by :func:`align`."""
-    reference = _unfilled(
-        spec.name,
-        spec.family,
-        spec.fn(baseline.labels, baseline.probs),
-        spec.fn(candidate.labels, candidate.probs),
-        higher_is_better=spec.higher_is_better,
-        estimator=spec.estimator,
-        unit=spec.unit,
-    )
     hits = None
     if spec.interval == "wilson" and spec.per_example is not None:
         # A proportion of per-example successes (accuracy): paired 0/1 outcomes, so exact McNemar.
@@ -207,9 +198,19 @@ def compare_aligned(
             spec.per_example(baseline.labels, baseline.probs) > 0.5,
             spec.per_example(candidate.labels, candidate.probs) > 0.5,
         )
-    base_fn = spec.resampler(baseline.labels, baseline.probs)
-    cand_fn = spec.resampler(candidate.labels, candidate.probs)
-    return _paired(reference, base_fn, cand_fn, baseline.n, hits, n_boot=n_boot, seed=seed)
+    return _paired(
+        spec.name,
+        spec.family,
+        (spec.fn(baseline.labels, baseline.probs), spec.fn(candidate.labels, candidate.probs)),
+        (spec.resampler(baseline.labels, baseline.probs), spec.resampler(candidate.labels, candidate.probs)),
+        baseline.n,
+        hits,
+        n_boot=n_boot,
+        seed=seed,
+        higher_is_better=spec.higher_is_better,
+        estimator=spec.estimator,
+        unit=spec.unit,
+    )
 
 
 def compare_per_example(
@@ -245,17 +246,20 @@ def compare_per_example(
     hits = None
     if baseline.hits is not None and candidate.hits is not None:
         hits = (baseline.hits, candidate.hits if order is None else candidate.hits[order])
-    reference = _unfilled(
+    return _paired(
         b.name,
         b.family,
-        b.value,
-        c.value,
+        (b.value, c.value),
+        (baseline.replicates, cand_fn),
+        len(baseline.ids),
+        hits,
+        n_boot=n_boot,
+        seed=seed,
         higher_is_better=b.higher_is_better,
         estimator=b.estimator,
         unit=b.unit,
         details={"paired_on": "example ids"},
     )
-    return _paired(reference, baseline.replicates, cand_fn, len(baseline.ids), hits, n_boot=n_boot, seed=seed)
 
 
 def compare_metric(
