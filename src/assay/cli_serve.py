@@ -93,8 +93,11 @@ def serve_cmd(
             f"Model {name!r} has no alias {alias!r}. Promote a version first: "
             f"assay models promote {name}@vN --alias {alias}"
         )
+    service = Service(ws, name, alias, config)
+    err.print(f"loading {name}@{alias}: model, release reference, monitor calibration, warm-up")
+    service.load()  # here, so a bad reference or window is one line and exit 2, not a failed startup
     err.print(f"serving {name}@{alias} on http://{host}:{port} (dashboard at /, metrics at /metrics)")
-    uvicorn.run(create_app(Service(ws, name, alias, config)), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
 
 
 def _incident_table(rows: list[dict[str, Any]]) -> Table:

@@ -159,3 +159,8 @@ def test_a_kill_during_an_incident_leaves_a_consistent_store_and_the_restart_car
         server.kill()
         server.wait(timeout=30)
         store.close()
+
+
+def test_a_window_the_reference_cannot_calibrate_is_one_line_and_exit_2(home: Path) -> None:
+    code, _, stderr = invoke(home, "serve", MODEL, "--window", "5000")
+    assert code == 2 and "too small for windows of 5000" in stderr and "Traceback" not in stderr

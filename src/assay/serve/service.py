@@ -129,10 +129,12 @@ class Service:
         self._swap_to_alias()
 
     async def start(self) -> None:
+        """Load (unless ``load`` ran already), then start the batcher and the monitor and watcher threads."""
         # numpy's BLAS (the monitor's matrix products) would otherwise start a thread per core that spins
         # between calls, competing with the event loop and the model for the same cores.
         threadpoolctl.threadpool_limits(1, user_api="blas")
-        await asyncio.get_running_loop().run_in_executor(None, self.load)
+        if self._served is None:
+            await asyncio.get_running_loop().run_in_executor(None, self.load)
         await self.batcher.start()
         for target, name in ((self._monitor_loop, "assay-monitor"), (self._watch_loop, "assay-alias-watch")):
             thread = threading.Thread(target=target, name=name, daemon=True)
