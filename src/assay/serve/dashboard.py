@@ -6,7 +6,9 @@
     /incidents           every incident of the served model; /incidents/{id} one, with its detections
     /runs/{id}/report    a stored run's HTML report
 
-Pages refresh themselves every few seconds (a meta refresh: the page's CSP forbids scripts).
+Pages refresh themselves every few seconds (a meta refresh: the page's CSP forbids scripts). The handlers
+are plain functions, which FastAPI runs in its thread pool, so the store queries behind a page never hold
+up the event loop that answers predictions.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def dashboard_router(service: Service) -> APIRouter:
         return HTMLResponse(html)
 
     @router.get("/", response_class=HTMLResponse)
-    async def overview() -> HTMLResponse:
+    def overview() -> HTMLResponse:
         served = service.current
         windows = served.monitor.recent(100) if served is not None and served.monitor is not None else []
         incidents = [incident_json(i) for i in store.list_incidents(service.model, service.alias)]
@@ -116,11 +118,11 @@ def dashboard_router(service: Service) -> APIRouter:
         )
 
     @router.get("/models", response_class=HTMLResponse)
-    async def models() -> HTMLResponse:
+    def models() -> HTMLResponse:
         return page("models", "Models", models=store.list_models())
 
     @router.get("/models/{name}", response_class=HTMLResponse)
-    async def model(name: str) -> Response:
+    def model(name: str) -> Response:
         try:
             versions = store.list_versions(name)
         except NotFoundError as e:
@@ -131,12 +133,12 @@ def dashboard_router(service: Service) -> APIRouter:
         )
 
     @router.get("/incidents", response_class=HTMLResponse)
-    async def incidents() -> HTMLResponse:
+    def incidents() -> HTMLResponse:
         found = [incident_json(i) for i in store.list_incidents(service.model)]
         return page("incidents", "Incidents", refresh=5, incidents=found[::-1])
 
     @router.get("/incidents/{incident_id}", response_class=HTMLResponse)
-    async def incident(incident_id: int) -> Response:
+    def incident(incident_id: int) -> Response:
         try:
             found = incident_json(store.get_incident(incident_id))
         except NotFoundError as e:
@@ -144,7 +146,7 @@ def dashboard_router(service: Service) -> APIRouter:
         return page("incident", f"Incident {incident_id}", incident=found)
 
     @router.get("/runs/{run_id}/report")
-    async def report(run_id: int) -> Response:
+    def report(run_id: int) -> Response:
         try:
             run = store.get_run(run_id)
         except NotFoundError as e:
