@@ -1,8 +1,8 @@
 """Dynamic micro-batching: requests that arrive close together run as one forward pass.
 
-    submit(x) -> waits in a bounded queue -> the collector takes requests in arrival order until the
-    batch holds ``max_batch`` examples or ``max_wait_s`` has passed since the first -> one call of
-    ``run`` on the model thread -> each request gets its own rows back
+    submit(x, labels) -> waits in a bounded queue -> the collector takes requests in arrival order until
+    the batch holds ``max_batch`` examples or ``max_wait_s`` has passed since the first -> one call of
+    ``run(x, labels)`` on the model thread -> each request gets its own rows back
 
 The queue is bounded in *examples*, not requests, so a request's own batch dimension counts: a request
 that would take the queue past ``max_queue`` examples is refused at once with ``OverloadedError`` (the
@@ -39,6 +39,7 @@ R = TypeVar("R", bound=Sliceable)
 @dataclass
 class _Pending(Generic[R]):
     x: np.ndarray
+    labels: np.ndarray | None
     future: asyncio.Future[R]
 
     @property
@@ -61,7 +62,8 @@ class BatcherStats:
 
 
 class MicroBatcher(Generic[R]):
-    """``run(x)`` takes a stacked batch and returns a result whose ``rows(a, b)`` is one request's part.
+    """``run(x, labels)`` takes a stacked batch (and its labels, -1 where a request sent none, or None when
+    none did) and returns a result whose ``rows(a, b)`` is one request's part.
 
     ``on_batch(size, seconds)`` is called on the event loop after every batch (metrics). Use inside a
     running event loop: ``await start()``, ``await submit(x)``, ``await stop()``.
@@ -69,7 +71,7 @@ class MicroBatcher(Generic[R]):
 
     def __init__(
         self,
-        run: Callable[[np.ndarray], R],
+        run: Callable[[np.ndarray, np.ndarray | None], R],
         *,
         max_batch: int = 64,
         max_wait_s: float = 0.002,
@@ -113,7 +115,7 @@ class MicroBatcher(Generic[R]):
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
-    async def submit(self, x: np.ndarray) -> R:
+    async def submit(self, x: np.ndarray, labels: np.ndarray | None = None) -> R:
         n = int(x.shape[0])
         if n > self.max_queue:
             raise UsageError(
@@ -127,7 +129,7 @@ class MicroBatcher(Generic[R]):
                 "Retry shortly."
             )
         assert self._wake is not None, "start() the batcher first"
-        pending: _Pending[R] = _Pending(x, asyncio.get_running_loop().create_future())
+        pending: _Pending[R] = _Pending(x, labels, asyncio.get_running_loop().create_future())
         self._waiting.append(pending)
         self._queued += n
         self._wake.set()
@@ -161,9 +163,12 @@ class MicroBatcher(Generic[R]):
 
     async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending[R]]) -> None:
         x = batch[0].x if len(batch) == 1 else np.concatenate([p.x for p in batch])
+        labels = None
+        if any(p.labels is not None for p in batch):
+            labels = np.concatenate([p.labels if p.labels is not None else np.full(p.n, -1) for p in batch])
         start = loop.time()
         try:
-            result = await loop.run_in_executor(self._executor, self.run, x)
+            result = await loop.run_in_executor(self._executor, self.run, x, labels)
         except Exception as e:  # the model failed: every request of the batch learns why
             for p in batch:
                 if not p.future.done():

@@ -39,9 +39,6 @@ class ServeMetrics:
         self.monitor_threshold = Gauge(
             "assay_monitor_threshold", "Calibrated threshold by detector", ["detector"], registry=r
         )
-        self.monitor_dropped = Counter(
-            "assay_monitor_dropped", "Examples not monitored because the monitor fell behind", registry=r
-        )
         self.rollbacks = Counter("assay_rollbacks", "Automatic rollbacks", registry=r)
 
     def batch(self, size: int, seconds: float) -> None:

@@ -27,12 +27,14 @@ class Model:
 
     def __init__(self) -> None:
         self.sizes: list[int] = []
+        self.labels: list[np.ndarray | None] = []
         self.gate = threading.Event()
         self.gate.set()
 
-    def __call__(self, x: np.ndarray) -> Rows:
+    def __call__(self, x: np.ndarray, labels: np.ndarray | None = None) -> Rows:
         self.gate.wait(5)
         self.sizes.append(len(x))
+        self.labels.append(labels)
         return Rows(x * 2, len(self.sizes))
 
 
@@ -55,6 +57,26 @@ def test_requests_arriving_together_share_a_batch_and_get_their_own_rows() -> No
     assert model.sizes == [10]  # all four requests in one forward pass
     for i, (k, r) in enumerate(zip([1, 3, 2, 4], results, strict=True)):
         np.testing.assert_array_equal(r.values, np.full((k, 2), 2.0 * i))
+
+
+def test_labels_travel_with_their_rows_and_missing_ones_are_minus_one() -> None:
+    model = Model()
+
+    async def main() -> None:
+        batcher = MicroBatcher(model, max_batch=16, max_wait_s=0.05, max_queue=64)
+        await batcher.start()
+        await asyncio.gather(
+            batcher.submit(np.ones((2, 1)), np.array([4, 5])),
+            batcher.submit(np.ones((1, 1))),
+            batcher.submit(np.ones((2, 1)), np.array([6, 7])),
+        )
+        await batcher.submit(np.ones((3, 1)))  # a batch without any label
+        await batcher.stop()
+
+    run(main)
+    assert model.sizes == [5, 3]
+    np.testing.assert_array_equal(model.labels[0], [4, 5, -1, 6, 7])  # type: ignore[arg-type]
+    assert model.labels[1] is None
 
 
 def test_a_batch_never_exceeds_max_batch_and_a_request_is_never_split() -> None:
@@ -114,7 +136,7 @@ def test_a_request_larger_than_the_queue_is_a_usage_error() -> None:
 def test_a_failing_model_fails_every_request_of_its_batch_and_the_batcher_goes_on() -> None:
     calls = []
 
-    def flaky(x: np.ndarray) -> Rows:
+    def flaky(x: np.ndarray, labels: np.ndarray | None) -> Rows:
         calls.append(len(x))
         if len(calls) == 1:
             raise RuntimeError("boom")
