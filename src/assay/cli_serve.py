@@ -98,7 +98,9 @@ def serve_cmd(
     err.print(f"loading {name}@{alias}: model, release reference, monitor calibration, warm-up")
     service.load()  # here, so a bad reference or window is one line and exit 2, not a failed startup
     err.print(f"serving {name}@{alias} on http://{host}:{port} (dashboard at /, metrics at /metrics)")
-    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+    # No access log: one line per request would cost more than the model's share of a batch, and the
+    # Prometheus metrics count every request by status anyway.
+    uvicorn.run(create_app(service), host=host, port=port, log_level="warning", access_log=False)
 
 
 def _incident_table(rows: list[dict[str, Any]]) -> Table:
