@@ -81,7 +81,7 @@ def running(service: Service) -> Iterator[str]:
 def wait_windows(service: Service, windows: int, timeout: float = 30) -> None:
     """Wait until the monitor has closed ``windows`` windows (it runs off the request path)."""
     deadline = time.monotonic() + timeout
-    while service.metrics.monitor_windows._value.get() < windows:
+    while (service.metrics.registry.get_sample_value("assay_monitor_windows_total") or 0) < windows:
         if time.monotonic() > deadline:
             raise AssertionError(f"the monitor closed fewer than {windows} windows in {timeout} s")
         time.sleep(0.02)

@@ -58,6 +58,8 @@ class ServeConfig:
             raise UsageError(
                 f"rollback_after counts alarmed windows, so it is >= 1. Got {self.rollback_after}."
             )
+        if self.webhook is not None and not self.webhook.startswith(("http://", "https://")):
+            raise UsageError(f"The webhook must be an http:// or https:// URL. Got {self.webhook!r}.")
         if self.window < 10:
             raise UsageError(f"A monitoring window needs at least 10 examples. Got {self.window}.")
 
