@@ -6,9 +6,10 @@ monitoring.
 Uses ``fmnist-cnn@production`` from ``--home`` (what ``make demo`` leaves in ./.assay); without one it
 trains the demo's baseline CNN for one epoch into a temporary store first. Each configuration runs
 ``assay serve`` in its own process; a bounded closed-loop load generator (``--connections`` keep-alive
-connections, each sending its next request when the last one is answered, one example per request as a
-.npy body) drives it for ``--seconds`` after a warm-up, and prints requests per second with p50 and p99
-latency. The generator shares the machine's cores with the server: the figures are for both together.
+connections, each sending its next request when the last one is answered, one Fashion-MNIST training
+image per request as a .npy body) drives it for ``--seconds`` after a warm-up, and prints requests per
+second with p50 and p99 latency. The generator shares the machine's cores with the server: the figures
+are for both together.
 """
 
 from __future__ import annotations
@@ -89,12 +90,19 @@ async def connection(port: int, payloads: list[bytes], until: float, warm_until:
     writer.close()
 
 
-async def drive(port: int, connections: int, seconds: float, warmup: float) -> dict:
-    rng = np.random.default_rng(0)
+def traffic_images(n: int = 2000) -> np.ndarray:
+    """Fashion-MNIST training images: the distribution the model was gated on, but not the gating set
+    itself, so a monitoring server sees unshifted traffic (no incidents) as in normal operation."""
+    from assay.data import DataSpec, load_dataset
+
+    return load_dataset(DataSpec(kind="fashion-mnist")).train.x[:n]
+
+
+async def drive(port: int, connections: int, seconds: float, warmup: float, images: np.ndarray) -> dict:
     payloads = []
-    for _ in range(64):
+    for image in images:
         buffer = io.BytesIO()
-        np.save(buffer, rng.random((1, 1, 28, 28), dtype=np.float32))
+        np.save(buffer, np.ascontiguousarray(image[None], dtype=np.float32))
         payloads.append(request_bytes(port, buffer.getvalue()))
     out: dict = {"latencies": [], "status": {}}
     start = time.perf_counter()
@@ -125,7 +133,9 @@ def wait_ready(port: int, process: subprocess.Popen, timeout: float = 180) -> No
     raise RuntimeError("the server never became ready")
 
 
-def run_config(home: Path, flags: list[str], connections: int, seconds: float, warmup: float) -> dict:
+def run_config(
+    home: Path, flags: list[str], connections: int, seconds: float, warmup: float, images: np.ndarray
+) -> dict:
     port = free_port()
     command = [sys.executable, "-m", "assay", "serve", f"{MODEL}@production", "--home", str(home),
                "--port", str(port), "--rollback-after", "0", *flags]  # fmt: skip
@@ -138,7 +148,7 @@ def run_config(home: Path, flags: list[str], connections: int, seconds: float, w
             uvloop.install()
         except ImportError:
             pass
-        result = asyncio.run(drive(port, connections, seconds, warmup))
+        result = asyncio.run(drive(port, connections, seconds, warmup, images))
     finally:
         process.terminate()
         _, stderr = process.communicate(timeout=30)
@@ -170,12 +180,13 @@ def main() -> None:
         home = tmp / "home"
     try:
         ensure_model(home)
+        images = traffic_images()
         print(f"cores: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
         # Rounds interleave the configurations, so a burst of other work on the machine hits them all.
         results: dict[str, list[dict]] = {name: [] for name in CONFIGS}
         for round_ in range(args.rounds):
             for name, flags in CONFIGS.items():
-                r = run_config(home, flags, args.connections, args.seconds, args.warmup)
+                r = run_config(home, flags, args.connections, args.seconds, args.warmup, images)
                 results[name].append(r)
                 print(f"round {round_ + 1}, {name}: {r['throughput']:.0f} req/s, p50 {r['p50']:.2f} ms, "
                       f"p99 {r['p99']:.2f} ms, statuses {r['status']}", flush=True)  # fmt: skip
