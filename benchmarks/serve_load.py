@@ -6,7 +6,7 @@ monitoring.
 Uses ``fmnist-cnn@production`` from ``--home`` (what ``make demo`` leaves in ./.assay); without one it
 trains the demo's baseline CNN for one epoch into a temporary store first. Each configuration runs
 ``assay serve`` in its own process; a bounded closed-loop load generator (``--connections`` keep-alive
-connections, each sending its next request when the last one is answered, one Fashion-MNIST training
+connections, each sending its next request when the last one is answered, one Fashion-MNIST validation
 image per request as a .npy body) drives it for ``--seconds`` after a warm-up, and prints requests per
 second with p50 and p99 latency. The generator shares the machine's cores with the server: the figures
 are for both together.
@@ -70,9 +70,11 @@ def request_bytes(port: int, body: bytes) -> bytes:
     return head.encode() + body
 
 
-async def connection(port: int, payloads: list[bytes], until: float, warm_until: float, out: dict) -> None:
+async def connection(
+    port: int, payloads: list[bytes], offset: int, until: float, warm_until: float, out: dict
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    i = 0
+    i = offset  # connections start apart, so that a window holds distinct images, as real traffic does
     while (now := time.perf_counter()) < until:
         writer.write(payloads[i % len(payloads)])
         i += 1
@@ -90,12 +92,13 @@ async def connection(port: int, payloads: list[bytes], until: float, warm_until:
     writer.close()
 
 
-def traffic_images(n: int = 2000) -> np.ndarray:
-    """Fashion-MNIST training images: the distribution the model was gated on, but not the gating set
-    itself, so a monitoring server sees unshifted traffic (no incidents) as in normal operation."""
+def traffic_images() -> np.ndarray:
+    """Fashion-MNIST's validation images: held out from training like the test set the model was gated
+    on, but not that set itself, so a monitoring server sees unshifted traffic, as in normal operation.
+    (Training images would not do: the model is more confident on them, which the monitor rightly sees.)"""
     from assay.data import DataSpec, load_dataset
 
-    return load_dataset(DataSpec(kind="fashion-mnist")).train.x[:n]
+    return load_dataset(DataSpec(kind="fashion-mnist")).val.x
 
 
 async def drive(port: int, connections: int, seconds: float, warmup: float, images: np.ndarray) -> dict:
@@ -108,8 +111,15 @@ async def drive(port: int, connections: int, seconds: float, warmup: float, imag
     start = time.perf_counter()
     await asyncio.gather(
         *(
-            connection(port, payloads, start + warmup + seconds, start + warmup, out)
-            for _ in range(connections)
+            connection(
+                port,
+                payloads,
+                k * len(payloads) // connections,
+                start + warmup + seconds,
+                start + warmup,
+                out,
+            )
+            for k in range(connections)
         )
     )
     out["seconds"] = seconds
