@@ -40,13 +40,14 @@ CONFIGS = {
 
 
 def ensure_model(home: Path) -> None:
+    from assay.errors import NotFoundError
     from assay.release import Workspace
 
     ws = Workspace.open(home)
     try:
         if ws.store.current_alias(MODEL, "production") is not None:
             return
-    except Exception:  # no such model yet
+    except NotFoundError:  # no such model yet
         pass
     from assay.demo import BASELINE
     from assay.pipeline import pipeline_from_dict, run_pipeline

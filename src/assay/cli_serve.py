@@ -88,15 +88,9 @@ def serve_cmd(
         webhook=webhook,
         shadow_rate=shadow_rate,
     )
-    ws = _workspace(home)
-    if ws.store.current_alias(name, alias) is None:
-        raise UsageError(
-            f"Model {name!r} has no alias {alias!r}. Promote a version first: "
-            f"assay models promote {name}@vN --alias {alias}"
-        )
-    service = Service(ws, name, alias, config)
+    service = Service(_workspace(home), name, alias, config)
     err.print(f"loading {name}@{alias}: model, release reference, monitor calibration, warm-up")
-    service.load()  # here, so a bad reference or window is one line and exit 2, not a failed startup
+    service.load()  # here, so a missing alias, bad reference or window is one line and exit 2
     err.print(f"serving {name}@{alias} on http://{host}:{port} (dashboard at /, metrics at /metrics)")
     # No access log: one line per request would cost more than the model's share of a batch, and the
     # Prometheus metrics count every request by status anyway.

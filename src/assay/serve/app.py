@@ -118,7 +118,7 @@ def parse_request(body: bytes, content_type: str) -> tuple[np.ndarray, np.ndarra
 
 
 def check_inputs(
-    x: np.ndarray, labels: np.ndarray | None, input_shape: tuple[int, ...]
+    x: np.ndarray, labels: np.ndarray | None, input_shape: tuple[int, ...], n_classes: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
     if x.shape == input_shape:
         x = x[None]  # one example without its batch dimension
@@ -130,6 +130,8 @@ def check_inputs(
         raise ClientError(422, "'inputs' holds NaN or infinite values; send finite numbers.")
     if labels is not None and (labels.shape != (x.shape[0],) or labels.dtype.kind not in "iu"):
         raise ClientError(422, f"'labels' must be {x.shape[0]} integer class indices, one per input.")
+    if labels is not None and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ClientError(422, f"'labels' must be class indices in [0, {n_classes - 1}].")
     x = np.ascontiguousarray(x)
     return (x if x.flags.writeable else x.copy()), labels  # torch wants writable memory
 
@@ -169,10 +171,8 @@ def create_app(service: Service) -> FastAPI:
                 return _error(503, "The model is still loading; retry when /ready answers 200.")
             body = await _body(request, service.config.max_body_bytes)
             x, labels = parse_request(body, request.headers.get("content-type", ""))
-            x, labels = check_inputs(x, labels, service.served.input_shape)
-            n_classes = service.served.model.spec["n_classes"]
-            if labels is not None and (labels.min() < 0 or labels.max() >= n_classes):
-                raise ClientError(422, f"'labels' must be class indices in [0, {n_classes - 1}].")
+            served = service.served
+            x, labels = check_inputs(x, labels, served.input_shape, served.model.spec["n_classes"])
             out = await service.predict(x, labels)
         except ClientError as e:
             return _error(e.status, e.message)

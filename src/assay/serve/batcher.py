@@ -21,7 +21,7 @@ import contextlib
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, Protocol, Self, TypeVar
 
 import numpy as np
@@ -52,13 +52,10 @@ class BatcherStats:
     batches: int = 0
     examples: int = 0
     rejected: int = 0
-    sizes: list[int] = field(default_factory=list)  # the last batch sizes, for the dashboard
 
     def record(self, size: int) -> None:
         self.batches += 1
         self.examples += size
-        self.sizes.append(size)
-        del self.sizes[:-256]
 
 
 class MicroBatcher(Generic[R]):

@@ -112,6 +112,7 @@ def dashboard_router(service: Service) -> APIRouter:
             f"{service.model}@{service.alias}",
             refresh=5,
             series=detector_series(windows),
+            n_windows=len(windows),
             windows=[window_row(w) for w in windows[-10:]][::-1],
             incidents=incidents[::-1][:10],
             history=store.alias_history(service.model, service.alias)[::-1][:10],

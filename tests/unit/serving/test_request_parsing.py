@@ -49,18 +49,20 @@ def test_pickles_truncation_and_garbage_are_refused() -> None:
 
 def test_inputs_are_checked_for_shape_values_and_labels() -> None:
     shape = (1, 4, 4)
-    x, labels = check_inputs(np.zeros((2, 1, 4, 4)), np.array([0, 1]), shape)
+    x, labels = check_inputs(np.zeros((2, 1, 4, 4)), np.array([0, 1]), shape, 3)
     assert x.dtype == np.float32 and x.flags.writeable and x.flags.c_contiguous and labels is not None
-    single, _ = check_inputs(np.zeros(shape), None, shape)
+    single, _ = check_inputs(np.zeros(shape), None, shape, 3)
     assert single.shape == (1, *shape)
     frozen = np.frombuffer(np.zeros(16, np.float32).tobytes(), np.float32).reshape(1, 1, 4, 4)
-    assert check_inputs(frozen, None, shape)[0].flags.writeable  # torch needs writable memory
+    assert check_inputs(frozen, None, shape, 3)[0].flags.writeable  # torch needs writable memory
     for bad, message in [
         (np.zeros((2, 16)), r"shape \(n, 1, 4, 4\)"),
         (np.zeros((0, 1, 4, 4)), "n >= 1"),
         (np.full((1, 1, 4, 4), np.inf), "NaN or infinite"),
     ]:
         with pytest.raises(ClientError, match=message):
-            check_inputs(bad, None, shape)
+            check_inputs(bad, None, shape, 3)
+    with pytest.raises(ClientError, match=r"class indices in \[0, 2\]"):
+        check_inputs(np.zeros((2, 1, 4, 4)), np.array([0, 3]), shape, 3)
     with pytest.raises(ClientError, match="2 integer class indices"):
-        check_inputs(np.zeros((2, 1, 4, 4)), np.array([0.5, 1.0]), shape)
+        check_inputs(np.zeros((2, 1, 4, 4)), np.array([0.5, 1.0]), shape, 3)
