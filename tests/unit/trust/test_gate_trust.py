@@ -25,7 +25,7 @@ from assay.gate import Policy
 from assay.measurement import Measurement
 from assay.metrics import ood
 from assay.models import save_model
-from assay.release import Workspace, model_of
+from assay.release import Workspace, data_for, model_of
 from assay.trust import families_for, gate_config, gate_metrics
 
 N_BOOT = 2000
@@ -252,12 +252,11 @@ def test_assay_gate_pairs_robust_accuracy(
 
 
 def test_the_suite_keeps_evidence_for_every_gateable_measurement(registered: tuple[Workspace, str]) -> None:
-    from assay.data import DataSpec, load_dataset
     from assay.trust import TrustConfig, run_trust
 
     ws, ref = registered
     version = ws.store.resolve(ref)
-    data = load_dataset(DataSpec.model_validate(version.lineage["recipe"]["data"]))
+    data, _ = data_for(version)
     config = TrustConfig(
         families=("robustness", "adversarial", "ood"), adversarial_n=50, pgd_steps=3, corruption_n=80,
         ood_n=40, n_boot=100, corruptions=("contrast", "jpeg"),
@@ -278,14 +277,13 @@ def test_square_pairs_a_variant_without_gradients_with_its_fp32_parent(
 ) -> None:
     from dataclasses import replace
 
-    from assay.data import DataSpec, load_dataset
     from assay.trust import TrustConfig, run_trust
 
     ws, ref = registered
     version = ws.store.resolve(ref)
     parent = model_of(ws, version)
     variant = replace(parent, manifest={**parent.manifest, "backend": "onnxruntime"})  # no gradients claimed
-    data = load_dataset(DataSpec.model_validate(version.lineage["recipe"]["data"]))
+    data, _ = data_for(version)
     name = "adv_accuracy[square-linf@0.1]"
     policy = Policy.from_toml_text(f'[[rules]]\nmetric = "{name}"\nkind = "non_inferiority"\nmargin = 0.05\n')
     gated = gate_config(policy)  # what assay gate runs on both models for this policy

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from assay.cli import app
 from assay.data import load_dataset, parse_data_arg
 from assay.measurement import Measurement
-from assay.release import Workspace, model_of, train_version
+from assay.release import Workspace, data_for, model_of, train_version
 from assay.train import TrainConfig
 from assay.trust import FAMILIES, TrustConfig, has_gradients, run_trust, trust_version
 
@@ -60,9 +60,7 @@ def test_a_failing_family_is_an_error_not_a_crash(registered: tuple[Workspace, s
     ws, ref = registered
     version = ws.store.resolve(ref)
     model = model_of(ws, version)
-    from assay.data import DataSpec
-
-    data = load_dataset(DataSpec.model_validate(version.lineage["recipe"]["data"]))
+    data, _ = data_for(version)
     broken = TrustConfig(families=("robustness", "ood"), corruptions=("no_such",), ood_n=30, n_boot=100)
     result = run_trust(model, data, config=broken)
     assert [m.status for m in result.measurements if m.family == "robustness"] == ["error"]
@@ -77,11 +75,9 @@ def test_a_variant_without_gradients_is_attacked_by_transfer_and_square(
     parent = model_of(ws, version)
     from dataclasses import replace
 
-    from assay.data import DataSpec
-
     variant = replace(parent, manifest={**parent.manifest, "backend": "onnxruntime"})  # no gradients claimed
     assert has_gradients(parent) and not has_gradients(variant)
-    data = load_dataset(DataSpec.model_validate(version.lineage["recipe"]["data"]))
+    data, _ = data_for(version)
     result = run_trust(variant, data, config=replace(SMALL, families=("adversarial",)), parent=parent)
     attacks = {m.details.get("attack") for m in result.measurements}
     assert attacks == {"transfer", "square"}
@@ -133,14 +129,13 @@ def test_cli_json(registered: tuple[Workspace, str], tmp_path: Path) -> None:
 
 
 def test_trust_measurements_in_a_gate_rule(registered: tuple[Workspace, str]) -> None:
-    from assay.data import DataSpec
     from assay.gate import Policy, evaluate_policy
     from assay.trust import cached_outputs, gate_ready
 
     ws, ref = registered
     version = ws.store.resolve(ref)
     model = model_of(ws, version)
-    data = load_dataset(DataSpec.model_validate(version.lineage["recipe"]["data"]))
+    data, _ = data_for(version)
     result = run_trust(model, data, config=TrustConfig(families=("ood",), ood_n=60, n_boot=100))
     auroc = next(m for m in result.measurements if m.name == "ood_auroc[noise:energy]")
     assert auroc.value is not None
