@@ -93,6 +93,13 @@ def _reordered(outputs: Outputs, order: np.ndarray) -> Outputs:
     )
 
 
+def order_by_ids(baseline_ids: np.ndarray, candidate_ids: np.ndarray) -> np.ndarray:
+    """The candidate's row for each baseline id, in the baseline's order (the callers have checked that
+    both hold the same ids)."""
+    position = {id_: i for i, id_ in enumerate(candidate_ids.tolist())}
+    return np.array([position[id_] for id_ in baseline_ids.tolist()])
+
+
 def align(baseline: Outputs, candidate: Outputs) -> tuple[Outputs, Outputs]:
     """The two outputs on the same examples in the same order (the candidate reordered by id if needed).
 
@@ -122,8 +129,7 @@ def align(baseline: Outputs, candidate: Outputs) -> tuple[Outputs, Outputs]:
             f"{len(cand_ids)} ids, {len(base_ids & cand_ids)} in common (fingerprints "
             f"{baseline.fingerprint()[:12]} vs {candidate.fingerprint()[:12]}).{hint} {advice}"
         )
-    position = {id_: i for i, id_ in enumerate(candidate.ids.tolist())}
-    aligned = _reordered(candidate, np.array([position[id_] for id_ in baseline.ids.tolist()]))
+    aligned = _reordered(candidate, order_by_ids(baseline.ids, candidate.ids))
     differ = np.flatnonzero(aligned.labels != baseline.labels)
     if differ.size:
         first = differ[0]
@@ -231,14 +237,14 @@ def compare_per_example(
     if np.array_equal(baseline.ids, candidate.ids):
         order = None
     else:
-        position = {id_: i for i, id_ in enumerate(candidate.ids.tolist())}
-        if len(position) != len(candidate.ids) or set(position) != set(baseline.ids.tolist()):
+        ids = set(candidate.ids.tolist())
+        if len(ids) != len(candidate.ids) or ids != set(baseline.ids.tolist()):
             raise DataError(
                 f"'{b.name}' was measured on different examples for the two models ({len(baseline.ids)} and "
-                f"{len(candidate.ids)} ids, {len(set(position) & set(baseline.ids.tolist()))} in common). "
+                f"{len(candidate.ids)} ids, {len(ids & set(baseline.ids.tolist()))} in common). "
                 "Measure both with the same data, subset sizes and seed."
             )
-        order = np.array([position[id_] for id_ in baseline.ids.tolist()])
+        order = order_by_ids(baseline.ids, candidate.ids)
 
     def cand_fn(rows: np.ndarray) -> np.ndarray:
         return candidate.replicates(rows if order is None else order[rows])
