@@ -118,6 +118,9 @@ def test_bad_requests_get_a_4xx_that_says_what_is_wrong_and_the_server_goes_on(w
             message = response.json()["error"]["message"]
             if text is not None:
                 assert text in message, message
+        wrong_method = c.get(URL)
+        assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+        assert "POST" in wrong_method.json()["error"]["message"]
         unknown = c.post("/v1/models/other/predict", json={"inputs": x.tolist()})
         assert unknown.status_code == 404 and "serves 'bars'" in unknown.json()["error"]["message"]
         assert c.post(URL, json={"inputs": x.tolist()}).status_code == 200  # still serving
