@@ -26,7 +26,7 @@ import torch
 
 from assay.errors import DataError, MissingExtraError
 from assay.models.io import SPEC, WEIGHTS, load_model
-from assay.models.predictor import Predictor, TorchPredictor
+from assay.models.predictor import FastTorchPredictor, Predictor, TorchPredictor
 from assay.models.zoo import ZooModel, build_model, count_parameters
 
 ONNX_FILE = "model.onnx"
@@ -45,6 +45,23 @@ class LoadedModel:
     @property
     def backend(self) -> str:
         return str(self.manifest.get("backend", "torch"))
+
+    @property
+    def torch_fp32(self) -> bool:
+        """A torch module that runs in fp32 as stored: differentiable, and the function its predictor runs."""
+        return (
+            self.module is not None
+            and self.backend == "torch"
+            and str(self.manifest.get("precision", "fp32")) == "fp32"
+        )
+
+    def fast_predictor(self) -> Predictor:
+        """What to run where only outputs are needed: the inference copy of a torch fp32 module
+        (:class:`~assay.models.predictor.FastTorchPredictor`), else the predictor itself."""
+        if self.torch_fp32:
+            assert self.module is not None
+            return FastTorchPredictor(self.module)
+        return self.predictor
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:

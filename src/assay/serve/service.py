@@ -168,7 +168,7 @@ class Service:
         assert served.monitor is not None
         shadow_logits = None
         if served.shadow is not None and self._rng.random() < self.config.shadow_rate:
-            shadow_logits, _ = served.shadow.predictor.logits_and_features(x)
+            shadow_logits, _ = served.shadow.logits_and_features(x)
         windows = served.monitor.observe(
             x, out.logits, out.features, labels=labels, shadow_logits=shadow_logits
         )
