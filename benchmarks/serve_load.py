@@ -10,6 +10,10 @@ connections, each sending its next request when the last one is answered, one Fa
 image per request as a .npy body) drives it for ``--seconds`` after a warm-up, and prints requests per
 second with p50 and p99 latency. The generator shares the machine's cores with the server: the figures
 are for both together.
+
+Saturation needs more connections than a batch holds: with exactly ``max_batch`` of them, every client
+waits on the running batch, and the model idles while the event loop answers it and reads the next one.
+The default, 128, is twice the default batch, so one batch fills while another runs.
 """
 
 from __future__ import annotations
@@ -181,7 +185,7 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=None, help="store with fmnist-cnn@production")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--connections", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     tmp = None
