@@ -165,18 +165,27 @@ def median_heuristic(x: np.ndarray, max_rows: int = 1000, seed: int = 0) -> floa
 class FourierFeatures:
     """Random Fourier features of the Gaussian kernel ``exp(−‖x − y‖² / (2σ²))``:
     ``φ(x) = [cos(xW), sin(xW)] / √D`` with ``W ~ N(0, σ⁻² I)`` (d, D), so ``φ(x)·φ(y)`` is an unbiased
-    estimate of the kernel and ``‖φ(x)‖² = 1`` exactly."""
+    estimate of the kernel and ``‖φ(x)‖² = 1`` up to rounding.
+
+    Computed in float32, returned in float64: numpy's vectorised float32 cosine and sine are about 7x faster
+    than float64's (this transform was a third of the monitor's work per served example), and each
+    feature is within 1e-6 of float64's, far inside the statistic's sampling spread (about 1/window)."""
 
     omega: np.ndarray
 
     @classmethod
     def draw(cls, dim: int, bandwidth: float, n_features: int, seed: int) -> FourierFeatures:
         rng = np.random.default_rng([seed, 2])
-        return cls(omega=rng.standard_normal((dim, n_features)) / bandwidth)
+        return cls(omega=(rng.standard_normal((dim, n_features)) / bandwidth).astype(np.float32))
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        proj = np.asarray(x, dtype=np.float64) @ self.omega
-        return np.asarray(np.concatenate([np.cos(proj), np.sin(proj)], axis=1) / np.sqrt(self.omega.shape[1]))
+        proj = np.asarray(x, dtype=np.float32) @ self.omega
+        d = self.omega.shape[1]
+        phi = np.empty((proj.shape[0], 2 * d), dtype=np.float32)
+        np.cos(proj, out=phi[:, :d])
+        np.sin(proj, out=phi[:, d:])
+        phi /= np.float32(np.sqrt(d))
+        return phi.astype(np.float64)  # sums and the MMD² formula's cancellation stay in float64
 
 
 def mmd2_unbiased_from_sums(sum_x: np.ndarray, n: int, sum_y: np.ndarray, m: int) -> np.ndarray:

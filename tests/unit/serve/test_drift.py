@@ -132,8 +132,9 @@ def test_mmd_random_features_against_exact_quadratic_estimator() -> None:
     ff = drift.FourierFeatures.draw(5, sigma, 4096, seed=0)
     px, py = ff.transform(x), ff.transform(y)
     got = drift.mmd2_unbiased_from_sums(px.sum(0), 60, py.sum(0), 80)[0]
-    # 1) the linear-time formula is exactly the quadratic unbiased estimator of the random-feature kernel
-    assert got == pytest.approx(unbiased(px @ px.T, py @ py.T, px @ py.T), abs=1e-12)
+    # 1) the linear-time formula is the quadratic unbiased estimator of the random-feature kernel; the
+    # features are computed in float32, so the formula's ‖φ‖² = 1 holds to 1e-7 and the identity to 1e-9
+    assert got == pytest.approx(unbiased(px @ px.T, py @ py.T, px @ py.T), abs=1e-9)
     # 2) the random-feature kernel approximates the Gaussian kernel, so the MMD² is close to the exact one
     exact = unbiased(gram(x, x), gram(y, y), gram(x, y))
     assert got == pytest.approx(exact, abs=0.01)
