@@ -56,6 +56,9 @@ def serve_cmd(
     shadow_rate: Annotated[
         float, typer.Option(min=0, max=1, help="Share of requests the parent also runs on (shadow mode).")
     ] = 0.0,
+    feedback_examples: Annotated[
+        int, typer.Option(min=0, help="Latest answered examples kept for labels sent later (feedback).")
+    ] = 100_000,
     threads: Annotated[
         int | None, typer.Option(min=1, help="Intra-op threads of the model (default: one per core).")
     ] = None,
@@ -92,6 +95,7 @@ def serve_cmd(
         max_rollbacks=max_rollbacks,
         webhook=webhook,
         shadow_rate=shadow_rate,
+        feedback_examples=feedback_examples,
     )
     service = Service(_workspace(home), name, alias, config)
     err.print(f"loading {name}@{alias}: model, release reference, monitor calibration, warm-up")

@@ -300,3 +300,99 @@ def test_shadow_mode_runs_the_parent_and_tracks_agreement(ws: Workspace) -> None
         assert window.summary["n_shadow"] == 100
         assert abs(window.summary["agreement"] - expected) < 0.15
         assert "agreement" in {r.name for r in window.results}
+
+
+FEEDBACK = f"/v1/models/{MODEL}/feedback"
+
+
+def test_feedback_labels_an_earlier_answer_once_by_its_request_id(ws: Workspace) -> None:
+    service = Service(ws, MODEL, "production", config(feedback_examples=50, max_body_bytes=2**15))
+    with running(service) as base, httpx.Client(base_url=base) as c:
+        answered = c.post(URL, json={"inputs": traffic(3, seed=20).tolist()})
+        request_id = answered.json()["request_id"]
+        assert answered.headers["X-Assay-Request-Id"] == request_id
+        binary = c.post(
+            URL,
+            content=npy(traffic(2, seed=21)),
+            headers={"Content-Type": "application/x-npy", "Accept": "application/x-npy"},
+        )
+        ids = [request_id, binary.headers["X-Assay-Request-Id"]]
+        ids += [post(c, traffic(1, seed=22 + i)).headers["X-Assay-Request-Id"] for i in range(5)]
+        assert len(set(ids)) == len(ids) == 7
+
+        labels = answered.json()["predictions"]
+        refusals = [
+            ({"request_id": request_id, "labels": labels[:2]}, 422, "must be 3 integer class indices"),
+            ({"request_id": request_id, "labels": [0, 1, 7]}, 422, "class indices in [0, 2]"),
+            ({"request_id": request_id, "labels": [0.5, 1, 2]}, 422, "integer class indices"),
+            ({"labels": labels}, 422, '"request_id"'),
+            ({"request_id": "0123456789ab-0", "labels": labels}, 404, "last 50 examples"),
+        ]  # fmt: skip
+        for body, status, text in refusals:
+            r = c.post(FEEDBACK, json=body)
+            assert r.status_code == status and text in r.json()["error"]["message"], (body, r.text)
+        raw = [
+            (dict(content=b'{"request_id": ', headers={"Content-Type": "application/json"}), 400),
+            (dict(content=b"x", headers={"Content-Type": "text/plain"}), 415),
+            (dict(content=b"x" * 2**16, headers={"Content-Type": "application/json"}), 413),
+        ]
+        for kwargs, status in raw:
+            assert c.post(FEEDBACK, **kwargs).status_code == status  # type: ignore[arg-type]
+        other = c.post("/v1/models/other/feedback", json={"request_id": request_id, "labels": labels})
+        assert other.status_code == 404 and "serves 'bars'" in other.json()["error"]["message"]
+        assert c.get(FEEDBACK).status_code == 405
+
+        ok = c.post(FEEDBACK, json={"request_id": request_id, "labels": labels})
+        assert ok.status_code == 200, ok.text
+        assert ok.json() == {"request_id": request_id, "labelled": 3, "monitored": True}
+        again = c.post(FEEDBACK, json={"request_id": request_id, "labels": labels})
+        assert again.status_code == 409 and "labelled already" in again.json()["error"]["message"]
+        with_labels = c.post(URL, json={"inputs": traffic(1, seed=30).tolist(), "labels": [0]}).json()
+        assert (
+            c.post(FEEDBACK, json={"request_id": with_labels["request_id"], "labels": [0]}).status_code == 409
+        )
+
+        # 50 examples kept: after 10 more answers of 5, the answer of 2 examples (ids[1]) is evicted
+        for i in range(10):
+            assert post(c, traffic(5, seed=40 + i)).status_code == 200
+        gone = c.post(FEEDBACK, json={"request_id": ids[1], "labels": [0, 0]})
+        assert (
+            gone.status_code == 404 and "older than the last 50 examples" in gone.json()["error"]["message"]
+        )
+        latest = post(c, traffic(5, seed=50)).headers["X-Assay-Request-Id"]
+        assert c.post(FEEDBACK, json={"request_id": latest, "labels": [0] * 5}).status_code == 200
+
+
+def _labelled(base: str, windows: int, seed: int, wrong: bool) -> None:
+    """Send ``windows`` windows of 100 examples, then for each answer its true labels, or labels the model
+    did not predict."""
+    from tests.conftest import make_bars
+
+    with httpx.Client(base_url=base, timeout=30) as c:
+        for i in range(windows):
+            x, y = make_bars(np.random.default_rng(seed + i), 100)
+            answer = post(c, x[:, None]).json()
+            labels = (np.asarray(answer["predictions"]) + 1) % 3 if wrong else y
+            r = c.post(FEEDBACK, json={"request_id": answer["request_id"], "labels": labels.tolist()})
+            assert r.status_code == 200 and r.json()["monitored"], r.text
+
+
+def test_an_accuracy_drop_seen_through_feedback_rolls_back(ws: Workspace) -> None:
+    service = Service(ws, MODEL, "production", config(window=100, rollback_after=2))
+    with running(service) as base, httpx.Client(base_url=base) as c:
+        _labelled(base, windows=3, seed=6000, wrong=False)
+        wait_windows(service, 6)  # three traffic and three feedback windows
+        assert ws.store.list_incidents(MODEL) == []
+        unlabelled = post(c, traffic(1, seed=6050)).json()["request_id"]  # answered by v2
+        _labelled(base, windows=2, seed=6100, wrong=True)
+        deadline = time.monotonic() + 30
+        while service.served.version.version != 1:
+            assert time.monotonic() < deadline, "no rollback"
+            time.sleep(0.05)
+        late = c.post(FEEDBACK, json={"request_id": unlabelled, "labels": [0]})
+    (incident,) = ws.store.list_incidents(MODEL)
+    assert (incident.detector, incident.window, incident.detections) == ("accuracy", 3, 2)
+    assert [d["stream"] for d in incident.details["detections"]] == ["feedback", "feedback"]
+    assert incident.action == "rolled_back" and production(ws) == 1
+    # accepted, but v1's monitor does not take the labels of v2's answer
+    assert late.status_code == 200 and late.json()["monitored"] is False

@@ -60,10 +60,12 @@ def chart(statistics: list[float], thresholds: list[float]) -> Markup:
 
 
 def detector_series(windows: list[WindowResult]) -> dict[str, dict[str, Any]]:
+    """One chart per detector and stream: feedback windows close at their own pace, on other rows."""
     series: dict[str, dict[str, Any]] = {}
     for window in windows:
         for r in window.results:
-            s = series.setdefault(r.name, {"statistics": [], "thresholds": [], "alarms": 0})
+            name = r.name if window.stream == "traffic" else f"{r.name} ({window.stream})"
+            s = series.setdefault(name, {"statistics": [], "thresholds": [], "alarms": 0})
             s["statistics"].append(float(r.statistic))
             s["thresholds"].append(float(r.threshold))
             s["alarms"] += int(r.alarm)
@@ -105,13 +107,15 @@ def dashboard_router(service: Service) -> APIRouter:
     @router.get("/", response_class=HTMLResponse)
     def overview() -> HTMLResponse:
         served = service.current
-        windows = served.monitor.recent(100) if served is not None and served.monitor is not None else []
+        monitor = served.monitor if served is not None else None
+        windows = monitor.recent(100) if monitor is not None else []
+        feedback = monitor.recent(100, "feedback") if monitor is not None else []
         incidents = [incident_json(i) for i in store.list_incidents(service.model, service.alias)]
         return page(
             "overview",
             f"{service.model}@{service.alias}",
             refresh=5,
-            series=detector_series(windows),
+            series=detector_series(windows + feedback),
             n_windows=len(windows),
             windows=[window_row(w) for w in windows[-10:]][::-1],
             incidents=incidents[::-1][:10],

@@ -1,9 +1,11 @@
 """From monitor alarms to durable incidents to a guarded rollback.
 
 Every alarmed window is written to the store before anything acts on it (the order of writes and why it
-survives a kill at any point is in ``assay.store.incidents``). Consecutive alarmed windows on the same
-version form one incident; the ``rollback_after``-th marks it due and the guard rolls the alias back to
-the previous entry of its history, in one transaction with the incident.
+survives a kill at any point is in ``assay.store.incidents``). Consecutive alarmed windows of one stream
+(traffic, or feedback: labels sent after the prediction) on the same version form one incident; the
+``rollback_after``-th marks it due and the guard rolls the alias back to the previous entry of its
+history, in one transaction with the incident. The streams count separately: their windows close at their
+own pace, so a window of one says nothing about whether the other's alarms are consecutive.
 
 The guard is deliberately conservative, because a rollback cannot cure a shift in the data itself:
 
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from assay.serve.monitor import WindowResult
+from assay.serve.monitor import Stream, WindowResult
 from assay.store import Store
 from assay.store.records import Incident
 
@@ -39,6 +41,7 @@ def detection_record(window: WindowResult) -> dict[str, Any]:
     """What an incident keeps of one alarmed window: every detector's statistic and threshold."""
     return {
         "window": window.index,
+        "stream": window.stream,
         "n": window.n,
         "start": _when(window.started_at).isoformat(),
         "end": _when(window.ended_at).isoformat(),
@@ -83,8 +86,8 @@ class RollbackGuard:
         self.webhook = webhook
         self.on_rollback = on_rollback
         self.rollbacks = 0
-        self._episode: Incident | None = None  # the open incident of the current run of alarms
-        self._last_window: int | None = None
+        self._episodes: dict[Stream, Incident] = {}  # each stream's open incident, of its current run
+        self._last_window: dict[Stream, int] = {}
         self._lock = threading.Lock()
 
     @property
@@ -105,14 +108,17 @@ class RollbackGuard:
                 self._on_window(version, window)
 
     def _on_window(self, version: int, window: WindowResult) -> None:
+        stream = window.stream
         if not window.alarm:
-            self._episode = None
-            self._last_window = window.index
+            self._episodes.pop(stream, None)
+            self._last_window[stream] = window.index
             return
         record = detection_record(window)
-        episode = self._episode
+        episode = self._episodes.get(stream)
         consecutive = (
-            episode is not None and episode.version == version and self._last_window == window.index - 1
+            episode is not None
+            and episode.version == version
+            and self._last_window.get(stream) == window.index - 1
         )
         if consecutive and episode is not None:
             incident = self.store.extend_incident(episode.id, record, rollback_after=self._policy)
@@ -125,7 +131,7 @@ class RollbackGuard:
             )  # fmt: skip
             logger.warning("incident %d on %s: %s", incident.id, self.model, ", ".join(record["alarms"]))
             self._notify("incident", incident)
-        self._episode, self._last_window = incident, window.index
+        self._episodes[stream], self._last_window[stream] = incident, window.index
         if incident.action == "rollback_due":
             self._carry_out(incident)
 
@@ -133,7 +139,7 @@ class RollbackGuard:
         done = self.store.rollback_incident(incident.id)
         if done.action == "rolled_back":
             self.rollbacks += 1
-            self._episode = None
+            self._episodes.clear()  # every run of alarms was on the version rolled away from
             logger.warning("incident %d: rolled %s@%s back to v%s", done.id, done.model, done.alias,
                            done.rollback_event.to_version if done.rollback_event else "?")  # fmt: skip
             self._notify("rollback", done)

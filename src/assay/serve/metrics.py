@@ -34,7 +34,10 @@ class ServeMetrics:
             "assay_monitor_alarms", "Alarmed windows by detector", ["detector"], registry=r
         )
         self.monitor_statistic = Gauge(
-            "assay_monitor_statistic", "Last window's statistic by detector", ["detector"], registry=r
+            "assay_monitor_statistic",
+            "Last window's statistic by detector and stream (traffic, feedback)",
+            ["detector", "stream"],
+            registry=r,
         )
         self.monitor_threshold = Gauge(
             "assay_monitor_threshold", "Calibrated threshold by detector", ["detector"], registry=r
@@ -50,7 +53,7 @@ class ServeMetrics:
         for window in windows:
             self.monitor_windows.inc()
             for result in window.results:
-                self.monitor_statistic.labels(result.name).set(result.statistic)
+                self.monitor_statistic.labels(result.name, window.stream).set(result.statistic)
                 self.monitor_threshold.labels(result.name).set(result.threshold)
                 if result.alarm:
                     self.monitor_alarms.labels(result.name).inc()

@@ -6,6 +6,10 @@ time ``calibration.window`` rows have accumulated a window closes (a batch large
 several, rows keep their arrival order) and every applicable detector of :mod:`assay.serve.drift` is
 evaluated on it, outside the lock, against the comparison half prepared once at construction: O(window +
 reference) for the sorted searches, nothing re-sorted.
+
+Labels that arrive after their predictions (:meth:`Monitor.observe_feedback`) form a stream of their own:
+every ``window`` labelled rows close a *feedback window*, indexed separately and read by the accuracy
+detector only, as the other detectors would see the same traffic a second time.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ import bisect
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, Literal, Protocol, Self, TypeVar
 
 import numpy as np
 
@@ -24,12 +28,15 @@ from assay.outputs import softmax
 from assay.serve.drift import Calibration, DetectorResult, Window, baseline_for, evaluate
 from assay.serve.reference import Reference, input_summaries, ood_scores
 
-__all__ = ["DetectorResult", "Monitor", "WindowResult"]
+__all__ = ["DetectorResult", "Monitor", "Stream", "WindowResult"]
+
+Stream = Literal["traffic", "feedback"]  # windows of served rows / of labels sent after the prediction
 
 
 @dataclass(frozen=True)
 class WindowResult:
-    """One closed window: its detectors' results and a JSON summary of the traffic in it."""
+    """One closed window: its detectors' results and a JSON summary of the rows in it. Each stream numbers
+    its windows from 0."""
 
     index: int
     n: int
@@ -37,6 +44,7 @@ class WindowResult:
     ended_at: float
     results: tuple[DetectorResult, ...]
     summary: dict[str, Any] = field(default_factory=dict)
+    stream: Stream = "traffic"
 
     @property
     def alarm(self) -> bool:
@@ -51,6 +59,7 @@ class WindowResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "index": self.index,
+            "stream": self.stream,
             "n": self.n,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
@@ -88,6 +97,69 @@ class _Rows:
         )  # fmt: skip
 
 
+@dataclass(frozen=True, eq=False)
+class _Labelled:
+    """Predicted classes and the labels that came for them later."""
+
+    predictions: np.ndarray
+    labels: np.ndarray
+    arrived: float
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def split(self, k: int) -> tuple[_Labelled, _Labelled]:
+        return (
+            _Labelled(self.predictions[:k], self.labels[:k], self.arrived),
+            _Labelled(self.predictions[k:], self.labels[k:], self.arrived),
+        )
+
+
+class _Splittable(Protocol):
+    @property
+    def arrived(self) -> float: ...
+
+    def __len__(self) -> int: ...
+
+    def split(self, k: int) -> tuple[Self, Self]: ...
+
+
+T = TypeVar("T", bound=_Splittable)
+
+
+class _Buffer(Generic[T]):
+    """Rows waiting for their window, in arrival order, and the index of the next window to close."""
+
+    def __init__(self) -> None:
+        self.pending: deque[T] = deque()
+        self.size = 0
+        self.next_index = 0
+
+    def add(self, rows: T, window: int) -> list[tuple[int, list[T]]]:
+        """Append ``rows``; return every window that closed, as (index, its parts)."""
+        if len(rows):
+            self.pending.append(rows)
+            self.size += len(rows)
+        closed = []
+        while self.size >= window:
+            closed.append((self.next_index, self._take(window)))
+            self.next_index += 1
+        return closed
+
+    def _take(self, n: int) -> list[T]:
+        parts: list[T] = []
+        need = n
+        while need:
+            head = self.pending.popleft()
+            if len(head) > need:
+                head, rest = head.split(need)
+                self.pending.appendleft(rest)
+            parts.append(head)
+            need -= len(head)
+        self.size -= n
+        return parts
+
+
 def _concat(parts: list[_Rows]) -> Window:
     has_embeddings = all(p.embeddings is not None for p in parts)
     labels = np.concatenate([p.labels for p in parts])
@@ -108,8 +180,9 @@ def _concat(parts: list[_Rows]) -> Window:
 class Monitor:
     """Windows of live traffic against ``reference`` with the thresholds of ``calibration``.
 
-    Thread-safe: concurrent :meth:`observe` calls each add their rows atomically, so every row lands in
-    exactly one window, in the order the calls took the lock.
+    Thread-safe: concurrent :meth:`observe` (and :meth:`observe_feedback`) calls each add their rows
+    atomically, so every row lands in exactly one window of its stream, in the order the calls took the
+    lock.
     """
 
     def __init__(self, reference: Reference, calibration: Calibration, *, seed: int = 0, history: int = 1000):
@@ -118,12 +191,16 @@ class Monitor:
         self.seed = seed  # kept for the interface; the detectors' randomness is fixed by the calibration
         self.history = history
         self._baseline = baseline_for(reference, calibration)
+        # feedback windows are read by the accuracy detector alone, at its calibrated threshold
+        accuracy = calibration.thresholds.get("accuracy")
+        self._feedback_calibration = (
+            None if accuracy is None else replace(calibration, thresholds={"accuracy": accuracy})
+        )
         self._lock = threading.Lock()
-        self._pending: deque[_Rows] = deque()
-        self._buffered = 0
-        self._next_index = 0
+        self._traffic: _Buffer[_Rows] = _Buffer()
+        self._feedback: _Buffer[_Labelled] = _Buffer()
         self._rows_seen = 0
-        self._recent: list[WindowResult] = []
+        self._recent: dict[Stream, list[WindowResult]] = {"traffic": [], "feedback": []}
 
     @property
     def window(self) -> int:
@@ -131,9 +208,14 @@ class Monitor:
 
     @property
     def buffered(self) -> int:
-        """Rows waiting for their window to fill."""
+        """Rows waiting for their traffic window to fill."""
         with self._lock:
-            return self._buffered
+            return self._traffic.size
+
+    @property
+    def takes_feedback(self) -> bool:
+        """Whether late labels are evaluated: the reference has labels, so accuracy has a threshold."""
+        return self._feedback_calibration is not None
 
     @property
     def rows_seen(self) -> int:
@@ -151,43 +233,44 @@ class Monitor:
     ) -> list[WindowResult]:
         """Add one served batch; return the windows it closed (usually none)."""
         rows = self._rows(x, logits, features, labels, shadow_logits)
-        closed: list[tuple[int, float, float, Window]] = []
         with self._lock:
             self._rows_seen += len(rows)
-            if len(rows):
-                self._pending.append(rows)
-                self._buffered += len(rows)
-            while self._buffered >= self.window:
-                parts = self._take(self.window)
-                closed.append((self._next_index, parts[0].arrived, time.time(), _concat(parts)))
-                self._next_index += 1
-        results = [self._evaluate(*c) for c in closed]  # outside the lock: other requests keep flowing
-        if results:
-            with self._lock:
-                for r in results:
-                    bisect.insort(self._recent, r, key=lambda w: w.index)
-                del self._recent[: max(0, len(self._recent) - self.history)]
-        return results
+            closed = [(i, parts, time.time()) for i, parts in self._traffic.add(rows, self.window)]
+        # evaluated outside the lock: other requests keep flowing
+        return self._record([self._evaluate(i, p[0].arrived, end, _concat(p)) for i, p, end in closed])
 
-    def recent(self, n: int = 100) -> list[WindowResult]:
-        """The last ``n`` closed windows, oldest first."""
+    def observe_feedback(self, predictions: np.ndarray, labels: np.ndarray) -> list[WindowResult]:
+        """Add the labels of rows served earlier (their predicted classes, in the same order); return the
+        feedback windows they closed. Without an accuracy threshold (a reference without labels) the
+        labels are accepted and nothing is evaluated."""
+        predictions, labels = np.asarray(predictions), np.asarray(labels)
+        if predictions.ndim != 1 or labels.shape != predictions.shape:
+            raise DataError(
+                f"Feedback needs one label per predicted class; got labels of shape {labels.shape} for "
+                f"predictions of shape {predictions.shape}."
+            )
+        if self._feedback_calibration is None:
+            return []
+        rows = _Labelled(predictions, labels.astype(np.int64, copy=False), time.time())
         with self._lock:
-            return list(self._recent[-n:]) if n > 0 else []
+            closed = [(i, parts, time.time()) for i, parts in self._feedback.add(rows, self.window)]
+        return self._record([self._evaluate_feedback(i, p[0].arrived, end, p) for i, p, end in closed])
+
+    def recent(self, n: int = 100, stream: Stream = "traffic") -> list[WindowResult]:
+        """The last ``n`` closed windows of ``stream``, oldest first."""
+        with self._lock:
+            return list(self._recent[stream][-n:]) if n > 0 else []
 
     # --- internals ---------------------------------------------------------------------------------
 
-    def _take(self, n: int) -> list[_Rows]:
-        parts: list[_Rows] = []
-        need = n
-        while need:
-            head = self._pending.popleft()
-            if len(head) > need:
-                head, rest = head.split(need)
-                self._pending.appendleft(rest)
-            parts.append(head)
-            need -= len(head)
-        self._buffered -= n
-        return parts
+    def _record(self, results: list[WindowResult]) -> list[WindowResult]:
+        if results:
+            with self._lock:
+                recent = self._recent[results[0].stream]
+                for r in results:
+                    bisect.insort(recent, r, key=lambda w: w.index)
+                del recent[: max(0, len(recent) - self.history)]
+        return results
 
     def _rows(
         self,
@@ -241,6 +324,20 @@ class Monitor:
     def _evaluate(self, index: int, started: float, ended: float, window: Window) -> WindowResult:
         results = evaluate(self._baseline, self.calibration, window)
         return WindowResult(index, self.window, started, ended, results, self._summary(window))
+
+    def _evaluate_feedback(
+        self, index: int, started: float, ended: float, parts: list[_Labelled]
+    ) -> WindowResult:
+        assert self._feedback_calibration is not None
+        predictions = np.concatenate([p.predictions for p in parts])
+        labels = np.concatenate([p.labels for p in parts])
+        # only the accuracy detector runs, and it reads predictions and labels alone: the other columns
+        # are left empty
+        empty = np.empty(0)
+        window = Window(np.empty((0, 0)), empty, predictions, empty, labels=labels)
+        results = evaluate(self._baseline, self._feedback_calibration, window)
+        summary = {"n_labelled": self.window, "accuracy": float((predictions == labels).mean())}
+        return WindowResult(index, self.window, started, ended, results, summary, stream="feedback")
 
     def _summary(self, w: Window) -> dict[str, Any]:
         summary: dict[str, Any] = {

@@ -36,11 +36,15 @@ class BatchOutput:
     version: int
     logits: np.ndarray
     probs: np.ndarray
+    predictions: np.ndarray  # predicted classes: the answer's, and what feedback labels are compared with
     features: np.ndarray | None
 
     def rows(self, start: int, stop: int) -> BatchOutput:
-        features = self.features[start:stop] if self.features is not None else None
-        return BatchOutput(self.version, self.logits[start:stop], self.probs[start:stop], features)
+        part = slice(start, stop)
+        features = self.features[part] if self.features is not None else None
+        return BatchOutput(
+            self.version, self.logits[part], self.probs[part], self.predictions[part], features
+        )
 
 
 @dataclass
@@ -54,7 +58,8 @@ class Served:
 
     def run(self, x: np.ndarray) -> BatchOutput:
         logits, features = self.predictor.logits_and_features(x)
-        return BatchOutput(self.version.version, logits, softmax(logits), features)
+        # one argmax per batch, on the model thread: the event loop only slices it per request
+        return BatchOutput(self.version.version, logits, softmax(logits), logits.argmax(axis=1), features)
 
 
 def serving_predictor(model: LoadedModel, shape: tuple[int, ...], name: str) -> Predictor:

@@ -4,26 +4,34 @@
                                                                  |
                                          closed windows -> guard thread: RollbackGuard -> store
     alias watcher thread: polls the alias; on a move it loads and warms the new version, then swaps
+    feedback (labels for a request id) -> default executor: Monitor.observe_feedback -> guard thread
 
 Version swaps lose nothing: the new version is loaded and warmed before the swap, a batch runs wholly on
 the version it started with, and requests queued at the swap run on the new one. The monitor observes each
 batch on the model thread, between forward passes (``_observe`` says why); the store writes an alarm
 leads to happen on the guard thread.
+
+Each answer gets a request id, a random per-process prefix and a counter (unique in the process, never one
+an earlier process gave); the predicted classes of the answers of the last ``feedback_examples`` examples
+are kept under it, so that labels arriving later can feed the accuracy detector.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import queue
+import secrets
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import threadpoolctl
 
-from assay.errors import UsageError
+from assay.errors import NotFoundError, RefusedError, UsageError
 from assay.release import Workspace
 from assay.serve.batcher import MicroBatcher
 from assay.serve.guard import RollbackGuard
@@ -49,6 +57,7 @@ class ServeConfig:
     webhook: str | None = None
     shadow_rate: float = 0.0  # share of requests the parent also runs on (0: no shadow mode)
     poll_s: float = 1.0  # how often the alias is checked for a promotion or rollback
+    feedback_examples: int = 100_000  # most recent examples whose predictions are kept for late labels
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -62,6 +71,20 @@ class ServeConfig:
             raise UsageError(f"The webhook must be an http:// or https:// URL. Got {self.webhook!r}.")
         if self.window < 10:
             raise UsageError(f"A monitoring window needs at least 10 examples. Got {self.window}.")
+        if self.feedback_examples < 0:
+            raise UsageError(
+                f"feedback_examples counts examples kept for feedback, so it is >= 0. Got "
+                f"{self.feedback_examples}."
+            )
+
+
+class Answered(NamedTuple):
+    """What is kept of one answer for its feedback: about 340 bytes with its id and its entry in the
+    table (measured), plus 8 bytes an example."""
+
+    version: int
+    predictions: np.ndarray  # a view of the batch's predicted classes, 8 bytes an example
+    labelled: bool
 
 
 class Service:
@@ -93,6 +116,11 @@ class Service:
         self._alias_moved = threading.Event()
         self._threads: list[threading.Thread] = []
         self._rng = np.random.default_rng(self.config.seed)
+        # request id -> its answer, oldest first; only the event loop touches it, so it needs no lock
+        self._answered: OrderedDict[str, Answered] = OrderedDict()
+        self._answered_examples = 0
+        self._id_prefix = secrets.token_hex(6) + "-"  # 48 random bits: ids of another process never match
+        self._ids = itertools.count()
 
     # -- lifecycle ----------------------------------------------------------------------------------------
 
@@ -144,6 +172,56 @@ class Service:
 
     async def predict(self, x: np.ndarray, labels: np.ndarray | None = None) -> BatchOutput:
         return await self.batcher.submit(x, labels)
+
+    def remember(self, out: BatchOutput, labelled: bool = False) -> str:
+        """A new request id for an answer, whose predicted classes are kept for its feedback, evicting the
+        oldest answers beyond ``feedback_examples`` examples. On the event loop, O(1) amortised. An answer
+        whose request carried labels is ``labelled`` already."""
+        request_id = f"{self._id_prefix}{next(self._ids):x}"
+        self._answered[request_id] = Answered(out.version, out.predictions, labelled)
+        self._answered_examples += len(out.predictions)
+        while self._answered_examples > self.config.feedback_examples:
+            _, oldest = self._answered.popitem(last=False)
+            self._answered_examples -= len(oldest.predictions)
+        return request_id
+
+    def answered(self, request_id: str) -> Answered:
+        """The kept answer of ``request_id``, while it awaits its labels."""
+        answer = self._answered.get(request_id)
+        if answer is None:
+            raise NotFoundError(
+                f"No answer with request id {request_id!r} is kept: it is unknown, or older than the last "
+                f"{self.config.feedback_examples} examples this server keeps for feedback. Send labels "
+                "sooner, or serve with a larger --feedback-examples."
+            )
+        if answer.labelled:
+            raise RefusedError(
+                f"Request {request_id!r} is labelled already (by its own labels or earlier feedback); each "
+                "answer takes labels once."
+            )
+        return answer
+
+    async def feedback(self, request_id: str, labels: np.ndarray) -> bool:
+        """Take the labels of an earlier answer (one per row, checked by the caller); return whether they
+        reached the accuracy detector of the version in service, which is the one that answered."""
+        answer = self.answered(request_id)
+        self._answered[request_id] = answer._replace(labelled=True)  # before the await: one taker only
+        served = self._served
+        if (
+            served is None
+            or served.version.version != answer.version
+            or served.monitor is None
+            or not served.monitor.takes_feedback
+        ):
+            return False
+        # off the event loop (a closing window runs a test); its store writes happen on the guard thread
+        loop = asyncio.get_running_loop()
+        windows = await loop.run_in_executor(
+            None, served.monitor.observe_feedback, answer.predictions, labels
+        )
+        if windows:
+            self._windows.put((served, windows))
+        return True
 
     def _run(self, x: np.ndarray, labels: np.ndarray | None) -> BatchOutput:
         served = self.served  # one version for the whole batch: the one current when it started

@@ -117,7 +117,7 @@ def test_concurrent_observers_lose_and_duplicate_nothing(setup) -> None:
     assert id_sum <= total * (total - 1) / 2
     # the rows in windows are exactly the first total - buffered rows to take the lock: their ids sum to
     # the total minus the ids still buffered, which the monitor holds
-    buffered_ids = sum(float(p.inputs[:, 3].sum()) for p in monitor._pending)
+    buffered_ids = sum(float(p.inputs[:, 3].sum()) for p in monitor._traffic.pending)
     assert id_sum + buffered_ids == pytest.approx(total * (total - 1) / 2, abs=1e-6)
     counts = np.sum([w.summary["class_counts"] for w in windows], axis=0)
     assert counts.sum() == WINDOW * len(windows)

@@ -22,6 +22,11 @@ def window(index: int, alarm: bool) -> WindowResult:
     return WindowResult(index, 100, 1000.0 + index, 1001.0 + index, results)
 
 
+def feedback(index: int, alarm: bool) -> WindowResult:
+    results = (DetectorResult("accuracy", 6.0 if alarm else 0.5, 3.0, alarm, {}),)
+    return WindowResult(index, 100, 2000.0 + index, 2001.0 + index, results, stream="feedback")
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     store = Store(home=tmp_path / "home")
@@ -87,3 +92,32 @@ def test_recover_finishes_the_rollbacks_a_crash_left_due(store: Store) -> None:
     [done] = restarted.recover()
     assert done.action == "rolled_back" and production(store) == 2
     assert restarted.rollbacks == 1 and store.list_incidents("m", due_only=True) == []
+
+
+def test_feedback_windows_neither_extend_nor_end_a_run_of_traffic_alarms(store: Store) -> None:
+    guard = RollbackGuard(store, "m", "production", rollback_after=None)
+    # traffic windows 0-2 alarm, interleaved with feedback windows: the clean feedback window 0 does not end
+    # their run, and the alarmed feedback windows 1-3 form a run of their own, which traffic 3 does not end
+    guard.on_windows(3, [window(0, True), feedback(0, False), window(1, True), feedback(1, True)])
+    guard.on_windows(3, [window(2, True), feedback(2, True), feedback(3, True), window(3, False)])
+    guard.on_windows(3, [feedback(4, False), window(4, True)])
+    traffic, late, again = store.list_incidents("m")
+    assert (traffic.window, traffic.detections, traffic.detector) == (0, 3, "embeddings")
+    assert (late.window, late.detections, late.detector) == (1, 3, "accuracy")  # one incident of three
+    assert (again.window, again.detections) == (4, 1)  # a clean traffic window ended the first run
+    assert [d["stream"] for d in traffic.details["detections"]] == ["traffic"] * 3
+    assert [(d["stream"], d["window"]) for d in late.details["detections"]] == [
+        ("feedback", 1),
+        ("feedback", 2),
+        ("feedback", 3),
+    ]
+
+
+def test_consecutive_feedback_alarms_roll_back(store: Store) -> None:
+    guard = RollbackGuard(store, "m", "production", rollback_after=2)
+    guard.on_windows(3, [window(7, True), feedback(0, True)])
+    assert production(store) == 3  # one alarm in each stream: neither run is two long
+    guard.on_windows(3, [feedback(1, True)])
+    assert production(store) == 2
+    rolled = [i for i in store.list_incidents("m") if i.action == "rolled_back"]
+    assert [(i.detector, i.detections) for i in rolled] == [("accuracy", 2)]
