@@ -43,6 +43,13 @@ def serve_cmd(
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body, MiB.")] = 32.0,
     monitor: Annotated[bool, typer.Option(help="Monitor drift against the release reference.")] = True,
     window: Annotated[int, typer.Option(min=10, help="Examples per monitoring window.")] = 500,
+    max_windows_per_minute: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Most monitoring windows a minute; batches past it go unmonitored (0: every one).",
+        ),
+    ] = 60.0,
     false_alarm_windows: Annotated[
         float, typer.Option(min=2, help="Expected windows between false alarms (all detectors).")
     ] = 1000.0,
@@ -90,6 +97,7 @@ def serve_cmd(
         max_body_bytes=int(max_body_mb * 2**20),
         monitor=monitor,
         window=window,
+        max_windows_per_minute=max_windows_per_minute or None,
         false_alarm_windows=false_alarm_windows,
         rollback_after=rollback_after or None,
         max_rollbacks=max_rollbacks,

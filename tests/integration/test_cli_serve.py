@@ -87,7 +87,8 @@ def _free_port() -> int:
 
 def _serve(home: Path, port: int) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "assay", "serve", f"{MODEL}@production", "--home", str(home),
-               "--port", str(port), "--window", "100", "--rollback-after", "2"]  # fmt: skip
+               "--port", str(port), "--window", "100", "--rollback-after", "2",
+               "--max-windows-per-minute", "0"]  # fmt: skip  # every example: windows close as sent
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

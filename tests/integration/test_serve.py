@@ -396,3 +396,22 @@ def test_an_accuracy_drop_seen_through_feedback_rolls_back(ws: Workspace) -> Non
     assert incident.action == "rolled_back" and production(ws) == 1
     # accepted, but v1's monitor does not take the labels of v2's answer
     assert late.status_code == 200 and late.json()["monitored"] is False
+
+
+def test_a_capped_monitor_observes_its_budget_and_counts_the_rest(ws: Workspace) -> None:
+    """At 6 windows of 100 a minute (10 examples a second, a burst of one window), a quick burst of 500
+    examples is monitored only in part; every example is either observed or counted as skipped."""
+    service = Service(ws, MODEL, "production", config(window=100, max_windows_per_minute=6))
+    with running(service) as base:
+        start = time.monotonic()
+        with httpx.Client(base_url=base, timeout=30) as c:
+            for i in range(5):
+                assert post(c, traffic(100, seed=7000 + i)).status_code == 200
+        elapsed = time.monotonic() - start
+    registry = service.metrics.registry
+    skipped = registry.get_sample_value("assay_monitor_skipped_examples_total") or 0
+    observed = service.served.monitor.rows_seen if service.served.monitor else 0
+    assert observed + skipped == 500
+    assert 100 <= observed <= 100 + 10 * elapsed + 100  # the burst, the refill, one batch's overdraft
+    assert (registry.get_sample_value("assay_monitor_seconds_total") or 0) > 0
+    assert (registry.get_sample_value("assay_forward_seconds_total") or 0) > 0

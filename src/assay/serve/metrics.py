@@ -28,6 +28,18 @@ class ServeMetrics:
         self.batch_seconds = Histogram(
             "assay_batch_seconds", "Forward pass time, seconds", buckets=LATENCY_BUCKETS, registry=r
         )
+        # model-thread time, split: what monitoring costs the model thread is their ratio
+        self.forward_seconds = Counter(
+            "assay_forward_seconds", "Model-thread time in forward passes, seconds", registry=r
+        )
+        self.monitor_seconds = Counter(
+            "assay_monitor_seconds", "Model-thread time in the monitor, seconds", registry=r
+        )
+        self.monitor_skipped = Counter(
+            "assay_monitor_skipped_examples",
+            "Examples answered but not monitored (over --max-windows-per-minute)",
+            registry=r,
+        )
         self.version = Gauge("assay_served_version", "Version number being served", registry=r)
         self.monitor_windows = Counter("assay_monitor_windows", "Monitoring windows closed", registry=r)
         self.monitor_alarms = Counter(

@@ -217,6 +217,20 @@ def _mean_abs(a: np.ndarray) -> np.ndarray:
     return np.abs(a, out=a).mean(axis=tuple(range(1, a.ndim)))
 
 
+def summary_names(shape: tuple[int, ...], column_names: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The names of :func:`input_summaries` for inputs of ``shape``, without computing them."""
+    if len(shape) == 2:
+        k = shape[1]
+        names = tuple(column_names) if column_names is not None else tuple(f"x{i}" for i in range(k))
+        if len(names) != k:
+            raise UsageError(f"Got {len(names)} column names for a table with {k} columns.")
+        return names
+    if len(shape) not in (3, 4):
+        raise UsageError(f"Inputs must be a table (N, k) or images (N, H, W) / (N, C, H, W); got {shape}.")
+    channels = shape[1] if len(shape) == 4 else 1
+    return IMAGE_STATISTICS + (tuple(f"mean_c{i}" for i in range(channels)) if 2 <= channels <= 4 else ())
+
+
 def input_summaries(
     x: np.ndarray, column_names: Sequence[str] | None = None
 ) -> tuple[tuple[str, ...], np.ndarray]:
@@ -227,23 +241,16 @@ def input_summaries(
     ``x0 .. x{k-1}``.
     """
     a = np.asarray(x)
+    names = summary_names(a.shape, column_names)
     if a.ndim == 2:
-        k = a.shape[1]
-        names = tuple(column_names) if column_names is not None else tuple(f"x{i}" for i in range(k))
-        if len(names) != k:
-            raise UsageError(f"Got {len(names)} column names for a table with {k} columns.")
         return names, np.asarray(a, dtype=np.float64)
     if a.ndim == 3:
         a = a[:, None]
-    if a.ndim != 4:
-        raise UsageError(f"Inputs must be a table (N, k) or images (N, H, W) / (N, C, H, W); got {a.shape}.")
     stats = image_statistics(a)
-    channels = a.shape[1]
-    if 2 <= channels <= 4:
-        per_channel = a.reshape(a.shape[0], channels, -1).mean(axis=2, dtype=np.float64)
-        names = IMAGE_STATISTICS + tuple(f"mean_c{i}" for i in range(channels))
+    if len(names) > len(IMAGE_STATISTICS):
+        per_channel = a.reshape(a.shape[0], a.shape[1], -1).mean(axis=2, dtype=np.float64)
         return names, np.concatenate([stats, per_channel], axis=1)
-    return IMAGE_STATISTICS, stats
+    return names, stats
 
 
 def ood_scores(logits: np.ndarray) -> np.ndarray:

@@ -24,7 +24,9 @@ import logging
 import queue
 import secrets
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -51,6 +53,8 @@ class ServeConfig:
     max_body_bytes: int = 32 * 2**20
     monitor: bool = True
     window: int = 500  # examples per monitoring window
+    # most windows closed a minute (None: every example is monitored); see MonitorBudget
+    max_windows_per_minute: float | None = 60.0
     false_alarm_windows: float = 1000.0  # expected windows between false alarms, all detectors together
     rollback_after: int | None = 3  # consecutive alarmed windows that roll the alias back; None: never
     max_rollbacks: int = 1  # automatic rollbacks per server process
@@ -69,6 +73,11 @@ class ServeConfig:
             )
         if self.webhook is not None and not self.webhook.startswith(("http://", "https://")):
             raise UsageError(f"The webhook must be an http:// or https:// URL. Got {self.webhook!r}.")
+        if self.max_windows_per_minute is not None and self.max_windows_per_minute <= 0:
+            raise UsageError(
+                "max_windows_per_minute must be > 0, or None to monitor every example. Got "
+                f"{self.max_windows_per_minute}."
+            )
         if self.window < 10:
             raise UsageError(f"A monitoring window needs at least 10 examples. Got {self.window}.")
         if self.feedback_examples < 0:
@@ -76,6 +85,41 @@ class ServeConfig:
                 f"feedback_examples counts examples kept for feedback, so it is >= 0. Got "
                 f"{self.feedback_examples}."
             )
+
+
+class MonitorBudget:
+    """Which batches the monitor observes: a token bucket of examples, refilled at ``rate`` a second and
+    holding at most ``burst``. A batch is observed when the bucket holds its examples (or is full, for a
+    batch larger than the bucket), and takes them; ``rate`` None observes everything.
+
+    Why a rate: the false-alarm budget is per window, so without one a busy server closes more windows
+    an hour and raises more false alarms an hour, and its monitor's share of the model thread grows with
+    the traffic. Capped at ``max_windows_per_minute``, one window of ``window`` examples a second by
+    default, false alarms come at most ``false_alarm_windows / max_windows_per_minute`` minutes apart on
+    average, and the monitor costs a bounded slice of the model thread at any traffic. Which batches are
+    skipped depends on arrival times only, never on their content, so the observed windows are a fair
+    sample of the traffic. Used by the model thread alone: no lock.
+    """
+
+    def __init__(self, rate: float | None, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.tokens = float(burst)
+        self._last = clock()
+
+    def take(self, n: int, *, always: bool = False) -> bool:
+        """Whether a batch of ``n`` examples is observed; ``always`` observes it regardless (it carries
+        labels, which nothing else would count), still taking its examples from the bucket."""
+        if self.rate is None:
+            return True
+        now = self.clock()
+        self.tokens = min(float(self.burst), self.tokens + (now - self._last) * self.rate)
+        self._last = now
+        if always or self.tokens >= min(n, self.burst):
+            self.tokens -= n
+            return True
+        return False
 
 
 class Answered(NamedTuple):
@@ -116,6 +160,10 @@ class Service:
         self._alias_moved = threading.Event()
         self._threads: list[threading.Thread] = []
         self._rng = np.random.default_rng(self.config.seed)
+        per_minute = self.config.max_windows_per_minute
+        self._budget = MonitorBudget(
+            None if per_minute is None else per_minute * self.config.window / 60, self.config.window
+        )
         # request id -> its answer, oldest first; only the event loop touches it, so it needs no lock
         self._answered: OrderedDict[str, Answered] = OrderedDict()
         self._answered_examples = 0
@@ -225,12 +273,20 @@ class Service:
 
     def _run(self, x: np.ndarray, labels: np.ndarray | None) -> BatchOutput:
         served = self.served  # one version for the whole batch: the one current when it started
+        start = time.perf_counter()
         out = served.run(x)
-        if served.monitor is not None:
-            try:
-                self._observe(served, x, out, labels)
-            except Exception:  # a monitoring failure must not fail the answers; it is logged
-                logger.exception("monitoring failed on a batch of %s", served.version.ref)
+        forwarded = time.perf_counter()
+        self.metrics.forward_seconds.inc(forwarded - start)
+        if served.monitor is None:
+            return out
+        if not self._budget.take(len(x), always=labels is not None):
+            self.metrics.monitor_skipped.inc(len(x))
+            return out
+        try:
+            self._observe(served, x, out, labels)
+        except Exception:  # a monitoring failure must not fail the answers; it is logged
+            logger.exception("monitoring failed on a batch of %s", served.version.ref)
+        self.metrics.monitor_seconds.inc(time.perf_counter() - forwarded)
         return out
 
     # -- monitoring ---------------------------------------------------------------------------------------

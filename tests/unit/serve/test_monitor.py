@@ -118,9 +118,41 @@ def test_concurrent_observers_lose_and_duplicate_nothing(setup) -> None:
     # the rows in windows are exactly the first total - buffered rows to take the lock: their ids sum to
     # the total minus the ids still buffered, which the monitor holds
     buffered_ids = sum(float(p.inputs[:, 3].sum()) for p in monitor._traffic.pending)
+    buffered_ids += sum(float(b.x[:, 3].sum()) for b in monitor._staged)  # checked, not summarised yet
     assert id_sum + buffered_ids == pytest.approx(total * (total - 1) / 2, abs=1e-6)
     counts = np.sum([w.summary["class_counts"] for w in windows], axis=0)
     assert counts.sum() == WINDOW * len(windows)
+
+
+def test_staged_batches_are_copied_and_bounded(setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows wait unsummarised until their window is due, as copies (the caller may reuse its buffers);
+    past STAGE_BYTES they are summarised early, which changes no statistic."""
+    ref, cal = setup
+    x, logits, features, labels = table_rows(2 * WINDOW, seed=7)
+
+    def run(reuse: bool) -> tuple[list[WindowResult], int]:
+        monitor = Monitor(ref, cal)
+        closed: list[WindowResult] = []
+        most_staged = 0
+        for s in range(0, 2 * WINDOW, 9):
+            part = slice(s, s + 9)
+            bx, bz, bf, bl = x[part].copy(), logits[part].copy(), features[part].copy(), labels[part].copy()
+            closed += monitor.observe(bx, bz, bf, labels=bl)
+            most_staged = max(most_staged, monitor._staged_rows)
+            if reuse:  # the caller's next batch overwrites the same buffers
+                for a in (bx, bz, bf):
+                    a.fill(7.0)
+                bl.fill(0)
+        return closed, most_staged
+
+    plain, staged = run(reuse=False)
+    assert len(plain) == 2 and staged == 45  # 5 batches of 9 wait; the 6th is due to close window 0
+    monkeypatch.setattr("assay.serve.monitor.STAGE_BYTES", 2 * x[:9].nbytes)
+    for closed, staged in (run(reuse=True), run(reuse=False)):
+        assert staged == 9  # a second batch reaches the bound
+        for a, b in zip(plain, closed, strict=True):
+            assert [r.to_dict() for r in a.results] == [r.to_dict() for r in b.results]
+            assert a.summary == b.summary
 
 
 def test_bad_batches_are_data_errors(setup) -> None:
