@@ -139,6 +139,13 @@ def _incident_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _alarm_line(name: str, detector: dict[str, Any]) -> str:
+    """``name statistic > threshold (what moved)``; records written before ``why`` existed lack it."""
+    why = detector.get("why")
+    line = f"{name} {detector['statistic']:.4g} > {detector['threshold']:.4g}"
+    return f"{line} ({why})" if why else line
+
+
 @incidents_app.command("list")
 @friendly
 def incidents_list(
@@ -176,14 +183,11 @@ def incidents_show(
         return
     out.print(_incident_table([found]))
     table = Table(title="alarmed windows")
-    for column in ("window", "n", "end", "alarms"):
+    for column in ("window", "stream", "n", "end", "alarms"):
         table.add_column(column)
     for d in found["details"].get("detections", []):
-        alarms = "; ".join(
-            f"{a} {d['detectors'][a]['statistic']:.4g} > {d['detectors'][a]['threshold']:.4g}"
-            for a in d["alarms"]
-        )
-        table.add_row(str(d["window"]), str(d["n"]), d["end"], escape(alarms))
+        alarms = "; ".join(_alarm_line(name, d["detectors"][name]) for name in d["alarms"])
+        table.add_row(str(d["window"]), d.get("stream", "traffic"), str(d["n"]), d["end"], escape(alarms))
     out.print(table)
 
 

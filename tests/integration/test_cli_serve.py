@@ -57,15 +57,17 @@ def test_incidents_list_show_ack(tmp_path: Path, home: Path) -> None:
         store.open_incident(
             MODEL, "production", 2, detector="features", statistic=12.0, threshold=4.5, window=7,
             window_start=now, window_end=now, rollback_after=None,
-            detection={"window": 7, "n": 100, "end": now.isoformat(), "alarms": ["features"],
-                       "detectors": {"features": {"statistic": 12.0, "threshold": 4.5, "alarm": True}}},
+            detection={"window": 7, "stream": "feedback", "n": 100, "end": now.isoformat(),
+                       "alarms": ["features"],
+                       "detectors": {"features": {"statistic": 12.0, "threshold": 4.5, "alarm": True,
+                                                  "why": "most shifted: std"}}},
         )  # fmt: skip
     code, stdout, _ = invoke(mine, "incidents", "list")
     assert code == 0 and "features" in stdout and "open" in stdout
     shown = json.loads(invoke(mine, "incidents", "show", "1", "--json")[1])
     assert (shown["version"], shown["status"], shown["detections"]) == (2, "open", 1)
     code, stdout, _ = invoke(mine, "incidents", "show", "1")
-    assert code == 0 and "12 > 4.5" in stdout
+    assert code == 0 and "12 > 4.5" in stdout and "feedback" in stdout and "most shifted: std" in stdout
     acked = json.loads(
         invoke(mine, "incidents", "ack", "1", "--note", "upstream camera fault", "--by", "ana", "--json")[1]
     )

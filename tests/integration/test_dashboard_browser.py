@@ -46,6 +46,10 @@ def test_the_dashboard_shows_the_raised_incident_and_the_live_charts(ws: Workspa
     assert page.count('class="chart"') >= 4  # one live chart per detector
     assert "alarmed" in page
     assert f"Incident {incidents[0].id}" in detail.stdout and "Detections" in detail.stdout
+    first = incidents[0].details["detections"][0]["detectors"][incidents[0].detector]
+    assert first["why"] and first["why"] in detail.stdout  # what moved, on the incident's page
+    assert "<td>traffic</td>" in detail.stdout  # the window's stream
+    assert "Monitored</dt>" in page
     assert "<td>v2</td>" in models.stdout and '<a href="/runs/2/report">comparison 2</a>' in models.stdout
     assert shot.returncode == 0 and png.is_file()
     image = matplotlib.image.imread(png)

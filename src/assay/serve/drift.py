@@ -634,6 +634,33 @@ class DetectorResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def explain(self) -> str:
+        """One line saying what moved, from the details (for incidents, the dashboard and the CLI)."""
+        d = self.details
+        if self.name == "features":
+            moved = [r for r in d.get("features", []) if r["name"] in d.get("most_shifted", [])]
+            return "most shifted: " + (
+                ", ".join(f"{r['name']} (KS {r['ks']:.3f}, PSI {r['psi']:.3f})" for r in moved) or "none"
+            )
+        if self.name == "confidence":
+            return f"mean confidence {d['mean']:.1%}, reference {d['reference_mean']:.1%}"
+        if self.name == "predictions":
+            share = np.asarray(d["counts"]) / sum(d["counts"])
+            top = int(np.argmax(np.abs(share - np.asarray(d["expected_share"]))))
+            return f"class {top} predicted {share[top]:.1%}, reference {d['expected_share'][top]:.1%}"
+        if self.name == "ood_rate":
+            return f"OOD rate {d['rate']:.1%}, reference {d['reference_rate']:.1%}"
+        if self.name == "embeddings":
+            return "" if d.get("mmd2") is None else f"MMD² {d['mmd2']:.4g}"
+        if self.name in ("accuracy", "agreement"):
+            reference = d.get(f"reference_{self.name}")
+            against = "" if reference is None else f", reference {reference:.1%}"
+            return (
+                f"{self.name} {d[self.name]:.1%} [{d['ci_low']:.1%}, {d['ci_high']:.1%}] on "
+                f"{d['n_labelled' if self.name == 'accuracy' else 'n_shadow']} examples{against}"
+            )
+        return ""
+
 
 @dataclass(frozen=True, eq=False)
 class Window:

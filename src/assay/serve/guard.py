@@ -38,7 +38,8 @@ def _when(seconds: float) -> datetime:
 
 
 def detection_record(window: WindowResult) -> dict[str, Any]:
-    """What an incident keeps of one alarmed window: every detector's statistic and threshold."""
+    """What an incident keeps of one alarmed window: every detector's statistic and threshold, and for the
+    alarmed ones their details and a line saying what moved."""
     return {
         "window": window.index,
         "stream": window.stream,
@@ -48,6 +49,7 @@ def detection_record(window: WindowResult) -> dict[str, Any]:
         "alarms": [r.name for r in window.results if r.alarm],
         "detectors": {
             r.name: {"statistic": r.statistic, "threshold": r.threshold, "alarm": r.alarm}
+            | ({"why": r.explain(), "details": r.details} if r.alarm else {})
             for r in window.results
         },
     }

@@ -375,5 +375,7 @@ class Service:
             "examples": self.batcher.stats.examples,
             "rejected": self.batcher.stats.rejected,
             "monitor": served is not None and served.monitor is not None,
+            "monitored": served.monitor.rows_seen if served is not None and served.monitor is not None else 0,
+            "max_windows_per_minute": self.config.max_windows_per_minute,
             "rollbacks": self.guard.rollbacks,
         }

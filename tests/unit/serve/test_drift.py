@@ -112,6 +112,35 @@ def test_window_statistics_match_scipy() -> None:
     assert results["agreement"].details["agreement"] == 0.75
     assert results["agreement"].alarm
     json.dumps([r.to_dict() for r in results.values()])  # details are plain JSON
+    low, high = wilson_interval(75, 100)
+    assert results["agreement"].explain() == (
+        f"agreement 75.0% [{low:.1%}, {high:.1%}] on 100 examples, reference 90.0%"
+    )
+    low, high = wilson_interval(correct, 60)
+    assert results["accuracy"].explain() == (
+        f"accuracy {correct / 60:.1%} [{low:.1%}, {high:.1%}] on 60 examples, "
+        f"reference {(c + 0.5) / (cmp_rows.size + 1):.1%}"
+    )
+
+
+def test_explanations_name_what_moved() -> None:
+    """A planted shift of one column is named by the features detector; confidence and OOD rate give
+    the window's value against the reference's."""
+    ref = _reference()
+    cal = calibrate(ref, window=200, false_alarm_windows=50, n_resamples=200)
+    x, logits, features, _ = table_rows(200, seed=8)
+    x = x.copy()
+    x[:, 2] = x[:, 2] * 3 + 2
+    results = {r.name: r for r in evaluate(baseline_for(ref, cal), cal, _window(x, logits * 0.2, features))}
+    assert results["features"].alarm
+    assert results["features"].explain().startswith("most shifted: x2 (KS ")
+    conf = results["confidence"]
+    assert conf.explain() == (
+        f"mean confidence {conf.details['mean']:.1%}, reference {conf.details['reference_mean']:.1%}"
+    )
+    assert conf.details["mean"] < conf.details["reference_mean"]  # logits scaled down: less confident
+    assert results["ood_rate"].explain().startswith("OOD rate ")
+    assert results["predictions"].explain().startswith("class ")
 
 
 def test_mmd_random_features_against_exact_quadratic_estimator() -> None:
