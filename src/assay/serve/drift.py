@@ -635,10 +635,17 @@ class DetectorResult:
         return asdict(self)
 
     def explain(self) -> str:
-        """One line saying what moved, from the details (for incidents, the dashboard and the CLI)."""
+        """One line saying what moved, from the details (for incidents, the dashboard and the CLI); empty
+        when the details lack what the line needs. Never raises: the guard writes incidents with it."""
+        try:
+            return self._explain()
+        except (KeyError, TypeError, ValueError, IndexError):
+            return ""
+
+    def _explain(self) -> str:
         d = self.details
         if self.name == "features":
-            moved = [r for r in d.get("features", []) if r["name"] in d.get("most_shifted", [])]
+            moved = [r for r in d["features"] if r["name"] in d["most_shifted"]]
             return "most shifted: " + (
                 ", ".join(f"{r['name']} (KS {r['ks']:.3f}, PSI {r['psi']:.3f})" for r in moved) or "none"
             )

@@ -141,6 +141,9 @@ def test_explanations_name_what_moved() -> None:
     assert conf.details["mean"] < conf.details["reference_mean"]  # logits scaled down: less confident
     assert results["ood_rate"].explain().startswith("OOD rate ")
     assert results["predictions"].explain().startswith("class ")
+    # details without what the line needs (a result built by hand) give no line, and no error: the guard
+    # writes incidents with it
+    assert all(drift.DetectorResult(name, 1.0, 0.5, True, {}).explain() == "" for name in drift.DETECTORS)
 
 
 def test_mmd_random_features_against_exact_quadratic_estimator() -> None:
