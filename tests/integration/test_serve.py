@@ -415,3 +415,20 @@ def test_a_capped_monitor_observes_its_budget_and_counts_the_rest(ws: Workspace)
     assert 100 <= observed <= 100 + 10 * elapsed + 100  # the burst, the refill, one batch's overdraft
     assert (registry.get_sample_value("assay_monitor_seconds_total") or 0) > 0
     assert (registry.get_sample_value("assay_forward_seconds_total") or 0) > 0
+
+
+def test_under_a_budget_a_planted_shift_still_raises_an_incident_within_a_few_windows(ws: Workspace) -> None:
+    """60 windows of 100 a minute: shifted traffic sent faster than that is partly skipped (the test
+    above counts it), and the windows that are monitored still catch the shift within three."""
+    service = Service(
+        ws, MODEL, "production", config(window=100, max_windows_per_minute=60, rollback_after=None)
+    )
+    with running(service) as base, httpx.Client(base_url=base, timeout=30) as c:
+        deadline = time.monotonic() + 60
+        seed = 9000
+        while not ws.store.list_incidents(MODEL):
+            assert time.monotonic() < deadline, "the shift raised no incident"
+            assert post(c, traffic(50, seed=seed, shift="contrast")).status_code == 200
+            seed += 1
+    first = ws.store.list_incidents(MODEL)[0]
+    assert first.window <= 2  # the first, second or third monitored window
