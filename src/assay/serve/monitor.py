@@ -3,13 +3,13 @@
 The server calls :meth:`Monitor.observe` on every batch it serves, on its model thread. Per call the work
 is a few checks and a copy of the batch into a staging list: the per-row statistics (input summaries,
 max probability, predicted class, OOD score) are computed for the staged rows at once, when a window is
-due to close or ``STAGE_BYTES`` of inputs have accumulated. Summarising 500 images in one pass costs a
-third of summarising them batch by batch (numpy's fixed cost per call dominates small batches), and it
-leaves the model thread in longer, rarer stretches, which torch's idle intra-op threads notice less.
-Summarised rows wait in a buffer; every ``calibration.window`` rows a window closes (a batch larger than a
-window closes several, rows keep their arrival order) and every applicable detector of
-:mod:`assay.serve.drift` is evaluated on it, outside the lock, against the comparison half prepared once
-at construction: O(window + reference) for the sorted searches, nothing re-sorted.
+due to close or ``STAGE_BYTES`` of inputs have accumulated. Summarising 500 images in one pass costs less
+than half of summarising them in batches of 8 (numpy's fixed cost per call dominates small batches), and
+about the same as in batches of 64. Summarised rows wait in a buffer; every ``calibration.window`` rows
+a window closes (a batch larger than a window closes several, rows keep their arrival order) and every
+applicable detector of :mod:`assay.serve.drift` is evaluated on it, outside the lock, against the
+comparison half prepared once at construction: O(window + reference) for the sorted searches, nothing
+re-sorted.
 
 Labels that arrive after their predictions (:meth:`Monitor.observe_feedback`) form a stream of their own:
 every ``window`` labelled rows close a *feedback window*, indexed separately and read by the accuracy
@@ -328,9 +328,9 @@ class Monitor:
         """Move the staged batches, summarised, into the traffic buffer (under the lock); return the
         windows that closed."""
         names = self.reference.feature_names if self.reference.kind == "table" else None
-        rows = _Rows.summarise(self._staged, names)
-        self._staged, self._staged_rows, self._staged_bytes = [], 0, 0
-        return self._traffic.add(rows, self.window)
+        # emptied first: should summarising ever fail, it loses these rows, not every later batch
+        staged, self._staged, self._staged_rows, self._staged_bytes = self._staged, [], 0, 0
+        return self._traffic.add(_Rows.summarise(staged, names), self.window)
 
     def _checked(
         self,

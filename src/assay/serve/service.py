@@ -95,7 +95,7 @@ class MonitorBudget:
     Why a rate: the false-alarm budget is per window, so without one a busy server closes more windows
     an hour and raises more false alarms an hour, and its monitor's share of the model thread grows with
     the traffic. Capped at ``max_windows_per_minute``, one window of ``window`` examples a second by
-    default, false alarms come at most ``false_alarm_windows / max_windows_per_minute`` minutes apart on
+    default, false alarms come at least ``false_alarm_windows / max_windows_per_minute`` minutes apart on
     average, and the monitor costs a bounded slice of the model thread at any traffic. Which batches are
     skipped depends on arrival times only, never on their content, so the observed windows are a fair
     sample of the traffic. Used by the model thread alone: no lock.
