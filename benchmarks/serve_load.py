@@ -228,6 +228,9 @@ def run_config(
         process.terminate()
         _, stderr = process.communicate(timeout=30)
     lat = np.asarray(result["latencies"]) * 1000
+    forward = metrics.get("assay_forward_seconds_total", 0.0)
+    monitoring = metrics.get("assay_monitor_seconds_total", 0.0)
+    skipped = metrics.get("assay_monitor_skipped_examples_total", 0.0)
     ok = result["status"].get(200, 0)
     return {
         "throughput": ok / seconds,
@@ -238,14 +241,8 @@ def run_config(
         # the generator's own CPU time per answered request, warm-up included: what it takes from the server
         "generator_us": 1e6 * cpu / max(sum(result["status"].values()) * (seconds + warmup) / seconds, 1),
         # what the monitor took of the model thread, and the share of examples it observed
-        "monitor_share": metrics.get("assay_monitor_seconds_total", 0.0)
-        / max(
-            metrics.get("assay_forward_seconds_total", 0.0) + metrics.get("assay_monitor_seconds_total", 0.0),
-            1e-9,
-        ),
-        "observed": 1
-        - metrics.get("assay_monitor_skipped_examples_total", 0.0)
-        / max(metrics.get("assay_examples_total", 0.0), 1.0),
+        "monitor_share": monitoring / max(forward + monitoring, 1e-9),
+        "observed": 1 - skipped / max(metrics.get("assay_examples_total", 0.0), 1.0),
     }
 
 
