@@ -32,8 +32,6 @@ models_app = typer.Typer(
     no_args_is_help=True, help="The registry: versions, aliases, promotion and rollback."
 )
 app.add_typer(models_app, name="models")
-variants_app = typer.Typer(no_args_is_help=True, help="Compressed variants of a model and their verdicts.")
-app.add_typer(variants_app, name="variants")
 
 
 def _console(stderr: bool = False) -> Console:
@@ -499,126 +497,6 @@ def models_rollback(
         out.print(change.message)
 
 
-@app.command()
-@friendly
-def compress(
-    model: Annotated[str, typer.Argument(help="The model to compress: a ref such as fmnist-cnn@production.")],
-    policy_file: Annotated[
-        Path | None, typer.Option("--policy", help="Policy TOML every variant is gated under.")
-    ] = None,
-    objective: Annotated[
-        str, typer.Option(help="What the best passing variant minimises: latency_b1, throughput (max), size.")
-    ] = "latency_b1",
-    only: Annotated[
-        str | None, typer.Option(help="Comma-separated candidate keys to try (default: the whole plan).")
-    ] = None,
-    max_trials: Annotated[int | None, typer.Option(min=1, help="Stop after this many candidates.")] = None,
-    max_minutes: Annotated[
-        float | None, typer.Option(min=0, help="Stop starting candidates after this.")
-    ] = None,
-    finetune_epochs: Annotated[int, typer.Option(min=1, help="Fine-tune epochs after pruning.")] = 3,
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the reports.")] = None,
-    home: HomeOpt = None,
-    json_out: JsonOpt = False,
-) -> None:
-    """Search cheaper variants (quantized, pruned, distilled, ONNX Runtime), gate each against MODEL,
-    register them, and report the Pareto frontier. Exit 0 when a variant passed, 1 when none did."""
-    from assay.compress import Budget, default_plan
-    from assay.compress import compress as run_search
-    from assay.gate import Policy
-
-    ws = _workspace(home)
-    policy = Policy.from_toml(policy_file) if policy_file else Policy.default()
-    plan = default_plan(ws.store.resolve(model).spec)
-    if only:
-        wanted = [k.strip() for k in only.split(",") if k.strip()]
-        unknown = sorted(set(wanted) - {c.key for c in plan})
-        if unknown:
-            raise UsageError(
-                f"--only names unknown candidates {unknown}; the plan has {[c.key for c in plan]}."
-            )
-        plan = [c for c in plan if c.key in wanted]
-    budget = Budget(max_trials=max_trials, max_seconds=max_minutes * 60 if max_minutes is not None else None)
-
-    def note(trial: Any) -> None:
-        if not json_out:
-            err.print(
-                f"  {trial.key}: {trial.status}{' - ' + trial.reason if trial.reason else ''}",
-                highlight=False,
-            )
-
-    result = run_search(
-        ws, model, policy, objective=objective, plan=plan, budget=budget, finetune_epochs=finetune_epochs,
-        progress=not json_out, out_dir=out_dir, on_trial=note,
-    )  # fmt: skip
-    doc = result.document
-    if json_out:
-        emit_json({**doc, "report": str(result.html), "json": str(result.json)})
-    else:
-        out.print(_variants_table(doc["trials"], doc.get("root")))
-        best = result.best
-        if best:
-            out.print(
-                f"[bold green]best passing variant for {objective}: {best['key']} ({best['version']})[/]"
-            )
-        else:
-            out.print("[bold red]no variant passed the gate[/]")
-        out.print(f"Report: [bold]{result.html}[/]")
-    if result.best is None:
-        raise typer.Exit(1)
-
-
-def _variants_table(trials: list[dict[str, Any]], root: dict[str, Any] | None) -> Table:
-    from assay.format import format_interval, format_value
-
-    def metric(t: dict[str, Any], name: str) -> str:
-        m = t.get("metrics", {}).get(name)
-        return format_interval({"name": name, **m}) if m else ""
-
-    table = Table(title="compression search")
-    for column in ("candidate", "gate", "version", "accuracy", "latency p50 b1", "size", "note"):
-        table.add_column(column)
-    for t in ([{**root, "status": "parent"}] if root else []) + trials:
-        size = t.get("metrics", {}).get("size_on_disk", {}).get("value")
-        note = "; ".join(
-            [*(t.get("flags") or []), *([t["reason"]] if t["status"] in ("skipped", "error") else [])]
-        )
-        table.add_row(
-            t["key"], t["status"], t.get("version") or "", metric(t, "accuracy"), metric(t, "latency_p50_b1"),
-            format_value(size, "size_on_disk", "bytes") if size else "", escape(note),
-        )  # fmt: skip
-    return table
-
-
-@variants_app.command("list")
-@friendly
-def variants_list(
-    model: Annotated[str, typer.Argument(help="Model name.")],
-    home: HomeOpt = None,
-    json_out: JsonOpt = False,
-) -> None:
-    """Every compressed variant of MODEL: recipe, parent, gate outcome, accuracy, latency, size."""
-    from assay.compress import list_variants
-    from assay.format import format_value
-
-    rows = list_variants(_workspace(home), model)
-    if json_out:
-        emit_json(rows)
-        return
-    table = Table(title=f"variants of {model}")
-    for column in ("version", "recipe", "parent", "gate", "accuracy", "latency p50 b1", "size"):
-        table.add_column(column)
-    for r in rows:
-        m = r["metrics"]
-        table.add_row(
-            r["version"], r["recipe"], r["parent"] or "", r["gate"],
-            format_value(m.get("accuracy"), "accuracy"),
-            format_value(m.get("latency_p50_b1"), "latency_p50_b1", "ms"),
-            format_value(m.get("size_on_disk"), "size_on_disk", "bytes"),
-        )  # fmt: skip
-    out.print(table if rows else f"{model} has no compressed variants yet: run `assay compress {model}`.")
-
-
 @app.command("policy")
 @friendly
 def policy_cmd(
@@ -648,6 +526,10 @@ from assay.cli_serve import incidents_app, serve_cmd  # noqa: E402  (it imports 
 
 app.command("serve")(serve_cmd)
 app.add_typer(incidents_app, name="incidents")
+from assay.cli_compress import compress_cmd, variants_app  # noqa: E402  (it imports the helpers above)
+
+app.command("compress")(compress_cmd)
+app.add_typer(variants_app, name="variants")
 
 
 def main() -> None:
