@@ -50,6 +50,17 @@ HomeOpt = Annotated[
     Path | None, typer.Option("--home", help="Store folder (default $ASSAY_HOME or ./.assay).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+LabelColumnOpt = Annotated[
+    str | None,
+    typer.Option("--target", help="Label column of a --data table (default: the model's own)."),
+]
+ForceDataOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force-data",
+        help="Run even on data that does not fit a model's input contract (recorded in the report).",
+    ),
+]
 
 
 def friendly(fn: F) -> F:
@@ -276,6 +287,12 @@ def eval_cmd(
     data: Annotated[
         str | None, typer.Option(help="Evaluate on this data instead of the version's own.")
     ] = None,
+    label_column: LabelColumnOpt = None,
+    force_data: ForceDataOpt = False,
+    save_predictions: Annotated[
+        Path | None,
+        typer.Option(help="Also write the per-example outputs with their ids (.npz or .parquet)."),
+    ] = None,
     split: str = "test",
     efficiency: Annotated[bool, typer.Option(help="Measure latency, throughput and memory.")] = True,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
@@ -292,19 +309,32 @@ def eval_cmd(
     evaluated = evaluate_target(
         _workspace(home),
         target,
-        data_spec=_data_spec(data, None, None),
+        data_spec=_data_spec(data, None, label_column),
         split=split,
         efficiency=efficiency,
         n_boot=n_boot,
         seed=seed,
         out_dir=out_dir,
         progress=not json_out,
+        force_data=force_data,
+        save_predictions=save_predictions,
     )
+    _warn_forced(evaluated.document)
     if json_out:
         emit_json({**evaluated.document, "report": str(evaluated.html), "run_id": evaluated.run_id})
         return
     out.print(_measurement_table(evaluated.document["measurements"], evaluated.document["title"]))
+    if save_predictions is not None:
+        out.print(f"Predictions: [bold]{escape(str(save_predictions))}[/]")
     out.print(f"Report: [bold]{evaluated.html}[/]")
+
+
+def _warn_forced(document: dict[str, Any]) -> None:
+    """A forced run says on stderr what did not fit, as its report does."""
+    record = document.get("input_contract") or {}
+    for ref, model in record.get("models", {}).items():
+        for difference in model["differences"]:
+            err.print(f"[bold yellow]forced:[/] {escape(ref)}: {escape(difference)}", highlight=False)
 
 
 @app.command()
@@ -318,6 +348,8 @@ def gate(
     data: Annotated[
         str | None, typer.Option(help="Compare on this data instead of the candidate's own.")
     ] = None,
+    label_column: LabelColumnOpt = None,
+    force_data: ForceDataOpt = False,
     efficiency: Annotated[bool, typer.Option(help="Measure and compare latency (model refs only).")] = True,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the report.")] = None,
     home: HomeOpt = None,
@@ -333,12 +365,14 @@ def gate(
         baseline,
         candidate,
         policy,
-        data_spec=_data_spec(data, None, None),
+        data_spec=_data_spec(data, None, label_column),
         efficiency=efficiency,
         out_dir=out_dir,
         progress=not json_out,
+        force_data=force_data,
     )
     assert evaluated.verdict is not None
+    _warn_forced(evaluated.document)
     if json_out:
         emit_json({**evaluated.document, "report": str(evaluated.html), "run_id": evaluated.run_id})
     else:

@@ -17,6 +17,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -204,6 +205,52 @@ def load_predictions(path: str | Path) -> Outputs:
         groups=cols.get("group"),
         source=str(path),
     )
+
+
+def write_predictions(outputs: Outputs, path: str | Path) -> Path:
+    """Write ``outputs`` as a predictions file that :func:`load_predictions` reads back unchanged.
+
+    ``.npz`` keeps every column (``id``, ``label``, ``probs``, and ``logits``, ``features``, ``group`` where
+    present); ``.parquet`` keeps ``id``, ``label``, ``probs`` (a list column), ``logits`` and ``group``.
+    Either is written to a temporary file and renamed, so a crash leaves no half-written file.
+
+    Example:
+        >>> import tempfile
+        >>> probs = np.array([[0.9, 0.1], [0.3, 0.7]])
+        >>> o = from_arrays(np.array([0, 1]), probs=probs, ids=np.array(["a", "b"]))
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     back = load_predictions(write_predictions(o, Path(tmp) / "p.parquet"))
+        >>> back.ids.tolist(), bool(np.array_equal(back.probs, o.probs))
+        (['a', 'b'], True)
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return outputs.save(path)
+    if suffix not in (".parquet", ".pq"):
+        raise DataError(f"{path}: predictions are written as .npz or .parquet, not '{suffix}'.")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns: dict[str, list[Any]] = {
+        "id": outputs.ids.tolist(),
+        "label": outputs.labels.tolist(),
+        "probs": outputs.probs.tolist(),
+    }
+    if outputs.logits is not None:
+        columns["logits"] = outputs.logits.tolist()
+    if outputs.groups is not None:
+        columns["group"] = outputs.groups.tolist()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".parquet.tmp")
+    os.close(fd)
+    try:
+        pq.write_table(pa.table(columns), tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _read_parquet(path: Path) -> dict[str, np.ndarray]:

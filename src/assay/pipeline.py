@@ -45,7 +45,9 @@ from assay.release import (
     Evaluated,
     Workspace,
     assess_version,
+    contract_record,
     dataset_info,
+    fit_version,
     record_comparison,
     record_evaluation,
     train_version,
@@ -177,6 +179,8 @@ def run_pipeline(ws: Workspace, pipeline: Pipeline, *, progress: bool = True) ->
         if pipeline.model.name in known
         else None
     )
+    # Before minutes of training: the production version must take this data, made its own way.
+    base_inputs = fit_version(baseline, data) if baseline is not None else None
     version, result = train_version(
         ws,
         pipeline.model.name,
@@ -192,12 +196,12 @@ def run_pipeline(ws: Workspace, pipeline: Pipeline, *, progress: bool = True) ->
         progress=progress,
     )
 
-    def assessed(v: VersionInfo) -> Assessment:
+    def assessed(v: VersionInfo, inputs: Dataset) -> Assessment:
         return assess_version(
-            ws, v, data, "test", n_boot=policy.n_bootstrap, seed=policy.seed, progress=progress
+            ws, v, inputs, "test", n_boot=policy.n_bootstrap, seed=policy.seed, progress=progress
         )
 
-    candidate = assessed(version)
+    candidate = assessed(version, data)
     info = dataset_info(data, "test")
     promotion = None
     if baseline is None:
@@ -210,10 +214,13 @@ def run_pipeline(ws: Workspace, pipeline: Pipeline, *, progress: bool = True) ->
                 actor="pipeline",
             )
     else:
-        base = assessed(baseline)
+        assert base_inputs is not None
         evaluated = record_comparison(
-            ws, base, candidate, policy, info, baseline_version=baseline, candidate_version=version,
-            inputs=data.test.x,
+            ws, assessed(baseline, base_inputs.data), candidate, policy, info, baseline_version=baseline,
+            candidate_version=version, inputs=data.test.x,
+            input_contract=contract_record(
+                {baseline.ref: base_inputs, version.ref: fit_version(version, data)}, data, "test"
+            ),
         )  # fmt: skip
         assert evaluated.verdict is not None
         if pipeline.release.promote and evaluated.verdict.passed:

@@ -19,16 +19,16 @@ from typing import Any
 import numpy as np
 
 from assay.compare import align
-from assay.data import Dataset, DataSpec, load_dataset
+from assay.data import Dataset, DataSpec, Fitted, InputContract, load_dataset, source_text
 from assay.env import environment
-from assay.errors import DataError, UsageError
+from assay.errors import DataError
 from assay.evaluate import Assessment, assess, compare, comparison_document, evaluation_document
 from assay.gate import Policy, Verdict
 from assay.inference import infer
 from assay.metrics.efficiency import measure_efficiency
 from assay.models import build_model, default_spec, save_model
 from assay.models.backends import LoadedModel, load_artifact
-from assay.outputs import Outputs, load_predictions
+from assay.outputs import Outputs, load_predictions, write_predictions
 from assay.report import write_report
 from assay.serve.reference import build_reference
 from assay.store import Store
@@ -134,6 +134,7 @@ def train_version(
                 "datasets": data.fingerprints(),
                 "dataset": data.name,
                 "recipe": recipe,
+                "contract": InputContract.of(data, source_text(data_spec)).to_dict(),
                 "training": result.summary(),
                 "history": result.history,
                 "description": description,
@@ -146,12 +147,67 @@ def train_version(
     return version, result
 
 
-def data_for(version: VersionInfo, override: DataSpec | None = None) -> tuple[Dataset, DataSpec]:
-    """The dataset a version was trained on (from its lineage), unless the caller names another."""
+def version_contract(version: VersionInfo) -> InputContract:
+    """The input contract ``version`` was trained with (see :mod:`assay.data.contract`).
+
+    Versions registered before contracts were recorded, and compressed variants (which take their
+    parent's inputs), get theirs from the data their recipe names, made the same way again.
+    """
+    stored = version.lineage.get("contract")
+    if stored is not None:
+        return InputContract.from_dict(stored)
+    recorded = version.lineage.get("recipe", {}).get("data")
+    if recorded is None:
+        raise DataError(
+            f"{version.ref} records neither an input contract nor the data it was trained on, so no data "
+            "can be checked against it; evaluate it with force_data (--force-data) to run it anyway."
+        )
+    spec = DataSpec.model_validate(recorded)
+    return InputContract.of(load_dataset(spec), source_text(spec))
+
+
+def fit_version(version: VersionInfo, data: Dataset, *, force: bool = False) -> Fitted:
+    """``data`` made into ``version``'s inputs by its own contract.
+
+    Raises :class:`~assay.errors.DataError` saying what differs and what to do when the data does not fit
+    the contract, unless ``force`` (then the differences travel in the result, for the report to show).
+    """
+    fitted = version_contract(version).fit(data)
+    if fitted.differences and not force:
+        raise DataError(
+            f"{version.ref} was made for {fitted.contract.describe()}, and {data.name} ({data.source}) "
+            f"does not fit: {'; '.join(fitted.differences)}. Evaluate each model on data made its own way "
+            f"(`assay eval {version.ref}` without --data runs it on its own source; `--save-predictions "
+            "FILE` keeps its outputs, and `assay gate` pairs two such files by example id), convert the "
+            "data to the model's contract, or force it with --force-data (recorded in the report)."
+        )
+    check_fits(version, fitted.data)
+    return fitted
+
+
+def data_for(
+    version: VersionInfo, override: DataSpec | None = None, *, force: bool = False
+) -> tuple[Dataset, DataSpec]:
+    """The version's inputs: its own training data (from its lineage), or the data the caller names, made
+    by the version's own contract (:func:`fit_version`)."""
     spec = override or DataSpec.model_validate(version.lineage["recipe"]["data"])
-    data = load_dataset(spec)
-    check_fits(version, data)
-    return data, spec
+    return fit_version(version, load_dataset(spec), force=force).data, spec
+
+
+def contract_record(fitted: dict[str, Fitted], data: Dataset, split: str) -> dict[str, Any]:
+    """What the run's document says about inputs: the examples, each model's contract, what was forced."""
+    return {
+        "examples": f"the {split} split of {data.name} ({data.source}): {data.split(split).n} examples",
+        "models": {
+            ref: {
+                "contract": f.contract.describe(),
+                "source": f.contract.source,
+                "differences": list(f.differences),
+            }
+            for ref, f in fitted.items()
+        },
+        "forced": any(f.differences for f in fitted.values()),
+    }
 
 
 def check_fits(version: VersionInfo, data: Dataset) -> None:
@@ -299,10 +355,14 @@ def record_evaluation(
     version: VersionInfo | None,
     out_dir: Path | None = None,
     inputs: np.ndarray | None = None,
+    input_contract: dict[str, Any] | None = None,
 ) -> Evaluated:
     """``inputs``: the evaluated split's inputs; with a registered version, the run stores the monitoring
-    reference built from them (see :func:`monitoring_reference`)."""
+    reference built from them (see :func:`monitoring_reference`). ``input_contract``: what
+    :func:`contract_record` says of the inputs, kept in the document."""
     document = evaluation_document(candidate, dataset=dataset, environment=environment())
+    if input_contract is not None:
+        document["input_contract"] = input_contract
     if version is not None and inputs is not None:
         document["monitoring"] = monitoring_reference(ws, candidate.outputs, inputs)
     paths = write_report(document, out_dir or ws.reports_dir, _stem("eval", candidate.info["ref"]))
@@ -331,10 +391,14 @@ def record_comparison(
     candidate_version: VersionInfo | None,
     out_dir: Path | None = None,
     inputs: np.ndarray | None = None,
+    input_contract: dict[str, Any] | None = None,
 ) -> Evaluated:
-    """``inputs`` as for :func:`record_evaluation`: the gated version keeps its gating set's reference."""
+    """``inputs`` and ``input_contract`` as for :func:`record_evaluation`: the gated version keeps its
+    gating set's reference."""
     verdict = compare(baseline, candidate, policy)
     document = comparison_document(baseline, candidate, verdict, dataset=dataset, environment=environment())
+    if input_contract is not None:
+        document["input_contract"] = input_contract
     if candidate_version is not None and inputs is not None:
         document["monitoring"] = monitoring_reference(ws, candidate.outputs, inputs)
     paths = write_report(
@@ -373,28 +437,57 @@ def evaluate_target(
     seed: int = 0,
     out_dir: Path | None = None,
     progress: bool = False,
+    force_data: bool = False,
+    save_predictions: Path | None = None,
 ) -> Evaluated:
-    """``assay eval``: a model ref (on its own data unless ``data_spec`` says) or a predictions file."""
+    """``assay eval``: a model ref (on its own data unless ``data_spec`` names other data, which must fit
+    its input contract unless ``force_data``) or a predictions file.
+
+    ``save_predictions``: also write the per-example outputs with their ids as a predictions file
+    (``.npz`` or ``.parquet``, see :func:`assay.outputs.save_predictions`), which ``assay gate`` pairs
+    with any model evaluated on the same examples.
+    """
     if is_predictions(target):
         path = Path(target)
         outputs = load_predictions(path)
         assessment = assess_predictions(path, outputs, n_boot=n_boot, seed=seed)
-        return record_evaluation(
+        evaluated = record_evaluation(
             ws, assessment, predictions_dataset_info(path, outputs), version=None, out_dir=out_dir
         )
-    version = ws.store.resolve(target)
-    data, _ = data_for(version, data_spec)
-    assessment = assess_version(
-        ws, version, data, split, efficiency=efficiency, n_boot=n_boot, seed=seed, progress=progress
-    )
-    return record_evaluation(
-        ws,
-        assessment,
-        dataset_info(data, split),
-        version=version,
-        out_dir=out_dir,
-        inputs=data.split(split).x,
-    )
+    else:
+        version = ws.store.resolve(target)
+        data, fitted = _fitted_data(data_spec, version, [version], force_data)
+        assessment = assess_version(
+            ws, version, fitted[version.ref].data, split, efficiency=efficiency, n_boot=n_boot, seed=seed,
+            progress=progress,
+        )  # fmt: skip
+        evaluated = record_evaluation(
+            ws,
+            assessment,
+            dataset_info(fitted[version.ref].data, split),
+            version=version,
+            out_dir=out_dir,
+            inputs=fitted[version.ref].data.split(split).x,
+            input_contract=contract_record(fitted, data, split),
+        )
+    if save_predictions is not None:
+        write_predictions(assessment.outputs, save_predictions)
+    return evaluated
+
+
+def _fitted_data(
+    data_spec: DataSpec | None, anchor: VersionInfo, versions: list[VersionInfo], force: bool
+) -> tuple[Dataset, dict[str, Fitted]]:
+    """The data ``data_spec`` names (``anchor``'s own by default), made into each version's inputs.
+
+    A table named without its label column takes the anchor's own (the column it was trained to predict).
+    """
+    own = DataSpec.model_validate(anchor.lineage["recipe"]["data"])
+    spec = data_spec or own
+    if spec.kind in ("csv", "parquet") and spec.target is None and own.target is not None:
+        spec = spec.model_copy(update={"target": own.target})
+    data = load_dataset(spec)
+    return data, {v.ref: fit_version(v, data, force=force) for v in versions}
 
 
 def gate_targets(
@@ -407,13 +500,19 @@ def gate_targets(
     efficiency: bool = True,
     out_dir: Path | None = None,
     progress: bool = False,
+    force_data: bool = False,
 ) -> Evaluated:
-    """``assay gate``: two model refs (on the candidate's data) or two predictions files, under ``policy``."""
-    if is_predictions(baseline) != is_predictions(candidate):
-        raise UsageError("Compare like with like: two model refs, or two predictions files.")
+    """``assay gate``: two model refs, two predictions files, or one of each, under ``policy``.
+
+    Model refs run on the same examples (the candidate's data, or the baseline's when the candidate is a
+    file, unless ``data_spec`` names other data), each made into inputs by its own input contract; data
+    that does not fit a contract is refused unless ``force_data``. A predictions file is paired with the
+    models' outputs by example id, so it must hold the same examples with the same labels.
+    """
     stats = {"n_boot": policy.n_bootstrap, "seed": policy.seed}
-    if is_predictions(candidate):
-        b_path, c_path = Path(baseline), Path(candidate)
+    files = {t: Path(t) for t in (baseline, candidate) if is_predictions(t)}
+    if len(files) == 2:
+        b_path, c_path = files[baseline], files[candidate]
         b_out, c_out = align(load_predictions(b_path), load_predictions(c_path))  # fail fast if unpaired
         return record_comparison(
             ws,
@@ -425,23 +524,33 @@ def gate_targets(
             candidate_version=None,
             out_dir=out_dir,
         )
-    b_ver, c_ver = ws.store.resolve(baseline), ws.store.resolve(candidate)
-    data, _ = data_for(c_ver, data_spec)
+    versions = {t: ws.store.resolve(t) for t in (baseline, candidate) if t not in files}
+    anchor = versions.get(candidate) or versions[baseline]
+    data, fitted = _fitted_data(data_spec, anchor, list(versions.values()), force_data)
     from assay.trust import gate_trust  # the trust families the policy's rules name, if any
 
-    b, c = (
-        gate_trust(ws, v, assess_version(ws, v, data, "test", efficiency=efficiency, progress=progress,
-                                         n_boot=policy.n_bootstrap, seed=policy.seed), data, policy)
-        for v in (b_ver, c_ver)
-    )  # fmt: skip
+    def assessed(v: VersionInfo) -> Assessment:
+        inputs = fitted[v.ref].data
+        own = assess_version(
+            ws, v, inputs, "test", efficiency=efficiency, progress=progress,
+            n_boot=policy.n_bootstrap, seed=policy.seed,
+        )  # fmt: skip
+        return gate_trust(ws, v, own, inputs, policy)
+
+    models = {t: assessed(v) for t, v in versions.items()}
+    first = next(iter(models.values()))
+    for t, path in files.items():  # paired by id with the models' outputs; DataError if not the same examples
+        models[t] = assess_predictions(path, align(first.outputs, load_predictions(path))[1], **stats)
+    c_ver = versions.get(candidate)
     return record_comparison(
         ws,
-        b,
-        c,
+        models[baseline],
+        models[candidate],
         policy,
-        dataset_info(data, "test"),
-        baseline_version=b_ver,
+        dataset_info(fitted[anchor.ref].data, "test"),
+        baseline_version=versions.get(baseline),
         candidate_version=c_ver,
         out_dir=out_dir,
-        inputs=data.test.x,
+        inputs=fitted[c_ver.ref].data.test.x if c_ver else None,
+        input_contract=contract_record(fitted, data, "test"),
     )

@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy.special import softmax
+from sklearn.datasets import load_digits
 from sklearn.metrics import accuracy_score
 from typer.testing import CliRunner
 
 from assay.cli import app
+from assay.outputs import load_predictions
 
 runner = CliRunner()
 
@@ -48,7 +50,8 @@ def test_release_loop(tmp_path: Path) -> None:
     card = ok_json("eval", "digits@v1", "--no-efficiency")["models"]["candidate"]["card"]
     assert card["licence"] == "CC-BY-4.0" and card["intended_use"] == "digit reader"
     code, _, stderr = invoke("eval", "digits@v1", "--data", "sklearn:wine")  # 13 features, 3 classes
-    assert code == 2 and "digits@v1 does not fit sklearn-wine" in stderr and "Traceback" not in stderr
+    assert code == 2 and "Traceback" not in stderr
+    assert "digits@v1 was made for table of 64 features" in stderr and "sklearn-wine" in stderr
     promoted = ok_json("models", "promote", "digits@v1")
     assert promoted["changed"] and promoted["to_version"] == 1
 
@@ -136,6 +139,79 @@ def test_predictions_files_evaluate_and_gate(tmp_path: Path) -> None:
     assert code == 1 and "fails the gate" in stdout
 
 
+def _digits_copy(path: Path, *, images: bool, divisor: int = 1) -> Path:
+    """scikit-learn's digits as a user's own .npz copy: 8x8 uint8 images (0-16 counts) or a 64-column
+    table, split their own way."""
+    digits = load_digits()
+    x = digits.images // divisor
+    x = x.astype(np.uint8) if images else x.reshape(len(x), -1).astype(np.float32)
+    order = np.random.default_rng(1).permutation(len(x))
+    train, test = order[:1400], order[1400:]
+    np.savez(path, x_train=x[train], y_train=digits.target[train], x_test=x[test], y_test=digits.target[test])
+    return path
+
+
+def test_data_made_another_way_is_refused_unless_forced(tmp_path: Path) -> None:
+    """The silent false pass of issue 13: a model trained on a differently scaled copy of the same
+    images, gated against the original on the copy's data. Refused (exit 2) with what differs; forced,
+    the run records and shows it."""
+    ok_json(*TRAIN)
+    copy = _digits_copy(tmp_path / "mydigits.npz", images=True)
+    ok_json("train", "--name", "mydigits-cnn", "--data", f"npz:{copy}", "--arch", "cnn", "--epochs", "1")
+    for args in (("gate", "digits@v1", "mydigits-cnn@v1"), ("eval", "digits@v1", "--data", f"npz:{copy}")):
+        code, _, stderr = invoke(*args, "--no-efficiency")
+        assert code == 2 and "Traceback" not in stderr, stderr
+        assert "digits@v1 was made for table of 64 features standardised" in stderr
+        assert "kind: the model takes table inputs, the data gives image inputs" in stderr
+        assert "--force-data" in stderr and "--save-predictions" in stderr
+
+    # The same table scaled another way (counts of 0-4 instead of 0-16): same kind and shape, other scale.
+    quarters = _digits_copy(tmp_path / "quarters.npz", images=False, divisor=4)
+    code, _, stderr = invoke("eval", "digits@v1", "--data", f"npz:{quarters}", "--no-efficiency")
+    assert code == 2 and "scale: " in stderr and "scaled another way" in stderr
+    # The raw table itself is fine: digits@v1 standardises it with its own training rows' statistics.
+    raw = _digits_copy(tmp_path / "raw.npz", images=False)
+    accuracy = next(
+        m for m in ok_json("eval", "digits@v1", "--data", f"npz:{raw}", "--no-efficiency")["measurements"]
+        if m["name"] == "accuracy"
+    )  # fmt: skip
+    assert accuracy["value"] > 0.85
+
+    code, stdout, stderr = invoke(
+        "gate", "digits@v1", "mydigits-cnn@v1", "--no-efficiency", "--force-data", "--json"
+    )
+    assert code in (0, 1) and "forced: digits@v1: kind:" in stderr
+    document = json.loads(stdout)
+    record = document["input_contract"]
+    assert record["forced"] is True and record["examples"].startswith("the test split of mydigits")
+    assert record["models"]["mydigits-cnn@v1"]["differences"] == []
+    assert any(d.startswith("shape:") for d in record["models"]["digits@v1"]["differences"])
+    stored = ok_json("report", str(document["run_id"]))
+    assert json.loads(Path(stored["json"]).read_text())["input_contract"] == record
+
+
+def test_saved_predictions_gate_against_their_model_with_zero_churn(tmp_path: Path) -> None:
+    ok_json(*TRAIN)
+    for suffix in ("npz", "parquet"):
+        saved = tmp_path / f"digits.{suffix}"
+        evaluated = ok_json("eval", "digits@v1", "--no-efficiency", "--save-predictions", str(saved))
+        ids = [f"test-{i}" for i in range(360)]
+        outputs = load_predictions(saved)
+        assert outputs.ids.tolist() == ids and outputs.n == evaluated["dataset"]["n"]
+        for pair in (("digits@v1", str(saved)), (str(saved), "digits@v1")):
+            code, stdout, stderr = invoke("gate", *pair, "--json")
+            assert code == 0, stderr
+            verdict = json.loads(stdout)["verdict"]
+            churn = next(m for m in verdict["churn"] if m["name"] == "churn")
+            assert churn["value"] == 0 and churn["n"] == 360
+            assert all(c["delta"] == 0 for c in verdict["comparisons"] if c["family"] != "efficiency")
+    shuffled = tmp_path / "wrong-ids.npz"
+    o = load_predictions(tmp_path / "digits.npz")
+    np.savez(shuffled, label=o.labels, probs=o.probs, id=np.array([f"x-{i}" for i in range(o.n)]))
+    code, _, stderr = invoke("gate", "digits@v1", str(shuffled), "--no-efficiency")
+    assert code == 2 and "not on the same examples" in stderr
+
+
 def test_pipeline_file_first_release_then_gate(tmp_path: Path) -> None:
     pipeline = tmp_path / "p.toml"
     pipeline.write_text(
@@ -189,7 +265,7 @@ def test_report_rerenders_from_run_and_json(tmp_path: Path) -> None:
             "--limit 5 is below the 10 classes",
         ),
         (("eval", "nosuchmodel@production"), "nosuchmodel"),
-        (("gate", "a.npz", "b@v1"), "like with like"),
+        (("gate", "a.npz", "b@v1"), "No model named 'b'"),
         (("report", "missing.json"), "No such run id or report file"),
     ],
 )

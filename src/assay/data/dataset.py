@@ -61,6 +61,9 @@ class Dataset:
     licence: str = "unknown"
     input_range: tuple[float, float] | None = (0.0, 1.0)
     feature_names: list[str] = field(default_factory=list)
+    # Tables: the (mean, sd) per feature the loader standardised every split with (the training rows'
+    # statistics). A model's input contract keeps them, so other data can be put through the same step.
+    standardisation: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         n_classes = len(self.class_names)
