@@ -26,6 +26,7 @@ from assay.errors import AssayError, RefusedError, UsageError
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    rich_markup_mode=None,
     help="Evaluate, gate, register and report deep learning models.",
 )
 models_app = typer.Typer(
@@ -144,6 +145,24 @@ def rule_mark(rule: dict[str, Any]) -> str:
         return "[yellow]skipped[/]" if rule["passed"] else "[red]SKIPPED: blocks the gate[/]"
     mark = "[green]pass[/]" if rule["passed"] else "[red]FAIL[/]"
     return mark if rule.get("gated", True) else f"{mark} [dim](info)[/]"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from assay import __version__
+
+        out.print(f"assay {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Evaluate, gate, register and report deep learning models."""
 
 
 @app.command()

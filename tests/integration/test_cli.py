@@ -311,3 +311,15 @@ def test_failed_training_leaves_the_store_empty(tmp_path: Path) -> None:
     code, _, stderr = invoke("train", "--name", "m", "--data", f"npz:{bad}")
     assert code == 2 and "never occur in the training split" in stderr
     assert ok_json("models", "list") == []
+
+
+def test_version_and_help_at_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import version
+
+    code, stdout, _ = invoke("--version")
+    assert code == 0 and stdout.strip() == f"assay {version('assay')}"
+    monkeypatch.setenv("COLUMNS", "80")
+    code, stdout, _ = invoke("serve", "--help")
+    # Every option name whole (rich's help table cut them to "--max-windows-per…" at 80 columns).
+    assert code == 0 and "--max-windows-per-minute" in stdout and "…" not in stdout
+    assert max(map(len, stdout.splitlines())) <= 80
