@@ -476,8 +476,10 @@ def models_show(
             }
         )
         return
+    from assay.data import InputContract
+
     table = Table(title=f"{name}: versions")
-    for column in ("version", "created", "parent", "gate", "digest", "training"):
+    for column in ("version", "created", "parent", "gate", "digest", "training", "inputs"):
         table.add_column(column)
     for v in versions:
         t = v.lineage.get("training", {})
@@ -495,6 +497,9 @@ def models_show(
             f"{v.gate_status} (run {v.gate_run_id})" if v.gate_run_id else v.gate_status,
             (v.artifact_digest or "")[:12],
             training,
+            # The input contract (--json has it whole, the table statistics included); variants take
+            # their parent's.
+            InputContract.from_dict(v.lineage["contract"]).describe() if "contract" in v.lineage else "",
         )
     out.print(table)
     hist = Table(title=f"{name}: alias history")

@@ -416,7 +416,8 @@ def record_comparison(
         split=dataset["split"],
         passed=verdict.passed,
         report_path=str(paths.html),
-        gate=candidate_version is not None,
+        # Only a gate against a registered baseline decides promotion: a predictions file has no lineage.
+        gate=candidate_version is not None and baseline_version is not None,
     )
     return Evaluated(document, paths.html, paths.json, run_id, verdict)
 

@@ -205,6 +205,8 @@ def test_saved_predictions_gate_against_their_model_with_zero_churn(tmp_path: Pa
             churn = next(m for m in verdict["churn"] if m["name"] == "churn")
             assert churn["value"] == 0 and churn["n"] == 360
             assert all(c["delta"] == 0 for c in verdict["comparisons"] if c["family"] != "efficiency")
+    # A gate against a file is a recorded run, but not one that makes the version promotable.
+    assert ok_json("models", "show", "digits")["versions"][0]["gate_status"] == "none"
     shuffled = tmp_path / "wrong-ids.npz"
     o = load_predictions(tmp_path / "digits.npz")
     np.savez(shuffled, label=o.labels, probs=o.probs, id=np.array([f"x-{i}" for i in range(o.n)]))
