@@ -5,6 +5,10 @@ indices, so the noise of "which examples happened to be in the test set" cancels
 Accuracy gets the exact McNemar test; other metrics a paired bootstrap. Efficiency timings are not
 paired (they are separate runs), so their statistics are bootstrapped independently.
 Every delta is candidate − baseline, in the metric's unit.
+
+Every p-value here tests H0 "no difference" against a two-sided alternative, and says so in the
+comparison's ``details["alternative"]`` (SciPy's word): the gate's rules are one-sided tests of their
+own nulls (a margin, a threshold) and name theirs, so a reader can tell the two apart.
 """
 
 from __future__ import annotations
@@ -167,7 +171,12 @@ def _paired(
     cand_samples = np.concatenate(cand).astype(np.float64)
     delta_samples = cand_samples - base_samples
     low, high = percentile_interval(delta_samples)
-    info: dict[str, Any] = {"interval": "paired percentile bootstrap", "n_boot": n_boot, "seed": seed}
+    info: dict[str, Any] = {
+        "interval": "paired percentile bootstrap",
+        "n_boot": n_boot,
+        "seed": seed,
+        "alternative": "two-sided",
+    }
     if hits is not None:
         result = mcnemar_exact(*hits)
         p_value, test = result.p_value, "exact McNemar"
@@ -351,6 +360,7 @@ def compare_samples(
             "interval": "percentile bootstrap of independent resamples",
             "n_boot": n_boot,
             "seed": seed,
+            "alternative": "two-sided",
         },
     )
     return PairedResult(comparison, delta_samples, base_rep, cand_rep, resampling=comparison.test)
@@ -368,12 +378,24 @@ def resample_statistic(measurement: Measurement, *, n_boot: int = 1000, seed: in
     )
 
 
+def timing_flags(baseline: Measurement | None, candidate: Measurement | None) -> dict[str, list[str]]:
+    """``{"baseline": [...], "candidate": [...]}``: each side's timing flags (``details["flags"]`` of an
+    efficiency measurement: outliers, blocks that disagree, a busy machine), sides without any left out."""
+    sides = {"baseline": baseline, "candidate": candidate}
+    return {
+        side: [str(flag) for flag in m.details["flags"]]
+        for side, m in sides.items()
+        if m is not None and m.details.get("flags")
+    }
+
+
 def compare_measurements(
     baseline: Measurement, candidate: Measurement, *, n_boot: int = 1000, seed: int = 0
 ) -> PairedResult:
     """Compare two efficiency measurements of the same name.
 
-    With raw samples in ``details["samples"]`` (and ``details["statistic"]``): :func:`compare_samples`.
+    With raw samples in ``details["samples"]`` (and ``details["statistic"]``): :func:`compare_samples`,
+    with either side's timing flags in ``details["flags"]`` (:func:`timing_flags`).
     Without (parameters, size on disk): the values are exact counts, so the delta has no sampling
     uncertainty; its CI is the point itself and there is no p-value (``test="exact (no sampling)"``).
     """
@@ -381,7 +403,7 @@ def compare_measurements(
         raise UsageError(f"'{baseline.name}': both measurements need a value to be compared.")
     base_samples, cand_samples = baseline.details.get("samples"), candidate.details.get("samples")
     if base_samples and cand_samples:
-        return compare_samples(
+        result = compare_samples(
             candidate.name,
             base_samples,
             cand_samples,
@@ -392,6 +414,12 @@ def compare_measurements(
             unit=candidate.unit,
             family=candidate.family,
         )
+        flags = timing_flags(baseline, candidate)
+        if not flags:
+            return result
+        # A comparison of flagged timings carries the flags, so the gate rule judged on it can say so.
+        c = result.comparison
+        return replace(result, comparison=replace(c, details={**c.details, "flags": flags}))
     delta = candidate.value - baseline.value
     comparison = Comparison(
         name=candidate.name,

@@ -9,12 +9,18 @@ models read, so the HTML report and the CLI print the same number the same way:
     size (bytes)  1.8e6  -> "1.7 MiB"                           parameters (count) 1.2e6 -> "1.2 M"
 
 A value and its interval share one scale (chosen from the value), so the bounds read in the same unit.
+
+Beside the numbers, the words that keep statistics from being misread, shared by the report and the CLI:
+a p-value's test named with its sidedness (:func:`describe_test`), a gate rule's badge (:func:`rule_badge`:
+informational rules never get a gated rule's pass or FAIL), the note an estimate outside its own
+interval carries (:func:`outside_interval_note`) and the calibration estimator a summary leads with
+(:func:`headline_calibration`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,6 +39,7 @@ _LABELS = {
     "accuracy": "Accuracy",
     "macro_f1": "Macro F1",
     "ece": "ECE",
+    "ece_debiased": "ECE (debiased)",
     "adaptive_ece": "Adaptive ECE",
     "mce": "MCE",
     "nll": "NLL",
@@ -275,3 +282,78 @@ def format_timestamp(iso: Any) -> str:
     else:
         zone = " " + moment.strftime("%z")
     return moment.strftime("%Y-%m-%d %H:%M") + zone
+
+
+# SciPy's names for a test's alternative hypothesis, as the words a reader needs beside a p-value.
+_SIDEDNESS = {"two-sided": "two-sided", "greater": "one-sided", "less": "one-sided"}
+
+
+def sidedness(alternative: Any) -> str:
+    """``"greater"``/``"less"`` -> ``"one-sided"``, ``"two-sided"`` -> ``"two-sided"``, else ``""``."""
+    return _SIDEDNESS.get(str(alternative or ""), "")
+
+
+def describe_test(test: Any, alternative: Any) -> str:
+    """The test behind a p-value, named with its sidedness: ``("exact McNemar", "two-sided")`` ->
+    ``"two-sided exact McNemar"``, ``("paired bootstrap", "greater")`` -> ``"one-sided paired bootstrap"``.
+
+    ``alternative`` is SciPy's word for H1; without one the test's name stands alone.
+    """
+    name = str(test or "")
+    side = sidedness(alternative)
+    return f"{side} {name}" if name and side else name
+
+
+def rule_badge(rule: Mapping[str, Any]) -> tuple[str, str]:
+    """A gate rule's outcome as ``(text, kind)``; kind is ``"pass"``, ``"fail"``, ``"skipped"`` or ``"info"``.
+
+    ``rule`` is a rule of a verdict's JSON (:meth:`assay.gate.RuleResult.to_dict`). Status comes before
+    outcome: a skipped optional rule does not block, a skipped required rule or one that could not be
+    computed does. An informational rule (``gated = false``) never decides, so it never shows a gated
+    rule's pass or FAIL: it says what it would have done, under its own badge.
+    """
+    status, passed = rule.get("status", "ok"), bool(rule.get("passed"))
+    if not rule.get("gated", True):
+        outcome = status if status in ("skipped", "error") else "would pass" if passed else "would fail"
+        return f"info: {outcome}", "info"
+    if status == "skipped":
+        return ("skipped", "skipped") if passed else ("SKIPPED: blocks the gate", "fail")
+    if status == "error":
+        return "ERROR: blocks the gate", "fail"
+    return ("pass", "pass") if passed else ("FAIL", "fail")
+
+
+OUTSIDE_INTERVAL = "the estimate lies outside its 95% interval"
+
+
+def outside_interval_note(value: Any, ci_low: Any, ci_high: Any, details: Mapping[str, Any] | None) -> str:
+    """Why an estimate lies outside its own interval (``details["note"]``, else a generic sentence), or
+    ``""`` when it lies inside or either is absent.
+
+    A percentile bootstrap of a biased or bounded statistic (a binned calibration error, a maximum) can
+    sit beside its estimate; the reader must see that next to the number, not only in the JSON.
+    """
+    x, lo, hi = _finite(value), _finite(ci_low), _finite(ci_high)
+    if x is None or lo is None or hi is None:
+        return ""
+    # A bound equal to the estimate up to float rounding (an exact delta, a degenerate bootstrap) is inside.
+    slack = 1e-12 * max(abs(x), abs(lo), abs(hi))
+    if lo - slack <= x <= hi + slack:
+        return ""
+    note = (details or {}).get("note")
+    return str(note) if note else OUTSIDE_INTERVAL
+
+
+# The calibration figure a summary leads with, best first: the debiased ECE (Kumar et al. 2019), whose
+# interval covers a calibrated model's 0, then the binned plug-in ECE, biased upwards at finite n.
+CALIBRATION_HEADLINE = ("ece_debiased", "ece")
+
+
+def headline_calibration(measurements: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The measured calibration error a summary leads with (:data:`CALIBRATION_HEADLINE` order), or None."""
+    measured = {
+        m.get("name"): m
+        for m in measurements
+        if m.get("status", "ok") == "ok" and _finite(m.get("value")) is not None
+    }
+    return next((measured[name] for name in CALIBRATION_HEADLINE if name in measured), None)

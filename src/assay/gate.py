@@ -10,7 +10,11 @@ assay uses when none is given. Rule kinds, in the metric's own unit, direction t
 - ``at_most`` / ``at_least`` (``threshold``): the candidate's own value is below / above ``threshold``.
 
 Each rule gives a one-sided p-value from bootstrap replicates (paired for metrics of the outputs,
-independent resamples for timings), ``(1 + #replicates on the H0 side) / (B + 1)``. The p-values of
+independent resamples for timings), ``(1 + #replicates on the H0 side) / (B + 1)``; its result names the
+test (``test``) and H1's direction (``alternative``, "greater" or "less"), and its message says both
+beside the p-value, since the comparisons' two-sided p-values for "no difference" sit next to it in the
+report. A rule judged on timings that were flagged (outliers, a busy machine:
+:mod:`assay.metrics.efficiency`) carries the flags and says so. The p-values of
 the gated rules are Holm-adjusted at the policy's ``alpha`` and a rule passes iff its adjusted
 p < alpha; the message also states the one-sided bootstrap bound at the rule's Holm level, which
 crosses the margin exactly when the rule's own Holm step passes. ``gated = false`` makes a rule
@@ -56,9 +60,10 @@ from assay.compare import (
     compare_measurements,
     compare_per_example,
     resample_statistic,
+    timing_flags,
 )
 from assay.errors import AssayError, ConfigError
-from assay.format import format_delta, format_measurement_value, scale_for
+from assay.format import describe_test, format_delta, format_measurement_value, scale_for
 from assay.measurement import Comparison, Measurement, _clean
 from assay.metrics.registry import METRICS
 from assay.outputs import Outputs
@@ -428,6 +433,9 @@ class RuleResult:
     bound: float | None = None
     bound_level: float | None = None
     test: str = ""
+    alternative: str = ""  # H1's direction of the one-sided test, SciPy's word: "greater" or "less"
+    # Timing flags of the measurements the rule was judged on, by side ("baseline", "candidate").
+    flags: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -472,7 +480,10 @@ class Verdict:
     def summary(self) -> str:
         gated = [r for r in self.rules if r.gated]
         failed = [r for r in gated if not r.passed]
-        head = f"policy '{self.policy.get('name', '')}', Holm at alpha {self.policy.get('alpha')}"
+        head = (
+            f"policy '{self.policy.get('name', '')}', one-sided rules, Holm at family-wise alpha "
+            f"{self.policy.get('alpha')}"
+        )
         if not failed:
             return f"PASS: {len(gated)} of {len(gated)} gated rule(s) passed ({head})"
         names = ", ".join(f"{r.metric} ({r.kind if r.status == 'ok' else r.status})" for r in failed)
@@ -500,6 +511,7 @@ class _Evidence:
     higher_is_better: bool
     unit: str | None
     resampling: str  # how the replicates were drawn, named in the rule's ``test``
+    flags: dict[str, list[str]] = field(default_factory=dict)  # timing flags by side
 
 
 @dataclass
@@ -511,6 +523,7 @@ class _Test:
     null: float  # in the units of ``samples``: delta for relative rules, candidate value otherwise
     side: Literal["lower", "upper"]
     test: str
+    alternative: Literal["greater", "less"]
 
 
 def _efficiency_index(measurements: Sequence[Measurement]) -> dict[str, Measurement]:
@@ -570,7 +583,13 @@ def _evidence(
     if found is not None:
         c = found.comparison
         return _Evidence(
-            found, found.candidate_samples, c.candidate, bool(c.higher_is_better), c.unit, found.resampling
+            found,
+            found.candidate_samples,
+            c.candidate,
+            bool(c.higher_is_better),
+            c.unit,
+            found.resampling,
+            c.details.get("flags") or {},
         )
     measurement = candidate_efficiency.get(rule.metric)
     if measurement is None:
@@ -587,6 +606,7 @@ def _evidence(
         measurement.higher_is_better,
         measurement.unit,
         "bootstrap of the samples",
+        timing_flags(None, measurement),
     )
 
 
@@ -618,10 +638,10 @@ def _one_sided_test(rule: Rule, evidence: _Evidence) -> _Test:
             # "greater": the candidate gets more examples right. For a lower-is-better 0/1 metric (an
             # error rate from a plugin) improvement means the reverse.
             p = mcnemar_from_counts(b, c, alternative=alternative).p_value
-            return _Test(p, samples, null, _side(alternative), "one-sided exact McNemar")
+            return _Test(p, samples, null, _side(alternative), "exact McNemar", alternative)
     side = _side(alternative)
     p = bootstrap_p_value(samples, null, alternative=alternative)
-    return _Test(p, samples, null, side, evidence.resampling)
+    return _Test(p, samples, null, side, evidence.resampling, alternative)
 
 
 def _fmt_versus(metric: str, a: float, b: float, signed: bool, unit: str | None) -> tuple[str, str]:
@@ -651,11 +671,12 @@ def _describe_value(rule: Rule, evidence: _Evidence) -> str:
 def _decision_text(
     rule: Rule, evidence: _Evidence, test: _Test, bound: float | None, level: float, n_boot: int
 ) -> str:
-    """'one-sided 98.3% lower bound (level 0.0167) -0.31 pts > -0.50 pts (margin)'; McNemar states its p."""
+    """'one-sided 98.3% lower bound (level 0.0167) -0.31 pts > -0.50 pts (margin)'; McNemar has no bound,
+    its p-value (named after the verdict) decides at the level."""
     name = {"non_inferiority": "margin", "improvement": "min effect"}.get(rule.kind, "threshold")
     signed = rule.kind not in ("at_most", "at_least")
-    if test.test == "one-sided exact McNemar":
-        return f"one-sided exact McNemar at level {level:.3g}"
+    if test.test == "exact McNemar":
+        return f"decided by its p-value at level {level:.3g}"
     if bound is None:
         return f"a {test.side} bound at level {level:.3g} needs more than n_bootstrap = {n_boot} resamples"
     b, null = _fmt_versus(rule.metric, bound, test.null, signed, evidence.unit)
@@ -709,7 +730,7 @@ def _judged(
     passed = (p_adjusted < alpha) if p_adjusted is not None else own_step
     level = alpha / multiplier
     decision = _decision_text(rule, ev, test, bound, level, policy.n_bootstrap)
-    p_text = f"p = {test.p_value:.3g}"
+    p_text = f"{describe_test(test.test, test.alternative)} p = {test.p_value:.3g}"
     if p_adjusted is not None:
         p_text += f", Holm-adjusted {p_adjusted:.3g}"
     if rule.gated and own_step and not passed:
@@ -719,6 +740,9 @@ def _judged(
     tail = "" if rule.gated else " (informational, not gated)"
     value = _describe_value(rule, ev)
     message = f"{rule.metric} ({rule.kind}): {value}; {decision} {verdict} ({p_text}){tail}"
+    if ev.flags:
+        flagged = "; ".join(f"{side}: {'; '.join(flags)}" for side, flags in ev.flags.items())
+        message += f"; judged on flagged timings ({flagged})"
     c = ev.result.comparison if ev.result is not None else None
     cand_low, cand_high = (
         percentile_interval(ev.candidate_samples) if ev.candidate_samples is not None else (None, None)
@@ -740,6 +764,8 @@ def _judged(
         bound=bound,
         bound_level=level,
         test=test.test,
+        alternative=test.alternative,
+        flags=ev.flags,
     )
 
 

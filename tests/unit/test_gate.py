@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from assay.errors import ConfigError, DataError
 from assay.gate import DEFAULT_POLICY_TOML, EFFICIENCY_METRICS, Policy, Rule, evaluate_policy, judge
 from assay.measurement import Comparison, Measurement
 from assay.metrics import METRICS, MetricSpec
+from assay.metrics.efficiency import checked_timings
 from assay.stats import mde_paired_accuracy
 from tests.unit.test_compare import baseline_case, flip, planted_outputs
 
@@ -263,7 +265,8 @@ def test_accuracy_improvement_uses_one_sided_exact_mcnemar() -> None:
     cand = planted_outputs(labels, flip(labels, preds, to_wrong=20, to_right=40))
     policy = Policy("up", 0.05, 500, 0, (Rule("accuracy", "improvement"),))
     (rule,) = evaluate_policy(policy, base, cand).rules
-    assert rule.test == "one-sided exact McNemar"
+    assert rule.test == "exact McNemar" and rule.alternative == "greater"
+    assert "(one-sided exact McNemar p = " in rule.message
     assert rule.p_value == pytest.approx(binomtest(40, 60, 0.5, alternative="greater").pvalue)
     assert rule.p_value is not None and rule.p_value < 0.01 and rule.passed
 
@@ -336,6 +339,60 @@ def test_efficiency_rules_use_the_raw_timings() -> None:
         candidate_efficiency=[latency("latency_p50_b1", 1.2 * timings)],
     )
     assert not slower.passed
+
+
+def checked_latency(name: str, samples: np.ndarray, q: float = 50) -> Measurement:
+    """A latency measurement with the timing flags assay.metrics.efficiency gives these samples."""
+    measured = latency(name, samples)
+    checked = checked_timings(samples, q, None, [])
+    return replace(measured, details={**measured.details, **checked})
+
+
+def test_a_rule_judged_on_flagged_timings_says_so() -> None:
+    labels, preds = baseline_case(500)
+    base = planted_outputs(labels, preds)
+    rng = np.random.default_rng(0)
+    quiet = rng.gamma(400, 0.01, 100)  # 4 ms, 5% spread
+    slow_start = np.r_[quiet[:50] * 40, quiet[50:]]  # the first half of the baseline's run 40x slower
+    policy = Policy(
+        "eff",
+        0.05,
+        500,
+        0,
+        (Rule("latency_p50_b1", "improvement"), Rule("latency_p95_b1", "at_most", threshold=10.0)),
+    )
+    verdict = evaluate_policy(
+        policy,
+        base,
+        base,
+        baseline_efficiency=[checked_latency("latency_p50_b1", slow_start)],
+        candidate_efficiency=[
+            checked_latency("latency_p50_b1", quiet),
+            checked_latency("latency_p95_b1", quiet, 95),
+        ],
+    )
+    faster, p95 = verdict.rules
+    assert list(faster.flags) == ["baseline"] and "blocks of timings disagree" in faster.flags["baseline"][0]
+    assert "; judged on flagged timings (baseline: the medians of 5 consecutive blocks" in faster.message
+    comparison = next(c for c in verdict.comparisons if c.name == "latency_p50_b1")
+    assert comparison.details["flags"] == faster.flags  # the JSON's comparison carries them too
+    assert p95.flags == {} and "flagged" not in p95.message  # quiet timings: nothing to say
+
+
+def test_p_values_name_their_test_and_sidedness() -> None:
+    labels, preds = baseline_case(2000)
+    base = planted_outputs(labels, preds)
+    cand = planted_outputs(labels, flip(labels, preds, to_wrong=10, to_right=10))
+    verdict = evaluate_policy(Policy.default(), base, cand)
+    accuracy = verdict.rules[0]
+    assert (accuracy.test, accuracy.alternative) == ("paired bootstrap", "greater")
+    assert f"(one-sided paired bootstrap p = {accuracy.p_value:.3g}, Holm-adjusted " in accuracy.message
+    nll = next(r for r in verdict.rules if r.metric == "nll")
+    assert nll.alternative == "less"  # lower is better: H1 is a delta below the margin
+    compared = next(c for c in verdict.comparisons if c.name == "accuracy")
+    assert (compared.test, compared.details["alternative"]) == ("exact McNemar", "two-sided")
+    assert "one-sided rules, Holm at family-wise alpha 0.05" in verdict.summary()
+    assert verdict.to_dict()["rules"][0]["alternative"] == "greater"
 
 
 @pytest.mark.parametrize(

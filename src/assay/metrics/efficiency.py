@@ -5,21 +5,36 @@ calls; latency at batch 1 and at a throughput batch, reported as percentiles wit
 intervals over the timed calls; the raw timings travel in ``details["samples"]`` so the gate can compare
 two models' distributions. Thread count and batch sizes are recorded in every measurement. Timings are
 only comparable on the same machine.
+
+Timings that cannot be trusted are flagged, never dropped: ``details["flags"]`` lists, in words, what
+:func:`timing_flags` and :func:`machine_load` found (empty when nothing), and ``details["timing_check"]``
+and ``details["machine_load"]`` hold the figures behind them:
+
+- outliers: timings above both ``OUTLIER_FACTOR`` times the median and ``OUTLIER_MADS`` scaled MADs above
+  it (a preempted call, a page fault storm); a percentile is flagged when leaving them out moves it by more
+  than ``OUTLIER_INFLUENCE`` (a p99 read off two stalls, not a p50 beside them);
+- drift: the medians of ``BLOCKS`` consecutive blocks of calls differ by more than ``BLOCK_RATIO`` (the
+  machine got busy, or quiet, part of the way through);
+- a busy machine: other processes took more of this process's cores during the timing (warm-up included,
+  from /proc/stat and /proc/self/stat) than its threads leave spare, or the load average exceeds the CPUs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from assay.format import format_value, trim
 from assay.measurement import Measurement
 from assay.models.predictor import Predictor
 from assay.stats import bootstrap_ci
@@ -29,6 +44,158 @@ MEMORY_READINGS = 5
 
 
 WARMUP_SECONDS = 0.5
+
+# An outlier is far outside its own distribution on both scales: OUTLIER_FACTOR x the median keeps the
+# jitter of a tight distribution (a few MADs of a few microseconds) from counting, OUTLIER_MADS scaled
+# MADs keep the tail of a wide one from counting. A batch-1 forward whose call takes 3x its median was
+# interrupted (a scheduler tick alone is 4 ms against a 0.04 ms forward), it did not compute more.
+OUTLIER_FACTOR = 3.0
+OUTLIER_MADS = 5.0
+MAD_SCALE = 1.482602218505602  # 1 / Phi^-1(3/4): the MAD of a normal distribution to its sigma
+# A percentile is flagged when its outliers move it by more than this share of its value without them.
+OUTLIER_INFLUENCE = 0.1
+# Consecutive blocks whose medians differ by more than BLOCK_RATIO: the conditions changed during the run.
+BLOCKS = 5
+BLOCK_RATIO = 1.5
+# Other processes' CPU on this process's cores above what its threads leave spare, in cores, before the
+# machine counts as busy (a reading of jiffies over about half a second is good to a few hundredths).
+BUSY_TOLERANCE_CORES = 0.25
+
+
+def _ms(x: float) -> str:
+    return format_value(x, "latency", "ms")
+
+
+def timing_check(samples: np.ndarray) -> dict[str, Any]:
+    """The outlier threshold, the outliers and the block medians of timings in the order they were taken."""
+    s = np.asarray(samples, dtype=np.float64)
+    median = float(np.median(s))
+    mad = MAD_SCALE * float(np.median(np.abs(s - median)))
+    threshold = max(OUTLIER_FACTOR * median, median + OUTLIER_MADS * mad)
+    blocks = [float(np.median(b)) for b in np.array_split(s, BLOCKS)] if s.size >= 2 * BLOCKS else []
+    return {
+        "rule": (
+            f"outlier: above {trim(OUTLIER_FACTOR, 1)}x the median and {trim(OUTLIER_MADS, 1)} scaled MADs "
+            f"above it; drift: medians of {BLOCKS} consecutive blocks more than {trim(BLOCK_RATIO, 2)}x apart"
+        ),
+        "median": median,
+        "mad": mad,
+        "threshold": threshold,
+        "outliers": int(np.count_nonzero(s > threshold)),
+        "block_medians": blocks,
+    }
+
+
+def timing_flags(samples: np.ndarray, q: float, check: dict[str, Any]) -> list[str]:
+    """What makes the ``q``-th percentile of these timings untrustworthy, in words (``[]`` when nothing).
+
+    ``check`` is :func:`timing_check` of the same samples, in milliseconds.
+    """
+    s = np.asarray(samples, dtype=np.float64)
+    flags = []
+    inside = s[s <= check["threshold"]]
+    if check["outliers"] and inside.size:
+        value, without = float(np.percentile(s, q)), float(np.percentile(inside, q))
+        if abs(value - without) > OUTLIER_INFLUENCE * without:
+            flags.append(
+                f"{check['outliers']} of {s.size} timings are outliers (above {_ms(check['threshold'])}); "
+                f"without them this p{q:g} reads {_ms(without)}, not {_ms(value)}"
+            )
+    blocks = check["block_medians"]
+    if blocks and max(blocks) > BLOCK_RATIO * min(blocks):
+        flags.append(
+            f"the medians of {len(blocks)} consecutive blocks of timings disagree: {_ms(min(blocks))} to "
+            f"{_ms(max(blocks))} ({trim(max(blocks) / min(blocks), 1)}x)"
+        )
+    return flags
+
+
+@dataclass(frozen=True)
+class CpuReading:
+    """CPU time in jiffies: busy on the CPUs this process may use (every process), and this process's."""
+
+    busy: int
+    own: int
+    seconds: float  # a monotonic clock
+    cores: int  # the CPUs this process may run on
+    cpus: int  # the CPUs online, for the load average
+    load_1m: float
+
+
+def busy_jiffies(proc_stat: str, cpus: Collection[int]) -> int:
+    """Busy time of the given CPUs from /proc/stat: user, nice, system, irq, softirq and steal (a
+    hypervisor's other guests); idle and iowait are not busy, guest time is already in user."""
+    total = 0
+    for line in proc_stat.splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            v = [int(f) for f in fields] + [0] * 8  # old kernels have fewer columns
+            total += v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+    return total
+
+
+def own_jiffies(proc_self_stat: str) -> int:
+    """utime + stime of this process (all its threads) from /proc/self/stat (fields 14 and 15)."""
+    after_name = proc_self_stat.rsplit(")", 1)[1].split()  # the name may hold spaces and parentheses
+    return int(after_name[11]) + int(after_name[12])
+
+
+def read_cpu() -> CpuReading | None:
+    """A reading of /proc now, or None where /proc (Linux) is not readable."""
+    try:
+        cpus = os.sched_getaffinity(0)
+        stat = Path("/proc/stat").read_text()
+        own = Path("/proc/self/stat").read_text()
+        load = float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, AttributeError, ValueError, IndexError):
+        return None
+    return CpuReading(
+        busy_jiffies(stat, cpus), own_jiffies(own), time.monotonic(), len(cpus), os.cpu_count() or 1, load
+    )
+
+
+def machine_load(
+    before: CpuReading, after: CpuReading, threads: int, ticks_per_second: int | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """What other processes took of this process's cores between two readings, and the busy flag.
+
+    Returns the figures (``others_cores``: their average CPU in cores) and ``[flag]`` or ``[]``.
+    """
+    tick = ticks_per_second or os.sysconf("SC_CLK_TCK")
+    seconds = max(after.seconds - before.seconds, 1e-9)
+    others = max(0, (after.busy - before.busy) - (after.own - before.own)) / tick / seconds
+    spare = max(0, after.cores - threads)
+    load = {
+        "others_cores": round(others, 3),
+        "cores": after.cores,
+        "threads": threads,
+        "seconds": round(seconds, 3),
+        "load_1m": after.load_1m,
+        "cpus_online": after.cpus,
+    }
+    reasons = []
+    if others > spare + BUSY_TOLERANCE_CORES:
+        reasons.append(
+            f"other processes used {others:.2f} of its {after.cores} cores while it was timed "
+            f"(its {threads} threads leave {spare} spare)"
+        )
+    if after.load_1m > after.cpus:
+        reasons.append(f"load average {after.load_1m:.2f} on {after.cpus} CPUs")
+    return load, ([f"busy machine: {'; '.join(reasons)}"] if reasons else [])
+
+
+def _timed(
+    fn: Callable[[], object], warmup: int, repeats: int, threads: int
+) -> tuple[np.ndarray, dict[str, Any] | None, list[str]]:
+    """:func:`_timings_ms` with the machine's load over the same time (warm-up included, for jiffies to
+    resolve it): the timings, the load figures (None without /proc) and the busy flag."""
+    before = read_cpu()
+    samples = _timings_ms(fn, warmup, repeats)
+    after = read_cpu()
+    if before is None or after is None:
+        return samples, None, []
+    load, flags = machine_load(before, after, threads)
+    return samples, load, flags
 
 
 def _timings_ms(fn: Callable[[], object], warmup: int, repeats: int) -> np.ndarray:
@@ -59,7 +226,10 @@ def _percentile_measurement(
     seed: int,
     higher_is_better: bool = False,
     of: str = "timed calls after warm-up",
+    checked: dict[str, Any] | None = None,
 ) -> Measurement:
+    """The ``q``-th percentile of ``samples`` with its bootstrap interval; ``checked``, for timings: their
+    ``timing_check``, ``machine_load`` and ``flags`` (see the module docstring)."""
     result = bootstrap_ci(
         lambda idx: float(np.percentile(samples[idx], q)), len(samples), n_boot=1000, seed=seed
     )
@@ -73,8 +243,25 @@ def _percentile_measurement(
         unit=unit,
         higher_is_better=higher_is_better,
         estimator=f"p{q:g} of {len(samples)} {of}, percentile bootstrap 95% CI",
-        details={**context, "samples": [round(float(s), 6) for s in samples], "statistic": f"p{q:g}"},
+        details={
+            **context,
+            "samples": [round(float(s), 6) for s in samples],
+            "statistic": f"p{q:g}",
+            **(checked or {}),
+        },
     )
+
+
+def checked_timings(
+    samples: np.ndarray, q: float, load: dict[str, Any] | None, busy: list[str]
+) -> dict[str, Any]:
+    """The details that say whether the ``q``-th percentile of these timings (ms) can be trusted."""
+    check = timing_check(samples)
+    return {
+        "timing_check": check,
+        "machine_load": load,
+        "flags": [*timing_flags(samples, q, check), *busy],
+    }
 
 
 def _vm_kib(field: str) -> int | None:
@@ -152,16 +339,21 @@ def measure_efficiency(
         )
     single = np.ascontiguousarray(example[None])
     batch = np.ascontiguousarray(np.repeat(single, throughput_batch, axis=0))
-    b1 = _timings_ms(lambda: predictor.logits_and_features(single), warmup, repeats)
+    b1, load1, busy1 = _timed(lambda: predictor.logits_and_features(single), warmup, repeats, threads)
     ctx1 = {**context, "batch_size": 1}
     for q in (50, 95, 99):
-        out.append(_percentile_measurement(f"latency_p{q}_b1", b1, q, "ms", ctx1, seed))
-    bt = _timings_ms(lambda: predictor.logits_and_features(batch), max(2, warmup // 5), max(10, repeats // 5))
+        checked = checked_timings(b1, q, load1, busy1)
+        out.append(_percentile_measurement(f"latency_p{q}_b1", b1, q, "ms", ctx1, seed, checked=checked))
+    bt, loadb, busyb = _timed(
+        lambda: predictor.logits_and_features(batch), max(2, warmup // 5), max(10, repeats // 5), threads
+    )
     ctxb = {**context, "batch_size": throughput_batch}
-    out.append(_percentile_measurement("latency_p50_batch", bt, 50, "ms", ctxb, seed))
+    # Throughput is the batch over these same calls' timings: their median's flags are its flags.
+    checked = checked_timings(bt, 50, loadb, busyb)
+    out.append(_percentile_measurement("latency_p50_batch", bt, 50, "ms", ctxb, seed, checked=checked))
     out.append(
         _percentile_measurement(
-            "throughput", throughput_batch / (bt / 1e3), 50, "examples/s", ctxb, seed, True
+            "throughput", throughput_batch / (bt / 1e3), 50, "examples/s", ctxb, seed, True, checked=checked
         )
     )
     # Several readings, so the gate compares distributions rather than two single noisy numbers.
