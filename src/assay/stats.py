@@ -3,6 +3,9 @@
 - :func:`wilson_interval`: the Wilson score interval for a proportion (accuracy, recall, churn).
 - :func:`bootstrap_ci`: seeded percentile bootstrap for any statistic of the examples; the same
   indices (:func:`bootstrap_indices`) resample two models' outputs for paired comparisons.
+- :func:`consistency_resampling`: the null distribution of a calibration statistic (Bröcker & Smith
+  2007) and its Monte Carlo p-value (:func:`monte_carlo_p_value`).
+- :func:`clopper_pearson_interval`: exact binomial intervals, vectorised (calibration bins).
 - :func:`mcnemar_exact`: exact McNemar test on the discordant pairs (paired accuracy).
 - :func:`holm`, :func:`benjamini_hochberg`: adjusted p-values for several tests at once.
 - :func:`mde_accuracy`, :func:`mde_paired_accuracy`: the minimum detectable effect of a test set.
@@ -13,13 +16,13 @@ Pure numpy/scipy; every function names its estimator in its docstring.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 from scipy import optimize
-from scipy.stats import binom, norm
+from scipy.stats import beta, binom, norm
 
 from assay.errors import UsageError
 
@@ -39,6 +42,15 @@ class BootstrapResult:
     ci_low: float
     ci_high: float
     samples: np.ndarray  # (n_boot,) float64
+
+
+@dataclass(frozen=True)
+class MonteCarloTest:
+    """An observed statistic, its Monte Carlo p-value and the statistic's draws under the null."""
+
+    statistic: float
+    p_value: float
+    null_samples: np.ndarray  # (n_resamples,) float64
 
 
 @dataclass(frozen=True)
@@ -143,18 +155,28 @@ def bootstrap_ci(
     return BootstrapResult(estimate=estimate, ci_low=low, ci_high=high, samples=samples)
 
 
+def monte_carlo_p_value(null_samples: np.ndarray, observed: float) -> float:
+    """Upper-tail Monte Carlo p-value ``(1 + #{T* >= observed}) / (B + 1)`` of B draws T* of the statistic.
+
+    The +1 counts the observed statistic as one of the B + 1 draws, so that under H0 P(p <= a) <= a holds
+    exactly for every B (Davison & Hinkley 1997, §4.2.1) and p is never 0.
+    """
+    b = null_samples.shape[0]
+    return (1 + int(np.count_nonzero(null_samples >= observed))) / (b + 1)
+
+
 def bootstrap_p_value(
     samples: np.ndarray, null: float, *, alternative: Literal["two-sided", "greater", "less"]
 ) -> float:
     """p-value of H0 ``θ = null`` (or its one-sided versions) from bootstrap replicates of θ̂.
 
     One-sided, H1 ``θ > null`` ("greater"): ``(1 + #{θ* ≤ null}) / (B + 1)``; "less" mirrors it. The +1
-    counts the observed sample as one of the B + 1 and keeps p > 0 (the Monte Carlo p-value convention).
-    Two-sided: twice the smaller one-sided p, capped at 1 (the percentile-interval test).
+    counts the observed sample as one of the B + 1 and keeps p > 0 (the Monte Carlo p-value convention,
+    :func:`monte_carlo_p_value`). Two-sided: twice the smaller one-sided p, capped at 1 (the
+    percentile-interval test).
     """
-    b = samples.shape[0]
-    p_greater = (1 + int(np.count_nonzero(samples <= null))) / (b + 1)
-    p_less = (1 + int(np.count_nonzero(samples >= null))) / (b + 1)
+    p_greater = monte_carlo_p_value(-samples, -null)
+    p_less = monte_carlo_p_value(samples, null)
     if alternative == "greater":
         return p_greater
     if alternative == "less":
@@ -179,6 +201,59 @@ def one_sided_bound(
         return None
     ordered = np.sort(samples)
     return float(ordered[k - 1] if side == "lower" else ordered[b - k])
+
+
+def consistency_resampling(
+    stat: Callable[[np.ndarray], np.ndarray],
+    probabilities: np.ndarray,
+    observed: float,
+    *,
+    n_resamples: int,
+    seed: int | Sequence[int],
+) -> MonteCarloTest:
+    """Consistency resampling (Bröcker & Smith 2007): a test of the null that forecasts are calibrated.
+
+    Under H0 each outcome is an independent Bernoulli draw with the forecast ``probabilities`` (N,) as its
+    probability. ``stat`` maps a (b, N) block of such 0/1 outcomes (float64) to the b values of the
+    statistic; ``observed`` is its value on the real outcomes. The p-value is the upper-tail
+    :func:`monte_carlo_p_value` of ``n_resamples`` draws, made with ``numpy.random.default_rng(seed)`` in
+    blocks as small as the bootstrap's (the same draws for any block size).
+    """
+    if n_resamples <= 0:
+        raise UsageError(f"'n_resamples' must be positive. Got {n_resamples}.")
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim != 1 or p.shape[0] == 0 or np.any((p < 0) | (p > 1)):
+        raise UsageError(f"'probabilities' must be a non-empty 1-D array in [0, 1]; got shape {p.shape}.")
+    rng = np.random.default_rng(seed)
+    rows = max(1, _CHUNK_CELLS // p.shape[0])
+    blocks = [
+        np.asarray(stat((rng.random((min(rows, n_resamples - start), p.shape[0])) < p).astype(np.float64)))
+        for start in range(0, n_resamples, rows)
+    ]
+    null = np.concatenate(blocks).astype(np.float64)
+    return MonteCarloTest(
+        statistic=float(observed), p_value=monte_carlo_p_value(null, observed), null_samples=null
+    )
+
+
+def clopper_pearson_interval(
+    successes: np.ndarray, n: np.ndarray, confidence: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clopper–Pearson (exact) interval of each binomial proportion ``successes / n``, elementwise.
+
+    ``[B(α/2; k, n − k + 1), B(1 − α/2; k + 1, n − k)]`` with B the beta quantile and α = 1 − confidence;
+    the bound is 0 at k = 0 and 1 at k = n. Its coverage is at least ``confidence`` for every p and n,
+    which is what a union bound over many small counts needs (Wilson can fall below it for small n).
+    """
+    _check_confidence(confidence)
+    k, m = np.asarray(successes, dtype=np.float64), np.asarray(n, dtype=np.float64)
+    if np.any(m <= 0) or np.any((k < 0) | (k > m)):
+        raise UsageError(f"Need 0 <= successes <= n and n > 0; got successes={k.tolist()}, n={m.tolist()}.")
+    tail = (1 - confidence) / 2
+    with np.errstate(invalid="ignore"):  # beta(0, ·) at k = 0 or k = n: replaced by the exact bound
+        low = np.where(k > 0, beta.ppf(tail, k, m - k + 1), 0.0)
+        high = np.where(k < m, beta.ppf(1 - tail, k + 1, m - k), 1.0)
+    return low, high
 
 
 def mcnemar_exact(

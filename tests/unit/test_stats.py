@@ -198,3 +198,59 @@ def test_mde_paired_has_about_the_stated_power_under_exact_mcnemar() -> None:
     b, c = counts[:, 0], counts[:, 1]
     p = np.minimum(1.0, 2 * binom.cdf(np.minimum(b, c), b + c, 0.5))
     assert 0.74 <= float(np.mean(p < 0.05)) <= 0.84
+
+
+def test_monte_carlo_p_value_counts_ties_and_the_observed_draw() -> None:
+    null = np.array([0.1, 0.2, 0.2, 0.3, 0.5])
+    assert stats.monte_carlo_p_value(null, 0.2) == pytest.approx(5 / 6)  # 4 draws >= 0.2, plus one
+    assert stats.monte_carlo_p_value(null, 0.6) == pytest.approx(1 / 6)
+    assert stats.monte_carlo_p_value(null, 0.0) == 1.0
+
+
+@pytest.mark.parametrize(("n", "p", "observed"), [(40, 0.3, 18), (200, 0.7, 128), (25, 0.5, 13)])
+def test_consistency_resampling_of_a_count_matches_the_binomial_tail(n: int, p: float, observed: int) -> None:
+    # The number of successes among n Bernoulli(p) draws is Binomial(n, p): the Monte Carlo p-value must
+    # estimate P(X >= observed) within its own sampling error.
+    result = stats.consistency_resampling(
+        lambda outcomes: outcomes.sum(axis=1), np.full(n, p), observed, n_resamples=20_000, seed=3
+    )
+    exact = float(binom.sf(observed - 1, n, p))
+    assert result.statistic == observed and result.null_samples.shape == (20_000,)
+    assert result.p_value == pytest.approx(exact, abs=4 * math.sqrt(exact * (1 - exact) / 20_000) + 1e-4)
+    np.testing.assert_allclose(result.null_samples.mean(), n * p, rtol=0.01)
+
+
+def test_consistency_resampling_draws_the_same_outcomes_in_any_block_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    probabilities = np.random.default_rng(0).random(30)
+    weights = np.arange(30.0)
+
+    def statistic(outcomes: np.ndarray) -> np.ndarray:
+        return outcomes @ weights  # a different value for almost every outcome vector
+
+    whole = stats.consistency_resampling(statistic, probabilities, 100.0, n_resamples=50, seed=(7, 1))
+    monkeypatch.setattr(stats, "_CHUNK_CELLS", 30 * 8)  # 8 rows per block, the last one short
+    blocks = stats.consistency_resampling(statistic, probabilities, 100.0, n_resamples=50, seed=(7, 1))
+    np.testing.assert_array_equal(whole.null_samples, blocks.null_samples)
+    assert whole.p_value == blocks.p_value
+
+
+def test_consistency_resampling_rejects_bad_arguments() -> None:
+    with pytest.raises(UsageError, match="n_resamples"):
+        stats.consistency_resampling(np.sum, np.full(3, 0.5), 1.0, n_resamples=0, seed=0)
+    with pytest.raises(UsageError, match=r"\[0, 1\]"):
+        stats.consistency_resampling(np.sum, np.array([0.5, 1.5]), 1.0, n_resamples=10, seed=0)
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.999])
+def test_clopper_pearson_matches_statsmodels(confidence: float) -> None:
+    k = np.array([0, 1, 3, 7, 10, 250, 9_999])
+    n = np.array([5, 1, 10, 7, 40, 1000, 10_000])
+    low, high = stats.clopper_pearson_interval(k, n, confidence)
+    ref_low, ref_high = proportion_confint(k, n, alpha=1 - confidence, method="beta")
+    np.testing.assert_allclose(low, ref_low, atol=1e-12)
+    np.testing.assert_allclose(high, ref_high, atol=1e-12)
+    assert low[0] == 0.0 and high[3] == 1.0 and np.all(low <= k / n) and np.all(k / n <= high)
+    with pytest.raises(UsageError, match="successes"):
+        stats.clopper_pearson_interval(np.array([3]), np.array([2]))

@@ -2,7 +2,8 @@
 
 :func:`measure` turns :class:`~assay.outputs.Outputs` into :class:`~assay.measurement.Measurement` records
 for every registered metric (see :mod:`assay.metrics.registry`) plus per-class recall: a Wilson interval
-for proportions, a seeded percentile bootstrap for everything else. :func:`calibration_report` adds
+for proportions, a seeded percentile bootstrap for everything else (recentred for a debiased estimator,
+replaced by a simultaneous interval for a max over bins). :func:`calibration_report` adds
 temperature scaling (fitted on validation, judged on test) and the data behind the reliability diagram
 and the confusion matrix. One failing metric becomes an ``error`` measurement; it never stops the run.
 """
@@ -18,6 +19,7 @@ import numpy as np
 from assay.errors import UsageError
 from assay.measurement import Measurement
 from assay.metrics.calibration import (
+    PLUG_IN_NOTE,
     apply_temperature,
     ece_replicates,
     fit_temperature,
@@ -36,15 +38,31 @@ logger = logging.getLogger(__name__)
 RECALL = "recall"
 
 
-def _bootstrap_details(n_boot: int, seed: int) -> dict[str, Any]:
-    return {"interval": "percentile bootstrap", "n_boot": n_boot, "seed": seed}
+def _bootstrap_details(n_boot: int, seed: int, *, recentred: bool = False) -> dict[str, Any]:
+    method = (
+        "percentile bootstrap, replicates recentred on the estimate" if recentred else "percentile bootstrap"
+    )
+    return {"interval": method, "n_boot": n_boot, "seed": seed}
 
 
-def _measure_spec(
+def _with_note(details: dict[str, Any], value: float, low: float, high: float, note: str | None) -> None:
+    """Set ``details["note"]``: the metric's own caveat, and a warning if the estimate is outside."""
+    parts = [] if note is None else [note]
+    if not low <= value <= high:
+        # A biased statistic's resamples are biased again, so its percentile interval can sit beside the
+        # estimate. Say so where the number is shown rather than hide it.
+        parts.insert(
+            0, "the estimate lies outside its percentile interval: the estimator is biased at this n"
+        )
+    if parts:
+        details["note"] = "; ".join(parts)
+
+
+def _interval(
     spec: MetricSpec, labels: np.ndarray, probs: np.ndarray, n_boot: int, seed: int
-) -> Measurement:
+) -> tuple[float, float, dict[str, Any]]:
+    """The 95% interval of ``spec`` on these outputs and the details that say how it was made."""
     n = labels.shape[0]
-    value = spec.fn(labels, probs)
     if spec.interval == "wilson":
         if spec.per_example is None:
             raise UsageError(
@@ -52,17 +70,28 @@ def _measure_spec(
             )
         successes = round(float(spec.per_example(labels, probs).sum()))
         low, high = wilson_interval(successes, n)
-        details: dict[str, Any] = {"interval": "wilson", "successes": successes}
-    else:
-        result = bootstrap_ci(spec.resampler(labels, probs), n, n_boot=n_boot, seed=seed, vectorized=True)
-        low, high = result.ci_low, result.ci_high
-        details = _bootstrap_details(n_boot, seed)
-        if not low <= value <= high:
-            # Binned calibration errors near 0 are biased upwards, and their resamples more so; the
-            # percentile interval then sits above the estimate. Say so rather than hide it.
-            details["note"] = (
-                "the estimate lies outside its percentile interval: the estimator is biased at this n"
-            )
+        return low, high, {"interval": "wilson", "successes": successes}
+    if spec.interval == "custom":
+        if spec.custom_interval is None:
+            raise UsageError(f"Metric '{spec.name}' asks for a custom interval but has no custom_interval.")
+        return spec.custom_interval(labels, probs)
+    result = bootstrap_ci(spec.resampler(labels, probs), n, n_boot=n_boot, seed=seed, vectorized=True)
+    return (
+        result.ci_low,
+        result.ci_high,
+        _bootstrap_details(n_boot, seed, recentred=spec.recentred is not None),
+    )
+
+
+def _measure_spec(
+    spec: MetricSpec, labels: np.ndarray, probs: np.ndarray, n_boot: int, seed: int
+) -> Measurement:
+    n = labels.shape[0]
+    value = spec.fn(labels, probs)
+    low, high, details = _interval(spec, labels, probs, n_boot, seed)
+    if spec.extra_details is not None:
+        details |= spec.extra_details(labels, probs, n_boot, seed)
+    _with_note(details, value, low, high, spec.note)
     return Measurement(
         name=spec.name,
         family=spec.family,
@@ -174,6 +203,8 @@ def _temperature_measurements(
     result = bootstrap_ci(
         ece_replicates(outputs.labels, scaled), outputs.n, n_boot=n_boot, seed=seed, vectorized=True
     )
+    details = {**_bootstrap_details(n_boot, seed), "temperature": temperature}
+    _with_note(details, result.estimate, result.ci_low, result.ci_high, PLUG_IN_NOTE)
     fitted = Measurement(
         name="temperature",
         family="calibration",
@@ -191,7 +222,7 @@ def _temperature_measurements(
         n=outputs.n,
         higher_is_better=False,
         estimator="top-label, 15 equal-width bins, L1, after temperature scaling fitted on validation",
-        details={**_bootstrap_details(n_boot, seed), "temperature": temperature},
+        details=details,
     )
     return [fitted, after], scaled
 

@@ -1,16 +1,16 @@
 """The metric registry: every quality and calibration metric assay reports, by name.
 
 A :class:`MetricSpec` wraps a pure function ``fn(labels, probs) -> float`` with what a reader needs to
-trust the number (family, direction, estimator, interval method) and, optionally, a fast path for the
-bootstrap. Plugins add metrics with ``METRICS.add(name, MetricSpec(...))`` or the entry-point group
-``assay.metric``; the contract test in tests/unit/metrics/test_contract.py then covers them.
+trust the number (family, direction, estimator, interval method, a note) and, optionally, a fast path
+for the bootstrap. Plugins add metrics with ``METRICS.add(name, MetricSpec(...))`` or the entry-point
+group ``assay.metric``; the contract test in tests/unit/metrics/test_contract.py then covers them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -21,15 +21,24 @@ MetricFn = Callable[[np.ndarray, np.ndarray], float]
 PerExampleFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 # (labels, probs) -> a function from bootstrap index rows (b, N) to the metric of each resample (b,).
 ReplicatesFactory = Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], np.ndarray]]
+# (labels, probs) -> (low, high, details) of a 95% interval that is not a bootstrap.
+IntervalFn = Callable[[np.ndarray, np.ndarray], tuple[float, float, dict[str, Any]]]
+# (labels, probs, n_resamples, seed) -> more details of the measurement (a test beside the interval).
+DetailsFn = Callable[[np.ndarray, np.ndarray, int, int], dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class MetricSpec:
     """One registered metric.
 
-    ``interval="wilson"`` is for proportions and needs ``per_example`` to give 0/1 values; everything
-    else gets a seeded percentile bootstrap. For the bootstrap, ``per_example`` (values whose mean is
-    the metric) or ``replicates`` (a vectorised resampler) avoid calling ``fn`` once per replicate.
+    ``interval``: ``"wilson"`` is for proportions and needs ``per_example`` to give 0/1 values;
+    ``"bootstrap"`` is a seeded percentile bootstrap; ``"custom"`` takes ``custom_interval`` (for a
+    statistic no bootstrap interval covers, such as a max over bins). For the bootstrap, ``per_example``
+    (values whose mean is the metric) or ``replicates`` (a vectorised resampler) avoid calling ``fn``
+    once per replicate. ``recentred`` is for an estimator that is not the plug-in of what it estimates (a
+    debiased one): its plain resamples centre off the estimate, so intervals, paired comparisons and gate
+    rules take these recentred replicates instead. ``note`` is a caveat every measurement of the metric
+    carries; ``extra_details`` adds to the measurement's details (a calibration test).
     """
 
     name: str
@@ -38,18 +47,31 @@ class MetricSpec:
     higher_is_better: bool
     estimator: str
     unit: str | None = None
-    interval: Literal["wilson", "bootstrap"] = "bootstrap"
+    interval: Literal["wilson", "bootstrap", "custom"] = "bootstrap"
     per_example: PerExampleFn | None = None
     replicates: ReplicatesFactory | None = None
+    recentred: ReplicatesFactory | None = None
+    custom_interval: IntervalFn | None = None
+    note: str | None = None
+    extra_details: DetailsFn | None = None
 
-    def resampler(self, labels: np.ndarray, probs: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-        """Index rows (b, N) -> the metric on each resampled set of examples (b,)."""
+    def statistic_replicates(
+        self, labels: np.ndarray, probs: np.ndarray
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """Index rows (b, N) -> ``fn`` on each resampled set of examples (b,), by the fastest path."""
         if self.per_example is not None:
             values = self.per_example(labels, probs)
             return lambda rows: values[rows].mean(axis=1)
         if self.replicates is not None:
             return self.replicates(labels, probs)
         return lambda rows: np.array([self.fn(labels[row], probs[row]) for row in rows])
+
+    def resampler(self, labels: np.ndarray, probs: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """Index rows (b, N) -> the bootstrap replicates (b,) that intervals and comparisons use: the
+        metric on each resample, or ``recentred``'s replicates where the metric has them."""
+        if self.recentred is not None:
+            return self.recentred(labels, probs)
+        return self.statistic_replicates(labels, probs)
 
 
 def _macro_f1_replicates(labels: np.ndarray, probs: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -63,6 +85,28 @@ def _macro_f1_replicates(labels: np.ndarray, probs: np.ndarray) -> Callable[[np.
         return quality.f1_from_confusion(cm)
 
     return replicate
+
+
+def _mce_interval(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float, dict[str, Any]]:
+    return calibration.mce_interval(labels, probs)
+
+
+def _ece_debiased_details(
+    labels: np.ndarray, probs: np.ndarray, n_resamples: int, seed: int
+) -> dict[str, Any]:
+    """The plug-in value it debiases and the test of perfect calibration beside the interval."""
+    # Its own stream of the seed: the test's draws are not the bootstrap's indices reread as floats.
+    test = calibration.consistency_test(labels, probs, n_resamples=n_resamples, seed=(seed, 1))
+    return {
+        "plug_in": calibration.plug_in_l2(labels, probs),
+        "calibration_test": {
+            "test": "consistency resampling (Bröcker & Smith 2007)",
+            "null": "perfect calibration",
+            "statistic": test.statistic,
+            "p_value": test.p_value,
+            "n_resamples": n_resamples,
+        },
+    }
 
 
 METRICS: Registry[MetricSpec] = Registry[MetricSpec]("metric")
@@ -109,6 +153,17 @@ _BUILTIN = (
         False,
         "top-label, 15 equal-width bins, L1",
         replicates=calibration.ece_replicates,
+        note=calibration.PLUG_IN_NOTE,
+    ),
+    MetricSpec(
+        "ece_debiased",
+        "calibration",
+        calibration.ece_debiased,
+        False,
+        "top-label, 15 equal-width bins, L2, debiased per bin (the debiased plug-in of Kumar, Liang & Ma "
+        "2019, 'Verified uncertainty calibration'): sqrt(max(0, sum_b (n_b/N)(gap_b^2 - s_b^2/n_b)))",
+        recentred=calibration.ece_debiased_replicates,
+        extra_details=_ece_debiased_details,
     ),
     MetricSpec(
         "adaptive_ece",
@@ -117,6 +172,7 @@ _BUILTIN = (
         False,
         "top-label, 15 equal-mass bins, L1",
         replicates=calibration.adaptive_ece_replicates,
+        note=calibration.PLUG_IN_NOTE,
     ),
     MetricSpec(
         "mce",
@@ -124,7 +180,13 @@ _BUILTIN = (
         calibration.mce,
         False,
         "top-label, 15 equal-width bins, max norm",
+        interval="custom",
         replicates=calibration.mce_replicates,
+        custom_interval=_mce_interval,
+        note=(
+            "the largest gap over bins, set by the sparsest bins: biased upwards, and no bootstrap "
+            "interval covers it; the interval holds for every bin at once, so it is wide when bins are sparse"
+        ),
     ),
 )
 for _spec in _BUILTIN:

@@ -1,4 +1,6 @@
-"""Calibration metrics against torchmetrics, adaptive ECE against a loop reference, temperature scaling."""
+"""Calibration metrics against torchmetrics, adaptive ECE against a loop reference, temperature scaling,
+the debiased L2 error against Kumar et al.'s estimator and a bin-by-bin reference, the calibration test
+and the simultaneous MCE interval against references written out bin by bin."""
 
 from __future__ import annotations
 
@@ -8,11 +10,13 @@ from typing import Literal
 import numpy as np
 import pytest
 import torch
+from statsmodels.stats.proportion import proportion_confint
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from assay.metrics import calibration
+from assay.metrics import METRICS, calibration
 from assay.metrics.quality import nll
 from assay.outputs import softmax
+from assay.stats import bootstrap_indices
 
 
 def torchmetrics_ce(
@@ -167,3 +171,166 @@ def test_apply_temperature_one_is_softmax_and_rejects_bad_temperatures() -> None
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="temperature"):
             calibration.apply_temperature(logits, bad)
+
+
+# --- the debiased L2 calibration error ------------------------------------------------------------------
+
+
+def _kumar_unbiased_square_ce(confidence: np.ndarray, right: np.ndarray, bins: np.ndarray) -> float:
+    """Kumar et al.'s ``unbiased_square_ce`` (p-lambda/verified_calibration, calibration/utils.py),
+    transcribed: per bin with at least two examples, (mean confidence − mean label)² minus
+    mean_label·(1 − mean_label)/(n − 1), weighted by the bin's share of the examples."""
+    total = 0.0
+    for b in np.unique(bins):
+        conf_b, label_b = confidence[bins == b], right[bins == b]
+        if len(conf_b) < 2:
+            continue
+        mean_label = label_b.mean()
+        biased = (conf_b.mean() - mean_label) ** 2
+        total += len(conf_b) / len(confidence) * (biased - mean_label * (1 - mean_label) / (len(conf_b) - 1))
+    return total
+
+
+def _gap_reference(confidence: np.ndarray, right: np.ndarray, bins: np.ndarray) -> tuple[float, float]:
+    """(debiased, plug-in) squared L2 error, bin by bin with numpy's own mean and ddof=1 variance."""
+    debiased = plug_in = 0.0
+    for b in np.unique(bins):
+        gap = right[bins == b] - confidence[bins == b]
+        share = len(gap) / len(confidence)
+        plug_in += share * gap.mean() ** 2
+        if len(gap) >= 2:
+            debiased += share * (gap.mean() ** 2 - gap.var(ddof=1) / len(gap))
+    return debiased, plug_in
+
+
+def _binned(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    confidence, right = probs.max(1), (probs.argmax(1) == labels).astype(float)
+    return confidence, right, calibration.equal_width_bins(confidence)
+
+
+@pytest.mark.parametrize(("seed", "n", "c"), [*CASES, (9, 7, 3)])
+def test_ece_debiased_matches_the_bin_by_bin_reference(seed: int, n: int, c: int) -> None:
+    labels, probs = random_case(seed, n, c)
+    debiased, plug_in = _gap_reference(*_binned(labels, probs))
+    assert calibration.ece_debiased(labels, probs) == pytest.approx(np.sqrt(max(debiased, 0.0)), abs=1e-12)
+    assert calibration.plug_in_l2(labels, probs) == pytest.approx(np.sqrt(plug_in), abs=1e-12)
+
+
+def test_ece_debiased_is_kumars_estimator_when_a_bins_confidences_are_equal() -> None:
+    rng = np.random.default_rng(5)
+    centres = (np.arange(7, 15) + 0.5) / 15  # one confidence per bin, 0.5 to 0.97
+    conf = rng.choice(centres, 3000)
+    probs = np.stack([conf, 1 - conf], axis=1)
+    labels = np.where(rng.random(3000) < 0.8 * conf, 0, 1)  # class 0, the top one, right with 0.8·conf
+    kumar = _kumar_unbiased_square_ce(*_binned(labels, probs))
+    assert kumar > 0.001  # a miscalibrated case, so the square root is not clipped
+    assert calibration.ece_debiased(labels, probs) == pytest.approx(np.sqrt(kumar), abs=1e-12)
+
+
+@pytest.mark.parametrize(("seed", "n", "c"), CASES)
+def test_ece_debiased_differs_from_kumars_by_the_confidence_spread_in_each_bin(
+    seed: int, n: int, c: int
+) -> None:
+    # Kumar subtracts the label's variance, this estimator the gap's: per bin the squares differ by
+    # (s²_label − s²_gap)/N, the confidences' own spread (and its covariance with the label).
+    labels, probs = random_case(seed, n, c)
+    confidence, right, bins = _binned(labels, probs)
+    ours, _ = _gap_reference(confidence, right, bins)
+    spread = sum(
+        (right[bins == b].var(ddof=1) - (right - confidence)[bins == b].var(ddof=1)) / n
+        for b in np.unique(bins)
+        if np.count_nonzero(bins == b) >= 2
+    )
+    assert ours - _kumar_unbiased_square_ce(confidence, right, bins) == pytest.approx(spread, abs=1e-12)
+
+
+@pytest.mark.parametrize("shrink", [1.0, 0.8])  # calibrated, and right with 0.8 x the confidence
+def test_debiased_square_is_unbiased_and_the_plug_in_is_not(shrink: float) -> None:
+    rng = np.random.default_rng(11)
+    pool = rng.uniform(0.5, 1.0, 50_000)  # binary confidences filling bins 7..14, ~27 examples each at n=200
+    truth = shrink * pool  # P(right | example)
+    bins = calibration.equal_width_bins(pool)
+    gap_mean = np.bincount(bins, weights=truth - pool) / np.maximum(np.bincount(bins), 1)
+    population = float((np.bincount(bins) * gap_mean**2).sum() / pool.size)  # Σ_b P(b)·μ_b²
+    draws = []
+    for _ in range(400):
+        idx = rng.integers(0, pool.size, 200)
+        right = (rng.random(200) < truth[idx]).astype(float)
+        draws.append(_gap_reference(pool[idx], right, bins[idx]))
+    debiased, plug_in = np.array(draws).T
+    se = debiased.std(ddof=1) / np.sqrt(len(debiased))
+    assert abs(debiased.mean() - population) < 4 * se
+    assert plug_in.mean() - population > 8 * se  # the bias the plug-in carries
+
+
+def test_recentred_replicates_are_the_resampled_estimate_shifted_by_its_bootstrap_bias() -> None:
+    labels, probs = random_case(2, 300, 5)
+    debiased, plug_in = _gap_reference(*_binned(labels, probs))
+    rows = bootstrap_indices(300, 30, seed=1)
+    expected = [
+        np.sqrt(max(_gap_reference(*_binned(labels[r], probs[r]))[0] - (plug_in - debiased), 0.0))
+        for r in rows
+    ]
+    got = calibration.ece_debiased_replicates(labels, probs)(rows)
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+    assert METRICS.get("ece_debiased").resampler(labels, probs)(rows) == pytest.approx(got)
+
+
+def _labels_from(probs: np.ndarray, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (probs.cumsum(1) > rng.random((len(probs), 1))).argmax(1)
+
+
+def test_consistency_test_accepts_a_calibrated_model_and_rejects_an_overconfident_one() -> None:
+    logits = np.random.default_rng(3).normal(0, 2, (2000, 10))
+    labels = _labels_from(softmax(logits), 4)
+    calibrated = calibration.consistency_test(labels, softmax(logits), n_resamples=199, seed=0)
+    overconfident = calibration.consistency_test(labels, softmax(2 * logits), n_resamples=199, seed=0)
+    assert calibrated.statistic == calibration.ece_debiased(labels, softmax(logits))
+    assert calibrated.p_value > 0.05 and overconfident.p_value == 1 / 200
+    again = calibration.consistency_test(labels, softmax(logits), n_resamples=199, seed=0)
+    np.testing.assert_array_equal(again.null_samples, calibrated.null_samples)
+
+
+def test_consistency_test_null_samples_are_ece_debiased_of_outcomes_drawn_from_the_confidences() -> None:
+    labels, probs = random_case(6, 150, 4)
+    result = calibration.consistency_test(labels, probs, n_resamples=20, seed=(5, 1))
+    conf = probs.max(1)
+    outcomes = np.random.default_rng((5, 1)).random((20, 150)) < conf
+    expected = [
+        np.sqrt(max(_gap_reference(conf, o.astype(float), calibration.equal_width_bins(conf))[0], 0.0))
+        for o in outcomes
+    ]
+    np.testing.assert_allclose(result.null_samples, expected, rtol=1e-10, atol=1e-12)
+    assert result.p_value == (1 + np.count_nonzero(result.null_samples >= result.statistic)) / 21
+
+
+# --- the simultaneous MCE interval ----------------------------------------------------------------------
+
+
+def _mce_interval_reference(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
+    """Bin by bin with statsmodels' Clopper-Pearson and Hoeffding's bound written out."""
+    confidence, right, bins = _binned(labels, probs)
+    filled = np.unique(bins)
+    delta = 0.05 / len(filled)
+    lows, highs = [], []
+    for b in filled:
+        in_bin = bins == b
+        m = int(in_bin.sum())
+        acc_low, acc_high = proportion_confint(int(right[in_bin].sum()), m, alpha=delta / 2, method="beta")
+        lo, hi = (b / 15, (b + 1) / 15) if b < 15 else (1.0, 1.0)
+        half = (hi - lo) * np.sqrt(np.log(2 / (delta / 2)) / (2 * m))  # 2·exp(-2m h²/w²) = δ/2
+        c_low, c_high = max(confidence[in_bin].mean() - half, lo), min(confidence[in_bin].mean() + half, hi)
+        ends = (acc_low - c_high, acc_high - c_low)
+        lows.append(0.0 if ends[0] <= 0 <= ends[1] else min(abs(ends[0]), abs(ends[1])))
+        highs.append(max(abs(ends[0]), abs(ends[1])))
+    return max(lows), max(highs)
+
+
+@pytest.mark.parametrize(("seed", "n", "c"), [*CASES, (9, 7, 3)])
+def test_mce_interval_matches_the_reference_and_contains_the_estimate(seed: int, n: int, c: int) -> None:
+    labels, probs = random_case(seed, n, c)
+    low, high, details = calibration.mce_interval(labels, probs)
+    assert (low, high) == pytest.approx(_mce_interval_reference(labels, probs), abs=1e-12)
+    assert low <= calibration.mce(labels, probs) <= high
+    assert details["bins"] == len(np.unique(_binned(labels, probs)[2]))

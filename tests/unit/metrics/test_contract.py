@@ -14,7 +14,7 @@ from sklearn.metrics import confusion_matrix, recall_score
 
 from assay.errors import NotFoundError, UsageError
 from assay.metrics import METRICS, MetricSpec, calibration_report, measure
-from assay.metrics.calibration import ece
+from assay.metrics.calibration import PLUG_IN_NOTE, ece, mce_interval, plug_in_l2
 from assay.outputs import Outputs, from_arrays
 from assay.stats import bootstrap_indices, wilson_interval
 
@@ -33,7 +33,9 @@ def random_outputs(seed: int = 0, n: int = 400, n_classes: int = 4, *, logits: b
 
 
 def test_builtin_metrics_are_registered() -> None:
-    assert {"accuracy", "macro_f1", "nll", "brier", "ece", "adaptive_ece", "mce"} <= set(NAMES)
+    assert {"accuracy", "macro_f1", "nll", "brier", "ece", "ece_debiased", "adaptive_ece", "mce"} <= set(
+        NAMES
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -43,7 +45,8 @@ def test_metric_is_a_finite_float_with_estimator_and_family(name: str) -> None:
     value = spec.fn(o.labels, o.probs)
     assert isinstance(value, float) and math.isfinite(value)
     assert spec.name == name and spec.estimator.strip() and spec.family in ("quality", "calibration")
-    assert spec.interval in ("wilson", "bootstrap")
+    assert spec.interval in ("wilson", "bootstrap", "custom")
+    assert (spec.interval == "custom") == (spec.custom_interval is not None)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -62,7 +65,10 @@ def test_fast_bootstrap_path_equals_the_metric_on_each_resample(name: str) -> No
     o = random_outputs(2, n=150)
     rows = bootstrap_indices(o.n, 25, seed=3)
     expected = [spec.fn(o.labels[r], o.probs[r]) for r in rows]
-    np.testing.assert_allclose(spec.resampler(o.labels, o.probs)(rows), expected, rtol=1e-10, atol=1e-12)
+    replicates = spec.statistic_replicates(o.labels, o.probs)(rows)
+    np.testing.assert_allclose(replicates, expected, rtol=1e-10, atol=1e-12)
+    if spec.recentred is None:  # otherwise the recentred replicates are tested against a reference
+        np.testing.assert_array_equal(spec.resampler(o.labels, o.probs)(rows), replicates)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -82,7 +88,12 @@ def test_accuracy_interval_is_wilson_and_others_are_seeded_bootstrap() -> None:
     by_name = {m.name: m for m in measure(o, n_boot=200, seed=7)}
     acc = by_name["accuracy"]
     assert (acc.ci_low, acc.ci_high) == wilson_interval(int(o.correct.sum()), o.n)
-    assert by_name["ece"].details == {"interval": "percentile bootstrap", "n_boot": 200, "seed": 7}
+    assert by_name["ece"].details == {
+        "interval": "percentile bootstrap",
+        "n_boot": 200,
+        "seed": 7,
+        "note": PLUG_IN_NOTE,
+    }
     again = {m.name: m for m in measure(o, n_boot=200, seed=7)}
     other = {m.name: m for m in measure(o, n_boot=200, seed=8)}
     assert again["ece"] == by_name["ece"]
@@ -136,6 +147,7 @@ def test_calibration_report_fits_on_validation_and_reports_after_on_test() -> No
     assert t.status == "ok" and t.n == 1000 and t.value is not None and t.value > 1.5
     assert after.ci_low is not None and after.ci_high is not None and after.value is not None
     assert after.value < ece(overconfident(test).labels, overconfident(test).probs)
+    assert PLUG_IN_NOTE in after.details["note"]
     assert plots["reliability_after_temperature"] is not None
     assert sum(plots["reliability"]["count"]) == 1000
     np.testing.assert_array_equal(
@@ -170,7 +182,39 @@ def test_an_estimate_outside_its_percentile_interval_is_flagged() -> None:
     # A calibrated model at small n: ECE is biased upwards and its resamples more so (seed 1 shows it).
     (flagged,) = measure(_calibrated_outputs(1), ["ece"], n_boot=300)
     assert flagged.value is not None and flagged.ci_low is not None and flagged.value < flagged.ci_low
-    assert "biased" in flagged.details["note"]
+    outside = "the estimate lies outside its percentile interval: the estimator is biased at this n"
+    assert flagged.details["note"] == f"{outside}; {PLUG_IN_NOTE}"
     (plain,) = measure(_calibrated_outputs(0), ["ece"], n_boot=300)
     assert plain.value is not None and plain.ci_low is not None and plain.ci_high is not None
-    assert plain.ci_low <= plain.value <= plain.ci_high and "note" not in plain.details
+    assert plain.ci_low <= plain.value <= plain.ci_high and plain.details["note"] == PLUG_IN_NOTE
+    (debiased,) = measure(_calibrated_outputs(1), ["ece_debiased"], n_boot=300)
+    assert debiased.ci_low == 0.0 and "note" not in debiased.details  # it covers the true 0
+
+
+def test_a_metric_without_a_note_or_outside_estimate_has_none() -> None:
+    by_name = {m.name: m for m in measure(random_outputs(8), ["nll", "brier", "macro_f1"], n_boot=200)}
+    assert all("note" not in m.details for m in by_name.values())
+
+
+def test_ece_debiased_carries_the_calibration_test() -> None:
+    o = _calibrated_outputs(2)
+    (m,) = measure(o, ["ece_debiased"], n_boot=200, seed=4)
+    test = m.details["calibration_test"]
+    assert set(test) == {"test", "null", "statistic", "p_value", "n_resamples"}
+    assert test["test"] == "consistency resampling (Bröcker & Smith 2007)"
+    assert test["null"] == "perfect calibration" and test["n_resamples"] == 200
+    assert test["statistic"] == m.value and 1 / 201 <= test["p_value"] <= 1
+    assert (
+        m.details["plug_in"] == pytest.approx(plug_in_l2(o.labels, o.probs))
+        and m.details["plug_in"] > m.value
+    )
+    assert measure(o, ["ece_debiased"], n_boot=200, seed=4)[0] == m
+    json.dumps(m.to_dict())
+
+
+def test_mce_interval_is_the_simultaneous_one_and_says_so() -> None:
+    o = _calibrated_outputs(1)
+    (m,) = measure(o, ["mce"], n_boot=200)
+    low, high, details = mce_interval(o.labels, o.probs)
+    assert (m.ci_low, m.ci_high) == (low, high) and details.items() <= m.details.items()
+    assert "no bootstrap interval covers it" in m.details["note"]
