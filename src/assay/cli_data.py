@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from assay.cli import JsonOpt, emit_json, err, friendly, out
@@ -166,7 +167,11 @@ def audit_cmd(
         bool, typer.Option(help="Exit 1 when test leaks into train above --max-leakage.")
     ] = False,
     out_dir: Annotated[
-        Path | None, typer.Option("--out", help="Folder for audit.json, audit.html, audit.croissant.json.")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder of the audit's files: audit-<dataset>-<suffix>.json, .html, .croissant.json.",
+        ),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -212,7 +217,12 @@ def audit_cmd(
         emit_json({**document, "files": paths._asdict(), "refused": refused})
     else:
         out.print(_findings_table(document))
-        out.print(f"Report: [bold]{paths.html}[/]  datasheet: {paths.croissant}  document: {paths.json}")
+        for name, reason in document["summary"]["unreliable"].items():
+            out.print(f"[bold yellow]unreliable:[/] {escape(name)}: {escape(reason)}", highlight=False)
+        out.print(
+            f"Report: [bold]{escape(str(paths.html))}[/]  datasheet: {escape(str(paths.croissant))}  "
+            f"document: {escape(str(paths.json))}"
+        )
     if refused:
         err.print(
             f"[bold red]refused:[/] {leak:.2%} of test examples have a copy in train, above the policy's "
@@ -223,9 +233,7 @@ def audit_cmd(
 
 
 def _findings_table(document: dict[str, Any]) -> Table:
-    from rich.markup import escape
-
-    from assay.data.audit.findings import format_finding
+    from assay.data.audit.findings import format_finding, unreliable
 
     table = Table(title=f"data audit: {document['dataset']['name']}")
     for column in ("finding", "rate [95% CI] / value", "count", "examples"):
@@ -244,9 +252,10 @@ def _findings_table(document: dict[str, Any]) -> Table:
         )
         count = details.get("count")
         flag = bool(count) and not m["higher_is_better"]
+        style = "bold yellow" if unreliable(m) else "red" if flag else None  # the reason follows the table
         table.add_row(
             escape(m["name"]),
-            f"[red]{value}[/]" if flag else value,
+            f"[{style}]{value}[/]" if style else value,
             "" if count is None else f"{count:,}",
             escape(shown),
         )
@@ -282,3 +291,91 @@ def dedupe_cmd(
         if result.path.suffix == ".npz"
         else f"Wrote [bold]{result.path}[/]"
     )
+
+
+@data_app.command("splits")
+@friendly
+def splits_cmd(
+    data: DataOpt = "fashion-mnist",
+    target: TargetOpt = None,
+    groups: GroupsOpt = None,
+    limit: LimitOpt = None,
+    split: Annotated[str | None, typer.Option("--split", help="Only this split: train, val or test.")] = None,
+    ids: Annotated[
+        bool,
+        typer.Option(
+            "--ids",
+            help="List every example: its id, label and the row of the source it was read from "
+            "(tab-separated; with --json, one record each).",
+        ),
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """The splits assay makes of a data source: size, fingerprint and class counts; with --ids, every
+    example's id (what a predictions file names), label and source row."""
+    from assay.data import load_dataset, parse_data_arg
+    from assay.data.audit.inputs import source_rows
+
+    spec = parse_data_arg(data, limit=limit, target=target, groups=_split_list(groups))
+    dataset = load_dataset(spec)
+    chosen = dataset.splits() if split is None else {split: dataset.split(split)}
+    splits = {name: _split_summary(s, dataset.class_names) for name, s in chosen.items()}
+    if ids:
+        rows = source_rows(spec, dataset)
+        for name, s in chosen.items():
+            what, positions = rows[name]
+            splits[name]["rows_of"] = what
+            splits[name]["examples"] = [
+                {"id": i, "label": int(y), "class": dataset.class_names[int(y)], "row": int(r)}
+                for i, y, r in zip(s.ids.tolist(), s.y.tolist(), positions.tolist(), strict=True)
+            ]
+    document = {
+        "dataset": dataset.name,
+        "source": data,
+        "fingerprint": dataset.fingerprint(),
+        "classes": dataset.class_names,
+        "splits": splits,
+    }
+    if json_out:
+        emit_json(document)
+    elif ids:
+        _print_ids(document)
+    else:
+        out.print(_splits_table(document))
+
+
+def _split_summary(split: Any, class_names: list[str]) -> dict[str, Any]:
+    import numpy as np
+
+    counts = np.bincount(split.y, minlength=len(class_names))
+    return {
+        "n": split.n,
+        "fingerprint": split.fingerprint(),
+        "class_counts": {name: int(c) for name, c in zip(class_names, counts, strict=True)},
+    }
+
+
+def _splits_table(document: dict[str, Any]) -> Table:
+    table = Table(
+        title=f"{escape(document['dataset'])} ({escape(document['source'])}), fingerprint "
+        f"{document['fingerprint'][:16]}"
+    )
+    for column in ("split", "examples", "fingerprint (sha256)", "examples per class"):
+        table.add_column(column)
+    for name, s in document["splits"].items():
+        counts = ", ".join(f"{escape(c)} {k:,}" for c, k in s["class_counts"].items())
+        table.add_row(name, f"{s['n']:,}", s["fingerprint"][:16], counts)
+    return table
+
+
+def _print_ids(document: dict[str, Any]) -> None:
+    """Tab-separated, one example a line, for a script to read (plain text: no markup, no wrapping)."""
+    import sys
+
+    lines = ["split\tid\tlabel\tclass\trow\trows_of"]
+    for name, s in document["splits"].items():
+        lines += [
+            f"{name}\t{e['id']}\t{e['label']}\t{e['class']}\t{e['row']}\t{s['rows_of']}"
+            for e in s["examples"]
+        ]
+    sys.stdout.write("\n".join(lines) + "\n")

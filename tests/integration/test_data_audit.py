@@ -53,8 +53,10 @@ def test_audit_writes_the_three_files_and_reports_the_planted_leak(leaky_npz: Pa
     assert {e["id"] for e in leak["details"]["examples"]} == {f"test-{k}" for k in range(6)}
     assert by_name["exact_duplicates[train]"]["details"]["count"] == 2
     assert document["summary"]["leakage_test_train"] == pytest.approx(0.1)
-    assert sorted(p.name for p in out.iterdir()) == ["audit.croissant.json", "audit.html", "audit.json"]
-    croissant = json.loads((out / "audit.croissant.json").read_text())
+    files = {key: Path(path) for key, path in document["files"].items()}
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in files.values())
+    assert files["html"].name.startswith("audit-leaky-") and files["html"].parent == out
+    croissant = json.loads(files["croissant"].read_text())
     (source,) = croissant["distribution"]
     assert (
         source["name"] == "leaky.npz"
@@ -70,7 +72,8 @@ def test_the_croissant_file_of_a_real_source_validates(leaky_npz: Path, tmp_path
         "data", "audit", "--data", f"npz:{leaky_npz}", "--checks", QUICK, "--out", str(tmp_path)
     )
     assert code == 0, stderr
-    dataset = mlc.Dataset(jsonld=tmp_path / "audit.croissant.json")
+    (datasheet,) = tmp_path.glob("audit-leaky-*.croissant.json")
+    dataset = mlc.Dataset(jsonld=datasheet)
     assert not dataset.metadata.ctx.issues.errors
 
 
@@ -290,7 +293,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path: Path, args: tuple[str, ...], 
     assert code == 2, stdout + stderr
     assert message in stderr and "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "out" / "audit.json").exists()
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
 def test_supplied_label_probabilities_and_declared_facts(leaky_npz: Path, tmp_path: Path) -> None:
@@ -308,10 +311,12 @@ def test_supplied_label_probabilities_and_declared_facts(leaky_npz: Path, tmp_pa
         "--label-probs", str(label_probs), "--declare", str(declare), "--out", str(out), "--json",
     )  # fmt: skip
     assert code == 0, stderr
-    m = next(m for m in json.loads(stdout)["measurements"] if m["name"] == "label_issues[train]")
+    document = json.loads(stdout)
+    m = next(m for m in document["measurements"] if m["name"] == "label_issues[train]")
     assert "supplied probabilities" in m["estimator"]
     assert set(m["details"]["flagged_ids"]) == {f"train-{k}" for k in range(4)}
-    croissant = json.loads((out / "audit.croissant.json").read_text())
+    assert "unreliable" not in m["details"] and m["details"]["model"]["accuracy"] == pytest.approx(196 / 200)
+    croissant = json.loads(Path(document["files"]["croissant"]).read_text())
     assert croissant["license"] == "CC0-1.0" and croissant["rai:dataUseCases"] == "tests"
     assert "likely label errors in train" in croissant["rai:dataAnnotationAnalysis"]
     wrong = tmp_path / "wrong.npz"
@@ -322,3 +327,44 @@ def test_supplied_label_probabilities_and_declared_facts(leaky_npz: Path, tmp_pa
         "data", "audit", "--data", f"npz:{leaky_npz}", "--label-probs", str(wrong), "--out", str(out)
     )
     assert code == 2 and "its labels differ from the train split's" in stderr
+
+
+def test_every_audit_keeps_its_own_report_and_prints_where(leaky_npz: Path, tmp_path: Path) -> None:
+    runs = [invoke("data", "audit", "--data", f"npz:{leaky_npz}", "--checks", "class_balance",
+                   "--out", str(tmp_path)) for _ in range(2)]  # fmt: skip
+    printed = []
+    for code, stdout, stderr in runs:
+        assert code == 0, stderr
+        line = next(line for line in stdout.splitlines() if line.startswith("Report:"))
+        printed.append(line.split()[1])
+    assert printed[0] != printed[1] and all(Path(p).is_file() for p in printed)
+    assert len(list(tmp_path.glob("audit-leaky-*.html"))) == 2
+    assert len(list(tmp_path.glob("audit-leaky-*.json"))) == 4  # each document beside its datasheet
+
+
+def test_weak_features_are_flagged_unreliable_in_the_cli_json_and_report(tmp_path: Path) -> None:
+    from tests.unit.data.audit.conftest import bag_of_words, noisy_sentences
+
+    data = noisy_sentences("weak")
+    counts = bag_of_words(data.texts)
+    table = tmp_path / "sentences.csv"
+    frame = pd.DataFrame(counts, columns=[f"h{k}" for k in range(counts.shape[1])])
+    frame.insert(0, "text", data.texts)
+    frame["topic"] = [f"topic{k}" for k in data.labels]
+    frame.to_csv(table, index=False)
+    args = ("data", "audit", "--data", f"csv:{table}", "--target", "topic", "--checks", "label_issues",
+            "--out", str(tmp_path / "a"))  # fmt: skip
+    code, stdout, stderr = invoke(*args, "--json")
+    assert code == 0, stderr
+    document = json.loads(stdout)
+    reason = document["summary"]["unreliable"]["label_issues[train]"]
+    assert "the quick model is" in reason and "--label-probs" in reason
+    assert document["summary"]["label_issues_train"] is None
+    accuracy = next(m for m in document["measurements"] if m["name"] == "label_model_accuracy[train]")
+    assert (
+        accuracy["ci_low"] < accuracy["details"]["required_accuracy"] and not accuracy["details"]["reliable"]
+    )
+    assert "1 finding marked unreliable" in Path(document["files"]["html"]).read_text()
+    code, stdout, stderr = invoke(*args)
+    assert code == 0, stderr
+    assert "(unreliable)" in stdout and "unreliable: label_issues[train]: the quick model is" in stdout

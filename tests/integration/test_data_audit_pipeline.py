@@ -72,3 +72,28 @@ def test_below_the_threshold_nothing_is_waived(leaky: Path, tmp_path: Path) -> N
     record = check_leakage(data, AuditSection(max_leakage=0.1, waive="unused"))
     assert not record["waived"] and record["waiver"] is None
     assert record["leakage"]["value"] == pytest.approx(0.05)
+
+
+def test_the_policy_reads_leakage_only_never_label_findings(tmp_path: Path) -> None:
+    """Data whose label audit is unreliable (weak features, 12% planted noise): the [audit] policy records
+    the leakage measurement and nothing about labels, so an unreliable label finding cannot refuse or
+    waive a release, nor land in a version's lineage as a fact."""
+    import pandas as pd
+
+    from assay.data import load_dataset, parse_data_arg
+    from assay.data.audit import AuditContext, from_dataset, run_audit
+    from assay.pipeline import AuditSection, check_leakage
+    from tests.unit.data.audit.conftest import bag_of_words, noisy_sentences
+
+    sentences = noisy_sentences("weak")
+    counts = bag_of_words(sentences.texts)
+    table = tmp_path / "sentences.csv"
+    frame = pd.DataFrame(counts, columns=[f"h{k}" for k in range(counts.shape[1])])
+    frame["topic"] = sentences.labels
+    frame.to_csv(table, index=False)
+    data = load_dataset(parse_data_arg(f"csv:{table}", target="topic"))
+    labels = run_audit(AuditContext(from_dataset(data)), ["label_issues"]).get("label_issues[train]")
+    assert labels.details.get("unreliable")  # the premise: this data's label findings are not facts
+    record = check_leakage(data, AuditSection(max_leakage=0.0))
+    assert set(record) == {"leakage", "max_leakage", "waived", "waiver"}
+    assert record["leakage"]["name"] == "leakage[test:train]" and not record["waived"]

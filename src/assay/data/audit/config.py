@@ -40,6 +40,10 @@ class AuditConfig(BaseModel):
     ngram: int = Field(13, ge=1)
     # Label issues: confident learning on out-of-fold probabilities of a quick model.
     label_folds: int = Field(3, ge=2)
+    # ... and the bar below which its findings are marked unreliable: the share of a no-information model's
+    # disagreements with the labels (1 - the majority rate) that the model must remove, read at the 95%
+    # Wilson lower bound of its out-of-fold accuracy. Why 0.5: docs/data-audit.md ("Label issues").
+    label_min_lift: float = Field(0.5, ge=0.0, lt=1.0)
     # Outliers: squared Mahalanobis distance in principal components above this quantile of train's own.
     outlier_quantile: float = Field(0.999, gt=0.5, lt=1.0)
     # Schema drift: a numeric column drifts when its two-sample KS p-value is below this (Holm-adjusted).

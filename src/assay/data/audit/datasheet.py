@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from assay.config import validation_message
-from assay.data.audit.findings import format_finding
+from assay.data.audit.findings import format_finding, unreliable
 from assay.data.audit.inputs import AuditData
 from assay.data.audit.run import AuditResult
 from assay.errors import ConfigError
@@ -128,7 +128,9 @@ def _said(result: AuditResult, name: str, what: str) -> str | None:
     m = _get(result, name)
     if m is None:
         return None
-    return f"{what}: {m['details'].get('count', '')} of {m['n']:,}, {format_finding(m)}"
+    said = f"{what}: {m['details'].get('count', '')} of {m['n']:,}, {format_finding(m)}"
+    reason = unreliable(m)
+    return f"{said}: {reason}" if reason else said
 
 
 def measured_facts(result: AuditResult) -> dict[str, list[str]]:
@@ -147,6 +149,7 @@ def measured_facts(result: AuditResult) -> dict[str, list[str]]:
             ("exact_duplicates", "duplicates", f"exact duplicates within {split}"),
             ("near_duplicates", "duplicates", f"near duplicates within {split}"),
             ("label_issues", "labels", f"likely label errors in {split} (confident learning)"),
+            ("label_model_accuracy", "labels", f"out-of-fold accuracy of the label-issue model on {split}"),
             ("outliers", "outliers", f"outliers in {split}"),
             ("minority_class_share", "balance", f"smallest class share in {split}"),
         ):

@@ -4,6 +4,12 @@ Every audit check reports through :func:`rate_finding`, so each finding reads th
 document, the HTML report and the CLI: ``value`` is the rate (flagged / n), ``ci_low``/``ci_high`` its 95%
 Wilson interval, ``details["count"]`` the number flagged and ``details["examples"]`` a few ids (or pairs of
 ids with their distance) to look at. Values themselves (an e-mail address, a card number) never appear.
+
+A finding whose check cannot vouch for it keeps ``status: "ok"`` (its count was measured) and carries
+``details["unreliable"]``: why it means little and what to do. The status stays within the schema's
+ok/skipped/error because nothing was skipped and nothing failed; the marker is what every reader of
+findings (the report, the CLI, the datasheet, the summary) checks through :func:`unreliable` before it
+presents a finding as a fact.
 """
 
 from __future__ import annotations
@@ -56,13 +62,24 @@ def rate_finding(
     )
 
 
-def format_finding(m: Mapping[str, Any]) -> str:
-    """A finding as the CLI, the report and the datasheet print it: rates in %, other values as they are."""
+def unreliable(m: Mapping[str, Any]) -> str | None:
+    """Why a finding (a measurement dict) is not to be read as a fact, or None when it can be."""
+    if m["status"] != "ok":
+        return None
+    reason = m["details"].get("unreliable")
+    return str(reason) if reason else None
+
+
+def format_finding(m: Mapping[str, Any], *, mark: bool = True) -> str:
+    """A finding as the CLI, the report and the datasheet print it: rates in %, other values as they are,
+    and (``mark``) ``(unreliable)`` after the value of a finding its check cannot vouch for."""
     if m["status"] != "ok":
         return f"{m['status']}: {m['details'].get('reason') or m['details'].get('message')}"
     if m["details"].get("interval") == "wilson":
-        return format_interval({**m, "name": "rate"})  # the name decides the scale: a rate reads in %
-    return format_value(m["value"], m["name"], m["unit"])
+        text = format_interval({**m, "name": "rate"})  # the name decides the scale: a rate reads in %
+    else:
+        text = format_value(m["value"], m["name"], m["unit"])
+    return f"{text} (unreliable)" if mark and unreliable(m) else text
 
 
 def value_finding(

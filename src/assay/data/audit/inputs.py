@@ -258,3 +258,57 @@ def describe(data: AuditData) -> dict[str, Any]:
         "text_columns": data.text_columns,
         "feature_columns": data.feature_columns,
     }
+
+
+def source_rows(spec: DataSpec, dataset: Dataset) -> dict[str, tuple[str, np.ndarray]]:
+    """Per split of ``dataset`` (loaded from ``spec``), where its examples were read: what the rows index
+    (``x_test of digits.npz``, ``rows of people.csv``) and each example's row there, in the split's order.
+
+    The loader's ids keep a position: ``train-17`` is the 17th example of the training part and ``test-3``
+    the 3rd of the test part, before the validation split is taken from training and before ``--limit``
+    (both keep ids). In an image file or arrays the parts are ``x_train``/``x_val``/``x_test`` themselves;
+    a table or a scikit-learn set is split into them by the loader's seeded split of all rows, replayed here
+    and checked against the labels.
+    """
+    named: dict[str, tuple[str, np.ndarray]] = {}
+    parts = {name: _part_positions(split.ids, name) for name, split in dataset.splits().items()}
+    if spec.kind in ("csv", "parquet", "sklearn"):
+        labels, what = _source_labels(spec)
+        train_i, test_i = _stratified_indices(labels, spec.test_fraction, spec.seed)
+        for name, (part, position) in parts.items():
+            rows = (test_i if part == "test" else train_i)[position]
+            if not np.array_equal(labels[rows], dataset.splits()[name].y):
+                raise DataError(
+                    f"{dataset.source}: the rows of the {name} split could not be matched to the source's "
+                    "labels (was the file changed after loading?)."
+                )
+            named[name] = (what, rows)
+        return named
+    for name, (part, position) in parts.items():
+        if spec.kind == "npz":
+            what = f"x_{part} of {Path(dataset.source).name}"
+        else:  # IDX folders: the training and the t10k files
+            what = f"{'t10k' if part == 'test' else 'train'}-images of {dataset.source}"
+        named[name] = (what, position)
+    return named
+
+
+def _part_positions(ids: np.ndarray, split: str) -> tuple[str, np.ndarray]:
+    """``train-17``-style ids of one split -> (their common part, the positions)."""
+    part, _, position = np.char.partition(ids.astype(str), "-").T
+    if len(set(part.tolist())) != 1 or not all(p.isdigit() for p in position.tolist()):
+        raise DataError(f"The {split} split's ids do not read <part>-<position>; their rows are unknown.")
+    return str(part[0]), position.astype(np.int64)
+
+
+def _source_labels(spec: DataSpec) -> tuple[np.ndarray, str]:
+    """Class indices of every row of a table or scikit-learn set, as the loader encodes them."""
+    if spec.kind == "sklearn":
+        from sklearn import datasets
+
+        bunch = getattr(datasets, f"load_{spec.path}")()
+        return np.asarray(bunch.target, dtype=np.int64), f"rows of sklearn.datasets.load_{spec.path}()"
+    path = Path(spec.path or "")
+    frame = _read_frame(path, spec.kind)
+    _, codes = np.unique(frame[spec.target].astype(str).to_numpy(), return_inverse=True)
+    return codes.astype(np.int64), f"rows of {path.name} (0-based, header not counted)"

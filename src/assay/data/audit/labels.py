@@ -9,11 +9,16 @@
 - :func:`find_label_issues`: prune by noise rate: for each off-diagonal cell (i, j), the examples labelled i
   with the largest margin p_j - p_i, as many as the calibrated joint counts there.
 - :func:`rank_by_self_confidence`: flagged examples, least likely label first.
+- :func:`model_reliability`: how much the model behind the probabilities learned (its out-of-fold accuracy
+  with a Wilson interval against the majority-class rate) and whether that clears the bar below which its
+  flags cannot be told apart from its own mistakes (the reasoning is in docs/data-audit.md).
 
 The same method as cleanlab's ``find_label_issues(filter_by="prune_by_noise_rate")``; the tests compare them.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from sklearn.decomposition import PCA
@@ -24,7 +29,9 @@ from sklearn.pipeline import make_pipeline
 from assay.data.audit.findings import rate_finding
 from assay.data.audit.registry import AuditContext, register
 from assay.errors import DataError
+from assay.format import format_interval
 from assay.measurement import Measurement
+from assay.stats import wilson_interval
 
 
 def out_of_fold_probs(
@@ -104,6 +111,60 @@ def rank_by_self_confidence(labels: np.ndarray, probs: np.ndarray, mask: np.ndar
     return flagged[np.argsort(probs[flagged, labels[flagged]], kind="stable")]
 
 
+def model_reliability(
+    labels: np.ndarray, probs: np.ndarray, min_lift: float, class_names: list[str]
+) -> dict[str, Any]:
+    """The out-of-fold accuracy of the model behind ``probs`` against the majority-class rate, and the bar.
+
+    A model that learned nothing predicts the majority class and is right at the majority rate ``m``; its
+    flags are the minority classes, not label errors. The lift ``(accuracy - m) / (1 - m)`` is the share of
+    that model's disagreements with the labels the real one removes; the findings are reliable when the
+    lift at the 95% Wilson lower bound of the accuracy reaches ``min_lift``. Returns the details a finding
+    carries: the accuracy with its interval and n, the majority rate and class, the lifts, the accuracy the
+    bar requires and ``reliable``.
+    """
+    n = int(labels.shape[0])
+    correct = int((probs.argmax(axis=1) == labels).sum())
+    low, high = wilson_interval(correct, n)
+    counts = np.bincount(labels, minlength=probs.shape[1])
+    majority = float(counts.max() / n)
+    headroom = 1.0 - majority  # 0 when every example has one label: nothing to learn, nothing to flag
+    lift_low = (low - majority) / headroom if headroom > 0 else 0.0
+    return {
+        "accuracy": correct / n,
+        "ci_low": low,
+        "ci_high": high,
+        "n": n,
+        "correct": correct,
+        "interval": "wilson",
+        "majority_rate": majority,
+        "majority_class": class_names[int(counts.argmax())],
+        "lift": (correct / n - majority) / headroom if headroom > 0 else 0.0,
+        "lift_low": lift_low,
+        "min_lift": min_lift,
+        "required_accuracy": majority + min_lift * headroom,
+        "reliable": bool(headroom > 0 and lift_low >= min_lift),
+    }
+
+
+def unreliable_message(model: dict[str, Any], supplied: bool) -> str:
+    """Why the flags of a model below the bar mean little, and what to do, in one sentence."""
+    bounds = {"ci_low": model["ci_low"], "ci_high": model["ci_high"]}
+    accuracy = format_interval({"name": "accuracy", "value": model["accuracy"], **bounds})
+    stronger = "out-of-fold probabilities of a stronger model"
+    who, remedy = (
+        ("the supplied probabilities are", f"supply {stronger}")
+        if supplied
+        else ("the quick model is", f"give it better features, or {stronger}")
+    )
+    return (
+        f"{who} {accuracy} accurate out of fold (n = {model['n']:,}) against {model['majority_rate']:.1%} "
+        f"for a model that learned nothing (always '{model['majority_class']}'), below the bar of "
+        f"{model['required_accuracy']:.1%} at the interval's lower bound: the flags cannot be told apart "
+        f"from the model's own mistakes; {remedy} (--label-probs)"
+    )
+
+
 @register("label_issues", "likely label errors: confident learning on out-of-fold probabilities")
 def label_issues(ctx: AuditContext) -> list[Measurement]:
     if ctx.probs is None and not ctx.has_features:
@@ -111,6 +172,7 @@ def label_issues(ctx: AuditContext) -> list[Measurement]:
         return [Measurement.skipped("label_issues", "data", reason)]
     out = []
     k = len(ctx.data.class_names)
+    supplied = ctx.probs is not None
     for split_name in ("train", "val", "test") if ctx.probs is None else tuple(ctx.probs):
         split = ctx.data.splits.get(split_name)
         if split is None:
@@ -128,6 +190,12 @@ def label_issues(ctx: AuditContext) -> list[Measurement]:
         mask = find_label_issues(split.labels, probs)
         ranked = rank_by_self_confidence(split.labels, probs, mask)
         names = ctx.data.class_names
+        model = model_reliability(split.labels, probs, ctx.config.label_min_lift, names)
+        # The marker every reader of findings honours (findings.unreliable): the count stays measured, but
+        # the report, the CLI, the datasheet and the summary show it as no fact about the labels.
+        marker: dict[str, Any] = (
+            {} if model["reliable"] else {"unreliable": unreliable_message(model, supplied)}
+        )
         out.append(
             rate_finding(
                 f"label_issues[{split_name}]",
@@ -146,7 +214,28 @@ def label_issues(ctx: AuditContext) -> list[Measurement]:
                 ],
                 flagged_ids=split.ids[ranked].tolist(),
                 split=split_name,
-                model_accuracy=float((probs.argmax(axis=1) == split.labels).mean()),
+                model=model,
+                **marker,
             )
         )
+        out.append(accuracy_finding(split_name, model, source))
     return out
+
+
+def accuracy_finding(split: str, model: dict[str, Any], source: str) -> Measurement:
+    """The accuracy the label findings of ``split`` rest on, as a finding of its own (shown beside them)."""
+    return rate_finding(
+        f"label_model_accuracy[{split}]",
+        model["correct"],
+        model["n"],
+        f"share of examples whose most probable class under the {source} is the given label; a model that "
+        "learned nothing "
+        f"gets {model['majority_rate']:.1%} (the majority class), label findings need "
+        f"{model['required_accuracy']:.1%} at the lower bound",
+        check="label_issues",
+        higher_is_better=True,
+        split=split,
+        majority_rate=model["majority_rate"],
+        required_accuracy=model["required_accuracy"],
+        reliable=model["reliable"],
+    )

@@ -4,7 +4,9 @@ thumbnails of flagged images (inline PNG), and the Croissant datasheet.
 All three are rendered in memory, written to temporary files in the output folder and renamed into place
 only once every one of them is complete, the JSON document last: a document whose ``status`` reads
 ``complete`` always sits beside the report and datasheet of the same audit, and an audit interrupted
-before that point leaves the previous files (or none) and no temporary file behind.
+before that point leaves none of its files and no temporary file behind (one stopped between two renames
+removes those already in place). Each audit gets file names of its own (:func:`audit_stem`: the dataset's
+name and a random suffix, as evaluation reports do), so a second audit never replaces the first one's.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import base64
 import io
 import json
 import os
+import re
+import secrets
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from assay.data.audit.datasheet import Declared, croissant, datasheet_section
-from assay.data.audit.findings import format_finding
+from assay.data.audit.findings import format_finding, unreliable
 from assay.data.audit.inputs import describe
 from assay.data.audit.registry import CHECKS
 from assay.data.audit.run import AuditResult, summary
@@ -39,6 +43,13 @@ class AuditPaths(NamedTuple):
     json: Path
     html: Path
     croissant: Path
+
+
+def audit_stem(dataset: str) -> str:
+    """``audit-<dataset>-<8 hex digits>``: the dataset's name (reduced to characters safe in any file
+    system) and a random suffix, so two audits never share a file."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset).strip("._-") or "data"
+    return f"audit-{safe}-{secrets.token_hex(4)}"
 
 
 def png(image: np.ndarray, scale: int = 2) -> str:
@@ -99,7 +110,7 @@ def _rows(document: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for m in document["measurements"]:
         details = m["details"]
-        value = format_finding(m)
+        value = format_finding(m, mark=False)  # the template marks an unreliable finding with a badge
         rows.append(
             {
                 "name": m["name"],
@@ -110,7 +121,14 @@ def _rows(document: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "n": m["n"],
                 "estimator": m["estimator"],
                 "examples": details.get("examples", []),
-                "flag": bool(m["status"] == "ok" and details.get("count") and not m["higher_is_better"]),
+                "unreliable": unreliable(m),
+                # Red means something was found; an unreliable finding is shown as such instead.
+                "flag": bool(
+                    m["status"] == "ok"
+                    and details.get("count")
+                    and not m["higher_is_better"]
+                    and not unreliable(m)
+                ),
             }
         )
     return rows
@@ -127,12 +145,15 @@ def render_html(result: AuditResult, document: Mapping[str, Any]) -> str:
 def write_audit(
     result: AuditResult,
     out_dir: Path,
-    stem: str = "audit",
+    stem: str | None = None,
     *,
     declared: Declared | None = None,
     scores: Sequence[Measurement] = (),
 ) -> tuple[AuditPaths, dict[str, Any]]:
-    """Write ``<stem>.json``, ``<stem>.html`` and ``<stem>.croissant.json``; see the module docstring."""
+    """Write ``<stem>.json``, ``<stem>.html`` and ``<stem>.croissant.json`` (``stem`` by default
+    :func:`audit_stem` of the dataset's name); see the module docstring."""
+    if stem is None:
+        stem = audit_stem(result.context.data.name)
     if not stem or Path(stem).name != stem or stem.startswith("."):
         raise UsageError(f"The audit file stem must be a plain file name. Got {stem!r}.")
     document = build_document(result, declared, scores)
@@ -145,13 +166,18 @@ def write_audit(
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = AuditPaths(out_dir / f"{stem}.json", out_dir / f"{stem}.html", out_dir / f"{stem}.croissant.json")
     temps: dict[str, Path] = {}
+    placed: list[Path] = []
     try:
         for key in ("croissant", "html", "json"):
             temps[key] = write_temp(out_dir, stem, texts[key])
         # The document that says "complete" goes last.
-        os.replace(temps["croissant"], paths.croissant)
-        os.replace(temps["html"], paths.html)
-        os.replace(temps["json"], paths.json)
+        for key in ("croissant", "html", "json"):
+            os.replace(temps[key], getattr(paths, key))
+            placed.append(getattr(paths, key))
+    except BaseException:
+        for path in placed:  # an audit stopped halfway through the renames leaves none of its files
+            path.unlink(missing_ok=True)
+        raise
     finally:
         for temp in temps.values():
             temp.unlink(missing_ok=True)

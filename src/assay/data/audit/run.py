@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from assay.data.audit.findings import FAMILY
+from assay.data.audit.findings import FAMILY, unreliable
 from assay.data.audit.registry import CHECKS, AuditContext
 from assay.errors import UsageError
 from assay.measurement import Measurement
@@ -131,13 +131,16 @@ def flagged_ids(result: AuditResult, check: str, split: str = "test") -> list[st
 
 
 def summary(result: AuditResult) -> dict[str, Any]:
-    """The headline numbers a datasheet and a CLI table need."""
+    """The headline numbers a datasheet and a CLI table need. A finding marked unreliable reads None here
+    (it is no headline fact) and is listed under ``unreliable`` with the reason."""
 
     def value(name: str) -> float | None:
+        """The finding's value; None when absent, and when unreliable (see ``unreliable`` for why)."""
         try:
-            return result.get(name).value
+            m = result.get(name)
         except KeyError:
             return None
+        return None if unreliable(m.to_dict()) else m.value
 
     return {
         "leakage_test_train": value("leakage[test:train]"),
@@ -145,7 +148,11 @@ def summary(result: AuditResult) -> dict[str, Any]:
         "exact_duplicates_train": value("exact_duplicates[train]"),
         "near_duplicates_train": value("near_duplicates[train]"),
         "label_issues_train": value("label_issues[train]"),
+        "label_model_accuracy_train": value("label_model_accuracy[train]"),
         "imbalance_ratio_train": value("imbalance_ratio[train]"),
         "pii_counts": result.context.extra.get("pii_counts"),
         "errors": [m.name for m in result.measurements if m.status == "error"],
+        "unreliable": {
+            m.name: reason for m in result.measurements if (reason := unreliable(m.to_dict())) is not None
+        },
     }

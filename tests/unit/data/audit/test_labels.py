@@ -14,15 +14,7 @@ from assay.data.audit.labels import (
     rank_by_self_confidence,
 )
 
-
-def _flip(y: np.ndarray, share: float, n_classes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    flipped = rng.choice(len(y), int(share * len(y)), replace=False)
-    noisy = y.copy()
-    noisy[flipped] = (y[flipped] + rng.integers(1, n_classes, len(flipped))) % n_classes
-    mask = np.zeros(len(y), bool)
-    mask[flipped] = True
-    return noisy, mask
+from .conftest import flip_labels
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +22,7 @@ def noisy_digits(
     digits: tuple[np.ndarray, np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     x, y = digits
-    noisy, flipped = _flip(y, 0.05, 10, seed=0)
+    noisy, flipped = flip_labels(y, 0.05, 10, seed=0)
     probs = out_of_fold_probs(x, noisy, 10, folds=3, seed=0)
     return x, noisy, flipped, probs
 

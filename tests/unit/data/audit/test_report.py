@@ -10,7 +10,7 @@ import pytest
 
 from assay.data.audit import CHECKS, AuditCheck, AuditContext, run_audit
 from assay.data.audit.datasheet import CROISSANT_1_0, Declared, check_croissant, croissant
-from assay.data.audit.report import png, write_audit
+from assay.data.audit.report import audit_stem, png, write_audit
 from assay.measurement import Measurement
 
 from .conftest import Planted
@@ -36,7 +36,30 @@ def test_files_are_written_with_status_complete_and_thumbnails(planted: Planted,
     assert html.count("data:image/png;base64,") >= 2 * 12  # the pairs of the leakage finding, as images
     assert "test-0 ~ train-10" in html
     assert "<script" not in html and "http://" not in html.split("</style>")[1]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.croissant.json", "audit.html", "audit.json"]
+    assert paths.json.name.startswith("audit-planted-")  # the dataset's name and a suffix of its own
+    stem = paths.json.name.removesuffix(".json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"{stem}.croissant.json",
+        f"{stem}.html",
+        f"{stem}.json",
+    ]
+
+
+def test_every_audit_gets_files_of_its_own(planted: Planted, tmp_path: Path) -> None:
+    result = run_audit(AuditContext(planted.data), ["class_balance"])
+    first, _ = write_audit(result, tmp_path)
+    second, _ = write_audit(result, tmp_path)
+    assert len({first.html, second.html}) == 2 and all(p.is_file() for p in (*first, *second))
+    assert len(list(tmp_path.iterdir())) == 6  # the first audit's files are still there, complete
+    assert json.loads(first.json.read_text())["status"] == "complete"
+
+
+@pytest.mark.parametrize(
+    ("name", "start"), [("my data/v2", "audit-my_data_v2-"), ("..", "audit-data-"), ("é x", "audit-x-")]
+)
+def test_the_stem_is_a_plain_file_name_whatever_the_dataset_is_called(name: str, start: str) -> None:
+    stem = audit_stem(name)
+    assert stem.startswith(start) and len(stem) == len(start) + 8 and Path(stem).name == stem
 
 
 def test_an_interrupted_audit_leaves_the_previous_files_and_no_temporary_ones(
@@ -54,7 +77,7 @@ def test_an_interrupted_audit_leaves_the_previous_files_and_no_temporary_ones(
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
-def test_an_interruption_while_writing_leaves_nothing_marked_complete(
+def test_an_interruption_while_writing_leaves_none_of_its_files(
     planted: Planted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     result = run_audit(AuditContext(planted.data), ["class_balance"])
@@ -63,15 +86,18 @@ def test_an_interruption_while_writing_leaves_nothing_marked_complete(
 
     def replace(src: str, dst: str) -> None:
         calls.append(dst)
-        if str(dst).endswith("audit.html"):
+        if str(dst).endswith(".html"):
             raise KeyboardInterrupt
         real(src, dst)
 
     monkeypatch.setattr("assay.data.audit.report.os.replace", replace)
     with pytest.raises(KeyboardInterrupt):
         write_audit(result, tmp_path)
-    assert not (tmp_path / "audit.json").exists()  # the document saying "complete" is renamed last
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    # The datasheet was in place when the interruption came, and was removed: no audit is left half in
+    # place, nothing marked complete, nothing temporary.
+    stem = Path(calls[-1]).stem
+    assert [Path(c).name for c in calls] == [f"{stem}.croissant.json", f"{stem}.html"]
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_failing_check_becomes_an_error_measurement_and_the_rest_runs(
