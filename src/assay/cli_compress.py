@@ -1,8 +1,12 @@
 """``assay compress MODEL`` and ``assay variants list MODEL``: the compression search (see
 :mod:`assay.compress`) and the variants it registered.
 
-Exit codes as everywhere: 0 a variant passed, 1 none did, 2 bad arguments or data (one line), 130
-interrupted (the search document is rewritten after every candidate).
+Exit codes as everywhere: 0 a variant passed and improves on the parent for the objective, 1 none did
+(the search says which came closest), 2 bad arguments or data (one line), 130 interrupted (the search
+document is rewritten after every candidate). The decision is the library's
+(:func:`assay.compress.search.choose_best`); this module prints it. Everything a search derives (candidate
+keys such as ``...-fp32[/conv1/Conv]``, reasons such as ``pip install 'assay[compress]'``) is escaped:
+rich would read the brackets as markup and drop them.
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ def compress_cmd(
         Path | None, typer.Option("--policy", help="Policy TOML every variant is gated under.")
     ] = None,
     objective: Annotated[
-        str, typer.Option(help="What the best passing variant minimises: latency_b1, throughput (max), size.")
+        str,
+        typer.Option(
+            help="What the best variant must improve on the parent: latency_b1, throughput (max), size."
+        ),
     ] = "latency_b1",
     only: Annotated[
         str | None, typer.Option(help="Comma-separated candidate keys to try (default: the whole plan).")
@@ -42,7 +49,8 @@ def compress_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Search cheaper variants (quantized, pruned, distilled, ONNX Runtime), gate each against MODEL,
-    register them, and report the Pareto frontier. Exit 0 when a variant passed, 1 when none did."""
+    register them, and report the Pareto frontier. Exit 0 when a passing variant improves on MODEL for
+    the objective (beyond the timing noise), 1 when none does."""
     from assay.compress import Budget, default_plan
     from assay.compress import compress as run_search
     from assay.gate import Policy
@@ -62,10 +70,8 @@ def compress_cmd(
 
     def note(trial: Any) -> None:
         if not json_out:
-            err.print(
-                f"  {trial.key}: {trial.status}{' - ' + trial.reason if trial.reason else ''}",
-                highlight=False,
-            )
+            line = f"  {trial.key}: {trial.status}{' - ' + trial.reason if trial.reason else ''}"
+            err.print(escape(line), highlight=False, soft_wrap=True)
 
     result = run_search(
         ws, model, policy, objective=objective, plan=plan, budget=budget, finetune_epochs=finetune_epochs,
@@ -75,38 +81,54 @@ def compress_cmd(
     if json_out:
         emit_json({**doc, "report": str(result.html), "json": str(result.json)})
     else:
-        out.print(_variants_table(doc["trials"], doc.get("root")))
-        best = result.best
-        if best:
-            out.print(
-                f"[bold green]best passing variant for {objective}: {best['key']} ({best['version']})[/]"
-            )
-        else:
-            out.print("[bold red]no variant passed the gate[/]")
-        out.print(f"Report: [bold]{result.html}[/]")
-    if result.best is None:
-        raise typer.Exit(1)
+        out.print(_variants_table(doc["trials"], doc.get("root"), doc["objective"]["metric"]))
+        for line in _skipped_lines(doc["trials"]):
+            out.print(escape(line), highlight=False, soft_wrap=True)
+        colour = "green" if result.exit_code == 0 else "red"
+        out.print(f"[bold {colour}]{escape(result.message)}[/]", soft_wrap=True)
+        out.print(f"Report: [bold]{escape(str(result.html))}[/]", soft_wrap=True)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
-def _variants_table(trials: list[dict[str, Any]], root: dict[str, Any] | None) -> Table:
+def _skipped_lines(trials: list[dict[str, Any]]) -> list[str]:
+    """The skipped candidates, one line per reason: without an extra most of the plan is skipped for
+    one reason, and its install hint reads once and whole rather than cut short in a table column."""
+    by_reason: dict[str, list[str]] = {}
+    for t in trials:
+        if t["status"] == "skipped":
+            by_reason.setdefault(t["reason"], []).append(t["key"])
+    return [f"skipped {', '.join(keys)}: {reason}" for reason, keys in by_reason.items()]
+
+
+def _variants_table(trials: list[dict[str, Any]], root: dict[str, Any] | None, objective: str) -> Table:
+    """The parent and every candidate that was not skipped (see :func:`_skipped_lines`), the objective's
+    ratio to the parent worded by its direction; keys and notes fold rather than being cut."""
     from assay.format import format_interval, format_value
 
     def metric(t: dict[str, Any], name: str) -> str:
         m = t.get("metrics", {}).get(name)
         return format_interval({"name": name, **m}) if m else ""
 
+    def ratio(t: dict[str, Any]) -> str:
+        vs = (t.get("versus_parent") or {}).get(objective)
+        if vs is None:
+            return ""
+        timed = objective != "size_on_disk"  # a flag marks a broken timing; a size is exact
+        return "implausible" if t.get("flags") and timed else str(vs["ratio"])
+
     table = Table(title="compression search")
-    for column in ("candidate", "gate", "version", "accuracy", "latency p50 b1", "size", "note"):
-        table.add_column(column)
-    for t in ([{**root, "status": "parent"}] if root else []) + trials:
+    for column in ("candidate", "gate", "version", "accuracy", "latency p50 b1", "size", "vs parent", "note"):
+        table.add_column(column, overflow="fold" if column in ("candidate", "note") else "ellipsis")
+    shown = [t for t in trials if t["status"] != "skipped"]
+    for t in ([{**root, "status": "parent"}] if root else []) + shown:
         size = t.get("metrics", {}).get("size_on_disk", {}).get("value")
-        note = "; ".join(
-            [*(t.get("flags") or []), *([t["reason"]] if t["status"] in ("skipped", "error") else [])]
-        )
-        table.add_row(
+        note = "; ".join([*(t.get("flags") or []), *([t["reason"]] if t["status"] == "error" else [])])
+        cells = [
             t["key"], t["status"], t.get("version") or "", metric(t, "accuracy"), metric(t, "latency_p50_b1"),
-            format_value(size, "size_on_disk", "bytes") if size else "", escape(note),
-        )  # fmt: skip
+            format_value(size, "size_on_disk", "bytes") if size else "", ratio(t), note,
+        ]  # fmt: skip
+        table.add_row(*(escape(cell) for cell in cells))
     return table
 
 
@@ -130,10 +152,13 @@ def variants_list(
         table.add_column(column)
     for r in rows:
         m = r["metrics"]
-        table.add_row(
-            r["version"], r["recipe"], r["parent"] or "", r["gate"],
+        cells = [
+            r["version"], r["recipe"] or "", r["parent"] or "", r["gate"],
             format_value(m.get("accuracy"), "accuracy"),
             format_value(m.get("latency_p50_b1"), "latency_p50_b1", "ms"),
             format_value(m.get("size_on_disk"), "size_on_disk", "bytes"),
-        )  # fmt: skip
-    out.print(table if rows else f"{model} has no compressed variants yet: run `assay compress {model}`.")
+        ]  # fmt: skip
+        table.add_row(*(escape(cell) for cell in cells))
+    out.print(
+        table if rows else escape(f"{model} has no compressed variants yet: run `assay compress {model}`.")
+    )

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+import pytest
+from rich.console import Console
+
+from assay.format import format_value
 from tests.integration.test_cli import TRAIN, invoke, ok_json
 
 
@@ -39,3 +44,101 @@ def test_compress_bad_arguments_exit_2() -> None:
     assert code == 2 and "No model named 'nosuch'" in stderr
     code, stdout, _ = invoke("variants", "list", "digits")
     assert code == 0 and "no compressed variants yet" in stdout
+
+
+LENIENT = """
+[policy]
+name = "lenient"
+n_bootstrap = 200
+[[rules]]
+metric = "accuracy"
+kind = "non_inferiority"
+margin = 0.05
+"""
+
+
+def _size(point: dict) -> float:  # type: ignore[type-arg]
+    return float(point["metrics"]["size_on_disk"]["value"])
+
+
+def test_a_larger_variant_is_not_best_and_the_search_exits_1() -> None:
+    ok_json(*TRAIN)
+    code, stdout, stderr = invoke(
+        "compress", "digits@v1", "--objective", "size", "--only", "onnx_fp32", "--json"
+    )
+    assert code == 1, stderr
+    doc = json.loads(stdout)
+    (onnx,) = doc["trials"]
+    # The export carries its graph beside the same fp32 weights: it passes (identical predictions) and
+    # is larger than the parent's safetensors, deterministically.
+    assert onnx["status"] == "passed" and _size(onnx) > _size(doc["root"])
+    larger = _size(onnx) / _size(doc["root"])
+    assert onnx["versus_parent"]["size_on_disk"]["ratio"] == f"{larger:.2f}x larger"
+    assert doc["best"] is None and doc["outcome"]["verdict"] == "no_improvement"
+    assert doc["outcome"]["message"].startswith(
+        f"no variant improves on the parent for size: best passing was onnx_fp32 ({onnx['version']}) at "
+    )
+    assert doc["outcome"]["message"].endswith(f"({larger:.2f}x larger)")
+    code, stdout, _ = invoke("compress", "digits@v1", "--objective", "size", "--only", "onnx_fp32")
+    assert code == 1 and "no variant improves on the parent for size" in stdout
+    assert "best passing variant" not in stdout
+
+
+def test_a_smaller_passing_variant_is_named_best(tmp_path: Path) -> None:
+    ok_json(*TRAIN)
+    policy = tmp_path / "lenient.toml"
+    policy.write_text(LENIENT)
+    args = (
+        "compress",
+        "digits@v1",
+        "--policy",
+        str(policy),
+        "--objective",
+        "size",
+        "--only",
+        "ort_dynamic_int8",
+    )
+    code, stdout, stderr = invoke(*args, "--json")
+    assert code == 0, stderr
+    doc = json.loads(stdout)
+    (int8,) = doc["trials"]
+    smaller = _size(doc["root"]) / _size(int8)
+    assert int8["status"] == "passed" and smaller > 1
+    assert doc["best"] == "ort_dynamic_int8" and doc["outcome"]["verdict"] == "improves"
+    assert doc["outcome"]["message"] == (
+        f"best passing variant for size: ort_dynamic_int8 ({int8['version']}) at "
+        f"{format_value(_size(int8), 'size_on_disk', 'bytes')} against the parent's "
+        f"{format_value(_size(doc['root']), 'size_on_disk', 'bytes')} ({smaller:.2f}x smaller)"
+    )
+    code, stdout, _ = invoke(*args)
+    assert code == 0 and f"({smaller:.2f}x smaller)" in stdout
+
+
+def test_install_hints_reach_the_console_intact(monkeypatch: pytest.MonkeyPatch) -> None:
+    ok_json(*TRAIN)
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as without the compress extra: import fails
+    code, stdout, stderr = invoke("compress", "digits@v1", "--only", "onnx_fp32")
+    assert code == 1
+    hint = "onnx_fp32: skipped - ONNX export needs onnx and onnxscript: pip install 'assay[compress]'"
+    assert hint in stderr and "no variant passed the gate" in stdout
+    report = Path(stdout.split("Report: ")[1].split()[0])
+    assert "pip install &#39;assay[compress]&#39;" in report.read_text()
+
+
+def test_derived_text_is_not_markup_and_is_not_cut() -> None:
+    from assay.cli_compress import _skipped_lines, _variants_table
+
+    key = "ort_static_int8-fp32[/features/features.0/Conv]"  # a layer fallback's key
+    hint = "This feature needs the package 'onnxruntime'. Install it with: pip install 'assay[compress]'"
+    trials = [
+        {"key": key, "status": "error", "reason": f"ImportError: {hint}", "metrics": {}},
+        {"key": "onnx_fp32", "status": "skipped", "reason": hint, "metrics": {}},
+        {"key": "ort_dynamic_int8", "status": "skipped", "reason": hint, "metrics": {}},
+    ]
+    console = Console(width=80, record=True)
+    console.print(_variants_table(trials, None, "latency_p50_b1"))  # unescaped, rich raises MarkupError
+    table = console.export_text()
+    assert "onnx_fp32" not in table  # skipped candidates are listed once per reason, below the table
+    folded = "".join(line.strip("│ ").split("│")[0].strip() for line in table.splitlines()[3:])
+    assert key in folded  # folded over lines, never cut short with an ellipsis
+    assert _skipped_lines(trials) == [f"skipped onnx_fp32, ort_dynamic_int8: {hint}"]

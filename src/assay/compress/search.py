@@ -6,8 +6,13 @@
         -> a trial: passed / failed (a verdict, never an exception) / skipped (with the reason) / error
         a failed static-int8 candidate adds fallbacks that keep its most damaging layers in fp32
     after every trial: the search document (JSON + HTML, atomically) with the Pareto frontier and the
-    best passing variant for the objective, so an interruption or a search where nothing passes still
-    leaves a complete record of what was tried.
+    outcome (:func:`choose_best`), so an interruption or a search where nothing passes still leaves a
+    complete record of what was tried.
+
+The best variant passes the gate, has plausible timings, and is better than the parent on the objective
+beyond the noise of the measurement: the gate's own comparison of the two (the 95% interval of the
+difference, from independent bootstrap resamples of each side's timings; size on disk is exact) lies wholly
+on the better side. When no passing variant does, the search names none and says which came closest.
 
 Every variant is gated against the root (the model being compressed), also when it is built on another
 variant (pruned, then quantized): non-inferiority must hold against what is in production, not drift
@@ -33,7 +38,9 @@ from assay.compress.quantize import layer_sensitivity
 from assay.env import environment
 from assay.errors import AssayError, UsageError
 from assay.evaluate import Assessment
+from assay.format import format_delta, format_interval
 from assay.gate import Policy
+from assay.measurement import Comparison
 from assay.models import ZooModel
 from assay.models.backends import LoadedModel
 from assay.release import (
@@ -45,7 +52,7 @@ from assay.release import (
     model_of,
     record_comparison,
 )
-from assay.report.compression import write_compression_report
+from assay.report.compression import ratio_words, write_compression_report
 from assay.store.records import VersionInfo
 
 log = logging.getLogger(__name__)
@@ -89,6 +96,7 @@ class Trial:
     flops: int | None = None
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     accuracy_delta: dict[str, Any] | None = None
+    versus_parent: dict[str, dict[str, Any]] = field(default_factory=dict)  # objective metric -> vs_parent()
     gate_summary: str = ""
     notes: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
@@ -162,6 +170,16 @@ class SearchResult:
         key = self.document["best"]
         return next((t for t in self.document["trials"] if t["key"] == key), None)
 
+    @property
+    def message(self) -> str:
+        """The outcome in one line: the best variant against the parent, or why there is none."""
+        return str(self.document["outcome"]["message"])
+
+    @property
+    def exit_code(self) -> int:
+        """0 when a variant improves on the parent (``assay compress`` exits with it), 1 otherwise."""
+        return 0 if self.best is not None else 1
+
 
 def _point(assessment: Assessment) -> dict[str, dict[str, Any]]:
     out = {}
@@ -171,10 +189,96 @@ def _point(assessment: Assessment) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _objective_value(trial: dict[str, Any], objective: str) -> float | None:
-    metric = OBJECTIVES[objective][0]
-    value = trial["metrics"].get(metric, {}).get("value")
-    return None if value is None else float(value)
+def vs_parent(comparison: Comparison) -> dict[str, Any]:
+    """A variant's measurement against the parent's, from the gate's comparison of the two, with its
+    ratio in words and whether it ``improves``: the whole 95% interval of the difference on the better
+    side (for an exact quantity such as the size on disk, whose interval is the point: strictly better).
+    A better point estimate alone is not enough: two timings of the same model differ by their noise."""
+    higher = bool(comparison.higher_is_better)
+    bound = comparison.delta_ci_low if higher else comparison.delta_ci_high
+    return {
+        "parent": comparison.baseline,
+        "variant": comparison.candidate,
+        "delta": comparison.delta,
+        "ci_low": comparison.delta_ci_low,
+        "ci_high": comparison.delta_ci_high,
+        "unit": comparison.unit,
+        "higher_is_better": higher,
+        "test": comparison.test,
+        "ratio": ratio_words(comparison.name, comparison.baseline, comparison.candidate),
+        "improves": bound is not None and (bound > 0 if higher else bound < 0),
+    }
+
+
+Verdict = Literal["improves", "no_improvement", "none_plausible", "none_passed"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a search concludes: the best variant's key, or none and the passing one that came closest."""
+
+    verdict: Verdict
+    best: str | None
+    closest: str | None
+    message: str
+
+
+def _against_parent(trial: dict[str, Any], root: dict[str, Any] | None, metric: str) -> str:
+    """``"0.020 ms [0.019, 0.021] against the parent's 0.041 ms [0.040, 0.042] (2.05x faster)"``."""
+    parent = (root or {}).get("metrics", {}).get(metric, {})
+    mine = trial["metrics"].get(metric, {})
+    ratio = trial["versus_parent"][metric]["ratio"]
+    return (
+        f"{format_interval({'name': metric, **mine})} against the parent's "
+        f"{format_interval({'name': metric, **parent})} ({ratio})"
+    )
+
+
+def choose_best(evaluated: list[dict[str, Any]], root: dict[str, Any] | None, objective: str) -> Outcome:
+    """The best variant of a search for ``objective``, or none and why.
+
+    ``evaluated``: the trials that were gated, their plausibility ``flags`` set. The best passes the
+    gate, is not flagged implausible, and improves on the parent (:func:`vs_parent`); among several, the
+    one with the best point estimate. With none, the message names the passing variant closest to the
+    parent's figure and says how it compares, so a slower or larger variant is never called best.
+    """
+    metric, higher = OBJECTIVES[objective]
+    passing = [t for t in evaluated if t["status"] == "passed"]
+    if not passing:
+        return Outcome("none_passed", None, None, "no variant passed the gate")
+    plausible = [t for t in passing if not t["flags"] and metric in t.get("versus_parent", {})]
+    if not plausible:
+        flagged = ", ".join(t["key"] for t in passing if t["flags"])
+        message = f"no variant passed the gate with plausible timings (flagged implausible: {flagged})"
+        return Outcome("none_plausible", None, None, message)
+
+    def value(t: dict[str, Any]) -> float:
+        return float(t["versus_parent"][metric]["variant"])
+
+    pick = max if higher else min
+    improving = [t for t in plausible if t["versus_parent"][metric]["improves"]]
+    if improving:
+        best = pick(improving, key=value)
+        return Outcome(
+            "improves",
+            best["key"],
+            None,
+            f"best passing variant for {objective}: {best['key']} ({best['version']}) at "
+            f"{_against_parent(best, root, metric)}",
+        )
+    closest = pick(plausible, key=value)
+    vs = closest["versus_parent"][metric]
+    noise = ""
+    if (vs["delta"] > 0) == higher and vs["delta"] != 0:  # better by the point estimate, not beyond noise
+        interval = format_delta(vs["delta"], vs["ci_low"], vs["ci_high"], metric, vs["unit"])
+        noise = f"; within the noise: the 95% interval of the difference is {interval}"
+    return Outcome(
+        "no_improvement",
+        None,
+        closest["key"],
+        f"no variant improves on the parent for {objective}: best passing was {closest['key']} "
+        f"({closest['version']}) at {_against_parent(closest, root, metric)}{noise}",
+    )
 
 
 def pareto_front(points: list[dict[str, Any]], cost: str) -> list[str]:
@@ -448,6 +552,12 @@ class Search:
         trial.backend, trial.precision = loaded.backend, str(loaded.manifest.get("precision", "fp32"))
         trial.spec, trial.flops = version.spec, flops(version.spec, self.data.input_shape)
         trial.metrics = _point(assessment)
+        objectives = {metric for metric, _ in OBJECTIVES.values()}
+        trial.versus_parent = {
+            c.name: vs_parent(c)
+            for c in gated.verdict.comparisons
+            if c.name in objectives and c.status == "ok"
+        }
         if accuracy is not None:
             trial.accuracy_delta = {
                 "delta": accuracy.delta,
@@ -490,14 +600,7 @@ class Search:
         for t in evaluated:
             t["flags"] = plausibility_flags(t, points, cpu_flags)
         metric, higher = OBJECTIVES[self.objective]
-        passing = [
-            t for t in evaluated if t["status"] == "passed" and not t["flags"]
-            and _objective_value(t, self.objective) is not None
-        ]  # fmt: skip
-        best = None
-        if passing:
-            pick = max if higher else min
-            best = pick(passing, key=lambda t: _objective_value(t, self.objective) or 0.0)["key"]
+        outcome = choose_best(evaluated, root, self.objective)
         return {
             "schema": SCHEMA,
             "kind": "compression",
@@ -510,7 +613,8 @@ class Search:
             "budget": asdict(self.budget),
             "dataset": self.dataset,
             "trials": trials,
-            "best": best,
+            "best": outcome.best,
+            "outcome": asdict(outcome),
             "frontier": {axis: pareto_front(points, axis) for axis in COST_AXES},
             "started_at": self.started_at,
             "updated_at": datetime.now(UTC).replace(microsecond=0).isoformat(),

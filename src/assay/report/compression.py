@@ -19,6 +19,25 @@ from assay.format import DASH, format_delta, format_duration, format_interval, f
 from assay.report import plots
 from assay.report.render import ReportPaths, _json, template_environment, to_json_safe, write_pair
 
+# How a ratio to the parent reads: whether a higher figure is better, the word when the variant is
+# better, the word when it is worse. The ratio printed is always at least 1 ("1.11x larger", never
+# "0.90x smaller").
+RATIO_WORDS: dict[str, tuple[bool, str, str]] = {
+    "latency_p50_b1": (False, "faster", "slower"),
+    "latency_p50_batch": (False, "faster", "slower"),
+    "throughput": (True, "faster", "slower"),
+    "size_on_disk": (False, "smaller", "larger"),
+    "peak_memory": (False, "less memory", "more memory"),
+}
+SAME = {"faster": "as fast", "smaller": "the same size", "less memory": "the same memory"}
+
+# The summary's headline when no variant is best, by the search's verdict (assay.compress.search.Outcome).
+HEADLINES = {
+    "no_improvement": "No variant improves on the parent for {objective}",
+    "none_plausible": "No passing variant has plausible timings",
+    "none_passed": "No variant passed the gate",
+}
+
 AXIS_TITLES = {
     "latency_p50_b1": "latency p50 at batch 1 (ms)",
     "latency_p50_batch": "latency p50 at the throughput batch (ms)",
@@ -60,12 +79,25 @@ def _value(point: Mapping[str, Any] | None, name: str) -> float | None:
     return None if value is None else float(value)
 
 
-def _ratio(root: float | None, variant: float | None, *, flags: list[str]) -> str:
-    if root is None or not variant:
+def ratio_words(metric: str, parent: float | None, variant: float | None) -> str:
+    """The variant's ``metric`` against the parent's in words, by its direction: ``"2.50x faster"``,
+    ``"1.11x larger"``, ``"the same size"``; a dash when either figure is missing or zero."""
+    if not parent or not variant:
+        return DASH
+    higher_is_better, better, worse = RATIO_WORDS[metric]
+    if parent == variant:
+        return SAME[better]
+    gain = variant / parent if higher_is_better else parent / variant
+    return f"{gain:.2f}x {better}" if gain > 1 else f"{1 / gain:.2f}x {worse}"
+
+
+def _ratio(metric: str, root: Mapping[str, Any] | None, point: Mapping[str, Any], *, flags: list[str]) -> str:
+    """A row's ratio to the parent; the parent's own row has none, a flagged timing is not printed."""
+    if point.get("key") == "root":
         return DASH
     if flags:
         return "implausible"
-    return f"{root / variant:.2f}x"
+    return ratio_words(metric, _value(root, metric), _value(point, metric))
 
 
 def _row(
@@ -93,11 +125,11 @@ def _row(
         if delta
         else DASH,
         latency=_metric(t, "latency_p50_b1"),
-        speedup=_ratio(_value(root, "latency_p50_b1"), _value(t, "latency_p50_b1"), flags=flags),
+        speedup=_ratio("latency_p50_b1", root, t, flags=flags),
         latency_batch=_metric(t, "latency_p50_batch"),
         throughput=_metric(t, "throughput"),
         size=format_value(_value(t, "size_on_disk"), "size_on_disk", "bytes"),
-        size_ratio=_ratio(_value(root, "size_on_disk"), _value(t, "size_on_disk"), flags=[]),
+        size_ratio=_ratio("size_on_disk", root, t, flags=[]),
         memory=_metric(t, "peak_memory"),
         front=", ".join(on),
         link=link,
@@ -141,25 +173,23 @@ def _figures(doc: Mapping[str, Any], here: Path) -> list[tuple[str, Markup]]:
 def _summary(doc: Mapping[str, Any]) -> dict[str, Any]:
     trials = doc["trials"]
     counts = {s: sum(t["status"] == s for t in trials) for s in ("passed", "failed", "skipped", "error")}
-    objective = doc["objective"]
+    objective = doc["objective"]["name"]
+    outcome = doc.get("outcome") or {}
     best = next((t for t in trials if t["key"] == doc.get("best")), None)
-    root = doc.get("root")
     lines = [", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no candidate tried yet"]
     if doc.get("stop_reason"):
         lines.append(f"stopped: {doc['stop_reason']}")
+    if outcome.get("message"):
+        lines.append(outcome["message"])
     if best:
-        metric = objective["metric"]
-        headline = f"Best passing variant for {objective['name']}: {best['key']} ({best.get('version')})"
-        lines.append(
-            f"{metric}: {_metric(best, metric)} against {_metric(root or {}, metric)} for the parent; "
-            f"size {_ratio(_value(root, 'size_on_disk'), _value(best, 'size_on_disk'), flags=[])} smaller; "
-            f"accuracy {_metric(best, 'accuracy')}"
-        )
-        status = "passed"
-    else:
-        headline = "No variant passed the gate" if doc["status"] != "running" else "Search running"
-        status = "failed" if doc["status"] != "running" else "info"
-    return {"headline": headline, "lines": lines, "status": status}
+        headline = f"Best passing variant for {objective}: {best['key']} ({best.get('version')})"
+        size = _ratio("size_on_disk", doc.get("root"), best, flags=[])
+        lines.append(f"size {size}; accuracy {_metric(best, 'accuracy')}")
+        return {"headline": headline, "lines": lines, "status": "passed"}
+    if doc["status"] == "running":
+        return {"headline": "Search running", "lines": lines, "status": "info"}
+    headline = HEADLINES[outcome.get("verdict", "none_passed")].format(objective=objective)
+    return {"headline": headline, "lines": lines, "status": "failed"}
 
 
 def _hardware(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
