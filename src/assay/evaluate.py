@@ -13,6 +13,7 @@ from typing import Any
 from assay import __version__
 from assay.compare import PerExample
 from assay.errors import UsageError
+from assay.format import format_interval, headline_calibration
 from assay.gate import Policy, Verdict, evaluate_policy
 from assay.measurement import Measurement
 from assay.metrics import calibration_report, measure
@@ -63,6 +64,24 @@ def _now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
+def _calibration_line(measurements: list[Measurement]) -> list[str]:
+    """The headline calibration error, saying which estimator it is (the debiased ECE when measured)."""
+    m = headline_calibration(x.to_dict() for x in measurements)
+    if m is None:
+        return []
+    return [f"calibration (headline: {m['name']}, {m['estimator']}): {format_interval(m)}"]
+
+
+def _flagged_line(sides: dict[str, Assessment]) -> list[str]:
+    """Which timings carry flags (outliers, drift, a busy machine): their numbers are not to be trusted."""
+    flagged = [
+        f"{role} {', '.join(names)}"
+        for role, assessment in sides.items()
+        if (names := [m.name for m in assessment.efficiency if m.details.get("flags")])
+    ]
+    return [f"timings flagged, see Efficiency: {'; '.join(flagged)}"] if flagged else []
+
+
 def _plots(candidate: Assessment, baseline: Assessment | None) -> dict[str, Any]:
     plots: dict[str, Any] = {
         "reliability": {
@@ -94,6 +113,8 @@ def evaluation_document(
             f"accuracy {accuracy.value:.2%} [95% CI {accuracy.ci_low:.2%}, {accuracy.ci_high:.2%}], "
             f"n={accuracy.n}"
         )
+    lines += _calibration_line(candidate.measurements)
+    lines += _flagged_line({"candidate": candidate})
     failed = [m.name for m in candidate.measurements if m.status == "error"]
     if failed:
         lines.append(f"{len(failed)} measurement(s) failed: {', '.join(failed)}")
@@ -141,6 +162,7 @@ def comparison_document(
         f"(policy '{verdict_dict['policy'].get('name', '')}')"
     )
     lines = [r["message"] for r in verdict_dict["rules"]]
+    lines += _flagged_line({"baseline": baseline, "candidate": candidate})
     if failed:
         lines.insert(0, f"{len(failed)} gated rule(s) failed: {', '.join(r['metric'] for r in failed)}")
     return {

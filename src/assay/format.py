@@ -323,12 +323,12 @@ def rule_badge(rule: Mapping[str, Any]) -> tuple[str, str]:
     return ("pass", "pass") if passed else ("FAIL", "fail")
 
 
-OUTSIDE_INTERVAL = "the estimate lies outside its 95% interval"
+OUTSIDE_INTERVAL = "estimate outside its 95% interval"
 
 
 def outside_interval_note(value: Any, ci_low: Any, ci_high: Any, details: Mapping[str, Any] | None) -> str:
-    """Why an estimate lies outside its own interval (``details["note"]``, else a generic sentence), or
-    ``""`` when it lies inside or either is absent.
+    """The note an estimate outside its own interval shows beside it (with ``details["note"]``, the
+    measurement's reason, when it has one), or ``""`` when it lies inside or either is absent.
 
     A percentile bootstrap of a biased or bounded statistic (a binned calibration error, a maximum) can
     sit beside its estimate; the reader must see that next to the number, not only in the JSON.
@@ -341,7 +341,7 @@ def outside_interval_note(value: Any, ci_low: Any, ci_high: Any, details: Mappin
     if lo - slack <= x <= hi + slack:
         return ""
     note = (details or {}).get("note")
-    return str(note) if note else OUTSIDE_INTERVAL
+    return f"{OUTSIDE_INTERVAL} \u2014 {note}" if note else OUTSIDE_INTERVAL
 
 
 # The calibration figure a summary leads with, best first: the debiased ECE (Kumar et al. 2019), whose

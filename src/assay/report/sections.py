@@ -3,10 +3,17 @@
 The template only lays out what this module hands it, so all decisions (which rows, which unit, which
 reason a section is empty) live here in typed Python. Each section either has content or a ``missing``
 reason; a missing section stays in the report with that reason rather than disappearing.
+
+The words that keep a number from being misread come from the document too: each p-value's test and
+sidedness (a rule's ``test`` and ``alternative``, a comparison's ``test`` and ``details["alternative"]``),
+the policy's family-wise level and its rules' sidedness, a badge of its own for informational rules, a
+note beside any estimate outside its interval, the timing flags of efficiency measurements, and which
+calibration estimator the summary leads with.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +23,7 @@ from markupsafe import Markup
 from assay.format import (
     DASH,
     delta_parts,
+    describe_test,
     format_bounds,
     format_count,
     format_duration,
@@ -23,9 +31,13 @@ from assay.format import (
     format_p,
     format_timestamp,
     format_value,
+    headline_calibration,
     is_rate,
     label,
+    outside_interval_note,
+    rule_badge,
     scale_for,
+    sidedness,
     trim,
 )
 from assay.report import plots
@@ -46,7 +58,8 @@ FAMILY_ORDER = (
 FAMILY_TITLES = {"ood": "Out-of-distribution"}
 # Shown in their own sections, not among the metrics.
 _OWN_SECTION_FAMILIES = frozenset({"efficiency", "churn"})
-KEY_METRICS = ("accuracy", "macro_f1", "ece", "nll", "latency_p50_b1", "throughput")
+# The summary's key figures; "calibration" is the headline calibration error (format.headline_calibration).
+KEY_METRICS = ("accuracy", "macro_f1", "calibration", "nll", "latency_p50_b1", "throughput")
 _MDE_CONTEXT_KEYS = frozenset({"n", "discordance", "alpha", "power"})
 
 
@@ -61,6 +74,7 @@ class Cell:
     tone: str = ""  # "better" / "worse": a delta whose interval excludes zero
     status: str = "ok"  # "skipped" / "error": ``note`` then says why, in place of the number
     note: str = ""
+    outside: str = ""  # why the value lies outside its own interval; empty when it lies inside
 
 
 @dataclass(frozen=True)
@@ -74,8 +88,9 @@ class MetricRow:
     baseline: Cell | None = None
     delta: Cell | None = None
     p: str = ""
-    test: str = ""
+    test: str = ""  # the p-value's test with its sidedness
     context: str = ""  # n (when the cells do not show it) and timing conditions, beside the estimator
+    flags: list[str] = field(default_factory=list)  # why a timing cannot be trusted, by side
 
 
 @dataclass(frozen=True)
@@ -100,9 +115,12 @@ class RuleRow:
     delta: Cell
     p: str
     p_adjusted: str
-    result: str  # "pass", "fail" or "skipped"
+    test: str  # the rule's test with its sidedness, beside its p-value
+    badge: str  # format.rule_badge: what the rule did, in words
+    result: str  # the badge's kind: "pass", "fail", "skipped" or "info"
     gated: bool
     message: str
+    flagged: bool = False  # judged on timings that were flagged
 
 
 @dataclass(frozen=True)
@@ -136,6 +154,7 @@ class Tile:
     cell: Cell
     delta: Cell | None
     estimator: str
+    note: str = ""  # shown under the figure: which estimator the calibration headline is
 
 
 @dataclass(frozen=True)
@@ -151,7 +170,7 @@ class Summary:
 class GateContent:
     policy: str
     source: str
-    alpha: str
+    level: str  # the family-wise level, how many rules it covers, and the rules' sidedness
     rules: list[RuleRow]
     mde: list[str]
     churn: list[MetricRow]
@@ -179,6 +198,8 @@ class MetricsContent:
 @dataclass(frozen=True)
 class CalibrationContent:
     figures: list[Figure]
+    headline: str = ""  # which estimator the summary leads with
+    tests: list[str] = field(default_factory=list)  # calibration tests against perfect calibration
     temperature_missing: str | None = None
 
 
@@ -227,6 +248,7 @@ def _cell(m: Mapping[str, Any] | None, *, with_n: bool = True) -> Cell:
         scale.suffix,
         format_bounds(m.get("ci_low"), m.get("ci_high"), scale),
         n,
+        outside=outside_interval_note(m["value"], m.get("ci_low"), m.get("ci_high"), m.get("details")),
     )
 
 
@@ -258,7 +280,25 @@ def _delta_cell(c: Mapping[str, Any] | None) -> Cell | None:
         unit,
         bounds,
         tone=_tone(c.get("delta_ci_low"), c.get("delta_ci_high"), c.get("higher_is_better")),
+        outside=outside_interval_note(
+            c.get("delta"), c.get("delta_ci_low"), c.get("delta_ci_high"), c.get("details")
+        ),
     )
+
+
+def _test(c: Mapping[str, Any]) -> str:
+    """A comparison's test with its sidedness, as the document records them."""
+    return describe_test(c.get("test"), (c.get("details") or {}).get("alternative"))
+
+
+def _flags(sides: Sequence[tuple[str, Mapping[str, Any] | None]]) -> list[str]:
+    """The timing flags of each side's measurement; prefixed by the side when there are two."""
+    return [
+        f"{side}: {flag}" if len(sides) > 1 else str(flag)
+        for side, m in sides
+        if m
+        for flag in (m.get("details") or {}).get("flags") or []
+    ]
 
 
 def _context(m: Mapping[str, Any], *, with_n: bool) -> str:
@@ -313,6 +353,8 @@ class _Context:
             reference = m or b or {}
             # Baseline and candidate usually skip for the same reason: say it once.
             notes = [_reason(x) for x in (m, b) if x and x.get("status", "ok") != "ok"]
+            compared = self.comparisons.get(name, {})
+            sides = [("candidate", m), ("baseline", b)] if self.comparison else [("candidate", m)]
             rows.append(
                 MetricRow(
                     name=name,
@@ -324,9 +366,10 @@ class _Context:
                     candidate=_cell(m, with_n=not self.comparison),
                     baseline=_cell(b, with_n=False) if self.comparison else None,
                     delta=_delta_cell(self.comparisons.get(name)) if self.comparison else None,
-                    p=format_p(self.comparisons.get(name, {}).get("p_value")) if self.comparison else "",
-                    test=str(self.comparisons.get(name, {}).get("test") or "") if self.comparison else "",
+                    p=format_p(compared.get("p_value")) if self.comparison else "",
+                    test=_test(compared) if self.comparison else "",
                     context=_context(reference, with_n=self.comparison),
+                    flags=_flags(sides),
                 )
             )
         return rows
@@ -352,18 +395,22 @@ def _summary(ctx: _Context) -> Summary:
         # No stated status: a verdict still decides; without one the report only informs.
         passed = ctx.verdict.get("passed")
         status = "info" if passed is None else "passed" if passed else "failed"
-    tiles = [
-        Tile(
-            label(name),
-            _cell(m),
-            _delta_cell(ctx.comparisons.get(name)) if ctx.comparison else None,
-            str(m.get("estimator") or ""),
+    calibration = headline_calibration(ctx.candidate)
+    tiles = []
+    for key in KEY_METRICS:
+        m = calibration if key == "calibration" else ctx.candidate_by_name.get(key)
+        if m is None or m.get("status") != "ok" or m.get("value") is None:
+            continue
+        name, estimator = str(m["name"]), str(m.get("estimator") or "")
+        tiles.append(
+            Tile(
+                label(name),
+                _cell(m),
+                _delta_cell(ctx.comparisons.get(name)) if ctx.comparison else None,
+                estimator,
+                note=_headline_note(m) if key == "calibration" else "",
+            )
         )
-        for name in KEY_METRICS
-        if (m := ctx.candidate_by_name.get(name)) is not None
-        and m.get("status") == "ok"
-        and m.get("value") is not None
-    ]
     return Summary(
         status=status,
         badge={"passed": "Passed", "failed": "Failed"}.get(status, "Info"),
@@ -371,6 +418,12 @@ def _summary(ctx: _Context) -> Summary:
         lines=[str(line) for line in summary.get("lines") or []],
         tiles=tiles,
     )
+
+
+def _headline_note(m: Mapping[str, Any]) -> str:
+    """Which estimator the calibration headline is, said where the figure is."""
+    estimator = str(m.get("estimator") or "")
+    return f"calibration headline: {m['name']}" + (f" ({estimator})" if estimator else "")
 
 
 def _rule_text(rule: Mapping[str, Any], unit: str | None) -> str:
@@ -395,19 +448,48 @@ def _rule_row(rule: Mapping[str, Any], unit: str | None) -> RuleRow:
     delta, delta_unit, bounds = delta_parts(
         rule.get("delta"), rule.get("delta_ci_low"), rule.get("delta_ci_high"), metric, unit
     )
-    result = "skipped" if rule.get("status") == "skipped" else "pass" if rule.get("passed") else "fail"
+    badge, kind = rule_badge(rule)
+    outside = outside_interval_note(
+        rule.get("delta"), rule.get("delta_ci_low"), rule.get("delta_ci_high"), {}
+    )
     return RuleRow(
         label=label(metric),
         rule=_rule_text(rule, unit),
         baseline=format_value(rule.get("baseline"), metric, unit),
         candidate=format_value(rule.get("candidate"), metric, unit),
-        delta=Cell(delta, delta_unit, bounds),
+        delta=Cell(delta, delta_unit, bounds, outside=outside),
         p=format_p(rule.get("p_value")),
         p_adjusted=format_p(rule.get("p_adjusted")),
-        result=result,
+        test=describe_test(rule.get("test"), rule.get("alternative"))
+        if rule.get("p_value") is not None
+        else "",
+        badge=badge,
+        result=kind,
         gated=bool(rule.get("gated", True)),
         message=str(rule.get("message") or ""),
+        flagged=bool(rule.get("flags")),
     )
+
+
+def _level(policy: Mapping[str, Any], rules: Sequence[Mapping[str, Any]]) -> str:
+    """'family-wise error rate α = 0.05 across the 3 gated rules (Holm's step-down); every rule is a
+    one-sided test ...': the level and the sidedness the verdict records, never assumed."""
+    alpha = trim(float(policy["alpha"]), 3) if policy.get("alpha") is not None else DASH
+    gated = sum(1 for r in rules if r.get("gated", True))
+    informational = len(rules) - gated
+    text = f"family-wise error rate \u03b1 = {alpha} across the {gated} gated rule{'s' if gated != 1 else ''}"
+    text += " (Holm's step-down)"
+    judged = [r for r in rules if r.get("p_value") is not None]
+    sides = Counter(sidedness(r.get("alternative")) or "of unstated sidedness" for r in judged)
+    if set(sides) == {"one-sided"}:
+        text += "; every rule is a one-sided test of its own margin, minimum effect or threshold"
+    elif sides:
+        text += "; the rules' tests: " + ", ".join(f"{n} {side}" for side, n in sorted(sides.items()))
+    if informational == 1:
+        text += "; 1 informational rule is judged alone at \u03b1 and never decides"
+    elif informational:
+        text += f"; {informational} informational rules are judged alone at \u03b1 and never decide"
+    return text
 
 
 def mde_sentences(mde: Mapping[str, Any]) -> list[str]:
@@ -419,7 +501,7 @@ def mde_sentences(mde: Mapping[str, Any]) -> list[str]:
         context += f" and {trim(100 * float(mde['discordance']), 1)}% discordant pairs"
     tail = f" at {trim(100 * float(power), 0)}% power" if power is not None else ""
     if mde.get("alpha") is not None:
-        tail += f" (two-sided \u03b1 = {trim(float(mde['alpha']), 3)})"
+        tail += f" (two-sided McNemar test, \u03b1 = {trim(float(mde['alpha']), 3)})"
     sentences = []
     for metric, value in mde.items():
         if metric in _MDE_CONTEXT_KEYS or not isinstance(value, int | float) or isinstance(value, bool):
@@ -479,7 +561,7 @@ def _gate(ctx: _Context) -> Section:
     content = GateContent(
         policy=str(policy.get("name") or "unnamed"),
         source=str(policy.get("source") or ""),
-        alpha=trim(float(policy["alpha"]), 3) if policy.get("alpha") is not None else DASH,
+        level=_level(policy, ctx.verdict.get("rules") or []),
         rules=rules,
         mde=mde,
         churn=churn,
@@ -653,7 +735,52 @@ def _calibration(ctx: _Context) -> Section:
         if reliability.get("candidate_after_temperature")
         else "temperature scaling was not applied (it is fitted on a validation split, never on test)."
     )
-    return Section("calibration", title, CalibrationContent(figures, missing))
+    sides = (
+        [("Candidate", ctx.candidate), ("Baseline", ctx.baseline)]
+        if ctx.comparison
+        else [("", ctx.candidate)]
+    )
+    tests = [text for side, measurements in sides for text in _calibration_tests(side, measurements)]
+    return Section("calibration", title, CalibrationContent(figures, _headline(ctx), tests, missing))
+
+
+def _headline(ctx: _Context) -> str:
+    """Which calibration estimator the summary leads with, and why when it is the plug-in ECE."""
+    m = headline_calibration(ctx.candidate)
+    if m is None:
+        return ""
+    text = f"Calibration headline: {label(str(m['name']))} \u2014 {m['name']}"
+    text += f", {m['estimator']}." if m.get("estimator") else "."
+    if m["name"] != "ece_debiased":
+        text += (
+            " No debiased calibration error was measured; the binned plug-in ECE is biased upwards at"
+            " finite n."
+        )
+    return text
+
+
+def _p_equals(p: Any) -> str:
+    """``"p = 0.380"``, ``"p < 0.001"``."""
+    text = format_p(p)
+    return f"p < {text[1:]}" if text.startswith("<") else f"p = {text}"
+
+
+def _calibration_tests(side: str, measurements: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One sentence per measurement with a calibration test (``details["calibration_test"]``)."""
+    sentences = []
+    for m in measurements:
+        test = (m.get("details") or {}).get("calibration_test")
+        if not isinstance(test, Mapping) or m.get("status", "ok") != "ok":
+            continue
+        name = describe_test(test.get("test"), test.get("alternative")) or "calibration test"
+        null = f" against H0: {test['null']}" if test.get("null") else ""
+        statistic = format_value(test.get("statistic"), str(m["name"]), m.get("unit"))
+        resamples = f" ({format_count(test['n_resamples'])} resamples)" if test.get("n_resamples") else ""
+        subject = f"{side} {label(str(m['name']))}" if side else label(str(m["name"]))
+        sentences.append(
+            f"{subject}: {name}{null}, statistic {statistic}, {_p_equals(test.get('p_value'))}{resamples}."
+        )
+    return sentences
 
 
 def _confusion(ctx: _Context) -> Section:

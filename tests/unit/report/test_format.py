@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from assay.format import (
+    describe_test,
     format_delta,
     format_duration,
     format_interval,
@@ -12,8 +13,11 @@ from assay.format import (
     format_p,
     format_timestamp,
     format_value,
+    headline_calibration,
     is_rate,
     label,
+    outside_interval_note,
+    rule_badge,
 )
 
 
@@ -94,3 +98,61 @@ def test_p_values_margins_durations_labels_and_timestamps() -> None:
     assert format_timestamp("2026-11-22T02:10:00+00:00") == "2026-11-22 02:10 UTC"
     assert format_timestamp("2026-11-22T02:10:00+01:00") == "2026-11-22 02:10 +0100"
     assert format_timestamp("yesterday") == "yesterday"
+
+
+def test_tests_are_named_with_their_sidedness() -> None:
+    assert describe_test("exact McNemar", "two-sided") == "two-sided exact McNemar"
+    assert describe_test("paired bootstrap", "greater") == "one-sided paired bootstrap"
+    assert describe_test("bootstrap (unpaired)", "less") == "one-sided bootstrap (unpaired)"
+    assert describe_test("consistency resampling", None) == "consistency resampling"  # no side is guessed
+    assert describe_test("", "greater") == "" and describe_test(None, None) == ""
+
+
+def rule(status: str = "ok", passed: bool = True, gated: bool = True) -> dict[str, object]:
+    return {
+        "metric": "accuracy",
+        "kind": "non_inferiority",
+        "status": status,
+        "passed": passed,
+        "gated": gated,
+    }
+
+
+@pytest.mark.parametrize(
+    ("result", "badge"),
+    [
+        (rule(), ("pass", "pass")),
+        (rule(passed=False), ("FAIL", "fail")),
+        (rule("skipped", passed=True), ("skipped", "skipped")),  # optional: does not block
+        (rule("skipped", passed=False), ("SKIPPED: blocks the gate", "fail")),
+        (rule("error", passed=False), ("ERROR: blocks the gate", "fail")),
+        (rule(gated=False), ("info: would pass", "info")),
+        (rule(passed=False, gated=False), ("info: would fail", "info")),
+        (rule("skipped", passed=True, gated=False), ("info: skipped", "info")),
+        (rule("error", passed=True, gated=False), ("info: error", "info")),
+    ],
+)
+def test_rule_badges_keep_informational_rules_apart(
+    result: dict[str, object], badge: tuple[str, str]
+) -> None:
+    assert rule_badge(result) == badge
+
+
+def test_an_estimate_outside_its_interval_gets_a_note() -> None:
+    assert outside_interval_note(0.225, 0.238, 0.66, {}) == "estimate outside its 95% interval"
+    assert outside_interval_note(0.7, 0.238, 0.66, {"note": "biased"}) == (
+        "estimate outside its 95% interval \u2014 biased"
+    )
+    assert outside_interval_note(0.3, 0.238, 0.66, {"note": "biased"}) == ""  # inside: nothing to say
+    assert outside_interval_note(0.1, 0.1, 0.1, None) == ""  # an exact delta is its own interval
+    assert outside_interval_note(0.3 + 1e-17, 0.1, 0.3, None) == ""  # float rounding is not "outside"
+    assert outside_interval_note(0.5, None, 0.6, None) == "" and outside_interval_note(None, 0, 1, None) == ""
+
+
+def test_the_calibration_headline_is_the_debiased_ece_when_measured() -> None:
+    ece = m("ece", 0.031, 0.026, 0.037, status="ok")
+    debiased = m("ece_debiased", 0.012, 0.004, 0.021, status="ok")
+    failed = m("ece_debiased", None, status="error")
+    assert headline_calibration([ece, debiased]) is debiased
+    assert headline_calibration([ece, failed]) is ece
+    assert headline_calibration([m("nll", 0.2)]) is None

@@ -102,7 +102,7 @@ def test_numbers_read_with_units_intervals_and_n(rendered: Rendered) -> None:
     assert "0.010 0.020" in comparison  # p and Holm-adjusted p of the accuracy rule
     mde = (
         "With n=10,000 and 4% discordant pairs, this test set detects accuracy changes of 0.6 points "
-        "at 80% power (two-sided \u03b1 = 0.05)."
+        "at 80% power (two-sided McNemar test, \u03b1 = 0.05)."
     )
     assert mde in comparison
     assert "4.1% [3.7, 4.5] (n=10,000)" in comparison  # flip rate
@@ -116,12 +116,20 @@ def test_gate_rules_show_pass_fail_skip_and_messages(make_document: MakeDocument
     doc["verdict"]["rules"][0].update(passed=False, message="accuracy: lower bound below the margin")
     html = render_html(doc)
     gate = section(html, "gate")
-    assert gate.count('class="pill pill-fail"') == 1
-    assert gate.count('class="pill pill-pass"') == 2
-    assert gate.count('class="pill pill-skipped"') == 1
+    assert gate.count('class="pill pill-fail">FAIL<') == 1
+    assert gate.count('class="pill pill-pass">pass<') == 1
+    assert gate.count('class="pill pill-skipped">skipped<') == 1  # optional: does not block
+    # The informational latency rule has a badge of its own, never a gated rule's pass or FAIL.
+    assert gate.count('class="pill pill-info">info: would pass<') == 1
+    assert gate.count('class="pill ') == 4
     assert "accuracy: lower bound below the margin" in gate
     assert "informational, not gated" in gate
     assert 'class="badge status-failed">Failed<' in html
+    doc["verdict"]["rules"][2].update(passed=False)
+    doc["verdict"]["rules"][3].update(required=True, passed=False)
+    gate = section(render_html(doc), "gate")
+    assert 'class="pill pill-info">info: would fail<' in gate  # blue, not the red of a gated failure
+    assert 'class="pill pill-fail">SKIPPED: blocks the gate<' in gate
 
 
 def test_no_external_resources_and_no_scripts(rendered: Rendered) -> None:
@@ -251,3 +259,148 @@ def test_robustness_curves_are_drawn_when_the_trust_suite_ran() -> None:
     drawn = render_html({**document, "plots": {**document["plots"], "trust": trust}})
     section = drawn[drawn.index('<section id="robustness-curves"') :].split("</section>")[0]
     assert section.count('<svg class="plot"') == 2 and "Not measured" not in section
+
+
+def _row(html: str, name: str) -> str:
+    """The table row of the metric ``name`` (its <code> label), as HTML."""
+    match = re.search(
+        rf"<tr class=\"row-[a-z]+\">(?:(?!</tr>).)*?<code>{re.escape(name)}</code>.*?</tr>", html, re.S
+    )
+    assert match, f"no row {name}"
+    return match.group(0)
+
+
+def test_p_values_name_their_test_and_sidedness_beside_them(rendered: Rendered) -> None:
+    html = rendered("comparison")
+    # The accuracy rule's one-sided non-inferiority test, in the cell after its p and Holm-adjusted p...
+    assert re.search(
+        r'<td class="num">0\.010</td>\s*<td class="num">0\.020</td>\s*<td class="test">one-sided paired '
+        r"bootstrap</td>",
+        section(html, "gate"),
+    )
+    # ... and the metrics table's two-sided test of no difference for the same metric, in its row.
+    accuracy = _row(section(html, "metrics"), "accuracy")
+    assert re.search(r'<td class="num">0\.010</td>\s*<td class="test">two-sided exact McNemar</td>', accuracy)
+    assert "Test (H0: no difference)" in section(html, "metrics")
+
+
+def test_the_policy_header_states_the_family_wise_level_and_one_sided_rules(
+    rendered: Rendered, make_document: MakeDocument
+) -> None:
+    lead = re.search(r'<p class="lead policy-level">.*?</p>', section(rendered("comparison"), "gate"), re.S)
+    assert lead is not None
+    text = text_of(lead.group(0))
+    assert "family-wise error rate \u03b1 = 0.05 across the 3 gated rules (Holm's step-down)" in text
+    assert "every rule is a one-sided test of its own margin, minimum effect or threshold" in text
+    assert "1 informational rule is judged alone at \u03b1 and never decides" in text
+    assert "two-sided" not in text
+    # A verdict that does not record its rules' sidedness gets no claim about it.
+    doc = make_document("comparison")
+    doc["plots"] = {}
+    for rule in doc["verdict"]["rules"]:
+        rule.pop("alternative", None)
+    lead = re.search(r'<p class="lead policy-level">.*?</p>', section(render_html(doc), "gate"), re.S)
+    assert lead is not None
+    text = text_of(lead.group(0))
+    assert "the rules' tests: 3 of unstated sidedness" in text and "one-sided" not in text
+
+
+def test_an_estimate_outside_its_interval_has_a_visible_note(
+    rendered: Rendered, make_document: MakeDocument
+) -> None:
+    from tests.unit.report.conftest import MCE_NOTE
+
+    metrics = section(rendered("evaluation"), "metrics")
+    mce = text_of(_row(metrics, "mce"))
+    assert f"22.5% [23.8, 66.0] (n=10,000) \u26a0 estimate outside its 95% interval \u2014 {MCE_NOTE}" in mce
+    assert 'class="outside-note" role="note"' in _row(metrics, "mce")
+    # The plug-in ECE carries a note too, but its estimate lies inside its interval: nothing to point at.
+    assert "outside" not in text_of(_row(metrics, "ece"))
+    assert metrics.count('class="outside-note"') == 1
+    # Without a reason of its own the note is generic; a delta outside its interval gets one as well.
+    doc = make_document("comparison")
+    doc["plots"] = {}
+    next(m for m in doc["measurements"] if m["name"] == "mce")["details"] = {}
+    accuracy = next(c for c in doc["verdict"]["comparisons"] if c["name"] == "accuracy")
+    accuracy["delta_ci_high"] = -0.004  # the delta, -0.003, now lies above its interval
+    metrics = section(render_html(doc), "metrics")
+    assert "\u26a0 estimate outside its 95% interval" in text_of(_row(metrics, "mce"))
+    assert text_of(_row(metrics, "accuracy")).count("\u26a0 estimate outside its 95% interval") == 1
+
+
+def tile_labels(html: str) -> list[str]:
+    return re.findall(r'<div class="tile-label">([^<]*)</div>', section(html, "summary"))
+
+
+def test_the_calibration_headline_leads_with_the_debiased_ece_and_says_which(
+    rendered: Rendered, make_document: MakeDocument
+) -> None:
+    html = rendered("evaluation")
+    assert tile_labels(html) == [
+        "Accuracy",
+        "Macro F1",
+        "ECE (debiased)",
+        "NLL",
+        "Latency p50, batch 1",
+        "Throughput",
+    ]
+    summary = text_of(section(html, "summary"))
+    assert (
+        "ECE (debiased) 1.2% [0.4, 2.1] (n=10,000) calibration headline: ece_debiased (top-label" in summary
+    )
+    calibration = text_of(section(html, "calibration"))
+    assert (
+        "Calibration headline: ECE (debiased) \u2014 ece_debiased, top-label, 15 equal-width bins, L2"
+        in calibration
+    )
+    test = (
+        "ECE (debiased): one-sided consistency resampling (Bröcker & Smith 2007) against H0: perfect "
+        "calibration, statistic 1.2%, p = 0.380 (1,000 resamples)."
+    )
+    assert test in calibration
+    compared = text_of(section(rendered("comparison"), "calibration"))
+    assert f"Candidate {test}" in compared and "Baseline ECE (debiased): one-sided" in compared
+    assert "p < 0.001 (1,000 resamples)" in compared  # the baseline's
+
+    # Without a debiased ECE the plug-in leads, and the report says which it is and what that means.
+    doc = make_document("evaluation")
+    doc["measurements"] = [m for m in doc["measurements"] if m["name"] != "ece_debiased"]
+    html = render_html(doc)
+    assert tile_labels(html)[2] == "ECE"
+    assert "calibration headline: ece (top-label, 15 equal-width bins, L1)" in text_of(
+        section(html, "summary")
+    )
+    calibration = text_of(section(html, "calibration"))
+    assert (
+        "Calibration headline: ECE \u2014 ece" in calibration
+        and "No debiased calibration error" in calibration
+    )
+    assert "consistency resampling" not in calibration
+
+
+def test_a_calibration_test_without_a_stated_alternative_is_named_without_a_side(
+    make_document: MakeDocument,
+) -> None:
+    doc = make_document("evaluation")
+    debiased = next(m for m in doc["measurements"] if m["name"] == "ece_debiased")
+    del debiased["details"]["calibration_test"]["alternative"]
+    calibration = text_of(section(render_html(doc), "calibration"))
+    assert "ECE (debiased): consistency resampling (Bröcker & Smith 2007) against H0: perfect" in calibration
+    assert "sided" not in calibration
+
+
+def test_flagged_timings_show_beside_their_measurement_and_their_rule(rendered: Rendered) -> None:
+    from tests.unit.report.conftest import BUSY
+
+    html = rendered("comparison")
+    efficiency = section(html, "efficiency")
+    assert efficiency.count('<div class="flag" role="note">') == 1
+    assert f"flagged baseline: {BUSY}" in text_of(_row(efficiency, "latency_p50_b1"))
+    latency = re.search(
+        r'<tr class="rule rule-info">.*?</tr>\s*<tr class="rule-message.*?</tr>', section(html, "gate"), re.S
+    )
+    assert latency is not None
+    assert "flagged timings" in text_of(
+        latency.group(0)
+    ) and f"judged on flagged timings (baseline: {BUSY})" in latency.group(0)
+    assert '<div class="flag"' not in section(rendered("evaluation"), "efficiency")  # nothing flagged there
