@@ -160,8 +160,8 @@ _BUILTIN = (
         "calibration",
         calibration.ece_debiased,
         False,
-        "top-label, 15 equal-width bins, L2, debiased per bin (the debiased plug-in of Kumar, Liang & Ma "
-        "2019, 'Verified uncertainty calibration'): sqrt(max(0, sum_b (n_b/N)(gap_b^2 - s_b^2/n_b)))",
+        "top-label, 15 equal-width bins, L2 debiased per bin: the debiased plug-in of Kumar, Liang & Ma "
+        "2019, 'Verified uncertainty calibration' (a negative squared estimate reads as 0)",
         recentred=calibration.ece_debiased_replicates,
         extra_details=_ece_debiased_details,
     ),

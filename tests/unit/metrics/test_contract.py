@@ -13,6 +13,7 @@ import pytest
 from sklearn.metrics import confusion_matrix, recall_score
 
 from assay.errors import NotFoundError, UsageError
+from assay.gate import Policy, Rule, evaluate_policy
 from assay.metrics import METRICS, MetricSpec, calibration_report, measure
 from assay.metrics.calibration import PLUG_IN_NOTE, ece, mce_interval, plug_in_l2
 from assay.outputs import Outputs, from_arrays
@@ -218,3 +219,22 @@ def test_mce_interval_is_the_simultaneous_one_and_says_so() -> None:
     low, high, details = mce_interval(o.labels, o.probs)
     assert (m.ci_low, m.ci_high) == (low, high) and details.items() <= m.details.items()
     assert "no bootstrap interval covers it" in m.details["note"]
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if METRICS.get(n).interval == "bootstrap"])
+def test_a_gate_rule_judges_the_replicates_the_interval_came_from(name: str) -> None:
+    # The gate bounds a candidate's value with the metric's resampler on the same seeded indices, so its
+    # interval is the measurement's (for ece_debiased: recentred, not the biased plain resamples).
+    o = random_outputs(9)
+    spec = METRICS.get(name)
+    rule = (
+        Rule(name, "at_least", threshold=-10.0)
+        if spec.higher_is_better
+        else Rule(name, "at_most", threshold=10.0)
+    )
+    (judged,) = evaluate_policy(Policy("contract", 0.05, 500, 3, (rule,)), o, o).rules
+    (m,) = measure(o, [name], n_boot=500, seed=3)
+    assert judged.passed and judged.candidate == pytest.approx(m.value, abs=1e-15)
+    assert (judged.candidate_ci_low, judged.candidate_ci_high) == pytest.approx(
+        (m.ci_low, m.ci_high), abs=1e-15
+    )
