@@ -27,7 +27,8 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
-def run_chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_chromium(tmp_path: Path, *args: str, height: int = 4000) -> subprocess.CompletedProcess[str]:
+    """Chromium on ``args`` in a 1280 px wide window ``height`` px tall (a screenshot's size)."""
     assert CHROMIUM is not None
     profile = tmp_path / "chromium-profile"
     command = [
@@ -41,7 +42,7 @@ def run_chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]
         "--disable-component-update",
         "--disable-sync",
         f"--user-data-dir={profile}",
-        "--window-size=1280,4000",
+        f"--window-size=1280,{height}",
         *args,
     ]
     # HOME in the temporary folder: Chromium writes caches and crash reports there, never in the real home.

@@ -421,9 +421,8 @@ def _summary(ctx: _Context) -> Summary:
 
 
 def _headline_note(m: Mapping[str, Any]) -> str:
-    """Which estimator the calibration headline is, said where the figure is."""
-    estimator = str(m.get("estimator") or "")
-    return f"calibration headline: {m['name']}" + (f" ({estimator})" if estimator else "")
+    """Which estimator the calibration headline is, said where the figure is (in full: Calibration)."""
+    return f"calibration headline: {m['name']}, see Calibration"
 
 
 def _rule_text(rule: Mapping[str, Any], unit: str | None) -> str:

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 
 from assay.data.sources import FASHION_MNIST_CLASSES
+from assay.measurement import Measurement
+
+if TYPE_CHECKING:
+    from assay.evaluate import Assessment
 
 CLASS_NAMES = FASHION_MNIST_CLASSES
 RECALL = [0.86, 0.98, 0.85, 0.91, 0.86, 0.98, 0.72, 0.96, 0.98, 0.96]
@@ -543,6 +547,78 @@ def report_document(kind: str) -> dict[str, Any]:
             "mde": {"accuracy": 0.006, "n": N, "discordance": 0.04, "alpha": 0.05, "power": 0.8},
         }
     return doc
+
+
+PLANTED_NOTE = "a maximum over classes: biased upwards at this n, and so is its percentile interval"
+
+
+def _timing(name: str, samples: np.ndarray, q: float, busy: list[str]) -> Measurement:
+    """A latency measurement as assay.metrics.efficiency makes it, from planted timings."""
+    from assay.metrics.efficiency import checked_timings
+
+    return Measurement(
+        name,
+        "efficiency",
+        float(np.percentile(samples, q)),
+        float(np.percentile(samples, q) * 0.98),
+        float(np.percentile(samples, q) * 1.03),
+        n=samples.size,
+        unit="ms",
+        higher_is_better=False,
+        estimator=f"p{q:g} of {samples.size} timed calls after warm-up, percentile bootstrap 95% CI",
+        details={
+            "threads": 2,
+            "batch_size": 1,
+            "samples": samples.tolist(),
+            "statistic": f"p{q:g}",
+            **checked_timings(samples, q, None, busy),
+        },
+    )
+
+
+def planted_assessments() -> tuple[Assessment, Assessment]:
+    """Two planted models assessed by assay itself (metrics, intervals, timing flags), with two planted
+    facts: the baseline's latency was timed on a busy machine (its /proc readings planted), and the
+    candidate has a max-type plugin metric whose percentile interval misses its estimate."""
+    from assay.evaluate import assess
+    from assay.metrics.efficiency import CpuReading, machine_load
+    from tests.unit.test_compare import baseline_case, flip, planted_outputs
+
+    labels, preds = baseline_case(2000)
+    base_out = planted_outputs(labels, preds)
+    cand_out = planted_outputs(labels, flip(labels, preds, to_wrong=30, to_right=24))
+    quiet = np.random.default_rng(0).gamma(400, 0.0001, 100)  # 0.04 ms, 5% spread
+    before = CpuReading(busy=1000, own=400, seconds=0.0, cores=2, cpus=2, load_1m=3.1)
+    after = CpuReading(busy=1180, own=450, seconds=1.0, cores=2, cpus=2, load_1m=3.4)
+    _, busy = machine_load(before, after, threads=2, ticks_per_second=100)
+    baseline = assess(
+        base_out,
+        info={"ref": "digits@v1"},
+        n_boot=200,
+        efficiency=[_timing("latency_p50_b1", quiet * 2, 50, busy)],
+    )
+    candidate = assess(
+        cand_out, info={"ref": "digits@v2"}, n_boot=200, efficiency=[_timing("latency_p50_b1", quiet, 50, [])]
+    )
+    candidate.measurements.append(
+        Measurement(
+            "classwise_mce", "calibration", 0.225, 0.238, 0.66, n=2000, higher_is_better=False,
+            estimator="class-wise, 15 equal-width bins, max over classes and bins, percentile bootstrap",
+            details={"note": PLANTED_NOTE},
+        )
+    )  # fmt: skip
+    return baseline, candidate
+
+
+def gate_document() -> dict[str, Any]:
+    """A gate report made by assay itself: :func:`planted_assessments` gated under the default policy."""
+    from assay.evaluate import compare, comparison_document
+    from assay.gate import Policy
+
+    baseline, candidate = planted_assessments()
+    verdict = compare(baseline, candidate, Policy.default())
+    dataset = {"name": "planted", "split": "test", "n": 2000}
+    return comparison_document(baseline, candidate, verdict, dataset=dataset, environment={})
 
 
 @pytest.fixture

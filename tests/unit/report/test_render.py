@@ -346,7 +346,8 @@ def test_the_calibration_headline_leads_with_the_debiased_ece_and_says_which(
     ]
     summary = text_of(section(html, "summary"))
     assert (
-        "ECE (debiased) 1.2% [0.4, 2.1] (n=10,000) calibration headline: ece_debiased (top-label" in summary
+        "ECE (debiased) 1.2% [0.4, 2.1] (n=10,000) calibration headline: ece_debiased, see Calibration"
+        in summary
     )
     calibration = text_of(section(html, "calibration"))
     assert (
@@ -367,9 +368,7 @@ def test_the_calibration_headline_leads_with_the_debiased_ece_and_says_which(
     doc["measurements"] = [m for m in doc["measurements"] if m["name"] != "ece_debiased"]
     html = render_html(doc)
     assert tile_labels(html)[2] == "ECE"
-    assert "calibration headline: ece (top-label, 15 equal-width bins, L1)" in text_of(
-        section(html, "summary")
-    )
+    assert "calibration headline: ece, see Calibration" in text_of(section(html, "summary"))
     calibration = text_of(section(html, "calibration"))
     assert (
         "Calibration headline: ECE \u2014 ece" in calibration
@@ -404,3 +403,49 @@ def test_flagged_timings_show_beside_their_measurement_and_their_rule(rendered: 
         latency.group(0)
     ) and f"judged on flagged timings (baseline: {BUSY})" in latency.group(0)
     assert '<div class="flag"' not in section(rendered("evaluation"), "efficiency")  # nothing flagged there
+
+
+@pytest.fixture(scope="module")
+def gate_report() -> dict[str, Any]:
+    from tests.unit.report.conftest import gate_document
+
+    return gate_document()
+
+
+def test_a_gate_report_from_assay_itself_reads_unambiguously(gate_report: dict[str, Any]) -> None:
+    """The same checks on a document assay made: its gate, its metrics, its timing flags."""
+    from tests.unit.report.conftest import PLANTED_NOTE
+
+    doc = {**gate_report, "plots": {}}
+    rules = {r["metric"]: r for r in doc["verdict"]["rules"]}
+    assert (rules["accuracy"]["test"], rules["accuracy"]["alternative"]) == ("paired bootstrap", "greater")
+    flags = dict(rules["latency_p50_b1"]["flags"])
+    (busy,) = flags.pop("baseline")
+    assert busy.startswith("busy machine: other processes used 1.30 of its 2 cores")
+    assert flags == {}  # the candidate's quiet timings carry none
+    assert "timings flagged, see Efficiency: baseline latency_p50_b1" in doc["summary"]["lines"]
+    html = render_html(doc)
+    gate = section(html, "gate")
+    assert gate.count('class="pill pill-info">info: would') == 2  # macro_f1 and latency: not gated
+    assert gate.count('<td class="test">one-sided paired bootstrap</td>') == 4
+    assert '<td class="test">one-sided bootstrap (unpaired)</td>' in gate
+    assert "every rule is a one-sided test" in text_of(gate) and "2 informational rules" in text_of(gate)
+    metrics = section(html, "metrics")
+    assert re.search(r'<td class="test">two-sided exact McNemar</td>', _row(metrics, "accuracy"))
+    note = f"\u26a0 estimate outside its 95% interval \u2014 {PLANTED_NOTE}"
+    assert note in text_of(_row(metrics, "classwise_mce"))
+
+
+def test_an_evaluation_summary_names_its_calibration_headline_and_flagged_timings() -> None:
+    from assay.evaluate import evaluation_document
+    from tests.unit.report.conftest import planted_assessments
+
+    baseline, _ = planted_assessments()
+    lines = evaluation_document(baseline, dataset={"name": "planted", "split": "test"}, environment={})[
+        "summary"
+    ]["lines"]
+    debiased = next(m for m in baseline.measurements if m.name == "ece_debiased")
+    assert any(
+        line.startswith(f"calibration (headline: ece_debiased, {debiased.estimator}): ") for line in lines
+    )
+    assert "timings flagged, see Efficiency: candidate latency_p50_b1" in lines
