@@ -6,10 +6,12 @@ overconfident one) gives every metric's population value exactly; REPLICATIONS t
 each get measure()'s intervals. benchmarks/calibration_coverage.py runs the issue's full-size simulation.
 
 The bounds come from the binomial arithmetic of REPLICATIONS independent sets. The percentile bootstrap
-falls a little short of 95% at n = 500 (measured with 400 sets at n_boot = 200: 91-94% for macro F1, NLL,
-adaptive ECE and ece_debiased; docs/statistics.md), so an interval is held to "its coverage is at least
-92%": such an interval reaches COVERAGE_FLOOR covers with probability above 99.9%, and an interval that
-covers 80% of the time passes it with probability of about 0.02.
+falls a little short of 95% at n = 500: over 400 sets at n_boot = 200 (``benchmarks/calibration_coverage.py
+--n 500 --sets 400 --n-boot 200 --temperature 2``, docs/statistics.md) the bootstrap metrics covered in
+91-96% of sets, ece_debiased and mce in 95-100%. So an interval is held to "its coverage is at least
+90%": such an interval reaches COVERAGE_FLOOR covers with probability above 99.9%, while one that covers
+70% of the time (the plain percentile interval of ece_debiased, without its recentring, covered a
+calibrated model's 0 in 72 of these 100 sets) passes with probability 0.016.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from tests.unit.metrics.simulation import Population, dirichlet_population
 N = 500
 N_BOOT = 200
 REPLICATIONS = 100
-COVERAGE_FLOOR = int(binom.ppf(0.001, REPLICATIONS, 0.92))  # 83 of 100
+COVERAGE_FLOOR = int(binom.ppf(0.001, REPLICATIONS, 0.90))  # 80 of 100
 # Under perfect calibration a valid test rejects at 5% in at most this many sets, with probability 99.9%.
 REJECTIONS_CEILING = int(binom.ppf(0.999, REPLICATIONS, 0.05))  # 13 of 100
 
