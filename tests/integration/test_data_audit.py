@@ -343,7 +343,7 @@ def test_every_audit_keeps_its_own_report_and_prints_where(leaky_npz: Path, tmp_
 
 
 def test_weak_features_are_flagged_unreliable_in_the_cli_json_and_report(tmp_path: Path) -> None:
-    from tests.unit.data.audit.conftest import bag_of_words, noisy_sentences
+    from tests.unit.data.audit.sentences import bag_of_words, noisy_sentences
 
     data = noisy_sentences("weak")
     counts = bag_of_words(data.texts)

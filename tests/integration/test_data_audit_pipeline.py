@@ -83,7 +83,7 @@ def test_the_policy_reads_leakage_only_never_label_findings(tmp_path: Path) -> N
     from assay.data import load_dataset, parse_data_arg
     from assay.data.audit import AuditContext, from_dataset, run_audit
     from assay.pipeline import AuditSection, check_leakage
-    from tests.unit.data.audit.conftest import bag_of_words, noisy_sentences
+    from tests.unit.data.audit.sentences import bag_of_words, noisy_sentences
 
     sentences = noisy_sentences("weak")
     counts = bag_of_words(sentences.texts)

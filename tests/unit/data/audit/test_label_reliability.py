@@ -15,7 +15,7 @@ from assay.data.audit.labels import find_label_issues, model_reliability, out_of
 from assay.data.audit.report import write_audit
 from assay.data.audit.run import summary
 
-from .conftest import NoisySentences, noisy_sentences
+from .sentences import NoisySentences, noisy_sentences
 
 CLASSES = [f"topic{k}" for k in range(10)]
 

@@ -14,7 +14,7 @@ from assay.data.audit.labels import (
     rank_by_self_confidence,
 )
 
-from .conftest import flip_labels
+from .sentences import flip_labels
 
 
 @pytest.fixture(scope="module")
