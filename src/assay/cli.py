@@ -182,7 +182,11 @@ def demo(
         emit_json(result)
         return
     table = Table(title="assay demo")
-    for column in ("step", "version", "accuracy [95% CI]", "ece", "latency p50 b1", "verdict", "alias"):
+    from assay.format import label
+
+    calibration = label(result["steps"][0]["ece_estimator"] or "ece")  # the ECE the rows lead with
+    columns = ("step", "version", "accuracy [95% CI]", calibration, "latency p50 b1", "verdict", "alias")
+    for column in columns:
         table.add_column(column)
     for row in result["steps"]:
         table.add_row(

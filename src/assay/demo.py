@@ -13,7 +13,7 @@ from typing import Any
 
 from rich.console import Console
 
-from assay.format import format_interval
+from assay.format import format_interval, headline_calibration
 from assay.pipeline import PipelineResult, pipeline_from_dict, run_pipeline
 from assay.release import Workspace
 
@@ -40,13 +40,17 @@ CANDIDATE = {
 
 
 def _row(step: str, result: PipelineResult) -> dict[str, Any]:
-    by_name = {m["name"]: m for m in result.evaluation.document["measurements"]}
+    measurements = result.evaluation.document["measurements"]
+    by_name = {m["name"]: m for m in measurements}
+    calibration = headline_calibration(measurements)  # the debiased ECE, whose interval covers 0
     verdict = result.evaluation.verdict
     return {
         "step": step,
         "version": result.version.ref,
         **{key: format_interval(by_name[name]) if name in by_name else "n/a"
-           for key, name in (("accuracy", "accuracy"), ("ece", "ece"), ("latency", "latency_p50_b1"))},
+           for key, name in (("accuracy", "accuracy"), ("latency", "latency_p50_b1"))},
+        "ece": format_interval(calibration) if calibration else "n/a",
+        "ece_estimator": calibration["name"] if calibration else None,
         "verdict": "first release" if verdict is None else ("passed" if verdict.passed else "failed"),
         "alias": "production" if result.promotion else "",
     }  # fmt: skip
