@@ -42,7 +42,13 @@ def serve_cmd(
     max_queue: Annotated[int, typer.Option(min=1, help="Examples queued before requests get 503.")] = 1024,
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Largest request body, MiB.")] = 32.0,
     monitor: Annotated[bool, typer.Option(help="Monitor drift against the release reference.")] = True,
-    window: Annotated[int, typer.Option(min=10, help="Examples per monitoring window.")] = 500,
+    window: Annotated[
+        int | None,
+        typer.Option(
+            min=10,
+            help="Examples per monitoring window (default: 500, or a sixth of a reference under 3,000 rows).",
+        ),
+    ] = None,
     max_windows_per_minute: Annotated[
         float,
         typer.Option(
@@ -108,6 +114,7 @@ def serve_cmd(
     service = Service(_workspace(home), name, alias, config)
     err.print(f"loading {name}@{alias}: model, release reference, monitor calibration, warm-up")
     service.load()  # here, so a missing alias, bad reference or window is one line and exit 2
+    err.print(f"monitoring: {escape(service.served.monitoring)}")
     err.print(f"serving {name}@{alias} on http://{host}:{port} (dashboard at /, metrics at /metrics)")
     # No access log: one line per request would cost more than the model's share of a batch, and the
     # Prometheus metrics count every request by status anyway.

@@ -28,11 +28,12 @@ MODEL = "bars"
 TINY = {"channels": [4, 8], "hidden": 16, "dropout": 0.0}
 
 
-def make_registry(home: Path) -> Workspace:
+def make_registry(home: Path, versions: int = 2) -> Workspace:
+    """The registry above; ``versions=1`` stops after v1 (in production), for tests that need no rollback."""
     spec = parse_data_arg(f"npz:{write_bars(home.parent / 'bars.npz', 900, 1200)}")
     data = load_dataset(spec)
     ws = Workspace.open(home)
-    for seed in (0, 1):
+    for seed in range(versions):
         config = TrainConfig(epochs=5, batch_size=32, precision="fp32", seed=seed)
         version, _ = train_version(
             ws, MODEL, data, spec, arch="cnn", config=config, spec_overrides=TINY, progress=False
@@ -62,7 +63,9 @@ def running(service: Service) -> Iterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning", lifespan="on"))
+    # log_config=None: uvicorn's loggers propagate to the root one, so pytest captures what the server logs
+    config = uvicorn.Config(create_app(service), log_level="warning", lifespan="on", log_config=None)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

@@ -167,7 +167,10 @@ def test_a_kill_during_an_incident_leaves_a_consistent_store_and_the_restart_car
 
 def test_a_window_the_reference_cannot_calibrate_is_one_line_and_exit_2(home: Path) -> None:
     code, _, stderr = invoke(home, "serve", MODEL, "--window", "5000")
-    assert code == 2 and "too small for windows of 5000" in stderr and "Traceback" not in stderr
+    message = " ".join(stderr.split())  # the console wraps the line
+    assert code == 2 and "Traceback" not in stderr
+    assert "--window 5000 is too large for bars@v2: its release reference has 1200 rows" in message
+    assert "needs 10000" in message and "Pass --window 200" in message  # a sixth of the reference
 
 
 def test_a_webhook_that_is_not_http_is_refused(home: Path) -> None:

@@ -19,6 +19,7 @@ through FastAPI.
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import math
@@ -35,7 +36,9 @@ from fastapi.telemetry import TelemetryConfig
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from assay.errors import NotFoundError, OverloadedError, RefusedError, UsageError
+from assay.serve.batcher import too_many_examples
 from assay.serve.dashboard import dashboard_router
+from assay.serve.served import BatchOutput
 from assay.serve.service import Service
 
 NPY = "application/x-npy"
@@ -112,43 +115,145 @@ def _array(value: Any, what: str) -> np.ndarray:
     return array
 
 
+# --- .npy bodies -------------------------------------------------------------------------------------
+
+NPY_MAGIC = b"\x93NUMPY"
+NPY_MAX_HEADER = 10_000  # bytes: numpy's own default bound on a header it parses (max_header_size)
 # The header numpy writes for a plain C-ordered numeric array. np.load parses every header with
 # ast.literal_eval (about 0.1 ms, as much as the model's batched share of a request); this form is read
-# directly, anything else goes through np.load.
+# directly, any other through literal_eval. At most 18 digits a dimension: every such number fits an int64.
 _NPY_HEADER = re.compile(
-    rb"\{'descr': '([<>|=]?[biuf]\d{1,2})', 'fortran_order': False, 'shape': \(([\d, ]*)\), \} *\n"
+    rb"\{'descr': '([<>|=]?[biuf]\d{1,2})', 'fortran_order': False, "
+    rb"'shape': \(((?:\d{1,18}, )*\d{1,18},?)?\), \} *\n"
 )
 
 
-def read_npy(body: bytes) -> np.ndarray:
-    """A .npy body as an array, never unpickling anything."""
-    if body[:6] == b"\x93NUMPY" and len(body) >= 10 and body[6] == 1:
-        header_len = int.from_bytes(body[8:10], "little")
-        match = _NPY_HEADER.fullmatch(body[10 : 10 + header_len])
-        if match is not None:
-            dtype = np.dtype(match[1].decode())
-            shape = tuple(int(d) for d in match[2].split(b",") if d.strip())
-            count = math.prod(shape)
-            if len(body) != 10 + header_len + count * dtype.itemsize:
-                raise ClientError(
-                    400, f"The .npy body is truncated or padded: shape {shape} of {dtype} does not fit."
-                )
-            return np.frombuffer(body, dtype, count, offset=10 + header_len).reshape(shape)
+def _not_npy(why: str) -> ClientError:
+    return ClientError(400, f"The body is not a readable .npy array: {why}.")
+
+
+def _npy_header(body: bytes) -> tuple[int, object, object, object]:
+    """(offset of the data, descr, fortran_order, shape) as the header states them, unchecked."""
+    if body[:6] != NPY_MAGIC or len(body) < 10:
+        raise _not_npy("it does not start with numpy's magic string \\x93NUMPY")
+    major, minor = body[6], body[7]
+    if (major, minor) not in ((1, 0), (2, 0), (3, 0)):
+        raise _not_npy(f"format version {major}.{minor}; this server reads 1.0, 2.0 and 3.0")
+    start = 10 if major == 1 else 12
+    length = int.from_bytes(body[8:start], "little")
+    if length > NPY_MAX_HEADER or start + length > len(body):
+        raise _not_npy(
+            f"its header claims {length} bytes; the body holds {max(len(body) - start, 0)} after the "
+            f"header length, and headers are at most {NPY_MAX_HEADER}"
+        )
+    raw = body[start : start + length]
+    match = _NPY_HEADER.fullmatch(raw)
+    if match is not None:
+        dims = match[2].split(b",") if match[2] else []
+        return start + length, match[1].decode(), False, tuple(int(d) for d in dims if d.strip())
     try:
-        return np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise ClientError(400, f"The body is not a readable .npy array ({e}).") from None
+        header = ast.literal_eval(raw.decode("utf-8" if major == 3 else "latin-1"))
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError, UnicodeDecodeError):
+        raise _not_npy("its header is not a Python literal") from None
+    if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
+        raise _not_npy("its header is not a dict of 'descr', 'fortran_order' and 'shape'")
+    return start + length, header["descr"], header["fortran_order"], header["shape"]
 
 
-def _media_type(content_type: str) -> str:
-    return content_type.split(";")[0].strip().lower()
+def _npy_dtype(descr: Any) -> np.dtype[Any]:  # Any: whatever the header holds
+    try:
+        dtype = np.lib.format.descr_to_dtype(descr)
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError, RecursionError):
+        raise _not_npy(f"its dtype {str(descr)[:80]!r} is not one numpy knows") from None
+    if dtype.hasobject:
+        raise _not_npy(
+            f"its dtype {str(dtype)[:80]} holds Python objects, which would need unpickling, and this "
+            "server never unpickles; send numbers"
+        )
+    if dtype.itemsize == 0:
+        raise _not_npy(f"its dtype {dtype} has no bytes")
+    return dtype
+
+
+def read_npy(body: bytes) -> np.ndarray:
+    """A .npy body as a read-only view of its bytes, never unpickling anything.
+
+    A header may claim any shape: numpy's own reader allocates what it claims before reading the data (a
+    claim of 292 GiB raised MemoryError; a smaller lie would have taken the memory), so here the claim is
+    checked against the body's length first and the array is a view of the body, allocating nothing.
+    """
+    offset, descr, fortran, shape = _npy_header(body)
+    if not isinstance(fortran, bool):
+        raise _not_npy(f"its fortran_order is {str(fortran)[:40]!r}, not True or False")
+    if not isinstance(shape, tuple) or not all(type(d) is int and d >= 0 for d in shape):
+        raise _not_npy(f"its shape {str(shape)[:80]} is not a tuple of non-negative integers")
+    dtype = _npy_dtype(descr)
+    count = math.prod(shape)
+    if len(body) - offset != count * dtype.itemsize:
+        raise ClientError(
+            400,
+            f"The .npy body is truncated or padded: its header claims shape {shape} of {dtype} "
+            f"({count * dtype.itemsize} bytes), and the body holds {len(body) - offset} after its header.",
+        )
+    flat = np.frombuffer(body, dtype, count, offset=offset)
+    return flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
+
+
+# --- JSON bodies -------------------------------------------------------------------------------------
+
+# Arrays and objects within one another. A request's inputs need one level for the body's object, one for
+# the batch and one a dimension of an example: 5 for images (n, C, H, W). json.loads recurses once a
+# level, so a body of 100,000 "[" raised RecursionError inside json.
+MAX_JSON_DEPTH = 32
+# A JSON string, closed or running to the end of the body; possessive, so each string is scanned once
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.?)*+(?:"|\Z)', re.DOTALL)
+_BRACKET_STEP = np.zeros(256, np.int8)
+_BRACKET_STEP[[ord("["), ord("{")]] = 1
+_BRACKET_STEP[[ord("]"), ord("}")]] = -1
+_DEPTH_CHUNK = 2**20  # bytes scanned at a time: the running depth of 1 MiB is 4 MiB of int32
+
+
+def nesting_depth(body: bytes) -> int:
+    """How deeply arrays and objects nest in the UTF-8 JSON text ``body``, found without parsing it.
+
+    Strings are blanked first (brackets in a string do not nest; in UTF-8 a byte below 128 is always that
+    ASCII character), then the depth is the running sum of +1 per "[" or "{" and -1 per "]" or "}",
+    in numpy: a Python loop over a body of megabytes would cost more than parsing it.
+    """
+    bare = _JSON_STRING.sub(b'""', body)
+    deepest = depth = 0
+    for start in range(0, len(bare), _DEPTH_CHUNK):
+        steps = _BRACKET_STEP[np.frombuffer(bare, np.uint8, min(_DEPTH_CHUNK, len(bare) - start), start)]
+        running = np.cumsum(steps, dtype=np.int32)
+        deepest = max(deepest, depth + int(running.max()))
+        depth += int(running[-1])
+    return deepest
 
 
 def _load_json(body: bytes) -> Any:
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ClientError(
+            400, f"The body is not valid JSON: JSON is UTF-8, and byte {e.start} is not ({e.reason})."
+        ) from None
+    # a body with fewer brackets than the limit cannot nest deeper: most bodies skip the scan
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH:
+        depth = nesting_depth(body)
+        if depth > MAX_JSON_DEPTH:
+            raise ClientError(
+                400,
+                f"The JSON body is nested {depth} deep; this server reads at most {MAX_JSON_DEPTH} levels "
+                "of arrays and objects (inputs of shape (n, C, H, W) need 5).",
+            )
+    try:
+        return json.loads(text)
+    except ValueError as e:  # JSONDecodeError, or a number of more digits than Python converts
         raise ClientError(400, f"The body is not valid JSON ({e}).") from None
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.split(";")[0].strip().lower()
 
 
 def parse_request(body: bytes, content_type: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -193,20 +298,42 @@ def check_labels(labels: np.ndarray, n: int, n_classes: int, per: str) -> np.nda
 
 
 def check_inputs(
-    x: np.ndarray, labels: np.ndarray | None, input_shape: tuple[int, ...], n_classes: int
+    x: np.ndarray,
+    labels: np.ndarray | None,
+    input_shape: tuple[int, ...],
+    n_classes: int,
+    max_examples: int,
 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The inputs as the model takes them (float32, C-ordered, writable), after every check a request can
+    fail: the shape and the number of examples before anything is converted (a .npy body arrives as a view
+    of its bytes), then the values."""
     if x.shape == input_shape:
         x = x[None]  # one example without its batch dimension
     if x.ndim != len(input_shape) + 1 or x.shape[1:] != input_shape or x.shape[0] == 0:
         want = ", ".join(str(d) for d in input_shape)
         raise ClientError(422, f"'inputs' must have shape (n, {want}) with n >= 1; got {tuple(x.shape)}.")
-    x = x.astype(np.float32, copy=False)
+    if x.shape[0] > max_examples:
+        raise ClientError(413, too_many_examples(x.shape[0], max_examples))
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, refused below
+        x = x.astype(np.float32, copy=False)
     if not np.isfinite(x).all():
         raise ClientError(422, "'inputs' holds NaN or infinite values; send finite numbers.")
     if labels is not None:
         labels = check_labels(labels, x.shape[0], n_classes, "input")
     x = np.ascontiguousarray(x)
     return (x if x.flags.writeable else x.copy()), labels  # torch wants writable memory
+
+
+def check_outputs(out: BatchOutput) -> None:
+    """Refuse an answer the model cannot give: inputs far outside what it was trained on can overflow its
+    activations, and the probabilities of an infinite logit are NaN. Such rows are not monitored either
+    (``Service._run``)."""
+    if not out.finite_rows().all():
+        raise ClientError(
+            422,
+            "The model's outputs on these inputs are not finite: the values lie far outside the range it "
+            "was trained on. See docs/serving.md for the input format.",
+        )
 
 
 MODEL_PATH = re.compile(r"/v1/models/([^/]+)/(predict|feedback)")
@@ -246,8 +373,10 @@ class Predict:
             body = await read_body(receive, headers.get(b"content-length"), service.config.max_body_bytes)
             x, labels = parse_request(body, headers.get(b"content-type", b"").decode("latin-1"))
             served = service.served
-            x, labels = check_inputs(x, labels, served.input_shape, served.model.spec["n_classes"])
+            n_classes, max_examples = served.model.spec["n_classes"], service.config.max_queue
+            x, labels = check_inputs(x, labels, served.input_shape, n_classes, max_examples)
             out = await service.predict(x, labels)
+            check_outputs(out)
         except ClientError as e:
             return e.status, _error_body(e.status, e.message), JSON_TYPE, []
         except OverloadedError as e:

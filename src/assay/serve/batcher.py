@@ -29,6 +29,14 @@ import numpy as np
 from assay.errors import OverloadedError, UsageError
 
 
+def too_many_examples(n: int, max_queue: int) -> str:
+    """Why a request of ``n`` examples is refused (the server answers it 413)."""
+    return (
+        f"A request may hold at most {max_queue} examples (the server's queue size); this one holds {n}. "
+        "Split it into smaller requests."
+    )
+
+
 class Sliceable(Protocol):
     def rows(self, start: int, stop: int) -> Self: ...
 
@@ -115,10 +123,7 @@ class MicroBatcher(Generic[R]):
     async def submit(self, x: np.ndarray, labels: np.ndarray | None = None) -> R:
         n = int(x.shape[0])
         if n > self.max_queue:
-            raise UsageError(
-                f"A request may hold at most {self.max_queue} examples (the server's queue size); this one "
-                f"holds {n}. Split it into smaller requests."
-            )
+            raise UsageError(too_many_examples(n, self.max_queue))
         if self._queued + n > self.max_queue:
             self.stats.rejected += 1
             raise OverloadedError(

@@ -51,6 +51,8 @@ from assay.stats import benjamini_hochberg, holm, wilson_interval
 CALIBRATION_FORMAT = "assay.calibration/1"
 DETECTORS = ("features", "embeddings", "predictions", "confidence", "ood_rate", "accuracy", "agreement")
 P_FLOOR = 1e-300  # statistics are capped at 300 (−log10 of the smallest double we keep)
+SMALLEST_WINDOW = 10  # rows
+REFERENCE_WINDOWS = 2  # reference rows per window row calibrate needs: a comparison and a calibration half
 MIN_ROWS = 30  # fewest labelled (or shadowed) rows a window needs before accuracy (or agreement) is tested
 MIN_EXPECTED = 5.0  # chi-square bins expected fewer times than this in a window are pooled
 OOD_QUANTILE = 0.95
@@ -529,13 +531,13 @@ def calibrate(
     """Fit each active detector's threshold for windows of ``window`` rows so that a window of unshifted
     traffic alarms with probability at most ``1 / false_alarm_windows`` (module docstring)."""
     started = time.perf_counter()
-    if window < 10:
-        raise UsageError(f"'window' must be >= 10 rows. Got {window}.")
-    if reference.n < 2 * window:
+    if window < SMALLEST_WINDOW:
+        raise UsageError(f"'window' must be >= {SMALLEST_WINDOW} rows. Got {window}.")
+    if reference.n < REFERENCE_WINDOWS * window:
         raise UsageError(
             f"A reference of {reference.n} rows is too small for windows of {window}: it needs at least "
-            f"{2 * window} (a comparison and a calibration half). Use a smaller window or a larger "
-            "gating set."
+            f"{REFERENCE_WINDOWS * window} (a comparison and a calibration half). Use a smaller window or "
+            "a larger gating set."
         )
     if correction not in ("bh", "holm"):
         raise UsageError(f"'correction' must be 'bh' or 'holm'. Got {correction!r}.")

@@ -171,6 +171,11 @@ def _validate(ref: Reference) -> None:
 # --- input summaries ---------------------------------------------------------------------------------
 
 
+# Beyond this, float32 squares summed over a million pixels (the std) can overflow: such batches are
+# summarised in float64, whose range holds the square of any float32.
+FLOAT32_SAFE = 1e15
+
+
 def image_statistics(images: np.ndarray) -> np.ndarray:
     """Per-image statistics (n, 8) of images (N, C, H, W), in the order of ``IMAGE_STATISTICS``.
 
@@ -178,13 +183,17 @@ def image_statistics(images: np.ndarray) -> np.ndarray:
     ``min``/``max`` (range, clipping), ``gradient`` (mean absolute difference of horizontal and vertical
     neighbours: blur lowers it, noise raises it), ``laplacian`` (mean absolute 5-point Laplacian over the
     interior: a high-frequency/noise measure), and the fractions of pixels at the image's minimum and
-    maximum (saturation, dead regions). Computed in float32: they only need to be comparable, not exact.
+    maximum (saturation, dead regions). Computed in float32: they only need to be comparable, not exact;
+    in float64 for a batch with a value beyond ``FLOAT32_SAFE`` (a client may send any finite number).
     """
     x = np.asarray(images, dtype=np.float32)
     n = x.shape[0]
     flat = x.reshape(n, -1)
     lo = flat.min(axis=1)
     hi = flat.max(axis=1)
+    if n and max(-float(lo.min()), float(hi.max())) > FLOAT32_SAFE:
+        x = x.astype(np.float64)
+        flat = x.reshape(n, -1)
     tol = 1e-6 * np.maximum(1.0, np.abs(hi - lo))
     out = np.empty((n, len(IMAGE_STATISTICS)), dtype=np.float64)
     out[:, 0] = flat.mean(axis=1)
@@ -193,7 +202,7 @@ def image_statistics(images: np.ndarray) -> np.ndarray:
     out[:, 3] = hi
     h, w = x.shape[2], x.shape[3]
     # In place where numpy allows: the server computes these for every image it answers.
-    grad = np.zeros(n, dtype=np.float32)
+    grad = np.zeros(n, dtype=x.dtype)
     if w > 1:
         grad += _mean_abs(np.diff(x, axis=3))
     if h > 1:

@@ -12,14 +12,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from assay.errors import DataError
+from assay.errors import DataError, UsageError
 from assay.inference import infer
 from assay.models.backends import LoadedModel
 from assay.models.predictor import Predictor
 from assay.models.zoo import input_shape
 from assay.outputs import softmax
 from assay.release import Workspace, data_for, model_of
-from assay.serve.drift import calibrate
+from assay.serve.drift import MIN_ROWS, REFERENCE_WINDOWS, SMALLEST_WINDOW, calibrate
 from assay.serve.monitor import Monitor
 from assay.serve.reference import Reference, build_reference
 from assay.store.records import VersionInfo
@@ -27,6 +27,11 @@ from assay.store.records import VersionInfo
 logger = logging.getLogger(__name__)
 
 WARMUP_BATCHES = (1, 8, 64)  # first calls allocate and pick kernels; they are run before serving
+DEFAULT_WINDOW = 500  # examples per monitoring window, for a reference of at least 3,000 rows
+# The fewest reference rows per window row the chosen window keeps: each half of the reference then holds
+# at least three windows (monitoring_window says why).
+ROWS_PER_WINDOW_ROW = 6
+SMALLEST_CHOSEN_WINDOW = MIN_ROWS  # fewer rows than this would never test the accuracy
 
 
 @dataclass(frozen=True)
@@ -40,11 +45,21 @@ class BatchOutput:
     features: np.ndarray | None
 
     def rows(self, start: int, stop: int) -> BatchOutput:
-        part = slice(start, stop)
+        return self.take(slice(start, stop))
+
+    def take(self, part: slice | np.ndarray) -> BatchOutput:
+        """The rows ``part`` selects (a slice, a boolean mask or indices)."""
         features = self.features[part] if self.features is not None else None
         return BatchOutput(
             self.version, self.logits[part], self.probs[part], self.predictions[part], features
         )
+
+    def finite_rows(self) -> np.ndarray:
+        """Which rows have finite outputs (inputs far outside the training range can overflow)."""
+        finite = np.isfinite(self.logits).all(axis=1)
+        if self.features is not None:
+            finite &= np.isfinite(self.features.reshape(len(finite), -1)).all(axis=1)
+        return finite
 
 
 @dataclass
@@ -55,11 +70,14 @@ class Served:
     input_shape: tuple[int, ...]
     monitor: Monitor | None
     shadow: Predictor | None = None  # the parent's, in shadow mode
+    monitoring: str = "not monitored"  # one line on the monitor's window, for the log and the CLI
 
     def run(self, x: np.ndarray) -> BatchOutput:
         logits, features = self.predictor.logits_and_features(x)
+        with np.errstate(invalid="ignore"):  # an infinite logit gives NaN; its request is refused (422)
+            probs = softmax(logits)
         # one argmax per batch, on the model thread: the event loop only slices it per request
-        return BatchOutput(self.version.version, logits, softmax(logits), logits.argmax(axis=1), features)
+        return BatchOutput(self.version.version, logits, probs, logits.argmax(axis=1), features)
 
 
 def serving_predictor(model: LoadedModel, shape: tuple[int, ...], name: str) -> Predictor:
@@ -83,10 +101,72 @@ def serving_predictor(model: LoadedModel, shape: tuple[int, ...], name: str) -> 
 
 @dataclass(frozen=True)
 class MonitorSettings:
-    window: int = 500
+    window: int | None = None  # None: monitoring_window chooses one for the reference
     false_alarm_windows: float = 1000.0
     shadow: bool = False
     seed: int = 0
+
+
+def monitoring_window(n_reference: int, requested: int | None, ref: str) -> tuple[int, str]:
+    """The monitor's window for a release reference of ``n_reference`` rows, and one line saying how it
+    came about: ``requested`` (--window) when the reference can calibrate it, else 500, or a sixth of a
+    reference under 3,000 rows. A refusal names the flag and value to pass.
+
+    Why a sixth. The calibration splits the reference into a comparison half and a calibration half, and
+    scores windows drawn from the calibration half against the comparison half
+    (:func:`~assay.serve.drift.calibrate`). Both halves are samples, so the thresholds carry the luck of
+    the split as well as a window's own noise: for a mean-like statistic, a window of w rows deviates from
+    a comparison half of m rows with variance 1/w + 1/m, and a resampled window, drawn from a calibration
+    half of c rows, with 1/w + 1/m + 1/c. With n >= 6w each half holds three windows or more, and the
+    reference's share stays at most 2/3 of the window's own. Measured (docs/monitoring.md#window-size) on
+    30 references of 360 rows: at a sixth, every server kept its false-alarm rate within twice its budget
+    (0.66 of it on average); at a quarter 17% of the servers exceeded twice the budget, at a half 27% (1.7
+    times it on average). An explicit --window is honoured up to the hard bound of one window a half
+    (n >= 2w), with a warning past a sixth in its line, and never changed.
+    """
+    if requested is not None:
+        if requested * REFERENCE_WINDOWS > n_reference:
+            raise UsageError(
+                f"--window {requested} is too large for {ref}: its release reference has {n_reference} rows, "
+                f"and calibrating windows of {requested} needs {REFERENCE_WINDOWS * requested} (a "
+                f"comparison and a calibration half of a window each). Pass {_window_flag(n_reference)}, "
+                "or leave --window out to let assay choose."
+            )
+        if requested * ROWS_PER_WINDOW_ROW > n_reference:
+            return requested, (
+                f"windows of {requested} examples (--window; more than a sixth of the {n_reference} "
+                "reference rows: false alarms may exceed their budget)"
+            )
+        return requested, f"windows of {requested} examples (--window)"
+    window = min(DEFAULT_WINDOW, n_reference // ROWS_PER_WINDOW_ROW)
+    if window >= SMALLEST_CHOSEN_WINDOW:
+        if window == DEFAULT_WINDOW:
+            return window, f"windows of {window} examples (the default; --window to choose)"
+        return window, (
+            f"windows of {window} examples (a sixth of {ref}'s release reference of {n_reference} rows; "
+            "--window to choose)"
+        )
+    raise UsageError(
+        f"{ref}'s release reference has {n_reference} rows, too few for the smallest window assay chooses, "
+        f"{SMALLEST_CHOSEN_WINDOW} examples (the fewest labelled rows the accuracy detector tests), which "
+        f"needs {ROWS_PER_WINDOW_ROW * SMALLEST_CHOSEN_WINDOW} ({ROWS_PER_WINDOW_ROW} reference rows a "
+        f"window row). Pass {_window_flag(n_reference)}; or gate the version on a larger test split."
+    )
+
+
+def _window_flag(n_reference: int) -> str:
+    """What to pass to serve a reference of ``n_reference`` rows: the window assay would choose, else the
+    largest window that keeps a sixth (too small for the accuracy detector), else no monitoring."""
+    sixth = min(DEFAULT_WINDOW, n_reference // ROWS_PER_WINDOW_ROW)
+    if sixth >= SMALLEST_CHOSEN_WINDOW:
+        return f"--window {sixth}"
+    if sixth >= SMALLEST_WINDOW:
+        return (
+            f"--window {sixth} (windows too small for the accuracy detector, which needs "
+            f"{SMALLEST_CHOSEN_WINDOW} labelled rows; the other detectors run), or --no-monitor to serve "
+            "without monitoring"
+        )
+    return "--no-monitor to serve without monitoring"
 
 
 def release_reference(ws: Workspace, version: VersionInfo, model: LoadedModel) -> tuple[Reference, str]:
@@ -130,6 +210,7 @@ def load_served(ws: Workspace, version: VersionInfo, settings: MonitorSettings |
     model = model_of(ws, version)
     monitor = None
     shadow = None
+    monitoring = "not monitored (--no-monitor)"
     if settings is not None:
         reference, source = release_reference(ws, version, model)
         if settings.shadow and version.parent:
@@ -137,16 +218,18 @@ def load_served(ws: Workspace, version: VersionInfo, settings: MonitorSettings |
             parent = model_of(ws, parent_version)
             reference = replace(reference, agreement=_agreement(ws, version, model, parent, parent_version))
             shadow = serving_predictor(parent, input_shape(parent.spec), parent_version.ref)
+        window, monitoring = monitoring_window(reference.n, settings.window, version.ref)
         calibration = calibrate(
             reference,
-            window=settings.window,
+            window=window,
             false_alarm_windows=settings.false_alarm_windows,
             seed=settings.seed,
         )
         monitor = Monitor(reference, calibration, seed=settings.seed)
-        logger.info("monitoring %s against its release reference (%s)", version.ref, source)
+        logger.info("monitoring %s against its release reference (%s) in %s", version.ref, source, monitoring)
     shape = input_shape(model.spec)
-    served = Served(version, model, serving_predictor(model, shape, version.ref), shape, monitor, shadow)
+    predictor = serving_predictor(model, shape, version.ref)
+    served = Served(version, model, predictor, shape, monitor, shadow, monitoring)
     for size in WARMUP_BATCHES:
         out = served.run(np.zeros((size, *served.input_shape), dtype=np.float32))
         if not np.isfinite(out.logits).all():

@@ -36,6 +36,7 @@ import threadpoolctl
 from assay.errors import NotFoundError, RefusedError, UsageError
 from assay.release import Workspace
 from assay.serve.batcher import MicroBatcher
+from assay.serve.drift import SMALLEST_WINDOW
 from assay.serve.guard import RollbackGuard
 from assay.serve.metrics import ServeMetrics
 from assay.serve.monitor import WindowResult
@@ -52,7 +53,8 @@ class ServeConfig:
     max_queue: int = 1024  # examples waiting; beyond it requests get 503 at once
     max_body_bytes: int = 32 * 2**20
     monitor: bool = True
-    window: int = 500  # examples per monitoring window
+    # examples per monitoring window; None: 500, or less for a small reference (served.monitoring_window)
+    window: int | None = None
     # most windows closed a minute (None: every example is monitored); see MonitorBudget
     max_windows_per_minute: float | None = 60.0
     false_alarm_windows: float = 1000.0  # expected windows between false alarms, all detectors together
@@ -78,8 +80,10 @@ class ServeConfig:
                 "max_windows_per_minute must be > 0, or None to monitor every example. Got "
                 f"{self.max_windows_per_minute}."
             )
-        if self.window < 10:
-            raise UsageError(f"A monitoring window needs at least 10 examples. Got {self.window}.")
+        if self.window is not None and self.window < SMALLEST_WINDOW:
+            raise UsageError(
+                f"A monitoring window needs at least {SMALLEST_WINDOW} examples. Got {self.window}."
+            )
         if self.feedback_examples < 0:
             raise UsageError(
                 f"feedback_examples counts examples kept for feedback, so it is >= 0. Got "
@@ -160,10 +164,7 @@ class Service:
         self._alias_moved = threading.Event()
         self._threads: list[threading.Thread] = []
         self._rng = np.random.default_rng(self.config.seed)
-        per_minute = self.config.max_windows_per_minute
-        self._budget = MonitorBudget(
-            None if per_minute is None else per_minute * self.config.window / 60, self.config.window
-        )
+        self._budget: MonitorBudget | None = None  # set at load, for the served version's window
         # request id -> its answer, oldest first; only the event loop touches it, so it needs no lock
         self._answered: OrderedDict[str, Answered] = OrderedDict()
         self._answered_examples = 0
@@ -237,8 +238,9 @@ class Service:
         """The kept answer of ``request_id``, while it awaits its labels."""
         answer = self._answered.get(request_id)
         if answer is None:
+            shown = request_id if len(request_id) <= 40 else request_id[:40] + "..."
             raise NotFoundError(
-                f"No answer with request id {request_id!r} is kept: it is unknown, or older than the last "
+                f"No answer with request id {shown!r} is kept: it is unknown, or older than the last "
                 f"{self.config.feedback_examples} examples this server keeps for feedback. Send labels "
                 "sooner, or serve with a larger --feedback-examples."
             )
@@ -277,13 +279,19 @@ class Service:
         out = served.run(x)
         forwarded = time.perf_counter()
         self.metrics.forward_seconds.inc(forwarded - start)
-        if served.monitor is None:
+        budget = self._budget
+        if served.monitor is None or budget is None:
             return out
-        if not self._budget.take(len(x), always=labels is not None):
+        if not budget.take(len(x), always=labels is not None):
             self.metrics.monitor_skipped.inc(len(x))
             return out
+        finite = out.finite_rows()
         try:
-            self._observe(served, x, out, labels)
+            if finite.all():
+                self._observe(served, x, out, labels)
+            elif finite.any():  # the other rows' requests are refused (422): they are not traffic
+                kept = None if labels is None else labels[finite]
+                self._observe(served, x[finite], out.take(finite), kept)
         except Exception:  # a monitoring failure must not fail the answers; it is logged
             logger.exception("monitoring failed on a batch of %s", served.version.ref)
         self.metrics.monitor_seconds.inc(time.perf_counter() - forwarded)
@@ -351,11 +359,18 @@ class Service:
                 seed=self.config.seed,
             )
         served = load_served(self.ws, version, settings)  # loaded and warmed before any request sees it
+        window = None if served.monitor is None else served.monitor.window
+        if window is not None and (self._budget is None or self._budget.burst != window):
+            self._budget = self._budget_for(window)  # each version's window fits its own reference
         self._served = served  # one reference assignment: a batch uses the old or the new, never a mix
         self.metrics.version.set(version.version)
         logger.info(
             "serving %s (%s)", version.ref, "first load" if current is None else f"was {current.version.ref}"
         )
+
+    def _budget_for(self, window: int) -> MonitorBudget:
+        per_minute = self.config.max_windows_per_minute
+        return MonitorBudget(None if per_minute is None else per_minute * window / 60, window)
 
     def _rolled_back(self, incident: Incident) -> None:
         self.metrics.rollbacks.inc()
