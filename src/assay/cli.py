@@ -135,16 +135,20 @@ def _verdict_table(verdict: dict[str, Any]) -> Table:
     for column in ("rule", "result", "detail"):
         table.add_column(column)
     for r in verdict["rules"]:
-        table.add_row(f"{r['metric']} {r['kind']}", rule_mark(r), r["message"])
+        table.add_row(f"{r['metric']} {r['kind']}", rule_mark(r), escape(r["message"]))
     return table
 
 
+_BADGE_STYLE = {"pass": "green", "fail": "bold red", "skipped": "yellow", "info": "cyan"}
+
+
 def rule_mark(rule: dict[str, Any]) -> str:
-    """Status before outcome: a skipped optional rule 'passes' only in the sense that it does not block."""
-    if rule["status"] == "skipped":
-        return "[yellow]skipped[/]" if rule["passed"] else "[red]SKIPPED: blocks the gate[/]"
-    mark = "[green]pass[/]" if rule["passed"] else "[red]FAIL[/]"
-    return mark if rule.get("gated", True) else f"{mark} [dim](info)[/]"
+    """The rule's badge (:func:`assay.format.rule_badge`, the report's wording) in the badge's colour:
+    informational rules in their own, never a gated rule's red FAIL."""
+    from assay.format import rule_badge
+
+    text, kind = rule_badge(rule)
+    return f"[{_BADGE_STYLE[kind]}]{escape(text)}[/]"
 
 
 def _print_version(value: bool) -> None:
