@@ -1,5 +1,6 @@
-"""``assay data``: audit a dataset (duplicates, leakage, contamination, label issues, balance, PII, datasheet)
-and write a cleaned copy without the duplicated or leaked examples.
+"""``assay data``: audit a dataset (duplicates, leakage, contamination, label issues, balance, PII,
+datasheet), write a cleaned copy without the duplicated or leaked examples, and list the splits assay makes
+of a source (sizes, fingerprints, class counts; with ``--ids`` every example's id, label and source row).
 
 Exit codes as everywhere: 0 done, 1 the leakage policy refused the data (``--fail-on-leakage``), 2 bad
 arguments or data (one line), 130 interrupted (no report is left marked complete).
@@ -18,7 +19,9 @@ from rich.table import Table
 from assay.cli import JsonOpt, emit_json, err, friendly, out
 from assay.errors import DataError, UsageError
 
-data_app = typer.Typer(no_args_is_help=True, help="Audit a dataset and write a cleaned copy.")
+data_app = typer.Typer(
+    no_args_is_help=True, help="Audit a dataset, write a cleaned copy, list a source's splits and their ids."
+)
 
 DataOpt = Annotated[
     str,
@@ -311,7 +314,7 @@ def splits_cmd(
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """The splits assay makes of a data source: size, fingerprint and class counts; with --ids, every
+    """List the splits assay makes of a data source: size, fingerprint, class counts; with --ids, every
     example's id (what a predictions file names), label and source row."""
     from assay.data import load_dataset, parse_data_arg
     from assay.data.audit.inputs import source_rows
