@@ -296,7 +296,7 @@ def test_consistency_test_null_samples_are_ece_debiased_of_outcomes_drawn_from_t
     labels, probs = random_case(6, 150, 4)
     result = calibration.consistency_test(labels, probs, n_resamples=20, seed=(5, 1))
     conf = probs.max(1)
-    outcomes = np.random.default_rng((5, 1)).random((20, 150)) < conf
+    outcomes = np.random.default_rng((5, 1)).random((20, 150), dtype=np.float32) < conf.astype(np.float32)
     expected = [
         np.sqrt(max(_gap_reference(conf, o.astype(float), calibration.equal_width_bins(conf))[0], 0.0))
         for o in outcomes
