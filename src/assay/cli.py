@@ -112,21 +112,21 @@ def _data_spec(data: str | None, limit: int | None, target: str | None) -> Any:
 
 
 def _measurement_table(measurements: list[dict[str, Any]], title: str) -> Table:
-    from assay.format import format_interval
+    from assay.format import format_interval, outside_interval_note
 
     table = Table(title=title, show_lines=False)
     for column in ("metric", "value [95% CI]", "n", "estimator"):
         table.add_column(column)
     for m in measurements:
         if m["status"] != "ok":
-            table.add_row(
-                m["name"],
-                f"[dim]{m['status']}: {m['details'].get('reason') or m['details'].get('message')}[/]",
-                "",
-                "",
-            )
+            reason = m["details"].get("reason") or m["details"].get("message")
+            table.add_row(m["name"], f"[dim]{m['status']}: {escape(str(reason))}[/]", "", "")
             continue
-        table.add_row(m["name"], format_interval(m), str(m["n"] or ""), m["estimator"])
+        # As in the report: an estimate outside its own interval, and flagged timings, say so beside it.
+        notes = [outside_interval_note(m["value"], m["ci_low"], m["ci_high"], m["details"])]
+        notes += [f"flagged: {flag}" for flag in m["details"].get("flags", [])]
+        value = format_interval(m) + "".join(f"\n[yellow]{escape(n)}[/]" for n in notes if n)
+        table.add_row(m["name"], value, str(m["n"] or ""), escape(m["estimator"]))
     return table
 
 
@@ -148,7 +148,8 @@ def rule_mark(rule: dict[str, Any]) -> str:
     from assay.format import rule_badge
 
     text, kind = rule_badge(rule)
-    return f"[{_BADGE_STYLE[kind]}]{escape(text)}[/]"
+    flagged = " [yellow](flagged timings)[/]" if rule.get("flags") else ""
+    return f"[{_BADGE_STYLE[kind]}]{escape(text)}[/]{flagged}"
 
 
 def _print_version(value: bool) -> None:
