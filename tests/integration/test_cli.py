@@ -186,6 +186,10 @@ def test_data_made_another_way_is_refused_unless_forced(tmp_path: Path) -> None:
     assert record["forced"] is True and record["examples"].startswith("the test split of mydigits")
     assert record["models"]["mydigits-cnn@v1"]["differences"] == []
     assert any(d.startswith("shape:") for d in record["models"]["digits@v1"]["differences"])
+    assert (
+        "Forced: digits@v1 ran on data that does not fit its input contract"
+        in Path(document["report"]).read_text()
+    )
     stored = ok_json("report", str(document["run_id"]))
     assert json.loads(Path(stored["json"]).read_text())["input_contract"] == record
 

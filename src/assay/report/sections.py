@@ -164,6 +164,7 @@ class Summary:
     headline: str
     lines: list[str]
     tiles: list[Tile]
+    warnings: list[str] = field(default_factory=list)  # what was forced: shown above every number
 
 
 @dataclass(frozen=True)
@@ -417,7 +418,19 @@ def _summary(ctx: _Context) -> Summary:
         headline=str(summary.get("headline") or ctx.doc.get("title") or ""),
         lines=[str(line) for line in summary.get("lines") or []],
         tiles=tiles,
+        warnings=_forced_inputs(ctx.doc),
     )
+
+
+def _forced_inputs(doc: Doc) -> list[str]:
+    """One warning per model run on data that does not fit its input contract (``--force-data``)."""
+    record = doc.get("input_contract") or {}
+    return [
+        f"Forced: {ref} ran on data that does not fit its input contract ({'; '.join(m['differences'])}). "
+        "Its numbers describe the model on inputs it was not made for."
+        for ref, m in (record.get("models") or {}).items()
+        if m.get("differences")
+    ]
 
 
 def _headline_note(m: Mapping[str, Any]) -> str:
@@ -638,6 +651,10 @@ def _models(ctx: _Context) -> Section:
         for key, title in _TRAINING_FIELDS.items()
         if any(t.get(key) is not None for t in trainings)
     ]
+    contracts = (ctx.doc.get("input_contract") or {}).get("models") or {}
+    if contracts:
+        described = [(contracts.get(i.get("ref")) or {}).get("contract") for i in infos]
+        fields.append(Field("Input contract", [_text(d) for d in described]))
     known = {key for _, key in _CARD_FIELDS} | {"training"}
     extra = sorted({k for c in cards for k in c if k not in known})
     fields += [Field(k.replace("_", " ").capitalize(), [_text(c.get(k)) for c in cards]) for k in extra]
@@ -656,6 +673,9 @@ def _models(ctx: _Context) -> Section:
         Field("Source", [_text(dataset.get("source"), code=True)]),
         Field("Licence", [_text(dataset.get("licence"))]),
     ]
+    examples = (ctx.doc.get("input_contract") or {}).get("examples")
+    if examples:  # which examples every model ran on, each through its own input contract
+        dataset_fields.insert(0, Field("Evaluated on", [_text(examples)]))
     content = ModelsContent(
         columns=columns,
         fields=fields if ctx.candidate_info else [],

@@ -449,3 +449,28 @@ def test_an_evaluation_summary_names_its_calibration_headline_and_flagged_timing
         line.startswith(f"calibration (headline: ece_debiased, {debiased.estimator}): ") for line in lines
     )
     assert "timings flagged, see Efficiency: candidate latency_p50_b1" in lines
+
+
+def test_inputs_say_which_examples_each_contract_and_what_was_forced(make_document: MakeDocument) -> None:
+    doc = make_document("comparison")
+    base, cand = doc["models"]["baseline"]["ref"], doc["models"]["candidate"]["ref"]
+    doc["input_contract"] = {
+        "examples": "the test split of fashion-mnist (/usr/share/datasets/fashion-mnist): 10,000 examples",
+        "models": {
+            base: {"contract": "1x28x28 images in [0, 1], 10 classes, from fashion-mnist", "differences": []},
+            cand: {
+                "contract": "table of 784 features",
+                "differences": ["kind: the model takes table inputs"],
+            },
+        },
+        "forced": True,
+    }
+    html = render_html(doc)
+    summary, models = text_of(section(html, "summary")), text_of(section(html, "models"))
+    assert f"Forced: {cand} ran on data that does not fit its input contract (kind: the model" in summary
+    assert f"Forced: {base}" not in summary and 'role="alert"' in section(html, "summary")
+    assert "Evaluated on the test split of fashion-mnist" in models
+    assert "Input contract 1x28x28 images in [0, 1], 10 classes, from fashion-mnist table of 784" in models
+
+    doc["input_contract"]["models"][cand]["differences"] = []
+    assert "Forced" not in text_of(render_html(doc))
