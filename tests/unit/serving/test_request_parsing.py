@@ -138,8 +138,8 @@ def test_nesting_depth_equals_a_character_scanner() -> None:
     bodies += ["".join(rng.choice(list('[]{}"\\ x'), 200)) for _ in range(100)]  # bracket soup
     for text in bodies:
         assert nesting_depth(text.encode()) == scanned_depth(text), text
-    # across the 1 MiB chunks the scan works in
-    text = "[" * 10 + " " * (2**20 - 15) + "[" * 30 + "]" * 40
+    # across the chunks of 2**20 brackets the running sum works in
+    text = "[" * 10 + "[], " * 2**19 + "[" * 30 + "]" * 40
     assert nesting_depth(text.encode()) == scanned_depth(text) == 40
 
 
