@@ -150,8 +150,8 @@ def train_version(
 def version_contract(version: VersionInfo) -> InputContract:
     """The input contract ``version`` was trained with (see :mod:`assay.data.contract`).
 
-    Versions registered before contracts were recorded, and compressed variants (which take their
-    parent's inputs), get theirs from the data their recipe names, made the same way again.
+    Versions registered before contracts were recorded get theirs from the data their recipe names, made
+    the same way again (compressed variants carry their root's).
     """
     stored = version.lineage.get("contract")
     if stored is not None:

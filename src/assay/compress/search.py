@@ -508,6 +508,8 @@ class Search:
                 "datasets": self.root.lineage.get("datasets", {}),
                 "dataset": self.root.lineage.get("dataset"),
                 "recipe": recipe,
+                # A variant takes its root's inputs; versions from before contracts derive it on use.
+                **({"contract": self.root.lineage["contract"]} if "contract" in self.root.lineage else {}),
                 "training": training or {},
                 "description": f"{c.key} of {self.root.ref}",
                 "licence": self.root.lineage.get("licence"),

@@ -82,6 +82,7 @@ def test_search_registers_gates_and_reports(own_root: tuple[Workspace, VersionIn
         assert (
             version.lineage["recipe"]["root"] == parent.ref and version.lineage["recipe"]["label"] == t["key"]
         )
+        assert version.lineage["contract"] == parent.lineage["contract"]  # a variant takes its root's inputs
         assert Path(t["report"]).is_file()
     # Lineage: a variant built on another names that one as parent; the rest name the root.
     assert trials["pruned50+ort_static_int8"]["parent"] == trials["pruned50"]["version"]
