@@ -1,6 +1,6 @@
 """A bounded, seeded fuzz of the predict and feedback endpoints on a real server: no request crashes it.
 
-About 1,200 requests over loopback to a real uvicorn server with the monitor on: malformed, truncated and
+About 1,300 requests over loopback to a real uvicorn server with the monitor on: malformed, truncated and
 very deeply nested JSON, ``.npy`` bodies whose header lies (a shape far larger or smaller than the body,
 negative or huge dimensions, other dtypes, object arrays, Fortran order, other format versions), wrong
 content types, garbage bytes, well-formed inputs of the wrong shape, non-finite and extreme values, and
