@@ -102,6 +102,7 @@ def _ece_debiased_details(
         "calibration_test": {
             "test": "consistency resampling (Bröcker & Smith 2007)",
             "null": "perfect calibration",
+            "alternative": "greater",  # the statistic is larger than under the null: miscalibrated
             "statistic": test.statistic,
             "p_value": test.p_value,
             "n_resamples": n_resamples,
