@@ -16,7 +16,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 def test_example_policy_is_valid() -> None:
     policy = Policy.from_toml(EXAMPLES / "policy.toml")
-    assert [r.metric for r in policy.rules] == ["accuracy", "ece", "latency_p50_b1"]
+    assert [r.metric for r in policy.rules] == ["accuracy", "ece_debiased", "latency_p50_b1"]
     result = CliRunner().invoke(app, ["policy", "--check", str(EXAMPLES / "policy.toml")])
     assert result.exit_code == 0 and "valid, 3 rule(s)" in result.stdout
 
