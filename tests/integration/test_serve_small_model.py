@@ -18,10 +18,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from sklearn.datasets import load_digits
 from typer.testing import CliRunner
 
 from assay.cli import app
 from assay.data import load_dataset, parse_data_arg
+from assay.data.audit.inputs import source_rows
 from assay.release import Workspace, model_of
 from assay.serve.service import ServeConfig, Service
 from tests.integration.serving_fixtures import running, wait_windows
@@ -44,6 +46,15 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
+def raw_test_rows() -> tuple[np.ndarray, np.ndarray]:
+    """The test split as the user holds it (scikit-learn's raw 0-16 counts), and as the model takes it
+    (standardised with its training rows' statistics, which the server applies from its input contract)."""
+    spec = parse_data_arg("sklearn:digits")
+    data = load_dataset(spec)
+    rows = source_rows(spec, data)["test"][1]
+    return load_digits().data[rows].astype(np.float32), data.test.x
+
+
 def test_a_window_past_the_reference_is_refused_with_the_value_to_pass(home: Path) -> None:
     result = runner.invoke(app, ["serve", "digits", "--window", "200", "--home", str(home)])
     assert result.exit_code == 2 and "Traceback" not in result.stderr
@@ -56,9 +67,8 @@ def test_the_service_monitors_a_small_reference_with_the_defaults(home: Path) ->
     """ServeConfig's own defaults (the monitoring budget too): windows of 60, and they close."""
     ws = Workspace.open(home)
     service = Service(ws, "digits", "production", ServeConfig(poll_s=0.1))
-    test = load_dataset(parse_data_arg("sklearn:digits")).test  # the rows the model was evaluated on
-    x = test.x.astype(np.float32)
-    want = model_of(ws, ws.store.resolve("digits@production")).predictor.logits_and_features(x)[0]
+    x, standardised = raw_test_rows()  # the rows the model was evaluated on
+    want = model_of(ws, ws.store.resolve("digits@production")).predictor.logits_and_features(standardised)[0]
     with running(service) as base, httpx.Client(base_url=base, timeout=30) as client:
         monitor = service.served.monitor
         assert monitor is not None and monitor.window == 60 and monitor.reference.n == 360
@@ -96,7 +106,7 @@ def test_assay_serve_digits_works_with_the_defaults(home: Path) -> None:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        rows = load_dataset(parse_data_arg("sklearn:digits")).test.x[:5].astype(np.float32)
+        rows = raw_test_rows()[0][:5]
         body = io.BytesIO()
         np.save(body, rows)
         url = f"http://127.0.0.1:{port}{URL}"

@@ -23,6 +23,7 @@ Where anything differs the caller refuses, unless the user forces it, which the 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -119,6 +120,22 @@ class InputContract:
                 "scale": (float(d["scale"][0]), float(d["scale"][1])),
             }
         )
+
+    @cached_property
+    def _statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self.mean), np.asarray(self.sd)
+
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        """Examples as a client holds them (float32: table rows as the source had them, images in [0, 1])
+        -> the model's inputs: table rows standardised with this contract's statistics, images as they are.
+
+        What ``assay serve`` does to every batch, so a client sends the rows of its own table.
+        """
+        if self.transform != "standardise":
+            return x
+        mean, sd = self._statistics
+        with np.errstate(over="ignore"):  # a value beyond float32 after scaling becomes inf: refused
+            return ((x - mean) / sd).astype(np.float32)
 
     def describe(self) -> str:
         """One line a reader can check the data against."""

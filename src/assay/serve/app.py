@@ -304,10 +304,13 @@ def check_inputs(
     input_shape: tuple[int, ...],
     n_classes: int,
     max_examples: int,
+    *,
+    images: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The inputs as the model takes them (float32, C-ordered, writable), after every check a request can
-    fail: the shape and the number of examples before anything is converted (a .npy body arrives as a view
-    of its bytes), then the values."""
+    """The examples as float32 (C-ordered, writable), after every check a request can fail: the shape and
+    the number of examples before anything is converted (a .npy body arrives as a view of its bytes), then
+    the values. For an image model (``images``), 8-bit pixels are divided by 255, as the data loaders do;
+    the model's own transform (a table's standardisation) runs with its batch (``Service._run``)."""
     if x.shape == input_shape:
         x = x[None]  # one example without its batch dimension
     if x.ndim != len(input_shape) + 1 or x.shape[1:] != input_shape or x.shape[0] == 0:
@@ -315,6 +318,8 @@ def check_inputs(
         raise ClientError(422, f"'inputs' must have shape (n, {want}) with n >= 1; got {tuple(x.shape)}.")
     if x.shape[0] > max_examples:
         raise ClientError(413, too_many_examples(x.shape[0], max_examples))
+    if images and x.dtype == np.uint8:
+        x = x.astype(np.float32) / np.float32(255)
     with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, refused below
         x = x.astype(np.float32, copy=False)
     if not np.isfinite(x).all():
@@ -375,7 +380,9 @@ class Predict:
             x, labels = parse_request(body, headers.get(b"content-type", b"").decode("latin-1"))
             served = service.served
             n_classes, max_examples = served.model.spec["n_classes"], service.config.max_queue
-            x, labels = check_inputs(x, labels, served.input_shape, n_classes, max_examples)
+            x, labels = check_inputs(
+                x, labels, served.input_shape, n_classes, max_examples, images=served.contract.kind == "image"
+            )
             out = await service.predict(x, labels)
             check_outputs(out)
         except ClientError as e:

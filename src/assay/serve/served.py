@@ -12,13 +12,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from assay.data import InputContract
 from assay.errors import DataError, UsageError
 from assay.inference import infer
 from assay.models.backends import LoadedModel
 from assay.models.predictor import Predictor
 from assay.models.zoo import input_shape
 from assay.outputs import softmax
-from assay.release import Workspace, data_for, model_of
+from assay.release import Workspace, data_for, model_of, version_contract
 from assay.serve.drift import MIN_ROWS, REFERENCE_WINDOWS, SMALLEST_WINDOW, calibrate
 from assay.serve.monitor import Monitor
 from assay.serve.reference import Reference, build_reference
@@ -69,6 +70,7 @@ class Served:
     predictor: Predictor  # what answers: see serving_predictor
     input_shape: tuple[int, ...]
     monitor: Monitor | None
+    contract: InputContract  # how a client's examples become the model's inputs (a table's statistics)
     shadow: Predictor | None = None  # the parent's, in shadow mode
     monitoring: str = "not monitored"  # one line on the monitor's window, for the log and the CLI
 
@@ -229,7 +231,7 @@ def load_served(ws: Workspace, version: VersionInfo, settings: MonitorSettings |
         logger.info("monitoring %s against its release reference (%s) in %s", version.ref, source, monitoring)
     shape = input_shape(model.spec)
     predictor = serving_predictor(model, shape, version.ref)
-    served = Served(version, model, predictor, shape, monitor, shadow, monitoring)
+    served = Served(version, model, predictor, shape, monitor, version_contract(version), shadow, monitoring)
     for size in WARMUP_BATCHES:
         out = served.run(np.zeros((size, *served.input_shape), dtype=np.float32))
         if not np.isfinite(out.logits).all():

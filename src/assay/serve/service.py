@@ -276,6 +276,7 @@ class Service:
     def _run(self, x: np.ndarray, labels: np.ndarray | None) -> BatchOutput:
         served = self.served  # one version for the whole batch: the one current when it started
         start = time.perf_counter()
+        x = served.contract.prepare(x)  # that version's own transform (a table's statistics)
         out = served.run(x)
         forwarded = time.perf_counter()
         self.metrics.forward_seconds.inc(forwarded - start)

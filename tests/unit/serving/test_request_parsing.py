@@ -89,6 +89,15 @@ def test_inputs_are_checked_for_shape_values_and_labels() -> None:
         check_inputs(np.zeros((2, 1, 4, 4)), np.array([0.5, 1.0]), shape, 3, 64)
 
 
+def test_8_bit_images_are_scaled_as_the_loaders_scale_them_and_tables_are_not() -> None:
+    pixels = np.arange(16, dtype=np.uint8).reshape(1, 1, 4, 4) * 17  # 0, 17, ..., 255
+    images, _ = check_inputs(pixels, None, (1, 4, 4), 3, 64, images=True)
+    np.testing.assert_array_equal(images, pixels.astype(np.float32) / np.float32(255))  # the loader's step
+    assert images.max() == 1.0
+    counts, _ = check_inputs(pixels.reshape(1, 16), None, (16,), 3, 64)  # a table's uint8 column: a count
+    np.testing.assert_array_equal(counts, pixels.reshape(1, 16).astype(np.float32))
+
+
 # --- JSON nesting ------------------------------------------------------------------------------------
 
 
