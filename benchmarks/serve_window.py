@@ -19,42 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from assay.outputs import softmax
-from assay.serve import drift
-from assay.serve.drift import Baseline, Batch, Calibration, baseline_for, calibrate
-from assay.serve.reference import build_reference, ood_scores
+from assay.serve.drift import baseline_for, calibrate
+from assay.serve.reference import build_reference
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests package, for the table model
-from tests.unit.serve import TABLE_MODEL, table_rows
+from tests.unit.serve import TABLE_MODEL, alarms, table_rows, windows
 
 BUDGET = 100  # windows between false alarms
 N_LIVE = 1500  # live windows per reference
 RATIOS = (2, 3, 4, 6, 10)
-
-
-def windows(
-    base: Baseline, x: np.ndarray, logits: np.ndarray, features: np.ndarray, labels: np.ndarray, w: int
-) -> Batch:
-    k = len(x) // w
-    probs = softmax(logits)
-    preds = probs.argmax(1).reshape(k, w)
-    return Batch(
-        inputs=x.reshape(k, w, x.shape[1]),
-        confidence=probs.max(1).reshape(k, w),
-        predictions=preds,
-        ood=ood_scores(logits).reshape(k, w),
-        phi_sum=base.features.transform(features).reshape(k, w, -1).sum(1),
-        n_correct=(preds == labels.reshape(k, w)).sum(1),
-        n_labelled=np.full(k, w),
-    )
-
-
-def alarms(base: Baseline, cal: Calibration, batch: Batch) -> np.ndarray:
-    values = drift.statistics(base, batch, tuple(cal.thresholds))
-    raised = np.zeros(len(batch.predictions), bool)
-    for name, threshold in cal.thresholds.items():
-        raised |= values[name] > threshold
-    return raised
 
 
 def main(n_ref: int, n_refs: int) -> None:

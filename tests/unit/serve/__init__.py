@@ -7,6 +7,11 @@ from functools import lru_cache
 
 import numpy as np
 
+from assay.outputs import softmax
+from assay.serve import drift
+from assay.serve.drift import Baseline, Batch, Calibration
+from assay.serve.reference import ood_scores
+
 
 @dataclass(frozen=True)
 class Model:
@@ -40,6 +45,34 @@ def table_rows(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     p /= p.sum(1, keepdims=True)
     labels = (p.cumsum(1) < rng.random((n, 1))).sum(1)
     return x, logits, features, np.minimum(labels, 3)
+
+
+def windows(
+    base: Baseline, x: np.ndarray, logits: np.ndarray, features: np.ndarray, labels: np.ndarray, window: int
+) -> Batch:
+    """Consecutive windows of ``window`` labelled table rows, as the monitor summarises them."""
+    k = len(x) // window
+    probs = softmax(logits)
+    preds = probs.argmax(1).reshape(k, window)
+    assert base.features is not None
+    return Batch(
+        inputs=x.reshape(k, window, x.shape[1]),
+        confidence=probs.max(1).reshape(k, window),
+        predictions=preds,
+        ood=ood_scores(logits).reshape(k, window),
+        phi_sum=base.features.transform(features).reshape(k, window, -1).sum(1),
+        n_correct=(preds == labels.reshape(k, window)).sum(1),
+        n_labelled=np.full(k, window),
+    )
+
+
+def alarms(base: Baseline, calibration: Calibration, batch: Batch) -> np.ndarray:
+    """Which windows any calibrated detector alarms on."""
+    values = drift.statistics(base, batch, tuple(calibration.thresholds))
+    raised = np.zeros(len(batch.predictions), dtype=bool)
+    for name, threshold in calibration.thresholds.items():
+        raised |= values[name] > threshold
+    return raised
 
 
 @lru_cache(maxsize=1)

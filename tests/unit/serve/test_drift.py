@@ -13,10 +13,10 @@ from statsmodels.stats.multitest import multipletests
 from assay.errors import DataError, UsageError
 from assay.outputs import softmax
 from assay.serve import drift
-from assay.serve.drift import Batch, Calibration, Window, baseline_for, calibrate, evaluate
+from assay.serve.drift import Calibration, Window, baseline_for, calibrate, evaluate
 from assay.serve.reference import build_reference, input_summaries, ood_scores
 from assay.stats import wilson_interval
-from tests.unit.serve import digits, table_rows
+from tests.unit.serve import alarms, digits, table_rows, windows
 
 # --- statistics against scipy / statsmodels ------------------------------------------------------------
 
@@ -226,25 +226,10 @@ def test_false_alarm_rate_on_fresh_null_windows() -> None:
     cal = calibrate(ref, window=window, false_alarm_windows=budget, seed=0)
     base = baseline_for(ref, cal)
     x, logits, features, labels = table_rows(window * n_windows, seed=99)
-    probs = softmax(logits)
-    preds = probs.argmax(1).reshape(n_windows, window)
-    assert base.features is not None
-    batch = Batch(
-        inputs=x.reshape(n_windows, window, 4),
-        confidence=probs.max(1).reshape(n_windows, window),
-        predictions=preds,
-        ood=ood_scores(logits).reshape(n_windows, window),
-        phi_sum=base.features.transform(features).reshape(n_windows, window, -1).sum(1),
-        n_correct=(preds == labels.reshape(n_windows, window)).sum(1),
-        n_labelled=np.full(n_windows, window),
-    )
-    values = drift.statistics(base, batch, tuple(cal.thresholds))
-    alarms = np.zeros(n_windows, dtype=bool)
-    for name, threshold in cal.thresholds.items():
-        alarms |= values[name] > threshold
-    low, high = wilson_interval(int(alarms.sum()), n_windows)
-    assert low <= 1 / budget, f"false-alarm rate {alarms.mean():.4f} is above the budget 1/{budget}"
-    assert high >= 0.002, f"false-alarm rate {alarms.mean():.4f}: the thresholds are far too conservative"
+    raised = alarms(base, cal, windows(base, x, logits, features, labels, window))
+    low, high = wilson_interval(int(raised.sum()), n_windows)
+    assert low <= 1 / budget, f"false-alarm rate {raised.mean():.4f} is above the budget 1/{budget}"
+    assert high >= 0.002, f"false-alarm rate {raised.mean():.4f}: the thresholds are far too conservative"
 
 
 # --- planted shifts on real data (scikit-learn's digits) ---------------------------------------------
