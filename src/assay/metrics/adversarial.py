@@ -222,11 +222,15 @@ def square_attack(
             break
         p = _square_fraction(p_init, i, queries)
         side = max(1, min(h - 1, round(math.sqrt(p * h * w))))
+        # Squares are drawn for every example, fooled or not, so that an example's search depends on its own
+        # margins only: a rounding difference that changes one decision (another CPU's kernels, another
+        # runtime of the same model) changes that example's squares, not every later example's.
+        tops, lefts = rng.integers(0, h - side + 1, size=n), rng.integers(0, w - side + 1, size=n)
+        signs = rng.choice([-eps, eps], size=(n, c, 1, 1)).astype(np.float32)
         candidate = adv[active].copy()
         for j, k in enumerate(active):
-            top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-            signs = rng.choice([-eps, eps], size=(c, 1, 1)).astype(np.float32)
-            window = x[k, :, top : top + side, left : left + side] + signs
+            top, left = tops[k], lefts[k]
+            window = x[k, :, top : top + side, left : left + side] + signs[k]
             candidate[j, :, top : top + side, left : left + side] = np.clip(window, low, high)
         new_margin = _margin(predict(candidate), y[active])
         better = new_margin < margin[active]

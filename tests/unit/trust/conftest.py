@@ -5,6 +5,13 @@ held-out-class examples, and the adversarial and corruption tests a real model o
 training set carries a BadNets-style backdoor (Gu et al. 2017): a white 4x4 square in the top-left
 corner stamped on other classes' images relabelled as T-shirt, as many as 5% of the T-shirts. One model
 then serves every test; the clean test images never carry the trigger.
+
+The models are initialised and trained in float64, then rounded to float32, so that every CPU tests the
+same model. Trained in float32, a model is another model on another CPU: the kernels' summation orders
+round differently (about 1e-7 a step), training amplifies that (at AVX2 against AVX-512 kernels here,
+weights moved by up to 35% of their scale), and every threshold downstream is met by a different model.
+In float64 the same difference is 1e-16 a step; perturbing the initial weights by 1e-15 moved the trained
+ones by 1.3e-13 of their scale, far below float32's rounding of them (6e-8).
 """
 
 from __future__ import annotations
@@ -60,11 +67,24 @@ class TinyCNN(nn.Module):
         return self.head(self.body(x))
 
 
+def tiny_cnn(n_classes: int, seed: int = 0) -> TinyCNN:
+    """A TinyCNN initialised in float64 (ready for :func:`fit`): the same draws on every CPU's kernels."""
+    torch.manual_seed(seed)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        return TinyCNN(n_classes)
+    finally:
+        torch.set_default_dtype(default)
+
+
 def fit(
     model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int = 0, wd: float = 0.0
 ) -> None:
+    """Adam in float64 (see the module's docstring), then the model rounded to float32, in eval mode."""
     torch.manual_seed(seed)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    model.double()
+    xt, yt = torch.from_numpy(x).double(), torch.from_numpy(y)
     opt = torch.optim.Adam(model.parameters(), 2e-3, weight_decay=wd)
     gen = torch.Generator().manual_seed(seed)
     model.train()
@@ -75,7 +95,7 @@ def fit(
             opt.zero_grad()
             nn.functional.cross_entropy(model(xt[b]), yt[b]).backward()
             opt.step()
-    model.eval()
+    model.float().eval()
 
 
 @pytest.fixture(scope="session")
@@ -103,8 +123,7 @@ def small_model() -> SmallModel:
     x_train, y_train = x_train.copy(), y_train.copy()
     x_train[chosen] = stamp(x_train[chosen])
     y_train[chosen] = TARGET
-    torch.manual_seed(0)
-    model = TinyCNN(kept.size)
+    model = tiny_cnn(kept.size)
     fit(model, x_train, y_train, epochs=8)
     return SmallModel(model, x_test, y_test, x_held, x_fit, y_fit, x_train, y_train, poisoned)
 

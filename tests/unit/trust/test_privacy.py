@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from assay.metrics import privacy as pv
 from tests.conftest import needs_fashion_mnist
-from tests.unit.trust.conftest import SmallModel, TinyCNN, fit
+from tests.unit.trust.conftest import SmallModel, fit, tiny_cnn
 
 
 def test_auc_and_tpr_at_low_fpr_equal_references() -> None:
@@ -42,8 +42,7 @@ def test_an_overfit_model_leaks_and_a_regularised_one_does_not(small_model: Smal
     regular = pv.loss_attack_measurements(
         _probs(small_model.model, xm), ym, _probs(small_model.model, xn), yn, n_boot=200
     )[0]
-    torch.manual_seed(0)
-    overfit = TinyCNN(8)
+    overfit = tiny_cnn(8)
     xs, ys = xm[:100], ym[:100]
     fit(overfit, xs, ys, epochs=100)
     leaky = pv.loss_attack_measurements(
@@ -54,7 +53,7 @@ def test_an_overfit_model_leaks_and_a_regularised_one_does_not(small_model: Smal
     assert leaky.details["attack"] == "loss" and leaky.family == "privacy"
 
     def train_shadow(x: np.ndarray, y: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-        shadow = TinyCNN(8)
+        shadow = tiny_cnn(8, seed=1)
         fit(shadow, x, y, epochs=100, seed=1)
         return lambda batch: _probs(shadow, batch)
 
