@@ -19,6 +19,7 @@ from assay.models.predictor import FastTorchPredictor
 from tests.unit.tolerances import (
     LAMBDA,
     U32,
+    U64,
     assert_same_decisions,
     assert_within,
     decided,
@@ -71,13 +72,16 @@ def _exact_first_order(model: nn.Module, x: np.ndarray) -> np.ndarray:
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
         a = inputs[0].detach()
-        if isinstance(module, nn.Conv2d):
-            s = F.conv2d(a.abs(), module.weight.abs().detach(), None, module.stride, module.padding)
-            made.append((out, math.sqrt(2 * module.weight[0].numel()) * s))
-            last["s"] = s
-        elif isinstance(module, nn.Linear):
-            s = F.linear(a.abs(), module.weight.abs().detach(), module.bias.abs().detach())
-            made.append((out, math.sqrt(2 * module.weight[0].numel()) * s))
+        if isinstance(module, nn.Conv2d | nn.Linear):  # n additions of at most S, n products w a
+            w = module.weight.detach()
+            if isinstance(module, nn.Conv2d):
+                s = F.conv2d(a.abs(), w.abs(), None, module.stride, module.padding)
+                products = F.conv2d(a.square(), w.square(), None, module.stride, module.padding)
+                last["s"] = s
+            else:
+                s = F.linear(a.abs(), w.abs(), module.bias.detach().abs())
+                products = F.linear(a.square(), w.square())
+            made.append((out, (w[0].numel() * s.square() + products).sqrt()))
         elif isinstance(module, nn.BatchNorm2d):
             scale = (module.weight / (module.running_var + module.eps).sqrt()).detach().view(1, -1, 1, 1)
             mean, beta = module.running_mean.view(1, -1, 1, 1), module.bias.detach().view(1, -1, 1, 1)
@@ -101,7 +105,7 @@ def test_the_forward_bound_equals_the_exact_first_order_propagation() -> None:
     # The forward pass takes the errors of a layer's outputs as uncorrelated; autograd keeps every
     # correlation through shared upstream roundings. They agree here to a few percent at most.
     model = _cnn()
-    forward = network_forward(model, _X).logits_bound / (LAMBDA * (U32 + 2.0**-53))
+    forward = network_forward(model, _X).logits_bound / (LAMBDA * (U32 + U64))
     exact = _exact_first_order(model, _X)
     np.testing.assert_allclose(forward, exact, rtol=0.05)
 

@@ -65,21 +65,24 @@ class Forward:
 # Roundings a BatchNorm (eval) costs, folded or not: rsqrt(var + eps), times gamma, the shift (mean * scale,
 # beta minus it), and applying scale and shift; folded, the scale is multiplied into each convolution weight.
 _BATCHNORM_ROUNDINGS = 6
+BF16_U = 2.0**-8  # bfloat16's unit roundoff (8 significant bits)
 
 
 class _Tracker:
-    """Forward hooks that carry, beside every tensor the network computes, the proxy sigma of its error
-    (per unit roundoff) and the magnitude its last roundings were relative to.
+    """Forward hooks that carry, beside every tensor the network computes, the proxy sigma of its error and
+    the magnitude its last roundings were relative to.
 
-    A convolution or linear output of n products is made by at most 2n roundings (n + 1 terms with a
-    bias, in whatever order the kernel sums), each of a value no larger than the terms' absolute sum S:
-    its own roundings have proxy sqrt(2n) S. The errors carried in propagate as W e; the outputs of a
-    layer are made by distinct roundings, so their errors are taken as uncorrelated and add in quadrature:
-    sigma_out^2 = W^2 sigma_in^2 + 2n S^2 (the first-order variance, up to what shared upstream roundings
+    A convolution or linear output sums n products w a (n + 1 terms with a bias), in whatever order the
+    kernel likes: each product rounds once (u |w a|), each of the n additions rounds a partial sum no larger
+    than the terms' absolute sum S (u S). Where the operands are rounded first (bf16 weights or autocast,
+    ``operand_u``), each product carries two more roundings and the output one. The errors carried in
+    propagate as W e; the outputs of a layer are made by distinct roundings, so their errors are taken as
+    uncorrelated and add in quadrature (the first-order variance, up to what shared upstream roundings
     correlate, which tests/unit/test_tolerances.py checks against the exact first-order propagation).
     ReLU and max-pooling pass on the error of the value they pass on (1-Lipschitz, exact otherwise)."""
 
-    def __init__(self) -> None:
+    def __init__(self, u: float, operand_u: float) -> None:
+        self.u, self.operand_u = u, operand_u
         self.table: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def put(self, t: torch.Tensor, sigma: torch.Tensor, magnitude: torch.Tensor) -> None:
@@ -97,7 +100,7 @@ class _Tracker:
         (a,) = inputs
         sigma, magnitude = self.get(a, module)
         if isinstance(module, nn.Conv2d | nn.Linear):
-            sigma, magnitude = self._dot(module, a, sigma)
+            sigma, magnitude = self._dot(module, a, sigma, out)
         elif isinstance(module, nn.BatchNorm2d):
             sigma, magnitude = self._batchnorm(module, sigma, magnitude)
         elif isinstance(module, nn.ReLU):
@@ -116,9 +119,8 @@ class _Tracker:
             raise TypeError(f"no rounding bound for {type(module).__name__}")
         self.put(out, sigma, magnitude)
 
-    @staticmethod
     def _dot(
-        module: nn.Conv2d | nn.Linear, a: torch.Tensor, sigma: torch.Tensor
+        self, module: nn.Conv2d | nn.Linear, a: torch.Tensor, sigma: torch.Tensor, out: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         conv = module if isinstance(module, nn.Conv2d) else None
         if conv is not None and conv.padding_mode != "zeros":
@@ -133,12 +135,17 @@ class _Tracker:
         if module.bias is not None:
             magnitude = magnitude + module.bias.abs().view((1, -1, 1, 1) if conv is not None else (1, -1))
         n = module.weight[0].numel()
+        products = apply(a.square(), module.weight.square())  # sum of (w a)^2
+        fresh = (
+            n * (self.u * magnitude).square()
+            + (self.u**2 + 2 * self.operand_u**2) * products
+            + (self.operand_u * out).square()
+        )
         carried = apply(sigma.square(), module.weight.square())
-        return (carried + 2 * n * magnitude.square()).sqrt(), magnitude
+        return (carried + fresh).sqrt(), magnitude
 
-    @staticmethod
     def _batchnorm(
-        module: nn.BatchNorm2d, sigma: torch.Tensor, magnitude: torch.Tensor
+        self, module: nn.BatchNorm2d, sigma: torch.Tensor, magnitude: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if module.training or module.running_var is None or module.running_mean is None:
             raise TypeError("only a BatchNorm2d in eval mode with running statistics is supported")
@@ -151,17 +158,21 @@ class _Tracker:
         scale, shift = scale.abs().view(1, -1, 1, 1), shift.view(1, -1, 1, 1)
         # relative to the convolution's terms before it (folded, each weight carries the scale's roundings)
         magnitude = scale * magnitude + shift
-        return ((scale * sigma).square() + _BATCHNORM_ROUNDINGS * magnitude.square()).sqrt(), magnitude
+        fresh = _BATCHNORM_ROUNDINGS * (max(self.u, self.operand_u) * magnitude).square()
+        return ((scale * sigma).square() + fresh).sqrt(), magnitude
 
 
-def network_forward(model: nn.Module, x: np.ndarray | torch.Tensor, *, u: float = U32) -> Forward:
+def network_forward(
+    model: nn.Module, x: np.ndarray | torch.Tensor, *, u: float = U32, operand_u: float = 0.0
+) -> Forward:
     """The float64 forward pass of a zoo-style model (``features`` then ``head``) of Conv2d, Linear,
     BatchNorm2d (eval), ReLU, MaxPool2d, Flatten and Dropout layers, and for every feature and logit the
-    bound on how far a float-``u`` computation of it (folded or not, any kernel) lies from this reference:
-    LAMBDA sigma for its own roundings plus as much for the reference's, at float64's unit roundoff. The
-    model is left untouched."""
+    bound LAMBDA sigma on how far a computation of it (folded or not, any kernel) lies from this reference:
+    arithmetic at unit roundoff ``u``, with each product's operands first rounded at ``operand_u`` where
+    they are (bf16 weights or autocast: ``operand_u=BF16_U`` with float32 accumulation), plus the
+    reference's own (the same proxy at float64's unit roundoff). The model is left untouched."""
     net = copy.deepcopy(model).double().eval()
-    tracker = _Tracker()
+    tracker = _Tracker(u, operand_u)
     leaves = [m for m in net.modules() if not list(m.children())]
     handles = [m.register_forward_hook(tracker.hook) for m in leaves]
     try:
@@ -170,13 +181,13 @@ def network_forward(model: nn.Module, x: np.ndarray | torch.Tensor, *, u: float 
             tracker.put(x64, torch.zeros_like(x64), x64.abs())  # inputs are exact: float32 is a subset
             features = net.features(x64)  # type: ignore[operator]
             logits = net.head(features)  # type: ignore[operator]
-            f_sigma, _ = tracker.get(features, net)
-            l_sigma, _ = tracker.get(logits, net)
+            sigmas = [tracker.get(t, net)[0] for t in (logits, features)]
     finally:
         for h in handles:
             h.remove()
-    scale = LAMBDA * (u + U64)
-    return Forward(logits.numpy(), scale * l_sigma.numpy(), features.numpy(), scale * f_sigma.numpy())
+    # The reference's own proxy is this one at float64's unit roundoff: at most U64 / u of it.
+    scale = LAMBDA * (1 + U64 / u)
+    return Forward(logits.numpy(), scale * sigmas[0].numpy(), features.numpy(), scale * sigmas[1].numpy())
 
 
 def assert_within(got: np.ndarray | torch.Tensor, want: np.ndarray, bound: np.ndarray, what: str) -> None:
