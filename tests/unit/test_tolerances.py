@@ -127,6 +127,12 @@ def test_the_bound_covers_float32_in_other_orders_and_is_not_vacuous() -> None:
     for name, got in computed.items():
         assert_within(got, ref.logits, ref.logits_bound, name)
     assert (ref.logits_bound < 1e-4 * np.abs(ref.logits).max()).all()  # float32 rounding, not a loose bound
+    # inputs that went through another float32 path: each one rounding (u |x|) away, up or down
+    signs = np.where(np.random.default_rng(2).random(_X.shape) < 0.5, -1.0, 1.0)
+    with torch.no_grad():
+        moved = copy.deepcopy(model).double()(torch.from_numpy(_X * (1 + U32 * signs))).numpy()
+    rounded_inputs = network_forward(model, _X, input_u=U32)
+    assert_within(moved, ref.logits, rounded_inputs.logits_bound, "logits of inputs one rounding away")
     with pytest.raises(TypeError, match="no rounding bound for Tanh"):
         network_forward(_WithTanh(), _X)
 

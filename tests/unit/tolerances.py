@@ -173,14 +173,21 @@ class _Tracker:
 
 
 def network_forward(
-    model: nn.Module, x: np.ndarray | torch.Tensor, *, u: float = U32, operand_u: float = 0.0
+    model: nn.Module,
+    x: np.ndarray | torch.Tensor,
+    *,
+    u: float = U32,
+    operand_u: float = 0.0,
+    input_u: float = 0.0,
 ) -> Forward:
     """The float64 forward pass of a zoo-style model (``features`` then ``head``) of Conv2d, Linear,
     BatchNorm2d (eval), ReLU, MaxPool2d, Flatten and Dropout layers, and for every feature and logit the
     bound LAMBDA sigma on how far a computation of it (folded or not, any kernel) lies from this reference:
     arithmetic at unit roundoff ``u``, with each product's operands first rounded at ``operand_u`` where
     they are (bf16 weights or autocast: ``operand_u=BF16_U`` with float32 accumulation), plus the
-    reference's own (the same proxy at float64's unit roundoff). The model is left untouched."""
+    reference's own (the same proxy at float64's unit roundoff). ``input_u``: the inputs themselves carry
+    one rounding each at that unit roundoff (another path computed them: a standardisation, a cast), not
+    none. The model is left untouched."""
     net = copy.deepcopy(model).double().eval()
     tracker = _Tracker(u, operand_u)
     leaves = [m for m in net.modules() if not list(m.children())]
@@ -188,7 +195,7 @@ def network_forward(
     try:
         with torch.no_grad():
             x64 = torch.as_tensor(np.asarray(x)).double()
-            tracker.put(x64, torch.zeros_like(x64), x64.abs())  # inputs are exact: float32 is a subset
+            tracker.put(x64, input_u * x64.abs(), x64.abs())  # float32 inputs are exact in float64
             features = net.features(x64)  # type: ignore[operator]
             logits = net.head(features)  # type: ignore[operator]
             sigmas = [tracker.get(t, net)[0] for t in (logits, features)]
