@@ -85,6 +85,12 @@ def friendly(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def print_paths(**paths: Any) -> None:
+    """``Report: PATH`` lines, unwrapped whatever the width, so a path is copied whole."""
+    for label, path in paths.items():
+        out.print(f"{label.capitalize()}: [bold]{escape(str(path))}[/]", soft_wrap=True, highlight=False)
+
+
 def emit_json(obj: Any) -> None:
     """Results (dicts, lists, or the store's frozen records) as JSON on stdout."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
@@ -200,7 +206,7 @@ def demo(
     out.print(table)
     for line in result["gate"]["lines"]:
         out.print(f"  {line}", highlight=False)
-    out.print(f"Report: [bold]{result['report']}[/]")
+    print_paths(report=result["report"])
     out.print(
         "Next: `assay models show fmnist-cnn`, `assay compress fmnist-cnn@production`, "
         "`assay models rollback fmnist-cnn`"
@@ -353,8 +359,8 @@ def eval_cmd(
         return
     out.print(_measurement_table(evaluated.document["measurements"], evaluated.document["title"]))
     if save_predictions is not None:
-        out.print(f"Predictions: [bold]{escape(str(save_predictions))}[/]")
-    out.print(f"Report: [bold]{evaluated.html}[/]")
+        print_paths(predictions=save_predictions)
+    print_paths(report=evaluated.html)
 
 
 def _warn_forced(document: dict[str, Any]) -> None:
@@ -407,7 +413,7 @@ def gate(
         out.print(_verdict_table(evaluated.document["verdict"]))
         style = "bold green" if evaluated.verdict.passed else "bold red"
         out.print(f"[{style}]{evaluated.document['summary']['headline']}[/]")
-        out.print(f"Report: [bold]{evaluated.html}[/]")
+        print_paths(report=evaluated.html)
     if not evaluated.verdict.passed:
         raise typer.Exit(1)
 
@@ -445,7 +451,7 @@ def report(
     if json_out:
         emit_json({"html": str(paths.html), "json": str(paths.json)})
     else:
-        out.print(f"Report: [bold]{paths.html}[/]")
+        print_paths(report=paths.html)
 
 
 @models_app.command("list")

@@ -18,7 +18,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from assay.cli import HomeOpt, JsonOpt, _workspace, emit_json, err, friendly, out
+from assay.cli import HomeOpt, JsonOpt, _workspace, emit_json, err, friendly, out, print_paths
 from assay.errors import UsageError
 
 variants_app = typer.Typer(no_args_is_help=True, help="Compressed variants of a model and their verdicts.")
@@ -86,7 +86,7 @@ def compress_cmd(
             out.print(escape(line), highlight=False, soft_wrap=True)
         colour = "green" if result.exit_code == 0 else "red"
         out.print(f"[bold {colour}]{escape(result.message)}[/]", soft_wrap=True)
-        out.print(f"Report: [bold]{escape(str(result.html))}[/]", soft_wrap=True)
+        print_paths(report=result.html)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 

@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from assay.cli import JsonOpt, emit_json, err, friendly, out
+from assay.cli import JsonOpt, emit_json, err, friendly, out, print_paths
 from assay.errors import DataError, UsageError
 
 data_app = typer.Typer(
@@ -222,10 +222,7 @@ def audit_cmd(
         out.print(_findings_table(document))
         for name, reason in document["summary"]["unreliable"].items():
             out.print(f"[bold yellow]unreliable:[/] {escape(name)}: {escape(reason)}", highlight=False)
-        out.print(
-            f"Report: [bold]{escape(str(paths.html))}[/]  datasheet: {escape(str(paths.croissant))}  "
-            f"document: {escape(str(paths.json))}"
-        )
+        print_paths(report=paths.html, datasheet=paths.croissant, document=paths.json)
     if refused:
         err.print(
             f"[bold red]refused:[/] {leak:.2%} of test examples have a copy in train, above the policy's "

@@ -23,6 +23,7 @@ from assay.cli import (
     err,
     friendly,
     out,
+    print_paths,
 )
 from assay.errors import UsageError
 
@@ -110,4 +111,4 @@ def trust_cmd(
     ]
     out.print(_measurement_table(rows, f"Trust suite: {run.document['title']}"))
     err.print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in run.result.seconds.items()), highlight=False)
-    out.print(f"Report: [bold]{run.html}[/]")
+    print_paths(report=run.html)

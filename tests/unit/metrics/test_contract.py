@@ -201,7 +201,8 @@ def test_ece_debiased_carries_the_calibration_test() -> None:
     o = _calibrated_outputs(2)
     (m,) = measure(o, ["ece_debiased"], n_boot=200, seed=4)
     test = m.details["calibration_test"]
-    assert set(test) == {"test", "null", "statistic", "p_value", "n_resamples"}
+    assert set(test) == {"test", "null", "alternative", "statistic", "p_value", "n_resamples"}
+    assert test["alternative"] == "greater"  # miscalibration makes the statistic larger
     assert test["test"] == "consistency resampling (Bröcker & Smith 2007)"
     assert test["null"] == "perfect calibration" and test["n_resamples"] == 200
     assert test["statistic"] == m.value and 1 / 201 <= test["p_value"] <= 1
