@@ -53,20 +53,20 @@ def test_ids_name_the_rows_of_the_source_they_were_read_from() -> None:
         assert [e["id"] for e in listed["examples"]] == split.ids.tolist()
         rows = np.array([e["row"] for e in listed["examples"]])
         np.testing.assert_array_equal(raw.target[rows], split.y)
-        # The inputs assay holds are the raw rows put through its standardisation (float32 rounding).
-        np.testing.assert_allclose(
-            (raw.data[rows].astype(np.float32) - mean) / sd, split.x, rtol=1e-5, atol=1e-5
-        )
+        # The inputs assay holds are the raw rows put through its standardisation, computed in float64 and
+        # rounded once to float32: within one float32 step of the float64 result.
+        want = (raw.data[rows] - mean) / sd
+        np.testing.assert_array_less(np.abs(split.x - want), np.spacing(np.abs(want).astype(np.float32)))
         seen.update(rows.tolist())
     assert seen == set(range(len(raw.target)))  # every row in exactly one split (sizes add up)
     assert sum(s.n for s in dataset.splits().values()) == len(raw.target)
 
 
 def _standardisation(raw: np.ndarray, train: list[dict[str, object]]) -> tuple[np.ndarray, np.ndarray]:
-    """What the loader standardises a table with: the training rows' mean and sd (0 read as 1), float32."""
-    rows = raw[[int(e["row"]) for e in train]].astype(np.float32)  # type: ignore[call-overload]
+    """What the loader standardises a table with: the training rows' mean and sd (0 read as 1), float64."""
+    rows = raw[[int(e["row"]) for e in train]].astype(np.float64)  # type: ignore[call-overload]
     sd = rows.std(axis=0)
-    return rows.mean(axis=0), np.where(sd == 0, 1.0, sd).astype(np.float32)
+    return rows.mean(axis=0), np.where(sd == 0, 1.0, sd)
 
 
 def test_a_predictions_file_built_from_the_listed_ids_pairs_with_assays_split(tmp_path: Path) -> None:

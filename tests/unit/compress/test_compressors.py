@@ -17,6 +17,7 @@ from assay.data import Dataset
 from assay.env import cpu_supports_bf16
 from assay.models import ZooModel, count_parameters
 from assay.models.backends import ONNX_FILE, LoadedModel, load_artifact
+from tests.unit.tolerances import BF16_U, assert_within, network_forward
 
 
 def _state(model: ZooModel) -> dict[str, torch.Tensor]:
@@ -51,7 +52,8 @@ def test_onnx_fp32_matches_torch(
     x = bars_data.test.x[:64]
     logits, features = loaded.predictor.logits_and_features(x)
     assert logits.shape == (64, 3) and features is not None and features.shape == (64, 32)
-    np.testing.assert_allclose(logits, _torch_logits(tiny_cnn, x), atol=1e-4)
+    ref = network_forward(tiny_cnn, x)  # float64, with the bound any float32 computation keeps to
+    assert_within(logits, ref.logits, ref.logits_bound, "ONNX Runtime's logits")
     assert loaded.backend == "onnxruntime" and loaded.parameters == count_parameters(tiny_cnn)
     assert built.spec == tiny_cnn.spec
     # One self-contained file, no external weights beside it: its size is the model's size.
@@ -107,7 +109,10 @@ def test_bf16_runs_only_where_the_cpu_has_it(
     _, loaded = _build("torch_bf16", tiny_cnn, ctx, tmp_path / "m")
     assert loaded.manifest["precision"] == "bf16" and loaded.predictor.name == "torch-bf16"
     logits, _ = loaded.predictor.logits_and_features(bars_data.test.x[:8])
-    np.testing.assert_allclose(logits, _torch_logits(tiny_cnn, bars_data.test.x[:8]), atol=0.1)
+    # Operands rounded to bf16 (8 significant bits), float32 accumulation: AMX, AVX512-BF16 and emulated
+    # kernels all keep to this bound, where a fixed 0.1 was inside what bf16 can legitimately move.
+    ref = network_forward(tiny_cnn, bars_data.test.x[:8], operand_u=BF16_U)
+    assert_within(logits, ref.logits, ref.logits_bound, "bf16 logits")
 
 
 @pytest.mark.parametrize("config", ["int8_weight_only", "int8_dynamic"])

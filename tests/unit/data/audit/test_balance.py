@@ -14,6 +14,7 @@ from assay.data import parse_data_arg
 from assay.data.audit import AuditContext, AuditData, load_audit_data, run_audit
 from assay.data.audit.balance import imbalance_ratio, mahalanobis
 from assay.stats import wilson_interval
+from tests.unit.tolerances import U32, assert_within, gamma
 
 
 def test_imbalance_ratio_and_minority_share() -> None:
@@ -57,8 +58,17 @@ def test_mahalanobis_matches_scipy_on_full_rank_data() -> None:
     x = rng.multivariate_normal([1, -2, 0], [[2, 0.5, 0], [0.5, 1, 0.3], [0, 0.3, 0.5]], 2000)
     ours = mahalanobis(x[:10], x, components=3)
     vi = np.linalg.inv(np.cov(x, rowvar=False))
-    reference = [distance.mahalanobis(row, x.mean(axis=0), vi) ** 2 for row in x[:10]]
-    np.testing.assert_allclose(ours, reference, rtol=1e-6)
+    reference = np.array([distance.mahalanobis(row, x.mean(axis=0), vi) ** 2 for row in x[:10]])
+    # Ours projects in float32: z = xV - mV, with x, the whitened basis V and mV rounded to float32. Each
+    # z_k is a 3-term dot product of rounded operands, within delta_k = gamma(5) ((|x| + |m|) @ |V|)_k (the
+    # products, the sums and the two operand roundings) plus its own rounding U32 |z_k|; the squared
+    # distance then moves by at most sum_k (2 |z_k| delta_k + delta_k^2), whatever the summation order.
+    mean = x.mean(axis=0)
+    values, vectors = np.linalg.eigh(np.cov(x - mean, rowvar=False))
+    basis = vectors / np.sqrt(values)
+    z = (x[:10] - mean) @ basis
+    delta = gamma(5) * ((np.abs(x[:10]) + np.abs(mean)) @ np.abs(basis)) + U32 * np.abs(z)
+    assert_within(ours, reference, (2 * np.abs(z) * delta + delta**2).sum(axis=1), "squared distances")
 
 
 def test_planted_outliers_are_flagged_in_test() -> None:
