@@ -238,15 +238,17 @@ def choose_best(evaluated: list[dict[str, Any]], root: dict[str, Any] | None, ob
     """The best variant of a search for ``objective``, or none and why.
 
     ``evaluated``: the trials that were gated, their plausibility ``flags`` set. The best passes the
-    gate, is not flagged implausible, and improves on the parent (:func:`vs_parent`); among several, the
-    one with the best point estimate. With none, the message names the passing variant closest to the
+    gate, is not flagged implausible where the objective is a timing (size is measured exactly, so a
+    suspect timing says nothing about it), and improves on the parent (:func:`vs_parent`); among several,
+    the one with the best point estimate. With none, the message names the passing variant closest to the
     parent's figure and says how it compares, so a slower or larger variant is never called best.
     """
     metric, higher = OBJECTIVES[objective]
     passing = [t for t in evaluated if t["status"] == "passed"]
     if not passing:
         return Outcome("none_passed", None, None, "no variant passed the gate")
-    plausible = [t for t in passing if not t["flags"] and metric in t.get("versus_parent", {})]
+    timed = metric != "size_on_disk"
+    plausible = [t for t in passing if not (timed and t["flags"]) and metric in t.get("versus_parent", {})]
     if not plausible:
         flagged = ", ".join(t["key"] for t in passing if t["flags"])
         message = f"no variant passed the gate with plausible timings (flagged implausible: {flagged})"

@@ -171,3 +171,6 @@ def test_nothing_passing_or_nothing_plausible_is_said() -> None:
     assert (
         outcome.message == "no variant passed the gate with plausible timings (flagged implausible: flagged)"
     )
+    # Size is measured exactly: a suspect timing does not disqualify a variant that is smaller.
+    small = _trial("small", "passed", _versus(_size(250), _size(1000)), flags=FLAG)
+    assert choose_best([small], ROOT, "size").best == "small"
