@@ -118,10 +118,12 @@ metric = "accuracy"
 kind = "non_inferiority"
 margin = 0.005
 
-# Calibration error may not rise by 0.01 or more: the debiased top-label ECE (15 bins, L2; Kumar et al.
-# 2019), whose interval covers a calibrated model's 0, where the binned plug-in ECE is biased upwards.
+# Top-label ECE (15 bins, L1) may not rise by 0.01 or more. Paired, the plug-in's upward bias is much
+# the same for both models and largely cancels, and its delta is tight (about +/-0.45 pp at n = 10,000);
+# ece_debiased, which the report leads with for a model's own calibration, takes a square root that
+# makes paired deltas near 0 four times as wide, so a calibrated candidate would fail for want of power.
 [[rules]]
-metric = "ece_debiased"
+metric = "ece"
 kind = "non_inferiority"
 margin = 0.01
 

@@ -138,7 +138,7 @@ def test_default_policy_round_trips_and_is_the_documented_text() -> None:
     gated = {r.metric: r for r in policy.rules if r.gated}
     assert gated == {
         "accuracy": Rule("accuracy", "non_inferiority", margin=0.005),
-        "ece_debiased": Rule("ece_debiased", "non_inferiority", margin=0.01),
+        "ece": Rule("ece", "non_inferiority", margin=0.01),
         "nll": Rule("nll", "non_inferiority", margin=0.02),
     }
 
