@@ -12,8 +12,6 @@ and gate without a PyTorch model: see :func:`load_predictions`.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from assay.atomic import replacing
 from assay.errors import DataError
+
+PREDICTION_SUFFIXES = (".npz", ".parquet", ".pq")  # what a predictions file may be named
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,6 @@ class Outputs:
     def save(self, path: str | Path) -> Path:
         """Write atomically (temporary file, then rename) so a crash never leaves half a cache."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {
             "id": self.ids.astype(str),
             "label": self.labels,
@@ -72,14 +72,8 @@ class Outputs:
         for key, value in (("logits", self.logits), ("features", self.features), ("group", self.groups)):
             if value is not None:
                 arrays[key] = value.astype(str) if key == "group" else value
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with replacing(path) as tmp, tmp.open("xb") as f:
+            np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
         return path
 
 
@@ -190,7 +184,7 @@ def load_predictions(path: str | Path) -> Outputs:
                 cols = {k: z[k] for k in z.files}
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
             raise DataError(f"{path}: not a readable .npz file ({e}).") from None
-    elif suffix in (".parquet", ".pq"):
+    elif suffix in PREDICTION_SUFFIXES:
         cols = _read_parquet(path)
     else:
         raise DataError(f"{path}: unsupported predictions format '{suffix}'; use .npz or .parquet.")
@@ -227,7 +221,7 @@ def write_predictions(outputs: Outputs, path: str | Path) -> Path:
     suffix = path.suffix.lower()
     if suffix == ".npz":
         return outputs.save(path)
-    if suffix not in (".parquet", ".pq"):
+    if suffix not in PREDICTION_SUFFIXES:
         raise DataError(f"{path}: predictions are written as .npz or .parquet, not '{suffix}'.")
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -241,15 +235,8 @@ def write_predictions(outputs: Outputs, path: str | Path) -> Path:
         columns["logits"] = outputs.logits.tolist()
     if outputs.groups is not None:
         columns["group"] = outputs.groups.tolist()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".parquet.tmp")
-    os.close(fd)
-    try:
-        pq.write_table(pa.table(columns), tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp:
+        pq.write_table(pa.table(columns), str(tmp))
     return path
 
 

@@ -21,14 +21,14 @@ import numpy as np
 from assay.compare import align
 from assay.data import Dataset, DataSpec, Fitted, InputContract, load_dataset, source_text
 from assay.env import environment
-from assay.errors import DataError
+from assay.errors import DataError, UsageError
 from assay.evaluate import Assessment, assess, compare, comparison_document, evaluation_document
 from assay.gate import Policy, Verdict
 from assay.inference import infer
 from assay.metrics.efficiency import measure_efficiency
 from assay.models import build_model, default_spec, save_model
 from assay.models.backends import LoadedModel, load_artifact
-from assay.outputs import Outputs, load_predictions, write_predictions
+from assay.outputs import PREDICTION_SUFFIXES, Outputs, load_predictions, write_predictions
 from assay.report import write_report
 from assay.serve.reference import build_reference
 from assay.store import Store
@@ -160,7 +160,7 @@ def version_contract(version: VersionInfo) -> InputContract:
     if recorded is None:
         raise DataError(
             f"{version.ref} records neither an input contract nor the data it was trained on, so no data "
-            "can be checked against it; evaluate it with force_data (--force-data) to run it anyway."
+            "can be checked against it or made into its inputs; register it again with its training data."
         )
     spec = DataSpec.model_validate(recorded)
     return InputContract.of(load_dataset(spec), source_text(spec))
@@ -179,18 +179,29 @@ def fit_version(version: VersionInfo, data: Dataset, *, force: bool = False) -> 
             f"does not fit: {'; '.join(fitted.differences)}. Evaluate each model on data made its own way "
             f"(`assay eval {version.ref}` without --data runs it on its own source; `--save-predictions "
             "FILE` keeps its outputs, and `assay gate` pairs two such files by example id), convert the "
-            "data to the model's contract, or force it with --force-data (recorded in the report)."
+            "data to the model's contract, or force it (--force-data on assay eval and assay gate; recorded "
+            "in the report)."
         )
     check_fits(version, fitted.data)
     return fitted
 
 
+def data_spec_for(version: VersionInfo, override: DataSpec | None = None) -> DataSpec:
+    """The data ``override`` names, else the version's own training data (from its lineage). A table named
+    without its label column takes the version's own: the column it was trained to predict."""
+    own = DataSpec.model_validate(version.lineage["recipe"]["data"])
+    spec = override or own
+    if spec.kind in ("csv", "parquet") and spec.target is None and own.target is not None:
+        spec = spec.model_copy(update={"target": own.target})
+    return spec
+
+
 def data_for(
     version: VersionInfo, override: DataSpec | None = None, *, force: bool = False
 ) -> tuple[Dataset, DataSpec]:
-    """The version's inputs: its own training data (from its lineage), or the data the caller names, made
-    by the version's own contract (:func:`fit_version`)."""
-    spec = override or DataSpec.model_validate(version.lineage["recipe"]["data"])
+    """The version's inputs: the data :func:`data_spec_for` names, made by the version's own contract
+    (:func:`fit_version`)."""
+    spec = data_spec_for(version, override)
     return fit_version(version, load_dataset(spec), force=force).data, spec
 
 
@@ -424,7 +435,7 @@ def record_comparison(
 
 def is_predictions(target: str) -> bool:
     """A target naming a .npz/.parquet file is a predictions file; anything else is a model ref."""
-    return Path(target).suffix.lower() in (".npz", ".parquet", ".pq")
+    return Path(target).suffix.lower() in PREDICTION_SUFFIXES
 
 
 def evaluate_target(
@@ -445,9 +456,14 @@ def evaluate_target(
     its input contract unless ``force_data``) or a predictions file.
 
     ``save_predictions``: also write the per-example outputs with their ids as a predictions file
-    (``.npz`` or ``.parquet``, see :func:`assay.outputs.save_predictions`), which ``assay gate`` pairs
+    (``.npz`` or ``.parquet``, see :func:`assay.outputs.write_predictions`), which ``assay gate`` pairs
     with any model evaluated on the same examples.
     """
+    if save_predictions is not None and not is_predictions(str(save_predictions)):
+        raise UsageError(  # before the evaluation, not after minutes of it
+            f"--save-predictions {save_predictions}: predictions are written as "
+            f"{' or '.join(PREDICTION_SUFFIXES)}, not '{save_predictions.suffix}'."
+        )
     if is_predictions(target):
         path = Path(target)
         outputs = load_predictions(path)
@@ -479,15 +495,9 @@ def evaluate_target(
 def _fitted_data(
     data_spec: DataSpec | None, anchor: VersionInfo, versions: list[VersionInfo], force: bool
 ) -> tuple[Dataset, dict[str, Fitted]]:
-    """The data ``data_spec`` names (``anchor``'s own by default), made into each version's inputs.
-
-    A table named without its label column takes the anchor's own (the column it was trained to predict).
-    """
-    own = DataSpec.model_validate(anchor.lineage["recipe"]["data"])
-    spec = data_spec or own
-    if spec.kind in ("csv", "parquet") and spec.target is None and own.target is not None:
-        spec = spec.model_copy(update={"target": own.target})
-    data = load_dataset(spec)
+    """The data :func:`data_spec_for` names for ``anchor``, loaded once and made into each version's
+    inputs."""
+    data = load_dataset(data_spec_for(anchor, data_spec))
     return data, {v.ref: fit_version(v, data, force=force) for v in versions}
 
 
@@ -512,8 +522,8 @@ def gate_targets(
     """
     stats = {"n_boot": policy.n_bootstrap, "seed": policy.seed}
     files = {t: Path(t) for t in (baseline, candidate) if is_predictions(t)}
-    if len(files) == 2:
-        b_path, c_path = files[baseline], files[candidate]
+    if is_predictions(baseline) and is_predictions(candidate):  # the same file twice is one key of files
+        b_path, c_path = Path(baseline), Path(candidate)
         b_out, c_out = align(load_predictions(b_path), load_predictions(c_path))  # fail fast if unpaired
         return record_comparison(
             ws,
@@ -532,8 +542,8 @@ def gate_targets(
 
     def assessed(v: VersionInfo) -> Assessment:
         inputs = fitted[v.ref].data
-        own = assess_version(
-            ws, v, inputs, "test", efficiency=efficiency, progress=progress,
+        own = assess_version(  # a file has no timings to compare with: the model's are not taken
+            ws, v, inputs, "test", efficiency=efficiency and not files, progress=progress,
             n_boot=policy.n_bootstrap, seed=policy.seed,
         )  # fmt: skip
         return gate_trust(ws, v, own, inputs, policy)

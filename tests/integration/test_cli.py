@@ -272,6 +272,8 @@ def test_report_rerenders_from_run_and_json(tmp_path: Path) -> None:
         ),
         (("eval", "nosuchmodel@production"), "nosuchmodel"),
         (("gate", "a.npz", "b@v1"), "No model named 'b'"),
+        # Refused before any evaluation is spent, not after it.
+        (("eval", "nosuchmodel@v1", "--save-predictions", "out.csv"), "predictions are written as .npz"),
         (("report", "missing.json"), "No such run id or report file"),
     ],
 )
@@ -292,6 +294,8 @@ def test_bad_files_exit_2(tmp_path: Path) -> None:
     assert code == 2 and "label 9 at row 2 is out of range for 3 classes" in stderr
 
     good = write_predictions(tmp_path / "good.npz", np.arange(30) % 3, np.tile(np.eye(3), (10, 1)))
+    code, _, stderr = invoke("gate", str(good), str(good), "--json")  # one file against itself
+    assert code == 0 and "Traceback" not in stderr, stderr
     code, _, stderr = invoke("eval", str(good), "--n-boot", "0")
     assert code == 2 and "--n-boot must be at least 100 for stable 95% intervals; got 0" in stderr
     malformed = tmp_path / "malformed.toml"

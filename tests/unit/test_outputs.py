@@ -9,7 +9,7 @@ import pytest
 from scipy.special import softmax
 
 from assay.errors import DataError
-from assay.outputs import from_arrays, load_predictions
+from assay.outputs import from_arrays, load_predictions, write_predictions
 
 
 def arrays(n: int = 50, c: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
@@ -87,3 +87,26 @@ def test_unreadable_files(tmp_path: Path) -> None:
     np.savez(tmp_path / "noprobs.npz", label=np.arange(3))
     with pytest.raises(DataError, match="needs a 'probs' or a 'logits'"):
         load_predictions(tmp_path / "noprobs.npz")
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".parquet"])
+def test_written_predictions_read_back_unchanged_with_ordinary_permissions(
+    tmp_path: Path, suffix: str
+) -> None:
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(20, 3))
+    outputs = from_arrays(
+        rng.integers(0, 3, 20), logits=logits, ids=np.array([f"e{i}" for i in range(20)]),
+        groups=np.array(["a", "b"] * 10),
+    )  # fmt: skip
+    path = write_predictions(outputs, tmp_path / f"out{suffix}")
+    back = load_predictions(path)
+    assert back.ids.tolist() == outputs.ids.tolist() and back.groups.tolist() == outputs.groups.tolist()
+    np.testing.assert_array_equal(back.probs, outputs.probs)
+    np.testing.assert_array_equal(back.labels, outputs.labels)
+    ordinary = tmp_path / "ordinary"
+    ordinary.write_text("")  # what the umask gives any new file: not owner-only as mkstemp's would be
+    assert path.stat().st_mode & 0o777 == ordinary.stat().st_mode & 0o777
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    with pytest.raises(DataError, match=r"written as \.npz or \.parquet"):
+        write_predictions(outputs, tmp_path / "out.csv")
