@@ -378,7 +378,7 @@ def resample_statistic(measurement: Measurement, *, n_boot: int = 1000, seed: in
     )
 
 
-def timing_flags(baseline: Measurement | None, candidate: Measurement | None) -> dict[str, list[str]]:
+def flags_by_side(baseline: Measurement | None, candidate: Measurement | None) -> dict[str, list[str]]:
     """``{"baseline": [...], "candidate": [...]}``: each side's timing flags (``details["flags"]`` of an
     efficiency measurement: outliers, blocks that disagree, a busy machine), sides without any left out."""
     sides = {"baseline": baseline, "candidate": candidate}
@@ -395,7 +395,7 @@ def compare_measurements(
     """Compare two efficiency measurements of the same name.
 
     With raw samples in ``details["samples"]`` (and ``details["statistic"]``): :func:`compare_samples`,
-    with either side's timing flags in ``details["flags"]`` (:func:`timing_flags`).
+    with either side's timing flags in ``details["flags"]`` (:func:`flags_by_side`).
     Without (parameters, size on disk): the values are exact counts, so the delta has no sampling
     uncertainty; its CI is the point itself and there is no p-value (``test="exact (no sampling)"``).
     """
@@ -414,7 +414,7 @@ def compare_measurements(
             unit=candidate.unit,
             family=candidate.family,
         )
-        flags = timing_flags(baseline, candidate)
+        flags = flags_by_side(baseline, candidate)
         if not flags:
             return result
         # A comparison of flagged timings carries the flags, so the gate rule judged on it can say so.

@@ -59,8 +59,8 @@ from assay.compare import (
     compare_aligned,
     compare_measurements,
     compare_per_example,
+    flags_by_side,
     resample_statistic,
-    timing_flags,
 )
 from assay.errors import AssayError, ConfigError
 from assay.format import describe_test, format_delta, format_measurement_value, scale_for
@@ -609,7 +609,7 @@ def _evidence(
         measurement.higher_is_better,
         measurement.unit,
         "bootstrap of the samples",
-        timing_flags(None, measurement),
+        flags_by_side(None, measurement),
     )
 
 

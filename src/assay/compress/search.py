@@ -41,6 +41,7 @@ from assay.evaluate import Assessment
 from assay.format import format_delta, format_interval
 from assay.gate import Policy
 from assay.measurement import Comparison
+from assay.metrics.efficiency import moves_the_statistic
 from assay.models import ZooModel
 from assay.models.backends import LoadedModel
 from assay.release import (
@@ -207,6 +208,7 @@ def vs_parent(comparison: Comparison) -> dict[str, Any]:
         "test": comparison.test,
         "ratio": ratio_words(comparison.name, comparison.baseline, comparison.candidate),
         "improves": bound is not None and (bound > 0 if higher else bound < 0),
+        "flags": comparison.details.get("flags") or {},  # either side's timings flagged, by side
     }
 
 
@@ -221,6 +223,23 @@ class Outcome:
     best: str | None
     closest: str | None
     message: str
+
+
+def _timing_doubts(trial: dict[str, Any], metric: str) -> str:
+    """Why ``trial``'s comparison on ``metric`` cannot be trusted, or "": an implausible speedup, or the
+    variant's or the parent's figure moved by its own timings (outliers, blocks that disagree). A busy
+    machine alone is shown, not held against a variant: both were timed in it, and a parent slowed far
+    more than its variants makes their speedups implausible. Size is measured exactly: no timing doubt
+    applies to it."""
+    if metric == "size_on_disk":
+        return ""
+    by_side = trial["versus_parent"][metric].get("flags") or {}
+    sides = [
+        f"the {'parent' if side == 'baseline' else 'variant'}'s timings: {'; '.join(moved)}"
+        for side, flags in by_side.items()
+        if (moved := [f for f in flags if moves_the_statistic(f)])
+    ]
+    return ", ".join([*trial["flags"], *sides])
 
 
 def _against_parent(trial: dict[str, Any], root: dict[str, Any] | None, metric: str) -> str:
@@ -247,11 +266,15 @@ def choose_best(evaluated: list[dict[str, Any]], root: dict[str, Any] | None, ob
     passing = [t for t in evaluated if t["status"] == "passed"]
     if not passing:
         return Outcome("none_passed", None, None, "no variant passed the gate")
-    timed = metric != "size_on_disk"
-    plausible = [t for t in passing if not (timed and t["flags"]) and metric in t.get("versus_parent", {})]
+    compared = [t for t in passing if metric in t.get("versus_parent", {})]
+    if not compared:
+        message = f"no passing variant has a {metric} measurement to compare with the parent's"
+        return Outcome("none_passed", None, None, message)
+    doubts = {t["key"]: _timing_doubts(t, metric) for t in compared}
+    plausible = [t for t in compared if not doubts[t["key"]]]
     if not plausible:
-        flagged = ", ".join(t["key"] for t in passing if t["flags"])
-        message = f"no variant passed the gate with plausible timings (flagged implausible: {flagged})"
+        flagged = "; ".join(f"{key}: {why}" for key, why in doubts.items())
+        message = f"no variant passed the gate with timings to trust ({flagged})"
         return Outcome("none_plausible", None, None, message)
 
     def value(t: dict[str, Any]) -> float:

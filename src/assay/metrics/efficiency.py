@@ -86,6 +86,15 @@ def timing_check(samples: np.ndarray) -> dict[str, Any]:
     }
 
 
+BUSY_MACHINE = "busy machine"  # how machine_load's flag begins: a condition of the measurement
+
+
+def moves_the_statistic(flag: str) -> bool:
+    """Whether a timing flag says the figure itself is off (outliers that move it, blocks of calls that
+    disagree), not only that the machine was busy while two models were timed alike."""
+    return not flag.startswith(BUSY_MACHINE)
+
+
 def timing_flags(samples: np.ndarray, q: float, check: dict[str, Any]) -> list[str]:
     """What makes the ``q``-th percentile of these timings untrustworthy, in words (``[]`` when nothing).
 
@@ -181,7 +190,7 @@ def machine_load(
         )
     if after.load_1m > after.cpus:
         reasons.append(f"load average {after.load_1m:.2f} on {after.cpus} CPUs")
-    return load, ([f"busy machine: {'; '.join(reasons)}"] if reasons else [])
+    return load, ([f"{BUSY_MACHINE}: {'; '.join(reasons)}"] if reasons else [])
 
 
 def _timed(

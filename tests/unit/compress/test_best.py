@@ -168,9 +168,24 @@ def test_nothing_passing_or_nothing_plausible_is_said() -> None:
     flagged = _trial("flagged", "passed", _latency("fast"), flags=FLAG)
     outcome = choose_best([failed, flagged], ROOT, "latency_b1")
     assert (outcome.verdict, outcome.best) == ("none_plausible", None)
-    assert (
-        outcome.message == "no variant passed the gate with plausible timings (flagged implausible: flagged)"
+    assert outcome.message == (
+        "no variant passed the gate with timings to trust (flagged: implausible: 9.0x faster than root at "
+        "batch 1)"
     )
+    # A parent whose own timings moved its figure (blocks of calls that disagree) makes every variant look
+    # faster: no best. A busy machine alone is said, not held against it (both were timed in it).
+    drifting, busy = _timing(PARENT_MS), _timing(PARENT_MS)
+    drifting.details["flags"] = ["the medians of 5 consecutive blocks of timings disagree: 0.036 to 6.65 ms"]
+    busy.details["flags"] = ["busy machine: other processes used 1.6 of its 2 cores"]
+    outcome = choose_best([_trial("fast", "passed", _versus(_timing(TIMINGS["fast"]), drifting))], ROOT,
+                          "latency_b1")  # fmt: skip
+    assert (outcome.verdict, outcome.best) == ("none_plausible", None)
+    assert outcome.message.endswith(
+        "(fast: the parent's timings: the medians of 5 consecutive blocks of timings disagree: 0.036 to 6.65 ms)"
+    )
+    outcome = choose_best([_trial("fast", "passed", _versus(_timing(TIMINGS["fast"]), busy))], ROOT,
+                          "latency_b1")  # fmt: skip
+    assert (outcome.verdict, outcome.best) == ("improves", "fast")
     # Size is measured exactly: a suspect timing does not disqualify a variant that is smaller.
     small = _trial("small", "passed", _versus(_size(250), _size(1000)), flags=FLAG)
     assert choose_best([small], ROOT, "size").best == "small"
