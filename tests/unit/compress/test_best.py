@@ -181,7 +181,8 @@ def test_nothing_passing_or_nothing_plausible_is_said() -> None:
                           "latency_b1")  # fmt: skip
     assert (outcome.verdict, outcome.best) == ("none_plausible", None)
     assert outcome.message.endswith(
-        "(fast: the parent's timings: the medians of 5 consecutive blocks of timings disagree: 0.036 to 6.65 ms)"
+        "(fast: the parent's timings: the medians of 5 consecutive blocks of timings disagree: "
+        "0.036 to 6.65 ms)"
     )
     outcome = choose_best([_trial("fast", "passed", _versus(_timing(TIMINGS["fast"]), busy))], ROOT,
                           "latency_b1")  # fmt: skip
