@@ -46,13 +46,14 @@ def _bootstrap_details(n_boot: int, seed: int, *, recentred: bool = False) -> di
 
 
 def _with_note(details: dict[str, Any], value: float, low: float, high: float, note: str | None) -> None:
-    """Set ``details["note"]``: the metric's own caveat, and a warning if the estimate is outside."""
+    """Set ``details["note"]``: the metric's own caveat, and why when the estimate lies outside its
+    interval (format.outside_interval_note says *that* it does, beside the number, and shows this)."""
     parts = [] if note is None else [note]
     if not low <= value <= high:
-        # A biased statistic's resamples are biased again, so its percentile interval can sit beside the
-        # estimate. Say so where the number is shown rather than hide it.
         parts.insert(
-            0, "the estimate lies outside its percentile interval: the estimator is biased at this n"
+            0,
+            "the estimator is biased at this n: its resamples are biased again, so its percentile "
+            "interval can sit beside the estimate",
         )
     if parts:
         details["note"] = "; ".join(parts)

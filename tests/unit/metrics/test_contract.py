@@ -183,7 +183,10 @@ def test_an_estimate_outside_its_percentile_interval_is_flagged() -> None:
     # A calibrated model at small n: ECE is biased upwards and its resamples more so (seed 1 shows it).
     (flagged,) = measure(_calibrated_outputs(1), ["ece"], n_boot=300)
     assert flagged.value is not None and flagged.ci_low is not None and flagged.value < flagged.ci_low
-    outside = "the estimate lies outside its percentile interval: the estimator is biased at this n"
+    outside = (
+        "the estimator is biased at this n: its resamples are biased again, so its percentile interval "
+        "can sit beside the estimate"
+    )
     assert flagged.details["note"] == f"{outside}; {PLUG_IN_NOTE}"
     (plain,) = measure(_calibrated_outputs(0), ["ece"], n_boot=300)
     assert plain.value is not None and plain.ci_low is not None and plain.ci_high is not None

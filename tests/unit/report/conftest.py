@@ -169,7 +169,10 @@ def quality(acc: float, shift: float) -> list[dict[str, Any]]:
 
 
 PLUG_IN_NOTE = "binned plug-in estimate: biased upwards at finite n, and so is its percentile interval"
-MCE_NOTE = "the estimate lies outside its percentile interval: the estimator is biased at this n"
+MCE_NOTE = (
+    "the estimator is biased at this n: its resamples are biased again, so its percentile interval can "
+    "sit beside the estimate"
+)
 BUSY = (
     "busy machine: other processes used 1.73 of its 2 cores while it was timed (its 2 threads leave 0 spare)"
 )
