@@ -365,9 +365,10 @@ def eval_cmd(
 
 def _warn_forced(document: dict[str, Any]) -> None:
     """A forced run says on stderr what did not fit, as its report does."""
-    record = document.get("input_contract") or {}
-    for ref, model in record.get("models", {}).items():
-        for difference in model["differences"]:
+    from assay.format import forced_inputs
+
+    for ref, differences in forced_inputs(document):
+        for difference in differences:
             err.print(f"[bold yellow]forced:[/] {escape(ref)}: {escape(difference)}", highlight=False)
 
 

@@ -357,3 +357,12 @@ def headline_calibration(measurements: Iterable[Mapping[str, Any]]) -> Mapping[s
         if m.get("status", "ok") == "ok" and _finite(m.get("value")) is not None
     }
     return next((measured[name] for name in CALIBRATION_HEADLINE if name in measured), None)
+
+
+def forced_inputs(document: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+    """``(model ref, what did not fit)`` for each model of a run document that ran on data outside its
+    input contract (``--force-data``; the document's ``input_contract``), in the document's order."""
+    models = (document.get("input_contract") or {}).get("models") or {}
+    return [
+        (str(ref), [str(d) for d in m["differences"]]) for ref, m in models.items() if m.get("differences")
+    ]

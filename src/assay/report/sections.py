@@ -24,6 +24,7 @@ from assay.format import (
     DASH,
     delta_parts,
     describe_test,
+    forced_inputs,
     format_bounds,
     format_count,
     format_duration,
@@ -424,12 +425,10 @@ def _summary(ctx: _Context) -> Summary:
 
 def _forced_inputs(doc: Doc) -> list[str]:
     """One warning per model run on data that does not fit its input contract (``--force-data``)."""
-    record = doc.get("input_contract") or {}
     return [
-        f"Forced: {ref} ran on data that does not fit its input contract ({'; '.join(m['differences'])}). "
+        f"Forced: {ref} ran on data that does not fit its input contract ({'; '.join(differences)}). "
         "Its numbers describe the model on inputs it was not made for."
-        for ref, m in (record.get("models") or {}).items()
-        if m.get("differences")
+        for ref, differences in forced_inputs(doc)
     ]
 
 
