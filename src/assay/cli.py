@@ -113,6 +113,8 @@ def _data_spec(data: str | None, limit: int | None, target: str | None) -> Any:
     from assay.data import parse_data_arg
 
     if data is None:
+        if target is not None:
+            raise UsageError(f"--target {target} names a column of --data, which is not given.")
         return None
     return parse_data_arg(data, limit=limit, target=target)
 
@@ -195,13 +197,16 @@ def demo(
     table = Table(title="assay demo")
     from assay.format import label
 
-    calibration = label(result["steps"][0]["ece_estimator"] or "ece")  # the ECE the rows lead with
+    calibration = label(result["steps"][0]["calibration_metric"] or "ece")  # the ECE the rows lead with
     columns = ("step", "version", "accuracy [95% CI]", calibration, "latency p50 b1", "verdict", "alias")
     for column in columns:
         table.add_column(column)
     for row in result["steps"]:
         table.add_row(
-            *[str(row[k]) for k in ("step", "version", "accuracy", "ece", "latency", "verdict", "alias")]
+            *[
+                str(row[k])
+                for k in ("step", "version", "accuracy", "calibration", "latency", "verdict", "alias")
+            ]
         )
     out.print(table)
     for line in result["gate"]["lines"]:

@@ -49,8 +49,8 @@ def _row(step: str, result: PipelineResult) -> dict[str, Any]:
         "version": result.version.ref,
         **{key: format_interval(by_name[name]) if name in by_name else "n/a"
            for key, name in (("accuracy", "accuracy"), ("latency", "latency_p50_b1"))},
-        "ece": format_interval(calibration) if calibration else "n/a",
-        "ece_estimator": calibration["name"] if calibration else None,
+        "calibration": format_interval(calibration) if calibration else "n/a",
+        "calibration_metric": calibration["name"] if calibration else None,
         "verdict": "first release" if verdict is None else ("passed" if verdict.passed else "failed"),
         "alias": "production" if result.promotion else "",
     }  # fmt: skip

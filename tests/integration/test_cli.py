@@ -274,6 +274,7 @@ def test_report_rerenders_from_run_and_json(tmp_path: Path) -> None:
         (("gate", "a.npz", "b@v1"), "No model named 'b'"),
         # Refused before any evaluation is spent, not after it.
         (("eval", "nosuchmodel@v1", "--save-predictions", "out.csv"), "predictions are written as .npz"),
+        (("eval", "digits@v1", "--target", "label"), "--target label names a column of --data"),
         (("report", "missing.json"), "No such run id or report file"),
     ],
 )

@@ -64,7 +64,7 @@ class InputContract:
     """
 
     source: str  # the data source it was made from, as written on the command line
-    dataset: str  # that dataset's name and fingerprint
+    dataset: str  # that dataset's name and fingerprint: provenance, shown, not a condition of fitting
     fingerprint: str
     kind: str  # "image" or "table"
     shape: tuple[int, ...]  # one example, after the transform
@@ -157,6 +157,8 @@ class InputContract:
         found: list[str] = []
         if data.kind != self.kind:
             found.append(f"kind: the model takes {self.kind} inputs, the data gives {data.kind} inputs")
+        if str(data.train.x.dtype) != self.dtype:
+            found.append(f"dtype: the model takes {self.dtype}, the data gives {data.train.x.dtype}")
         if tuple(data.input_shape) != self.shape:
             found.append(f"shape: the model takes {self.shape}, the data gives {data.input_shape} an example")
         names, want = tuple(data.feature_names), self.feature_names
@@ -177,7 +179,7 @@ class InputContract:
         if self.transform != "standardise" or data.standardisation is None:
             return data
         own_mean, own_sd = data.standardisation
-        mean, sd = np.asarray(self.mean), np.asarray(self.sd)
+        mean, sd = self._statistics
         if np.array_equal(own_mean, mean) and np.array_equal(own_sd, sd):
             return data
 
