@@ -314,20 +314,18 @@ def splits_cmd(
     """List the splits assay makes of a data source: size, fingerprint, class counts; with --ids, every
     example's id (what a predictions file names), label and source row."""
     from assay.data import load_dataset, parse_data_arg
-    from assay.data.audit.inputs import source_rows
 
     spec = parse_data_arg(data, limit=limit, target=target, groups=_split_list(groups))
     dataset = load_dataset(spec)
     chosen = dataset.splits() if split is None else {split: dataset.split(split)}
     splits = {name: _split_summary(s, dataset.class_names) for name, s in chosen.items()}
     if ids:
-        rows = source_rows(spec, dataset)
-        for name, s in chosen.items():
-            what, positions = rows[name]
-            splits[name]["rows_of"] = what
+        for name, s in chosen.items():  # the loaders record each example's source row (Split.rows)
+            assert s.rows is not None
+            splits[name]["rows_of"] = s.rows_of
             splits[name]["examples"] = [
                 {"id": i, "label": int(y), "class": dataset.class_names[int(y)], "row": int(r)}
-                for i, y, r in zip(s.ids.tolist(), s.y.tolist(), positions.tolist(), strict=True)
+                for i, y, r in zip(s.ids.tolist(), s.y.tolist(), s.rows.tolist(), strict=True)
             ]
     document = {
         "dataset": dataset.name,

@@ -23,7 +23,6 @@ from typer.testing import CliRunner
 
 from assay.cli import app
 from assay.data import load_dataset, parse_data_arg
-from assay.data.audit.inputs import source_rows
 from assay.release import Workspace, model_of
 from assay.serve.service import ServeConfig, Service
 from tests.integration.serving_fixtures import running, wait_windows
@@ -52,8 +51,8 @@ def raw_test_rows() -> tuple[np.ndarray, np.ndarray]:
     (standardised with its training rows' statistics, which the server applies from its input contract)."""
     spec = parse_data_arg("sklearn:digits")
     data = load_dataset(spec)
-    rows = source_rows(spec, data)["test"][1]
-    return load_digits().data[rows].astype(np.float32), data.test.x
+    assert data.test.rows is not None  # each example's row in load_digits()
+    return load_digits().data[data.test.rows].astype(np.float32), data.test.x
 
 
 def test_a_window_past_the_reference_is_refused_with_the_value_to_pass(home: Path) -> None:

@@ -19,6 +19,10 @@ class Split:
     y: np.ndarray  # (N,) int64
     ids: np.ndarray  # (N,) str, unique within the dataset
     groups: np.ndarray | None = None  # (N,) str
+    # Where each example was read: its row (0-based) in what ``rows_of`` names ("x_test of digits.npz",
+    # "rows of people.csv (0-based, header not counted)"), so a user can pair their own copy with a split.
+    rows: np.ndarray | None = None  # (N,) int64
+    rows_of: str = ""
 
     @property
     def n(self) -> int:
@@ -46,6 +50,8 @@ class Split:
             y=self.y[index],
             ids=self.ids[index],
             groups=None if self.groups is None else self.groups[index],
+            rows=None if self.rows is None else self.rows[index],
+            rows_of=self.rows_of,
         )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -167,6 +168,18 @@ def _ids(prefix: str, n: int) -> np.ndarray:
     return np.char.add(f"{prefix}-", np.arange(n).astype(str))
 
 
+def _part(
+    x: np.ndarray,
+    y: np.ndarray,
+    prefix: str,
+    rows: np.ndarray,
+    rows_of: str,
+    groups: np.ndarray | None = None,
+) -> Split:
+    """A train, val or test part with ids ``<prefix>-<position>`` and the source row of each example."""
+    return Split(x, y, _ids(prefix, len(y)), groups, rows=rows.astype(np.int64), rows_of=rows_of)
+
+
 def _image_dataset(
     name: str,
     x_train: np.ndarray,
@@ -178,25 +191,28 @@ def _image_dataset(
     class_names: list[str] | None,
     licence: str,
     val: tuple[np.ndarray, np.ndarray] | None = None,
+    rows_of: Callable[[str], str] = lambda part: part,
 ) -> Dataset:
+    """``rows_of(part)``: what the rows of the train, val or test arrays are, for each example's row."""
     for split, x in (("train", x_train), ("test", x_test)):
         if len(x) == 0:
             raise DataError(f"{source}: the {split} split has no examples.")
     x_train, x_test = _images(x_train, source), _images(x_test, source)
     y_train, y_test = _labels(y_train, len(x_train), source), _labels(y_test, len(x_test), source)
     names = class_names or _class_names(y_train, y_test, source)
-    train = Split(x_train, y_train, _ids("train", len(y_train)))
+    train = _part(x_train, y_train, "train", np.arange(len(y_train)), rows_of("train"))
     if val is None:
         train, val_split = _split_off(train, spec.val_fraction, spec.seed)
     else:
         x_val = _images(val[0], source)
-        val_split = Split(x_val, _labels(val[1], len(x_val), source), _ids("val", len(x_val)))
+        y_val = _labels(val[1], len(x_val), source)
+        val_split = _part(x_val, y_val, "val", np.arange(len(x_val)), rows_of("val"))
     return Dataset(
         name=spec.name or name,
         kind="image",
         train=train,
         val=val_split,
-        test=Split(x_test, y_test, _ids("test", len(y_test))),
+        test=_part(x_test, y_test, "test", np.arange(len(y_test)), rows_of("test")),
         class_names=names,
         source=source,
         licence=spec.licence or licence,
@@ -227,6 +243,7 @@ def _load_idx(spec: DataSpec) -> Dataset:
         source=str(directory),
         class_names=classes,
         licence=licence,
+        rows_of=lambda part: f"{'t10k' if part == 'test' else 'train'}-images of {directory}",
     )
 
 
@@ -243,6 +260,10 @@ def _load_npz(spec: DataSpec) -> Dataset:
     if missing:
         raise DataError(f"{path}: missing array(s) {missing}; found {sorted(arrays)}.")
     val = (arrays["x_val"], arrays["y_val"]) if "x_val" in arrays and "y_val" in arrays else None
+
+    def rows_of(part: str) -> str:
+        return f"x_{part} of {path.name}"
+
     if arrays["x_train"].ndim == 2:  # a table stored as arrays
         return _table_dataset(
             path.stem,
@@ -254,6 +275,8 @@ def _load_npz(spec: DataSpec) -> Dataset:
             str(path),
             None,
             [f"x{i}" for i in range(arrays["x_train"].shape[1])],
+            rows=(np.arange(len(arrays["y_train"])), np.arange(len(arrays["y_test"]))),
+            rows_of=(rows_of("train"), rows_of("test")),
         )
     return _image_dataset(
         path.stem,
@@ -266,6 +289,7 @@ def _load_npz(spec: DataSpec) -> Dataset:
         class_names=None,
         licence="unknown",
         val=val,
+        rows_of=rows_of,
     )
 
 
@@ -281,20 +305,24 @@ def _table_dataset(
     feature_names: list[str],
     groups: tuple[np.ndarray, np.ndarray] | None = None,
     licence: str = "unknown",
+    *,
+    rows: tuple[np.ndarray, np.ndarray],
+    rows_of: tuple[str, str],
 ) -> Dataset:
+    """``rows``: each train and test example's row in what ``rows_of`` names (the source's rows)."""
     x_train, x_test = np.asarray(x_train, dtype=np.float32), np.asarray(x_test, dtype=np.float32)
     for label, x in (("train", x_train), ("test", x_test)):
         if not np.isfinite(x).all():
-            rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
+            bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
             raise DataError(
-                f"{source}: {len(rows)} {label} row(s) have missing or infinite values (first: {rows[0]})."
+                f"{source}: {len(bad)} {label} row(s) have missing or infinite values (first: {bad[0]})."
             )
     y_train, y_test = _labels(y_train, len(x_train), source), _labels(y_test, len(x_test), source)
     g_train, g_test = groups if groups is not None else (None, None)
     train, val = _split_off(
-        Split(x_train, y_train, _ids("train", len(y_train)), g_train), spec.val_fraction, spec.seed
+        _part(x_train, y_train, "train", rows[0], rows_of[0], g_train), spec.val_fraction, spec.seed
     )
-    test = Split(x_test, y_test, _ids("test", len(y_test)), g_test)
+    test = _part(x_test, y_test, "test", rows[1], rows_of[1], g_test)
     # Standardise with the statistics of the training rows alone (after the validation split), so nothing
     # about validation or test examples leaks into the inputs.
     # In float64: float32 statistics are off by ~1e-6 relative, and which way depends on the CPU's
@@ -356,6 +384,8 @@ def _load_table(spec: DataSpec) -> Dataset:
         [str(c) for c in classes],
         [str(c) for c in features.columns],
         g,
+        rows=(train_i, test_i),
+        rows_of=(f"rows of {path.name} (0-based, header not counted)",) * 2,
     )
 
 
@@ -379,4 +409,6 @@ def _load_sklearn(spec: DataSpec) -> Dataset:
         [str(c) for c in bunch.target_names],
         [str(c) for c in bunch.feature_names],
         licence="BSD-3-Clause",
+        rows=(train_i, test_i),
+        rows_of=(f"rows of sklearn.datasets.load_{name}()",) * 2,
     )
