@@ -201,6 +201,7 @@ def read_npy(body: bytes) -> np.ndarray:
 
 # --- JSON bodies -------------------------------------------------------------------------------------
 
+
 def _load_json(body: bytes) -> Any:
     try:
         text = body.decode("utf-8")
