@@ -27,7 +27,8 @@ from assay.gate import Policy, Verdict
 from assay.inference import infer
 from assay.metrics.efficiency import measure_efficiency
 from assay.models import build_model, default_spec, save_model
-from assay.models.backends import LoadedModel, load_artifact
+from assay.models.adapters import load_artifact
+from assay.models.loaded import LoadedModel
 from assay.outputs import PREDICTION_SUFFIXES, Outputs, load_predictions, write_predictions
 from assay.report import write_report
 from assay.serve.reference import build_reference

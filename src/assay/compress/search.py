@@ -43,7 +43,7 @@ from assay.gate import Policy
 from assay.measurement import Comparison
 from assay.metrics.efficiency import moves_the_statistic
 from assay.models import ZooModel
-from assay.models.backends import LoadedModel
+from assay.models.loaded import LoadedModel
 from assay.release import (
     Workspace,
     _hash,

@@ -1,6 +1,6 @@
-"""Load a stored model folder into a predictor, whatever runtime it was made for.
+"""The zoo adapter's runtimes: a zoo model folder (trained or compressed by assay) into a predictor.
 
-A model folder holds ``spec.json`` (the manifest) and the files of its backend:
+A zoo model folder holds ``spec.json`` (the manifest) and the files of its backend:
 
     backend       weights file                                  predictor
     torch         weights.safetensors (fp32, or bf16 weights)   TorchPredictor, fp32 or bf16 autocast
@@ -11,13 +11,14 @@ A model folder holds ``spec.json`` (the manifest) and the files of its backend:
 The manifest is ``{"spec": <zoo spec of the architecture>, "backend": ..., ...}``; a folder without a
 ``backend`` key is a torch fp32 model (every folder written before compression existed). The zoo spec is
 kept for every backend, so the parameter count, the FLOPs and the input shape never depend on the runtime.
+Imported models (``"adapter"`` other than ``zoo`` in the manifest) load through
+:mod:`assay.models.adapters`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,45 +27,16 @@ import torch
 
 from assay.errors import DataError, MissingExtraError
 from assay.models.io import SPEC, WEIGHTS, load_model
-from assay.models.predictor import FastTorchPredictor, Predictor, TorchPredictor
+from assay.models.loaded import LoadedModel
+from assay.models.predictor import TorchPredictor
 from assay.models.zoo import ZooModel, build_model, count_parameters
 
 ONNX_FILE = "model.onnx"
 BACKENDS = ("torch", "torchao", "onnxruntime")
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    predictor: Predictor
-    spec: dict[str, Any]  # the zoo spec of the architecture
-    manifest: dict[str, Any]
-    parameters: int
-    weights: Path  # the file whose size is the model's size on disk
-    module: ZooModel | None  # the torch module where the backend has one (gradients, fine-tuning)
-
-    @property
-    def backend(self) -> str:
-        return str(self.manifest.get("backend", "torch"))
-
-    @property
-    def torch_fp32(self) -> bool:
-        """A torch module that runs in fp32 as stored: differentiable, and the function its predictor runs."""
-        return (
-            self.module is not None
-            and self.backend == "torch"
-            and str(self.manifest.get("precision", "fp32")) == "fp32"
-        )
-
-    def fast_predictor(self) -> Predictor:
-        """What to run where only outputs are needed: the inference copy of a torch fp32 module
-        (:class:`~assay.models.predictor.FastTorchPredictor`), else the predictor itself."""
-        if self.torch_fp32:
-            assert self.module is not None
-            return FastTorchPredictor(self.module)
-        return self.predictor
-
-
 def read_manifest(directory: Path) -> dict[str, Any]:
+    """A model folder's ``spec.json``, with ``adapter`` (default ``zoo``) and, for the zoo, ``backend``."""
     spec_file = directory / SPEC
     if not spec_file.is_file():
         raise DataError(f"{directory}: not a model folder (no {SPEC}).")
@@ -73,15 +45,17 @@ def read_manifest(directory: Path) -> dict[str, Any]:
         manifest["spec"]["arch"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise DataError(f"{spec_file}: unreadable model manifest ({e!r}).") from None
-    backend = manifest.setdefault("backend", "torch")
-    if backend not in BACKENDS:
-        raise DataError(f"{spec_file}: unknown backend {backend!r}; this assay runs {', '.join(BACKENDS)}.")
+    if manifest.setdefault("adapter", "zoo") == "zoo":
+        backend = manifest.setdefault("backend", "torch")
+        if backend not in BACKENDS:
+            raise DataError(
+                f"{spec_file}: unknown backend {backend!r}; this assay runs {', '.join(BACKENDS)}."
+            )
     return dict(manifest)
 
 
-def load_artifact(directory: str | Path) -> LoadedModel:
-    directory = Path(directory)
-    manifest = read_manifest(directory)
+def load_zoo(directory: Path, manifest: dict[str, Any]) -> LoadedModel:
+    """A zoo model folder (trained by assay, or a compressed variant) on its own backend."""
     spec, backend = manifest["spec"], manifest["backend"]
     parameters = count_parameters(build_model(spec))
     if backend == "onnxruntime":

@@ -15,7 +15,7 @@ import numpy as np
 from assay.data import InputContract
 from assay.errors import DataError, UsageError
 from assay.inference import infer
-from assay.models.backends import LoadedModel
+from assay.models.loaded import LoadedModel
 from assay.models.predictor import Predictor
 from assay.models.zoo import input_shape
 from assay.outputs import softmax

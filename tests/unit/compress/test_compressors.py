@@ -16,7 +16,9 @@ from assay.compress.quantize import layer_sensitivity, quantizable_nodes
 from assay.data import Dataset
 from assay.env import cpu_supports_bf16
 from assay.models import ZooModel, count_parameters
-from assay.models.backends import ONNX_FILE, LoadedModel, load_artifact
+from assay.models.adapters import load_artifact
+from assay.models.backends import ONNX_FILE
+from assay.models.loaded import LoadedModel
 from tests.unit.tolerances import BF16_U, assert_within, network_forward
 
 

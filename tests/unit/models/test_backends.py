@@ -10,7 +10,8 @@ import pytest
 
 from assay.errors import DataError
 from assay.models import build_model, count_parameters, default_spec, save_model
-from assay.models.backends import ONNX_FILE, load_artifact
+from assay.models.adapters import load_artifact
+from assay.models.backends import ONNX_FILE
 
 
 def _folder(tmp_path: Path) -> Path:

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from assay.models import build_model, default_spec, save_model
-from assay.models.backends import LoadedModel, load_artifact
+from assay.models.adapters import load_artifact
+from assay.models.loaded import LoadedModel
 from assay.models.predictor import FastTorchPredictor, TorchPredictor, _fold_batchnorm, inference_copy
 from assay.serve.served import serving_predictor
 from tests.unit.tolerances import U64, assert_same_decisions, assert_within, network_forward
