@@ -19,12 +19,15 @@ file and the reason. Adapters register in :data:`ADAPTERS`; third-party ones thr
 
 How to write one: a class with ``name``, ``description``, ``claims(source)`` (would it read this
 source?), ``stage(source, weights, folder) -> manifest fields``, ``load(folder, manifest) -> LoadedModel``
-and ``frameworks() -> {package: version}``; register an instance with ``ADAPTERS.add(name, adapter)``.
+and ``frameworks() -> {package: version}``. A module in this package that sets ``ADAPTER = YourAdapter()``
+is registered under ``ADAPTER.name`` when the package is imported.
 The contract test in ``tests/contract/`` runs over every registered name.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -86,10 +89,12 @@ def adapter_for(source: str, name: str | None = None) -> Adapter:
 
 
 def _register_builtins() -> None:
-    from assay.models.adapters import torch_module, zoo
-
-    ADAPTERS.add("zoo", zoo.ZooAdapter())
-    ADAPTERS.add("torch", torch_module.TorchModuleAdapter())
+    """Every module of this package that defines ``ADAPTER`` registers it under its name, so a new
+    built-in adapter is one new file. Heavy libraries are imported inside the adapters' methods."""
+    for info in pkgutil.iter_modules(__path__):
+        adapter = getattr(importlib.import_module(f"{__name__}.{info.name}"), "ADAPTER", None)
+        if adapter is not None:
+            ADAPTERS.add(adapter.name, adapter)
 
 
 _register_builtins()

@@ -189,3 +189,6 @@ class TorchModuleAdapter:
 
     def frameworks(self) -> dict[str, str]:
         return versions_of("torch", "safetensors")
+
+
+ADAPTER = TorchModuleAdapter()

@@ -44,3 +44,6 @@ class ZooAdapter:
 
     def frameworks(self) -> dict[str, str]:
         return versions_of("torch", "torchao", "onnxruntime")
+
+
+ADAPTER = ZooAdapter()
