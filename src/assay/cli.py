@@ -109,14 +109,15 @@ def _workspace(home: Path | None) -> Any:
     return Workspace.open(home)
 
 
-def _data_spec(data: str | None, limit: int | None, target: str | None) -> Any:
+def _data_spec(data: str | None, limit: int | None, target: str | None, text: str | None = None) -> Any:
     from assay.data import parse_data_arg
 
     if data is None:
-        if target is not None:
-            raise UsageError(f"--target {target} names a column of --data, which is not given.")
+        for flag, column in (("--target", target), ("--text", text)):
+            if column is not None:
+                raise UsageError(f"{flag} {column} names a column of --data, which is not given.")
         return None
-    return parse_data_arg(data, limit=limit, target=target)
+    return parse_data_arg(data, limit=limit, target=target, **({"text": text} if text else {}))
 
 
 def _measurement_table(measurements: list[dict[str, Any]], title: str) -> Table:
@@ -458,6 +459,68 @@ def report(
         emit_json({"html": str(paths.html), "json": str(paths.json)})
     else:
         print_paths(report=paths.html)
+
+
+@models_app.command("import")
+@friendly
+def models_import(
+    name: Annotated[str, typer.Argument(help="The model name to register the next version of.")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="path/to/file.py:factory or package.module:factory (your nn.Module), model.pt2 "
+            "(torch.export), model.onnx, or a Hugging Face folder."
+        ),
+    ],
+    data: Annotated[
+        str, typer.Option(help="The data the model is meant for (npz:FILE, csv:FILE, ...): its contract.")
+    ],
+    weights: Annotated[
+        Path | None,
+        typer.Option(help="Weights of a torch module: .safetensors, or a torch checkpoint (scanned first)."),
+    ] = None,
+    adapter: Annotated[
+        str | None, typer.Option(help="The adapter (torch, export, onnx, hf) where the source does not tell.")
+    ] = None,
+    label_column: LabelColumnOpt = None,
+    text_column: Annotated[
+        str | None, typer.Option("--text", help="The text column of a CSV, Parquet or JSONL file.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Use a stratified subsample of each split.")] = None,
+    description: str = "",
+    licence: str | None = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Import a model assay did not train: its files checked and copied into the store, registered.
+
+    A factory is your own code and runs, as importing it would; nothing in a weights or model file runs.
+    """
+    from assay.model_import import import_model
+
+    imported = import_model(
+        _workspace(home),
+        name,
+        source,
+        data=_data_spec(data, limit, label_column, text_column),
+        weights=weights,
+        adapter=adapter,
+        description=description,
+        licence=licence,
+    )
+    for warning in imported.warnings:
+        err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    if json_out:
+        emit_json(imported.to_dict())
+        return
+    v, digest = imported.version, imported.version.artifact_digest or "-"
+    out.print(
+        f"Registered [bold]{escape(v.ref)}[/] through the {imported.adapter} adapter: {len(imported.files)} "
+        f"file(s), artifact {digest[:12]}; {imported.probe_accuracy:.0%} right "
+        f"on a first look at the validation split (chance {imported.chance:.0%}).",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @models_app.command("list")

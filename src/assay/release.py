@@ -26,7 +26,7 @@ from assay.evaluate import Assessment, assess, compare, comparison_document, eva
 from assay.gate import Policy, Verdict
 from assay.inference import infer
 from assay.metrics.efficiency import measure_efficiency
-from assay.models import build_model, default_spec, save_model
+from assay.models import ZOO, build_model, default_spec, save_model
 from assay.models.adapters import load_artifact
 from assay.models.loaded import LoadedModel
 from assay.outputs import PREDICTION_SUFFIXES, Outputs, load_predictions, write_predictions
@@ -224,10 +224,18 @@ def contract_record(fitted: dict[str, Fitted], data: Dataset, split: str) -> dic
 
 def check_fits(version: VersionInfo, data: Dataset) -> None:
     """The model's input and class sizes must match the data, or inference would crash deep in torch."""
-    expected = default_spec(version.spec["arch"], data.input_shape, data.n_classes)
-    keys = [k for k in ("in_channels", "image_size", "n_features", "n_classes") if k in version.spec]
-    wanted = {k: version.spec[k] for k in keys}
-    if wanted != {k: expected.get(k) for k in keys}:
+    spec = version.spec
+    wanted: dict[str, Any]
+    given: dict[str, Any]
+    if spec["arch"] in ZOO:
+        expected = default_spec(spec["arch"], data.input_shape, data.n_classes)
+        keys = [k for k in ("in_channels", "image_size", "n_features", "n_classes") if k in spec]
+        wanted = {k: spec[k] for k in keys}
+        given = {k: expected.get(k) for k in keys}
+    else:  # imported: the door recorded what it was probed on
+        wanted = {"input_shape": list(spec["input_shape"]), "n_classes": spec["n_classes"]}
+        given = {"input_shape": list(data.input_shape), "n_classes": data.n_classes}
+    if wanted != given:
         raise DataError(
             f"{version.ref} does not fit {data.name}: the model expects {wanted}, the data gives input shape "
             f"{data.input_shape} and {data.n_classes} classes. Evaluate it on data like its training data."
@@ -305,7 +313,7 @@ def assess_version(
     eff = []
     if efficiency:
         eff = measure_efficiency(
-            predictor, data.test.x[0], parameters=model.parameters, weights_path=model.weights, seed=seed
+            predictor, _one_example(data), parameters=model.parameters, weights_path=model.weights, seed=seed
         )
     return assess(
         outputs,
@@ -317,6 +325,12 @@ def assess_version(
         seed=seed,
         training_curve=version.lineage.get("history"),
     )
+
+
+def _one_example(data: Dataset) -> np.ndarray:
+    """The first test example without its batch dimension, as an array (a 0-d one for a text)."""
+    x = data.test.x
+    return x[:1].reshape(x.shape[1:])
 
 
 def assess_predictions(path: Path, outputs: Outputs, *, n_boot: int = 1000, seed: int = 0) -> Assessment:

@@ -113,7 +113,9 @@ def default_spec(
 
 def input_shape(spec: dict[str, Any]) -> tuple[int, ...]:
     """The shape of one input the model takes (without the batch dimension): (C, H, W) for the cnn, the
-    flat feature count otherwise (an mlp flattens whatever it is given)."""
+    flat feature count otherwise (an mlp flattens whatever it is given); an imported model's spec says."""
+    if "input_shape" in spec:
+        return tuple(int(d) for d in spec["input_shape"])
     if spec["arch"] == "cnn":
         return (int(spec["in_channels"]), int(spec["image_size"]), int(spec["image_size"]))
     return (int(spec["n_features"]),)
