@@ -23,11 +23,11 @@ informational (judged at alpha, outside Holm, never deciding). A rule whose metr
 ``required = false``. Statistical outcomes never raise: a failed gate is a :class:`Verdict` with
 ``passed=False``.
 
-Metric names valid in rules: the registered metrics (:data:`assay.metrics.METRICS`), the efficiency
-measurements in :data:`EFFICIENCY_METRICS`, the trust suite's measurements with per-example evidence
-(:func:`assay.trust.gate_metrics`: robust and corruption accuracies, OOD metrics; ``assay gate`` runs
-the families that a policy's rules name on both models, on the same seeded examples), and any
-``extra_metrics`` given when loading a policy.
+Metric names valid in rules: those of the catalogue (:mod:`assay.catalogue`: the metrics of the outputs,
+the efficiency measurements, and the trust suite's measurements with per-example evidence, robust and
+corruption accuracies and OOD metrics; ``assay gate`` runs the families that a policy's rules name on
+both models, on the same seeded examples), metrics plugins register (:data:`assay.metrics.METRICS`),
+and any ``extra_metrics`` given when loading a policy. Checking a name imports nothing that measures it.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from pydantic import (
     model_validator,
 )
 
+from assay import catalogue
 from assay.compare import (
     PairedResult,
     PerExample,
@@ -75,19 +76,6 @@ from assay.stats import (
     mde_paired_accuracy,
     one_sided_bound,
     percentile_interval,
-)
-
-# Efficiency measurements (assay.metrics.efficiency) a policy may name; they are not in METRICS because
-# they come from timing a model, not from its outputs.
-EFFICIENCY_METRICS: tuple[str, ...] = (
-    "latency_p50_b1",
-    "latency_p95_b1",
-    "latency_p99_b1",
-    "latency_p50_batch",
-    "throughput",
-    "peak_memory",
-    "size_on_disk",
-    "parameters",
 )
 
 RuleKind = Literal["non_inferiority", "improvement", "at_most", "at_least"]
@@ -155,12 +143,10 @@ required = false
 
 def _known_metrics(extra: Iterable[str]) -> dict[str, Any]:
     """The validator's context: every name a rule may use, and how to list them in a message."""
-    from assay.trust import describe_gate_metrics, gate_metrics  # loads torch: only once a policy is read
-
-    own = sorted({*METRICS.names(), *EFFICIENCY_METRICS, *extra})
+    own = sorted({*catalogue.OUTPUT_METRICS, *METRICS.names(), *catalogue.EFFICIENCY_METRICS, *extra})
     return {
-        "known_metrics": {*own, *gate_metrics()},
-        "known_text": f"{', '.join(own)}; and the trust suite's {describe_gate_metrics()}",
+        "known_metrics": {*own, *catalogue.trust_entries()},
+        "known_text": f"{', '.join(own)}; and the trust suite's {catalogue.describe_trust()}",
     }
 
 
@@ -557,10 +543,19 @@ def _compare_registered(
     return out
 
 
+def _family(name: str) -> str:
+    """The family of a metric that failed to compare: the catalogue's, a plugin metric's, else efficiency
+    (a measurement outside both came with the efficiency measurements)."""
+    entry = catalogue.lookup(name)
+    if entry is not None:
+        return entry.family
+    return METRICS.get(name).family if name in METRICS else catalogue.EFFICIENCY
+
+
 def _error_comparison(name: str, message: str, family: str | None) -> Comparison:
     return Comparison(
         name=name,
-        family=family or (METRICS.get(name).family if name in METRICS else "efficiency"),
+        family=family or _family(name),
         baseline=None,
         candidate=None,
         delta=None,

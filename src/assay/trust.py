@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from assay import catalogue
 from assay.compare import PerExample
 from assay.data import Dataset, Split
 from assay.inference import infer
@@ -61,9 +62,9 @@ class TrustConfig:
 
     families: tuple[str, ...] = FAMILIES
     adversarial_n: int = 1000  # seeded subset for FGSM/PGD
-    norms: tuple[adversarial.Norm, ...] = adversarial.NORMS  # threat models attacked
-    linf_eps: tuple[float, ...] = adversarial.DEFAULT_EPS["linf"]
-    l2_eps: tuple[float, ...] = adversarial.DEFAULT_EPS["l2"]
+    norms: tuple[catalogue.Norm, ...] = catalogue.NORMS  # threat models attacked
+    linf_eps: tuple[float, ...] = catalogue.DEFAULT_EPS["linf"]
+    l2_eps: tuple[float, ...] = catalogue.DEFAULT_EPS["l2"]
     pgd_steps: int = 20
     restarts: int = 1
     # Square (black box): None runs it on variants without gradients only; True on every model, so that
@@ -84,7 +85,7 @@ class TrustConfig:
 @dataclass
 class TrustResult:
     """Measurements in the schema; ``per_example``: in memory only, the evidence behind the ones a gate
-    rule can name (:func:`gate_metrics`), so that two models can be compared in pairs."""
+    rule can name (:func:`assay.catalogue.trust_entries`), so that two models can be compared in pairs."""
 
     measurements: list[Measurement]
     plots: dict[str, Any] = field(default_factory=dict)
@@ -201,9 +202,14 @@ def _robustness(ctx: _Context) -> list[Measurement]:
     return out
 
 
-def _norms(cfg: TrustConfig) -> list[tuple[adversarial.Norm, tuple[float, ...]]]:
-    eps: dict[adversarial.Norm, tuple[float, ...]] = {"linf": cfg.linf_eps, "l2": cfg.l2_eps}
-    return [(norm, eps[norm]) for norm in cfg.norms]
+def _eps(cfg: TrustConfig) -> dict[catalogue.Norm, tuple[float, ...]]:
+    """The eps levels of every norm (attacked or not)."""
+    return {"linf": cfg.linf_eps, "l2": cfg.l2_eps}
+
+
+def _norms(cfg: TrustConfig) -> list[tuple[catalogue.Norm, tuple[float, ...]]]:
+    """The attacked norms with their eps levels."""
+    return [(norm, _eps(cfg)[norm]) for norm in cfg.norms]
 
 
 def _adversarial(ctx: _Context) -> list[Measurement]:
@@ -284,7 +290,10 @@ def _square(ctx: _Context, x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> lis
     measured = adversarial.square_measurements(
         runs, input_range=ctx.data.input_range, queries=cfg.square_queries
     )
-    hits = {adversarial.accuracy_name("square", "linf", eps): correct for eps, (correct, _) in runs.items()}
+    hits = {
+        catalogue.adversarial_accuracy(catalogue.SQUARE, "linf", eps): correct
+        for eps, (correct, _) in runs.items()
+    }
     ctx.keep(measured, ctx.split.ids[idx[small]], hits)
     return measured
 
@@ -301,12 +310,14 @@ def _ood(ctx: _Context) -> list[Measurement]:
         maha = ood.fit_mahalanobis(val.features, val.labels)
     idx = _subset(ctx.split.n, cfg.ood_n, cfg.seed)
     sets: dict[str, np.ndarray] = {
-        shift: ood.synthetic_shift(ctx.split.x[idx], shift, seed=cfg.seed) for shift in ood.SHIFTS
+        shift: ood.synthetic_shift(ctx.split.x[idx], shift, seed=cfg.seed) for shift in catalogue.OOD_SHIFTS
     }
     shape = ctx.split.x.shape[1:]
     if shape[0] == 1 and shape[1] == shape[2]:
         sets["digits"] = ood.digits_as_images(size=shape[1])
-    source_ids = {shift: ctx.split.ids[idx] for shift in ood.SHIFTS}  # each OOD copy is of an ID example
+    source_ids = {
+        shift: ctx.split.ids[idx] for shift in catalogue.OOD_SHIFTS
+    }  # each OOD copy is of an ID example
     id_scores = ood.scores_of(ctx.outputs.logits, ctx.outputs.features, maha)
     out: list[Measurement] = []
     for name, x_ood in sets.items():
@@ -332,8 +343,8 @@ def _ood(ctx: _Context) -> list[Measurement]:
         pooled = np.concatenate([ctx.outputs.ids, ood_ids])
         by_name = {m.name: m for m in measured if m.status == "ok" and m.value is not None}
         for score, scores in ood.scores_of(o.logits, o.features, maha).items():
-            for metric in ood.METRIC_NAMES:
-                key = ood.measurement_name(metric, name, score)
+            for metric in catalogue.OOD_METRICS:
+                key = catalogue.ood_metric(metric, name, score)
                 if key in by_name:
                     replicates = ood.detection_replicates(id_scores[score], scores, metric)
                     ctx.per_example[key] = PerExample(by_name[key], pooled, replicates)
@@ -449,51 +460,11 @@ def gate_ready(measurements: Sequence[Measurement]) -> list[str]:
     return [m.name for m in measurements if m.status == "ok" and m.value is not None]
 
 
-_OOD_SETS = (*ood.SHIFTS, "digits")
-_WHITE_BOX = ("fgsm", "pgd")  # transfer is left out: a model with gradients is not attacked by transfer
-
-
-def _attack_names(config: TrustConfig, attacks: Iterable[str], norm: adversarial.Norm) -> set[str]:
-    eps = dict(_norms(replace(config, norms=adversarial.NORMS)))[norm]
-    return {adversarial.accuracy_name(attack, norm, e) for attack in attacks for e in eps}
-
-
-def gate_metrics(config: TrustConfig | None = None) -> dict[str, str]:
-    """The trust measurements a gate rule can name, each with its family: those the suite keeps
-    per-example evidence for (:attr:`TrustResult.per_example`), named as ``config`` (default: the
-    defaults) produces them: white-box robust accuracy, accuracy under each corruption and severity and
-    their means, and every OOD detection metric."""
-    config = config or TrustConfig()
-    names = dict.fromkeys(_attack_names(config, ["square"], "linf"), "adversarial")
-    for norm in adversarial.NORMS:
-        names |= dict.fromkeys(_attack_names(config, _WHITE_BOX, norm), "adversarial")
-    for corruption in robustness.CORRUPTIONS:
-        names |= {robustness.accuracy_name(corruption, s): "robustness" for s in robustness.SEVERITIES}
-        names[robustness.mca_name(corruption)] = "robustness"
-    names[robustness.mca_name()] = "robustness"
-    for ood_set in _OOD_SETS:
-        for score in ood.SCORES:
-            names |= {ood.measurement_name(m, ood_set, score): "ood" for m in ood.METRIC_NAMES}
-    return names
-
-
-def describe_gate_metrics(config: TrustConfig | None = None) -> str:
-    """:func:`gate_metrics` as patterns, for messages (they are too many to list one by one)."""
-    config = config or TrustConfig()
-    eps = "; ".join(f"{norm} eps {', '.join(f'{e:g}' for e in levels)}" for norm, levels in _norms(config))
-    return (
-        f"adv_accuracy[<{'|'.join(_WHITE_BOX)}>-<norm>@<eps>] ({eps}), adv_accuracy[square-linf@<eps>], "
-        f"corruption_accuracy[<corruption>@<1-5>], corruption_mca[<corruption>], corruption_mca "
-        f"(corruptions: {', '.join(robustness.CORRUPTIONS)}), "
-        f"ood_<{'|'.join(ood.METRIC_NAMES)}>[<{'|'.join(_OOD_SETS)}>:<{'|'.join(ood.SCORES)}>]"
-    )
-
-
 def families_for(metrics: Iterable[str]) -> tuple[str, ...]:
-    """The trust families that produce ``metrics`` (in suite order); names outside :func:`gate_metrics`
-    are ignored."""
-    known = gate_metrics()
-    wanted = {known[m] for m in metrics if m in known}
+    """The trust families that produce ``metrics`` (in suite order); names outside
+    :func:`assay.catalogue.trust_entries` are ignored."""
+    known = catalogue.trust_entries()
+    wanted = {known[m].family for m in metrics if m in known}
     return tuple(f for f in FAMILIES if f in wanted)
 
 
@@ -510,8 +481,13 @@ def gate_config(policy: Policy) -> TrustConfig | None:
     if not families:
         return None
     config = TrustConfig(families=families, n_boot=policy.n_bootstrap, seed=policy.seed)
-    norms = tuple(norm for norm in adversarial.NORMS if named & _attack_names(config, _WHITE_BOX, norm))
-    square = bool(named & _attack_names(config, ["square"], "linf")) or None
+    eps = _eps(config)
+    norms = tuple(
+        norm
+        for norm in catalogue.NORMS
+        if named & catalogue.attack_names(catalogue.WHITE_BOX_ATTACKS, norm, eps[norm])
+    )
+    square = bool(named & catalogue.attack_names([catalogue.SQUARE], "linf", eps["linf"])) or None
     return replace(config, norms=norms, square=square)
 
 

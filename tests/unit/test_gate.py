@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
+from assay.catalogue import EFFICIENCY_METRICS
 from assay.compare import PairedResult
 from assay.errors import ConfigError, DataError
-from assay.gate import DEFAULT_POLICY_TOML, EFFICIENCY_METRICS, Policy, Rule, evaluate_policy, judge
+from assay.gate import DEFAULT_POLICY_TOML, Policy, Rule, evaluate_policy, judge
 from assay.measurement import Comparison, Measurement
 from assay.metrics import METRICS, MetricSpec
 from assay.metrics.efficiency import checked_timings

@@ -28,20 +28,18 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from assay.catalogue import DEFAULT_EPS, NORMS, Norm, adversarial_accuracy
 from assay.errors import UsageError
 from assay.measurement import Measurement
 from assay.stats import wilson_interval
 
 FAMILY = "adversarial"
-Norm = Literal["linf", "l2"]
-NORMS: tuple[Norm, ...] = ("linf", "l2")
-DEFAULT_EPS: dict[Norm, tuple[float, ...]] = {"linf": (0.05, 0.1, 0.2), "l2": (0.5, 1.0, 2.0)}
 _TINY = 1e-12
 
 
@@ -275,15 +273,10 @@ def _accuracy_measurement(
     )
 
 
-def accuracy_name(attack: str, norm: str, eps: float) -> str:
-    """``adv_accuracy[pgd-linf@0.1]``: the name of robust accuracy under ``attack`` at ``eps``."""
-    return f"adv_accuracy[{attack}-{norm}@{eps:g}]"
-
-
 def curve_per_example(curve: RobustCurve) -> dict[str, np.ndarray]:
     """Per-example robust correctness behind each ``adv_accuracy`` of :func:`curve_measurements`."""
     return {
-        accuracy_name(attack, curve.norm, level): correct
+        adversarial_accuracy(attack, curve.norm, level): correct
         for attack in ("fgsm", "pgd")
         for level, correct in zip(curve.eps, curve.correct[attack], strict=True)
         if level != 0
@@ -401,7 +394,7 @@ def curve_measurements(
                            "restarts": restarts}  # fmt: skip
             out.append(
                 _accuracy_measurement(
-                    accuracy_name(attack, curve.norm, level),
+                    adversarial_accuracy(attack, curve.norm, level),
                     correct,
                     f"accuracy under white-box {attack.upper()} ({curve.norm}, eps {level:g} in input units)",
                     {**threat, **params, **extra},
@@ -451,7 +444,7 @@ def transfer_measurements(
             hits.append(target_predict(adv).argmax(1) == yb.numpy())
         out.append(
             _accuracy_measurement(
-                accuracy_name("transfer-pgd", norm, level),
+                adversarial_accuracy("transfer-pgd", norm, level),
                 np.concatenate(hits),
                 f"accuracy on PGD inputs crafted on the {source_name} ({norm}, eps {level:g}): transfer",
                 {
@@ -498,7 +491,7 @@ def square_measurements(
     for level, (correct, used) in runs.items():
         out.append(
             _accuracy_measurement(
-                accuracy_name("square", "linf", level),
+                adversarial_accuracy("square", "linf", level),
                 correct,
                 f"accuracy under the black-box Square attack (linf, eps {level:g}, {queries} queries)",
                 {

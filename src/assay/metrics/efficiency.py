@@ -34,12 +34,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from assay.catalogue import EFFICIENCY, EFFICIENCY_METRICS, LATENCY_QUANTILES, latency_b1
 from assay.format import format_value, trim
 from assay.measurement import Measurement
 from assay.models.predictor import Predictor
 from assay.stats import bootstrap_ci
 
-FAMILY = "efficiency"
+FAMILY = EFFICIENCY  # names, directions and units are the catalogue's (assay.catalogue.EFFICIENCY_METRICS)
 MEMORY_READINGS = 5
 
 
@@ -230,10 +231,8 @@ def _percentile_measurement(
     name: str,
     samples: np.ndarray,
     q: float,
-    unit: str,
     context: dict[str, Any],
     seed: int,
-    higher_is_better: bool = False,
     of: str = "timed calls after warm-up",
     checked: dict[str, Any] | None = None,
 ) -> Measurement:
@@ -242,6 +241,7 @@ def _percentile_measurement(
     result = bootstrap_ci(
         lambda idx: float(np.percentile(samples[idx], q)), len(samples), n_boot=1000, seed=seed
     )
+    entry = EFFICIENCY_METRICS[name]
     return Measurement(
         name=name,
         family=FAMILY,
@@ -249,8 +249,8 @@ def _percentile_measurement(
         ci_low=result.ci_low,
         ci_high=result.ci_high,
         n=len(samples),
-        unit=unit,
-        higher_is_better=higher_is_better,
+        unit=entry.unit,
+        higher_is_better=entry.higher_is_better,
         estimator=f"p{q:g} of {len(samples)} {of}, percentile bootstrap 95% CI",
         details={
             **context,
@@ -305,6 +305,19 @@ def peak_memory_mib(fn: Callable[[], object]) -> float | None:
     return None if before is None or peak is None else max(peak - before, 0) / 1024
 
 
+def _count(name: str, value: float, estimator: str) -> Measurement:
+    """An exact count (parameters, bytes): no sampling, so no interval."""
+    entry = EFFICIENCY_METRICS[name]
+    return Measurement(
+        name,
+        FAMILY,
+        float(value),
+        unit=entry.unit,
+        higher_is_better=entry.higher_is_better,
+        estimator=estimator,
+    )
+
+
 def measure_efficiency(
     predictor: Predictor,
     example: np.ndarray,
@@ -321,27 +334,9 @@ def measure_efficiency(
     context = {"threads": threads, "backend": predictor.name}
     out: list[Measurement] = []
     if parameters is not None:
-        out.append(
-            Measurement(
-                "parameters",
-                FAMILY,
-                float(parameters),
-                unit="count",
-                higher_is_better=False,
-                estimator="trainable and frozen parameters",
-            )
-        )
+        out.append(_count("parameters", parameters, "trainable and frozen parameters"))
     if weights_path is not None and weights_path.is_file():
-        out.append(
-            Measurement(
-                "size_on_disk",
-                FAMILY,
-                float(weights_path.stat().st_size),
-                unit="bytes",
-                higher_is_better=False,
-                estimator=f"size of {weights_path.name}",
-            )
-        )
+        out.append(_count("size_on_disk", weights_path.stat().st_size, f"size of {weights_path.name}"))
     else:
         out.append(
             Measurement.skipped("size_on_disk", FAMILY, "no weights file (predictions or in-memory model)")
@@ -350,20 +345,18 @@ def measure_efficiency(
     batch = np.ascontiguousarray(np.repeat(single, throughput_batch, axis=0))
     b1, load1, busy1 = _timed(lambda: predictor.logits_and_features(single), warmup, repeats, threads)
     ctx1 = {**context, "batch_size": 1}
-    for q in (50, 95, 99):
+    for q in LATENCY_QUANTILES:
         checked = checked_timings(b1, q, load1, busy1)
-        out.append(_percentile_measurement(f"latency_p{q}_b1", b1, q, "ms", ctx1, seed, checked=checked))
+        out.append(_percentile_measurement(latency_b1(q), b1, q, ctx1, seed, checked=checked))
     bt, loadb, busyb = _timed(
         lambda: predictor.logits_and_features(batch), max(2, warmup // 5), max(10, repeats // 5), threads
     )
     ctxb = {**context, "batch_size": throughput_batch}
     # Throughput is the batch over these same calls' timings: their median's flags are its flags.
     checked = checked_timings(bt, 50, loadb, busyb)
-    out.append(_percentile_measurement("latency_p50_batch", bt, 50, "ms", ctxb, seed, checked=checked))
+    out.append(_percentile_measurement("latency_p50_batch", bt, 50, ctxb, seed, checked=checked))
     out.append(
-        _percentile_measurement(
-            "throughput", throughput_batch / (bt / 1e3), 50, "examples/s", ctxb, seed, True, checked=checked
-        )
+        _percentile_measurement("throughput", throughput_batch / (bt / 1e3), 50, ctxb, seed, checked=checked)
     )
     # Several readings, so the gate compares distributions rather than two single noisy numbers.
     peaks = [peak_memory_mib(lambda: predictor.logits_and_features(batch)) for _ in range(MEMORY_READINGS)]
@@ -372,7 +365,7 @@ def measure_efficiency(
     else:
         out.append(
             _percentile_measurement(
-                "peak_memory", np.array(peaks, dtype=float), 50, "MiB", ctxb, seed,
+                "peak_memory", np.array(peaks, dtype=float), 50, ctxb, seed,
                 of=f"readings of the peak RSS added by one forward pass at batch {throughput_batch}",
             )
         )  # fmt: skip

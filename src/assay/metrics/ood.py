@@ -28,12 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from assay.catalogue import OOD_METRICS, OOD_SCORES, OOD_SHIFTS, ood_metric
 from assay.errors import UsageError
 from assay.measurement import Measurement
 from assay.stats import iter_bootstrap_indices
 
 FAMILY = "ood"
-SCORES = ("msp", "max_logit", "energy", "mahalanobis")
+SCORES = OOD_SCORES  # the names and directions are the catalogue's (assay.catalogue)
 TPR_LEVEL = 0.95
 
 
@@ -172,14 +173,11 @@ def _fpr_at_tpr(pos: np.ndarray, neg: np.ndarray, level: float = TPR_LEVEL) -> n
     return np.asarray(fpr[np.arange(fpr.shape[0]), first])
 
 
-_METRICS: dict[str, tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], bool, str]] = {
-    "auroc": (_auroc, True, "AUROC, OOD positive, score −s, ties count 1/2"),
-    "aupr": (_aupr, True, "average precision (AUPR-Out), OOD positive, step-wise"),
-    "fpr_at_95_tpr": (
-        _fpr_at_tpr,
-        False,
-        "FPR on OOD at the threshold accepting 95% of in-distribution examples",
-    ),
+# Each detection metric of the catalogue's OOD_METRICS (which says its direction): function, estimator.
+_METRICS: dict[str, tuple[Callable[[np.ndarray, np.ndarray], np.ndarray], str]] = {
+    "auroc": (_auroc, "AUROC, OOD positive, score −s, ties count 1/2"),
+    "aupr": (_aupr, "average precision (AUPR-Out), OOD positive, step-wise"),
+    "fpr_at_95_tpr": (_fpr_at_tpr, "FPR on OOD at the threshold accepting 95% of in-distribution examples"),
 }
 
 
@@ -203,12 +201,7 @@ def fpr_at_95_tpr(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
     return _plain(id_scores, ood_scores, "fpr_at_95_tpr")
 
 
-METRIC_NAMES = tuple(_METRICS)
-
-
-def measurement_name(metric: str, ood_set: str, score: str) -> str:
-    """``ood_auroc[digits:energy]``: ``metric`` of ``score`` on ``ood_set``."""
-    return f"ood_{metric}[{ood_set}:{score}]"
+METRIC_NAMES = tuple(OOD_METRICS)
 
 
 def detection_replicates(
@@ -250,28 +243,28 @@ def detection_measurements(
     # draw for each with this seed).
     estimates = {
         metric: float(fn(*_counts(s, np.arange(scores.size)[None, :]))[0])
-        for metric, (fn, _, _) in _METRICS.items()
+        for metric, (fn, _) in _METRICS.items()
     }
     replicates: dict[str, list[np.ndarray]] = {metric: [] for metric in _METRICS}
     for rows in iter_bootstrap_indices(scores.size, n_boot, seed):
         pos, neg = _counts(s, rows)
         with np.errstate(invalid="ignore", divide="ignore"):  # a resample with no OOD (or ID) is NaN
-            for metric, (fn, _, _) in _METRICS.items():
+            for metric, (fn, _) in _METRICS.items():
                 replicates[metric].append(fn(pos, neg))
     out = []
-    for metric, (_fn, higher, estimator) in _METRICS.items():
+    for metric, (_fn, estimator) in _METRICS.items():
         drawn = np.concatenate(replicates[metric])
         samples = drawn[np.isfinite(drawn)]
         low, high = np.quantile(samples, [0.025, 0.975]) if samples.size else (np.nan, np.nan)
         out.append(
             Measurement(
-                name=measurement_name(metric, ood_set, score),
+                name=ood_metric(metric, ood_set, score),
                 family=FAMILY,
                 value=estimates[metric],
                 ci_low=float(low),
                 ci_high=float(high),
                 n=int(scores.size),
-                higher_is_better=higher,
+                higher_is_better=OOD_METRICS[metric],
                 estimator=f"{estimator}; score {score}",
                 details={
                     "ood_set": ood_set,
@@ -319,8 +312,7 @@ def ood_measurements(
         if score not in id_scores or score not in ood_scores:
             reason = "needs penultimate features of both sets and a fit on in-distribution features"
             out.extend(
-                Measurement.skipped(measurement_name(metric, ood_set, score), FAMILY, reason)
-                for metric in _METRICS
+                Measurement.skipped(ood_metric(metric, ood_set, score), FAMILY, reason) for metric in _METRICS
             )
             continue
         out.extend(
@@ -339,7 +331,7 @@ def ood_measurements(
 
 # --- OOD sets ---------------------------------------------------------------------------------------
 
-SHIFTS = ("noise", "inverted", "rotated")
+SHIFTS = OOD_SHIFTS
 
 
 def synthetic_shift(x: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:

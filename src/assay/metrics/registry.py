@@ -2,18 +2,21 @@
 
 A :class:`MetricSpec` wraps a pure function ``fn(labels, probs) -> float`` with what a reader needs to
 trust the number (family, direction, estimator, interval method, a note) and, optionally, a fast path
-for the bootstrap. Plugins add metrics with ``METRICS.add(name, MetricSpec(...))`` or the entry-point
-group ``assay.metric``; the contract test in tests/unit/metrics/test_contract.py then covers them.
+for the bootstrap. The built-in metrics' names, families, directions and units are the catalogue's
+(:data:`assay.catalogue.OUTPUT_METRICS`). Plugins add metrics with ``METRICS.add(name, MetricSpec(...))``
+or the entry-point group ``assay.metric``; the contract test in tests/contract/test_metrics.py then
+covers them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
+from assay.catalogue import OUTPUT_METRICS
 from assay.metrics import calibration, quality
 from assay.plugins import Registry
 
@@ -112,74 +115,66 @@ def _ece_debiased_details(
 
 METRICS: Registry[MetricSpec] = Registry[MetricSpec]("metric")
 
+
+def _builtin(name: str, fn: MetricFn, estimator: str, **how: Any) -> MetricSpec:
+    """A built-in metric; ``how``: the other :class:`MetricSpec` fields (interval, fast paths, note)."""
+    entry = OUTPUT_METRICS[name]
+    # The catalogue's metrics of the outputs are all quality or calibration (tests/contract checks it).
+    family = cast(Literal["quality", "calibration"], entry.family)
+    return MetricSpec(name, family, fn, entry.higher_is_better, estimator, unit=entry.unit, **how)
+
+
 _BUILTIN = (
-    MetricSpec(
+    _builtin(
         "accuracy",
-        "quality",
         quality.accuracy,
-        True,
         "share of examples whose top-1 prediction is the label",
         interval="wilson",
         per_example=quality.correct,
     ),
-    MetricSpec(
+    _builtin(
         "macro_f1",
-        "quality",
         quality.macro_f1,
-        True,
         "unweighted mean of per-class F1 over classes present as label or prediction",
         replicates=_macro_f1_replicates,
     ),
-    MetricSpec(
+    _builtin(
         "nll",
-        "quality",
         quality.nll,
-        False,
         "mean negative log-likelihood of the label, nats, probabilities clipped at 1e-12",
-        unit="nats",
         per_example=quality.nll_per_example,
     ),
-    MetricSpec(
+    _builtin(
         "brier",
-        "quality",
         quality.brier,
-        False,
         "multiclass Brier: mean over examples of the sum over classes of squared error, in [0, 2]",
         per_example=quality.brier_per_example,
     ),
-    MetricSpec(
+    _builtin(
         "ece",
-        "calibration",
         calibration.ece,
-        False,
         "top-label, 15 equal-width bins, L1",
         replicates=calibration.ece_replicates,
         note=calibration.PLUG_IN_NOTE,
     ),
-    MetricSpec(
+    _builtin(
         "ece_debiased",
-        "calibration",
         calibration.ece_debiased,
-        False,
         "top-label, 15 equal-width bins, L2 debiased per bin: the debiased plug-in of Kumar, Liang & Ma "
         "2019, 'Verified uncertainty calibration' (a negative squared estimate reads as 0)",
         recentred=calibration.ece_debiased_replicates,
         extra_details=_ece_debiased_details,
     ),
-    MetricSpec(
+    _builtin(
         "adaptive_ece",
-        "calibration",
         calibration.adaptive_ece,
-        False,
         "top-label, 15 equal-mass bins, L1",
         replicates=calibration.adaptive_ece_replicates,
         note=calibration.PLUG_IN_NOTE,
     ),
-    MetricSpec(
+    _builtin(
         "mce",
-        "calibration",
         calibration.mce,
-        False,
         "top-label, 15 equal-width bins, max norm",
         interval="custom",
         replicates=calibration.mce_replicates,

@@ -47,22 +47,27 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from assay import catalogue
+from assay.catalogue import SEVERITIES, corruption_accuracy, corruption_mca
 from assay.errors import UsageError
 from assay.measurement import Measurement
 from assay.stats import bootstrap_ci, wilson_interval
 
 FAMILY = "robustness"
-SEVERITIES = (1, 2, 3, 4, 5)
 CorruptFn = Callable[[np.ndarray, float, np.random.Generator], np.ndarray]
 
 
 @dataclass(frozen=True)
 class Corruption:
     name: str
-    kind: str  # "image" or "table"
     levels: tuple[float, ...]  # the parameter at severities 1..5
     fn: CorruptFn
     parameter: str  # what ``levels`` are, for the report
+
+    @property
+    def kind(self) -> str:
+        """The kind of data it applies to, "image" or "table" (:data:`assay.catalogue.CORRUPTIONS`)."""
+        return catalogue.CORRUPTIONS[self.name]
 
 
 def _gaussian_noise(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
@@ -204,22 +209,23 @@ def _table_scaling(x: np.ndarray, factor: float, rng: np.random.Generator) -> np
     return x * np.float32(factor)
 
 
+# In the catalogue's order: a corruption's seed stream is its position (tests/contract checks the order).
 CORRUPTIONS: dict[str, Corruption] = {
     c.name: c
     for c in (
-        Corruption("gaussian_noise", "image", (0.08, 0.12, 0.18, 0.26, 0.38), _gaussian_noise, "sigma"),
-        Corruption("shot_noise", "image", (60, 25, 12, 5, 3), _shot_noise, "photons per unit intensity"),
-        Corruption("impulse_noise", "image", (0.03, 0.06, 0.09, 0.17, 0.27), _impulse_noise, "share"),
-        Corruption("gaussian_blur", "image", (0.5, 0.75, 1.0, 1.25, 1.5), _gaussian_blur, "sigma (px)"),
-        Corruption("contrast", "image", (0.4, 0.3, 0.2, 0.1, 0.05), _contrast, "contrast factor"),
-        Corruption("brightness", "image", (0.1, 0.2, 0.3, 0.4, 0.5), _brightness, "added intensity"),
-        Corruption("pixelate", "image", (0.6, 0.5, 0.4, 0.3, 0.25), _pixelate, "resolution factor"),
-        Corruption("jpeg", "image", (25, 18, 15, 10, 7), _jpeg, "JPEG quality"),
-        Corruption("rotate", "image", (3, 6, 9, 12, 15), _rotate, "degrees"),
-        Corruption("translate", "image", (1, 2, 3, 4, 5), _translate, "pixels"),
-        Corruption("table_gaussian_noise", "table", (0.1, 0.2, 0.4, 0.6, 1.0), _table_noise, "sigma (sd)"),
-        Corruption("table_missing", "table", (0.05, 0.1, 0.2, 0.3, 0.5), _table_missing, "share of cells"),
-        Corruption("table_scaling", "table", (1.1, 1.25, 1.5, 2.0, 3.0), _table_scaling, "factor"),
+        Corruption("gaussian_noise", (0.08, 0.12, 0.18, 0.26, 0.38), _gaussian_noise, "sigma"),
+        Corruption("shot_noise", (60, 25, 12, 5, 3), _shot_noise, "photons per unit intensity"),
+        Corruption("impulse_noise", (0.03, 0.06, 0.09, 0.17, 0.27), _impulse_noise, "share"),
+        Corruption("gaussian_blur", (0.5, 0.75, 1.0, 1.25, 1.5), _gaussian_blur, "sigma (px)"),
+        Corruption("contrast", (0.4, 0.3, 0.2, 0.1, 0.05), _contrast, "contrast factor"),
+        Corruption("brightness", (0.1, 0.2, 0.3, 0.4, 0.5), _brightness, "added intensity"),
+        Corruption("pixelate", (0.6, 0.5, 0.4, 0.3, 0.25), _pixelate, "resolution factor"),
+        Corruption("jpeg", (25, 18, 15, 10, 7), _jpeg, "JPEG quality"),
+        Corruption("rotate", (3, 6, 9, 12, 15), _rotate, "degrees"),
+        Corruption("translate", (1, 2, 3, 4, 5), _translate, "pixels"),
+        Corruption("table_gaussian_noise", (0.1, 0.2, 0.4, 0.6, 1.0), _table_noise, "sigma (sd)"),
+        Corruption("table_missing", (0.05, 0.1, 0.2, 0.3, 0.5), _table_missing, "share of cells"),
+        Corruption("table_scaling", (1.1, 1.25, 1.5, 2.0, 3.0), _table_scaling, "factor"),
     )
 }
 
@@ -294,24 +300,15 @@ def evaluate_corruptions(
     return CorruptionResult(clean=clean, corrupted=corrupted)
 
 
-def accuracy_name(corruption: str, severity: int) -> str:
-    return f"corruption_accuracy[{corruption}@{severity}]"
-
-
-def mca_name(corruption: str | None = None) -> str:
-    """``corruption_mca[<corruption>]``, or the overall ``corruption_mca`` without one."""
-    return "corruption_mca" if corruption is None else f"corruption_mca[{corruption}]"
-
-
 def per_example(result: CorruptionResult) -> dict[str, np.ndarray]:
     """The per-example values whose mean is each accuracy measurement of :func:`corruption_measurements`:
     correct or not per (corruption, severity), the share of severities survived per corruption and
     over every corruption."""
     out: dict[str, np.ndarray] = {}
     for name, correct in result.corrupted.items():
-        out |= {accuracy_name(name, s): row for s, row in zip(SEVERITIES, correct, strict=True)}
-        out[mca_name(name)] = correct.mean(axis=0)
-    out[mca_name()] = np.stack(list(result.corrupted.values())).mean(axis=(0, 1))
+        out |= {corruption_accuracy(name, s): row for s, row in zip(SEVERITIES, correct, strict=True)}
+        out[corruption_mca(name)] = correct.mean(axis=0)
+    out[corruption_mca()] = np.stack(list(result.corrupted.values())).mean(axis=(0, 1))
     return out
 
 
@@ -378,11 +375,11 @@ def corruption_measurements(
     for name in result.corrupted:
         c = CORRUPTIONS[name]
         for s in SEVERITIES:
-            hits = int(values[accuracy_name(name, s)].sum())
+            hits = int(values[corruption_accuracy(name, s)].sum())
             low, high = wilson_interval(hits, n)
             out.append(
                 Measurement(
-                    name=accuracy_name(name, s),
+                    name=corruption_accuracy(name, s),
                     family=FAMILY,
                     value=hits / n,
                     ci_low=low,
@@ -395,8 +392,8 @@ def corruption_measurements(
             )
         out.append(
             _bootstrap_measurement(
-                mca_name(name),
-                _mean_rows(values[mca_name(name)]),
+                corruption_mca(name),
+                _mean_rows(values[corruption_mca(name)]),
                 n,
                 higher_is_better=True,
                 estimator=f"mean accuracy over the 5 severities of {name}",
@@ -407,8 +404,8 @@ def corruption_measurements(
         )
     out.append(
         _bootstrap_measurement(
-            mca_name(),
-            _mean_rows(values[mca_name()]),
+            corruption_mca(),
+            _mean_rows(values[corruption_mca()]),
             n,
             higher_is_better=True,
             estimator=f"mean accuracy over {len(result.corrupted)} corruptions x 5 severities",

@@ -18,6 +18,7 @@ from sklearn.metrics import roc_auc_score
 from statsmodels.stats.contingency_tables import mcnemar
 from typer.testing import CliRunner
 
+from assay.catalogue import trust_entries
 from assay.cli import app
 from assay.compare import PerExample, compare_per_example
 from assay.errors import ConfigError, DataError
@@ -26,7 +27,7 @@ from assay.measurement import Measurement
 from assay.metrics import ood
 from assay.models import save_model
 from assay.release import Workspace, data_for, model_of
-from assay.trust import families_for, gate_config, gate_metrics
+from assay.trust import families_for, gate_config
 
 N_BOOT = 2000
 
@@ -158,7 +159,7 @@ def test_evidence_on_different_examples_is_a_data_error() -> None:
 
 
 def test_policies_know_the_trust_metrics_and_name_a_misspelt_one() -> None:
-    names = gate_metrics()
+    names = trust_entries()
     rule = '[[rules]]\nmetric = "{}"\nkind = "non_inferiority"\nmargin = 0.02\n'
     for name in ("adv_accuracy[pgd-linf@0.1]", "corruption_mca", "ood_auroc[digits:energy]"):
         assert Policy.from_toml_text(rule.format(name)).rules[0].metric == name and name in names
@@ -263,7 +264,7 @@ def test_the_suite_keeps_evidence_for_every_gateable_measurement(registered: tup
     )  # fmt: skip
     result = run_trust(model_of(ws, version), data, config=config)
     measured = {m.name for m in result.measurements if m.status == "ok"}
-    assert measured & gate_metrics().keys() == result.per_example.keys()
+    assert measured & trust_entries().keys() == result.per_example.keys()
     assert {e.measurement.family for e in result.per_example.values()} == {"robustness", "adversarial", "ood"}
     for name, evidence in result.per_example.items():  # the evidence reproduces its measurement
         value = evidence.replicates(np.arange(len(evidence.ids))[None, :])[0]

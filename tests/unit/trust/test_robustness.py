@@ -116,9 +116,7 @@ def _result(rng: np.random.Generator, n: int, p_clean: float, drops: list[float]
 
 def test_mca_ce_and_relative_ce_equal_their_definitions(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("a", "b"):
-        monkeypatch.setitem(
-            rb.CORRUPTIONS, name, rb.Corruption(name, "image", (1, 2, 3, 4, 5), rb._brightness, "p")
-        )
+        monkeypatch.setitem(rb.CORRUPTIONS, name, rb.Corruption(name, (1, 2, 3, 4, 5), rb._brightness, "p"))
     rng = np.random.default_rng(0)
     cand, base = _result(rng, 400, 0.9, [0.3, 0.6]), _result(rng, 400, 0.92, [0.5, 0.5])
     ms = {m.name: m for m in rb.corruption_measurements(cand, base, n_boot=200)}
@@ -149,7 +147,7 @@ def test_a_model_against_itself_has_ce_one() -> None:
     rng = np.random.default_rng(2)
     result = _result(rng, 300, 0.9, [0.4, 0.4])
     for name in ("a", "b"):
-        rb.CORRUPTIONS.setdefault(name, rb.Corruption(name, "image", (1, 2, 3, 4, 5), rb._brightness, "p"))
+        rb.CORRUPTIONS.setdefault(name, rb.Corruption(name, (1, 2, 3, 4, 5), rb._brightness, "p"))
     try:
         ms = {m.name: m for m in rb.corruption_measurements(result, result, n_boot=100)}
     finally:
