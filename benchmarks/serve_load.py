@@ -56,7 +56,7 @@ CONFIGS = {
 
 def ensure_model(home: Path) -> None:
     from assay.errors import NotFoundError
-    from assay.release import Workspace
+    from assay.workspace import Workspace
 
     ws = Workspace.open(home)
     try:

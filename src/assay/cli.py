@@ -104,7 +104,7 @@ def emit_json(obj: Any) -> None:
 
 
 def _workspace(home: Path | None) -> Any:
-    from assay.release import Workspace
+    from assay.workspace import Workspace
 
     return Workspace.open(home)
 

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from assay.format import format_interval, headline_calibration
 from assay.pipeline import PipelineResult, pipeline_from_dict, run_pipeline
-from assay.release import Workspace
+from assay.workspace import Workspace
 
 MODEL = "fmnist-cnn"
 BASELINE = {

@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
-
-import torch
 
 PACKAGES = (
     "assay",
@@ -72,12 +71,18 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def _torch_threads() -> int | None:
+    """torch's thread count where torch is loaded: a run that never imported it ran no torch kernels."""
+    torch = sys.modules.get("torch")
+    return None if torch is None else int(torch.get_num_threads())
+
+
 def environment(seeds: dict[str, int] | None = None) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": package_versions(),
-        "cpu": {**cpu_info(), "torch_threads": torch.get_num_threads()},
+        "cpu": {**cpu_info(), "torch_threads": _torch_threads()},
         "git_commit": git_commit(),
         "seeds": seeds or {},
     }

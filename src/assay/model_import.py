@@ -33,9 +33,10 @@ from assay.models.adapters import adapter_for
 from assay.models.adapters.files import file_digests
 from assay.models.io import SPEC
 from assay.models.loaded import LoadedModel
-from assay.release import Workspace, register_dataset
+from assay.release import register_dataset
 from assay.store.records import VersionInfo
 from assay.store.refs import check_model_name
+from assay.workspace import Workspace
 
 PROBE_EXAMPLES = 32  # validation examples run through the staged model before it is registered
 

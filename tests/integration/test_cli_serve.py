@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from assay.cli import app
-from assay.release import Workspace
+from assay.workspace import Workspace
 from tests.integration.serving_fixtures import MODEL, make_registry, traffic
 
 runner = CliRunner()

@@ -8,8 +8,8 @@ import httpx
 import matplotlib.image
 import pytest
 
-from assay.release import Workspace
 from assay.serve.service import Service
+from assay.workspace import Workspace
 from tests.integration.browser import near, needs_chromium, run_chromium
 from tests.integration.serving_fixtures import MODEL, config, make_registry, running, traffic, wait_windows
 

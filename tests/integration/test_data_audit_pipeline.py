@@ -9,7 +9,7 @@ import pytest
 
 from assay.errors import RefusedError
 from assay.pipeline import pipeline_from_dict, run_pipeline
-from assay.release import Workspace
+from assay.workspace import Workspace
 from tests.unit.data.audit.conftest import smooth_images
 
 

@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 from assay.cli import app
 from assay.data import load_dataset, parse_data_arg
 from assay.outputs import load_predictions
-from assay.release import Workspace
 from assay.serve.service import ServeConfig, Service
+from assay.workspace import Workspace
 from tests.integration.serving_fixtures import running
 from tests.unit.tolerances import U32, assert_same_decisions, network_forward
 

@@ -24,8 +24,8 @@ import httpx
 import numpy as np
 import pytest
 
-from assay.release import Workspace
 from assay.serve.service import Service
+from assay.workspace import Workspace
 from tests.integration.serving_fixtures import MODEL, config, make_registry, running, traffic
 
 # numpy's RuntimeWarnings (an overflowing cast, say) would be log noise on the server: here they are errors

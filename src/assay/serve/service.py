@@ -34,7 +34,6 @@ import numpy as np
 import threadpoolctl
 
 from assay.errors import NotFoundError, RefusedError, UsageError
-from assay.release import Workspace
 from assay.serve.batcher import MicroBatcher
 from assay.serve.drift import SMALLEST_WINDOW
 from assay.serve.guard import RollbackGuard
@@ -42,6 +41,7 @@ from assay.serve.metrics import ServeMetrics
 from assay.serve.monitor import WindowResult
 from assay.serve.served import BatchOutput, MonitorSettings, Served, load_served
 from assay.store.records import Incident
+from assay.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 

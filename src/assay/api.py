@@ -1,0 +1,194 @@
+"""The verbs a user scripts, in Python: import or load a model, evaluate, gate, promote, roll back.
+
+Each is what one CLI command does (``assay models import``, ``assay eval``, ``assay gate``, ``assay
+models promote|rollback``), on the store under ``home`` (default ``$ASSAY_HOME`` or ``./.assay``).
+Errors are :class:`~assay.errors.AssayError` subclasses that name the parameter and the value.
+Evaluating or gating predictions files imports no PyTorch: a team whose models run elsewhere gets the
+paired gate without it.
+
+Example: two models' predictions on the same examples, gated under the default policy.
+
+    >>> import tempfile, numpy as np
+    >>> from assay import api
+    >>> from assay.outputs import from_arrays, write_predictions
+    >>> rng = np.random.default_rng(0)
+    >>> labels = rng.integers(0, 3, 400)
+    >>> def predictions(skill, path):
+    ...     probs = np.full((400, 3), (1 - skill) / 2)
+    ...     probs[np.arange(400), labels] = skill
+    ...     return write_predictions(from_arrays(labels, probs=probs), path)
+    >>> home = tempfile.mkdtemp()
+    >>> a, b = predictions(0.6, f"{home}/a.npz"), predictions(0.6, f"{home}/b.npz")
+    >>> result = api.gate(a, b, home=home)
+    >>> result.verdict.passed, round(result.document["verdict"]["rules"][0]["delta"], 3)
+    (True, 0.0)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from assay.data import DataSpec, parse_data_arg
+from assay.errors import UsageError
+from assay.gate import Policy
+from assay.store.records import AliasChange
+from assay.workspace import Evaluated, Workspace, evaluate_predictions, gate_predictions, is_predictions
+
+if TYPE_CHECKING:  # the model side imports torch: only when a model is named
+    from assay.model_import import Imported
+    from assay.models.loaded import LoadedModel
+
+
+def _data(data: str | DataSpec | None, parameter: str = "data") -> DataSpec | None:
+    if data is None or isinstance(data, DataSpec):
+        return data
+    if not isinstance(data, str):
+        raise UsageError(
+            f"The {parameter!r} parameter must be a data source such as 'npz:FILE' or a DataSpec. "
+            f"Got {type(data).__name__} instead."
+        )
+    return parse_data_arg(data)
+
+
+def _policy(policy: str | Path | Policy | None) -> Policy:
+    if policy is None:
+        return Policy.default()
+    return policy if isinstance(policy, Policy) else Policy.from_toml(policy)
+
+
+def open_workspace(home: str | Path | None = None, *, url: str | None = None) -> Workspace:
+    """The store under ``home`` (or at the database ``url``) with its report and outputs folders."""
+    return Workspace.open(home, url=url)
+
+
+def import_model(
+    name: str,
+    source: str | Path,
+    *,
+    data: str | DataSpec,
+    weights: str | Path | None = None,
+    adapter: str | None = None,
+    description: str = "",
+    licence: str | None = None,
+    home: str | Path | None = None,
+) -> Imported:
+    """Register a model assay did not train (see :mod:`assay.model_import`) as the next version of ``name``.
+
+    ``source``: ``"model.py:build"`` or ``"package.module:build"`` (your own ``nn.Module``; the factory is
+    your code and runs), ``"model.pt2"``, ``"model.onnx"``, or a Hugging Face folder. ``data``: the data it
+    is meant for, e.g. ``"sklearn:digits"``. ``weights``: a torch module's ``.safetensors`` (or checkpoint,
+    scanned first). Nothing is registered when a check fails.
+    """
+    from assay.model_import import import_model as door
+
+    spec = _data(data)
+    if spec is None:
+        raise UsageError("The 'data' parameter is required: the data the model is meant for.")
+    return door(
+        open_workspace(home),
+        name,
+        source,
+        data=spec,
+        weights=weights,
+        adapter=adapter,
+        description=description,
+        licence=licence,
+    )
+
+
+def load_model(ref: str, *, home: str | Path | None = None) -> LoadedModel:
+    """The registered version ``ref`` (``"name"``, ``"name@3"``, ``"name@production"``) as a model."""
+    from assay.release import model_of
+
+    ws = open_workspace(home)
+    return model_of(ws, ws.store.resolve(ref))
+
+
+def evaluate(
+    target: str | Path,
+    *,
+    data: str | DataSpec | None = None,
+    split: str = "test",
+    efficiency: bool = True,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    force_data: bool = False,
+    save_predictions: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    home: str | Path | None = None,
+) -> Evaluated:
+    """Evaluate a model version (a ref) or a predictions file (``.npz``/``.parquet``): every metric with
+    its interval, written as a report and recorded as a run.
+
+    ``data``: other data for a model (it must fit the model's input contract unless ``force_data``).
+    """
+    ws, out = open_workspace(home), None if out_dir is None else Path(out_dir)
+    if is_predictions(str(target)) and save_predictions is None:
+        if data is not None:
+            raise UsageError(f"The 'data' parameter applies to models; {target} is a predictions file.")
+        return evaluate_predictions(ws, Path(target), n_boot=n_bootstrap, seed=seed, out_dir=out)
+    from assay.release import evaluate_target
+
+    return evaluate_target(
+        ws,
+        str(target),
+        data_spec=_data(data),
+        split=split,
+        efficiency=efficiency,
+        n_boot=n_bootstrap,
+        seed=seed,
+        out_dir=out,
+        force_data=force_data,
+        save_predictions=None if save_predictions is None else Path(save_predictions),
+    )
+
+
+def gate(
+    baseline: str | Path,
+    candidate: str | Path,
+    *,
+    policy: str | Path | Policy | None = None,
+    data: str | DataSpec | None = None,
+    efficiency: bool = True,
+    force_data: bool = False,
+    out_dir: str | Path | None = None,
+    home: str | Path | None = None,
+) -> Evaluated:
+    """Gate ``candidate`` against ``baseline`` on the same examples under ``policy`` (a TOML file or a
+    :class:`~assay.gate.Policy`; default :meth:`Policy.default`). Each is a model ref or a predictions
+    file. The result's ``verdict.passed`` is the decision; a failed gate is a result, not an error.
+    """
+    ws, rules, out = open_workspace(home), _policy(policy), None if out_dir is None else Path(out_dir)
+    if is_predictions(str(baseline)) and is_predictions(str(candidate)):
+        if data is not None:
+            raise UsageError("The 'data' parameter applies to models; both targets are predictions files.")
+        return gate_predictions(ws, Path(baseline), Path(candidate), rules, out_dir=out)
+    from assay.release import gate_targets
+
+    return gate_targets(
+        ws,
+        str(baseline),
+        str(candidate),
+        rules,
+        data_spec=_data(data),
+        efficiency=efficiency,
+        out_dir=out,
+        force_data=force_data,
+    )
+
+
+def promote(
+    ref: str, *, alias: str = "production", force: bool = False, reason: str | None = None,
+    home: str | Path | None = None,
+) -> AliasChange:  # fmt: skip
+    """Point ``alias`` at ``ref``; refused (:class:`~assay.errors.RefusedError`) when its gate failed,
+    unless ``force`` (recorded as forced)."""
+    return open_workspace(home).store.promote(ref, alias, force=force, reason=reason)
+
+
+def rollback(
+    model: str, *, alias: str = "production", reason: str | None = None, home: str | Path | None = None
+) -> AliasChange:
+    """Undo the newest promotion of ``alias`` of ``model`` still in effect."""
+    return open_workspace(home).store.rollback(model, alias, reason=reason)

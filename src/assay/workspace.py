@@ -1,0 +1,218 @@
+"""The workspace (the store plus its report and outputs folders) and how a run is recorded there.
+
+A number reaches the store only through :func:`record_evaluation` or :func:`record_comparison`, which
+write the report files first (atomically) and the database rows in one transaction after, so an
+interruption leaves no run without its report. Nothing here runs a model: evaluating and gating
+predictions files (:func:`evaluate_predictions`, :func:`gate_predictions`) imports no PyTorch; the
+model paths are in :mod:`assay.release`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assay.compare import align
+from assay.data import Dataset
+from assay.env import environment
+from assay.evaluate import Assessment, assess, compare, comparison_document, evaluation_document
+from assay.gate import Policy, Verdict
+from assay.outputs import PREDICTION_SUFFIXES, Outputs, load_predictions
+from assay.report import write_report
+from assay.serve.reference import build_reference
+from assay.store import Store
+from assay.store.records import VersionInfo
+
+
+@dataclass
+class Workspace:
+    """The store plus the folders beside it: reports and the per-example outputs cache."""
+
+    store: Store
+
+    @classmethod
+    def open(cls, home: str | Path | None = None, url: str | None = None) -> Workspace:
+        return cls(Store(url=url, home=home))
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.store.home / "reports"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.store.home / "outputs"
+
+
+@dataclass
+class Evaluated:
+    document: dict[str, Any]
+    html: Path
+    json: Path
+    run_id: int
+    verdict: Verdict | None = None
+
+
+def dataset_info(data: Dataset, split: str) -> dict[str, Any]:
+    return {
+        "name": data.name,
+        "split": split,
+        "n": data.split(split).n,
+        "fingerprint": data.split(split).fingerprint(),
+        "class_names": data.class_names,
+        "source": data.source,
+        "licence": data.licence,
+    }
+
+
+def assess_predictions(path: Path, outputs: Outputs, *, n_boot: int = 1000, seed: int = 0) -> Assessment:
+    info = {
+        "ref": path.name,
+        "name": path.stem,
+        "version": None,
+        "card": {"architecture": "external predictions"},
+    }
+    return assess(outputs, info=info, n_boot=n_boot, seed=seed)
+
+
+def predictions_dataset_info(path: Path, outputs: Outputs) -> dict[str, Any]:
+    return {
+        "name": path.stem,
+        "split": "predictions",
+        "n": outputs.n,
+        "fingerprint": outputs.fingerprint(),
+        "class_names": [str(c) for c in range(outputs.n_classes)],
+        "source": str(path),
+        "licence": "not declared",
+    }
+
+
+def _stem(kind: str, *refs: str) -> str:
+    safe = "_vs_".join(r.replace("@", "-").replace("/", "_") for r in refs)
+    return f"{kind}-{safe}-{secrets.token_hex(4)}"  # a suffix, so two runs never share a file
+
+
+def monitoring_reference(ws: Workspace, outputs: Outputs, inputs: np.ndarray) -> dict[str, Any] | None:
+    """Store the reference statistics of the evaluated split, what ``assay serve`` monitors against; the
+    run document keeps its digest. The thresholds are calibrated from it when a server loads the version
+    (deterministic given the reference, window, budget and seed; about 2 s), not here, so that gating
+    does not pay for a window size nobody may serve with."""
+    if outputs.logits is None:
+        return None  # external predictions without logits: there is nothing to monitor a model with
+    reference = build_reference(inputs, outputs.logits, outputs.features, outputs.labels)
+    with tempfile.TemporaryDirectory() as tmp:
+        digest = ws.store.artifacts.put_file(reference.save(Path(tmp) / "reference.npz"))
+    return {"reference": digest, "n": reference.n}
+
+
+def record_evaluation(
+    ws: Workspace,
+    candidate: Assessment,
+    dataset: dict[str, Any],
+    *,
+    version: VersionInfo | None,
+    out_dir: Path | None = None,
+    inputs: np.ndarray | None = None,
+    input_contract: dict[str, Any] | None = None,
+) -> Evaluated:
+    """``inputs``: the evaluated split's inputs; with a registered version, the run stores the monitoring
+    reference built from them (see :func:`monitoring_reference`). ``input_contract``: what
+    :func:`contract_record` says of the inputs, kept in the document."""
+    document = evaluation_document(candidate, dataset=dataset, environment=environment())
+    if input_contract is not None:
+        document["input_contract"] = input_contract
+    if version is not None and inputs is not None:
+        document["monitoring"] = monitoring_reference(ws, candidate.outputs, inputs)
+    paths = write_report(document, out_dir or ws.reports_dir, _stem("eval", candidate.info["ref"]))
+    run_id = ws.store.record_run(
+        kind="evaluation",
+        document=document,
+        measurements=candidate.measurements,
+        version=version.ref if version else None,
+        baseline=None,
+        dataset_fingerprint=dataset["fingerprint"],
+        split=dataset["split"],
+        passed=None,
+        report_path=str(paths.html),
+    )
+    return Evaluated(document, paths.html, paths.json, run_id)
+
+
+def record_comparison(
+    ws: Workspace,
+    baseline: Assessment,
+    candidate: Assessment,
+    policy: Policy,
+    dataset: dict[str, Any],
+    *,
+    baseline_version: VersionInfo | None,
+    candidate_version: VersionInfo | None,
+    out_dir: Path | None = None,
+    inputs: np.ndarray | None = None,
+    input_contract: dict[str, Any] | None = None,
+) -> Evaluated:
+    """``inputs`` and ``input_contract`` as for :func:`record_evaluation`: the gated version keeps its
+    gating set's reference."""
+    verdict = compare(baseline, candidate, policy)
+    document = comparison_document(baseline, candidate, verdict, dataset=dataset, environment=environment())
+    if input_contract is not None:
+        document["input_contract"] = input_contract
+    if candidate_version is not None and inputs is not None:
+        document["monitoring"] = monitoring_reference(ws, candidate.outputs, inputs)
+    paths = write_report(
+        document, out_dir or ws.reports_dir, _stem("gate", baseline.info["ref"], candidate.info["ref"])
+    )
+    run_id = ws.store.record_run(
+        kind="comparison",
+        document=document,
+        measurements=candidate.measurements,
+        baseline_measurements=baseline.measurements,
+        comparisons=verdict.comparisons,
+        version=candidate_version.ref if candidate_version else None,
+        baseline=baseline_version.ref if baseline_version else None,
+        dataset_fingerprint=dataset["fingerprint"],
+        split=dataset["split"],
+        passed=verdict.passed,
+        report_path=str(paths.html),
+        # Only a gate against a registered baseline decides promotion: a predictions file has no lineage.
+        gate=candidate_version is not None and baseline_version is not None,
+    )
+    return Evaluated(document, paths.html, paths.json, run_id, verdict)
+
+
+def is_predictions(target: str) -> bool:
+    """A target naming a .npz/.parquet file is a predictions file; anything else is a model ref."""
+    return Path(target).suffix.lower() in PREDICTION_SUFFIXES
+
+
+def evaluate_predictions(
+    ws: Workspace, path: Path, *, n_boot: int = 1000, seed: int = 0, out_dir: Path | None = None
+) -> Evaluated:
+    """``assay eval FILE``: a predictions file evaluated and recorded (no model runs)."""
+    outputs = load_predictions(path)
+    assessment = assess_predictions(path, outputs, n_boot=n_boot, seed=seed)
+    return record_evaluation(
+        ws, assessment, predictions_dataset_info(path, outputs), version=None, out_dir=out_dir
+    )
+
+
+def gate_predictions(
+    ws: Workspace, baseline: Path, candidate: Path, policy: Policy, *, out_dir: Path | None = None
+) -> Evaluated:
+    """``assay gate A.npz B.npz``: two predictions files paired by example id and gated under ``policy``."""
+    stats = {"n_boot": policy.n_bootstrap, "seed": policy.seed}
+    b_out, c_out = align(load_predictions(baseline), load_predictions(candidate))  # fail fast if unpaired
+    return record_comparison(
+        ws,
+        assess_predictions(baseline, b_out, **stats),
+        assess_predictions(candidate, c_out, **stats),
+        policy,
+        predictions_dataset_info(candidate, c_out),
+        baseline_version=None,
+        candidate_version=None,
+        out_dir=out_dir,
+    )
