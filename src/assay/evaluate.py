@@ -6,9 +6,9 @@ The flow a reader can follow for any number:  outputs -> metrics (assay.metrics)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assay import __version__
 from assay.compare import PerExample
@@ -19,6 +19,9 @@ from assay.measurement import Measurement
 from assay.metrics import calibration_report, measure
 from assay.outputs import Outputs
 from assay.stats import MIN_BOOTSTRAP
+
+if TYPE_CHECKING:
+    from assay.trust import TrustResult
 
 
 @dataclass
@@ -33,6 +36,19 @@ class Assessment:
     training_curve: dict[str, list[float]] | None = None
     # Evidence behind measurements beyond the outputs (the trust suite's), for paired gate rules.
     per_example: dict[str, PerExample] = field(default_factory=dict)
+
+    def with_trust(self, result: TrustResult, about: dict[str, Any] | None = None) -> Assessment:
+        """This assessment plus the trust suite's ``result``: its measurements (for the report), its
+        plots (the robustness curves) and its per-example evidence (for paired gate rules). The info
+        records the families run and their seconds, with ``about`` (the configuration, a baseline)."""
+        trust = {"families": list(result.seconds), "seconds": result.seconds, **(about or {})}
+        return replace(
+            self,
+            info={**self.info, "trust": trust},
+            measurements=[*self.measurements, *result.measurements],
+            plots={**self.plots, "trust": result.plots},
+            per_example={**self.per_example, **result.per_example},
+        )
 
 
 def assess(

@@ -3,7 +3,7 @@ checks on one model and one dataset, as measurements in the schema.
 
     run_trust(model, data)            every check; each family in its own try, so one failure is an
                                       ``error`` measurement and the rest still run
-    trust_version(ws, version, data)  the same on a registered version, reading and writing the
+    assay.trust_runs.trust_version    the same on a registered version, reading and writing the
                                       per-example outputs cache, optionally against its parent
 
 Where the numbers come from (each measurement's ``details`` says it again):
@@ -46,10 +46,12 @@ from assay.models.backends import LoadedModel
 from assay.outputs import Outputs, from_arrays
 
 if TYPE_CHECKING:
+    from assay.data import DataSpec
     from assay.evaluate import Assessment
     from assay.gate import Policy
     from assay.release import Workspace
     from assay.store.records import VersionInfo
+    from assay.trust_runs import TrustRun
 
 logger = logging.getLogger(__name__)
 
@@ -468,19 +470,17 @@ def families_for(metrics: Iterable[str]) -> tuple[str, ...]:
     return tuple(f for f in FAMILIES if f in wanted)
 
 
-# --- a registered version: cached outputs, parent, report ------------------------------------------
-
-
-def gate_config(policy: Policy) -> TrustConfig | None:
-    """What the suite runs to gate under ``policy``: only the families its rules name, white-box attacks
-    only in the norms named, and Square on every model when a rule names it (a gradient-free variant and
-    its fp32 parent then face the same attack); the policy's seed and bootstrap size. None when no rule
-    names a trust metric."""
-    named = {rule.metric for rule in policy.rules}
+def gate_config(metrics: Iterable[str], *, n_boot: int, seed: int) -> TrustConfig | None:
+    """What the suite runs to gate under rules on ``metrics``: only the families they name, white-box
+    attacks only in the norms named, and Square on every model when a rule names it (a gradient-free
+    variant and its fp32 parent then face the same attack), with the policy's ``n_boot`` and ``seed``
+    (so two models gated against each other are measured on the same examples). None when no metric is
+    one of the suite's."""
+    named = set(metrics)
     families = families_for(named)
     if not families:
         return None
-    config = TrustConfig(families=families, n_boot=policy.n_bootstrap, seed=policy.seed)
+    config = TrustConfig(families=families, n_boot=n_boot, seed=seed)
     eps = _eps(config)
     norms = tuple(
         norm
@@ -491,101 +491,40 @@ def gate_config(policy: Policy) -> TrustConfig | None:
     return replace(config, norms=norms, square=square)
 
 
+# --- the workspace entry points' old home, until release.py and cli_trust.py call assay.trust_runs
+# (the only imports of the release layer left here; delete this section with them) ------------------
+
+
 def gate_trust(
     ws: Workspace, version: VersionInfo, assessment: Assessment, data: Dataset, policy: Policy
 ) -> Assessment:
     """``assessment`` plus the trust checks :func:`gate_config` picks for ``policy``, run on ``version``
-    through the outputs cache: their measurements for the report and their per-example evidence for
-    paired rules. Subsets and random draws come from the policy's seed, so two versions gated against
-    each other are measured on the same examples. Unchanged when no rule names a trust metric."""
-    config = gate_config(policy)
+    through the outputs cache. Unchanged when no rule names a trust metric."""
+    config = gate_config([r.metric for r in policy.rules], n_boot=policy.n_bootstrap, seed=policy.seed)
     if config is None:
         return assessment
     from assay.release import model_of
 
     model = model_of(ws, version)
     outputs_of = cached_outputs(model, ws.cache_dir, version.artifact_digest)
-    result = run_trust(model, data, config=config, outputs_of=outputs_of)
-    return replace(
-        assessment,
-        info={**assessment.info, "trust": {"families": list(config.families), "seconds": result.seconds}},
-        measurements=[*assessment.measurements, *result.measurements],
-        plots={**assessment.plots, "trust": result.plots},
-        per_example=result.per_example,
-    )
-
-
-@dataclass
-class TrustRun:
-    result: TrustResult
-    document: dict[str, Any]
-    html: Path
-    json: Path
-    run_id: int
+    return assessment.with_trust(run_trust(model, data, config=config, outputs_of=outputs_of))
 
 
 def trust_version(
     ws: Workspace,
     target: str,
     *,
-    data_spec: Any = None,
+    data_spec: DataSpec | None = None,
     split: str = "test",
     config: TrustConfig | None = None,
     out_dir: Path | None = None,
     against_parent: bool = True,
     progress: bool = False,
 ) -> TrustRun:
-    """``assay trust``: the suite on a registered version, recorded as an evaluation run with a report.
+    """:func:`assay.trust_runs.trust_version`, where it moved."""
+    from assay.trust_runs import trust_version as moved
 
-    Outputs go through the cache ``assay eval`` fills (keyed by artifact digest and split fingerprint),
-    so the test, validation and training splits run once per version. With ``against_parent`` and a
-    parent in the lineage, the parent is the baseline for corruption error and, for a variant without
-    gradients, the model its transfer attack is crafted on. The report is the standard evaluation
-    report: its metrics sections group the trust families, and its robustness-curves section draws
-    robust accuracy against eps and accuracy against corruption severity.
-    """
-    from assay.evaluate import Assessment
-    from assay.release import (
-        assess_version,
-        check_fits,
-        data_for,
-        dataset_info,
-        model_of,
-        record_evaluation,
-    )
-
-    config = config or TrustConfig()
-    version = ws.store.resolve(target)
-    data, _ = data_for(version, data_spec)
-    model = model_of(ws, version)
-    parent = None
-    if against_parent and version.parent:
-        try:
-            parent_version = ws.store.resolve(version.parent)
-            check_fits(parent_version, data)  # the parent must take the same inputs
-            parent = model_of(ws, parent_version)
-        except Exception:  # a parent that no longer loads only loses the comparison, never the run
-            logger.warning("parent %s of %s does not load; no baseline", version.parent, version.ref)
-    standard = assess_version(
-        ws, version, data, split, efficiency=False, n_boot=config.n_boot, seed=config.seed, progress=progress
-    )
-    outputs_of = cached_outputs(model, ws.cache_dir, version.artifact_digest)
-    result = run_trust(
-        model, data, split=split, config=config, outputs_of=outputs_of, parent=parent, baseline=parent
-    )
-    assessment = Assessment(
-        info={
-            **standard.info,
-            "trust": {
-                "config": config.__dict__,
-                "seconds": result.seconds,
-                "baseline": version.parent if parent else None,
-            },
-        },
-        outputs=standard.outputs,
-        measurements=[*standard.measurements, *result.measurements],
-        plots={**standard.plots, "trust": result.plots},  # the report draws its robustness curves
-        training_curve=standard.training_curve,
-    )
-    evaluated = record_evaluation(ws, assessment, dataset_info(data, split), version=version, out_dir=out_dir)
-    return TrustRun(result, evaluated.document, evaluated.html, evaluated.json, evaluated.run_id)
+    return moved(
+        ws, target, data_spec=data_spec, split=split, config=config, out_dir=out_dir,
+        against_parent=against_parent, progress=progress,
+    )  # fmt: skip

@@ -286,12 +286,12 @@ def test_square_pairs_a_variant_without_gradients_with_its_fp32_parent(
     variant = replace(parent, manifest={**parent.manifest, "backend": "onnxruntime"})  # no gradients claimed
     data, _ = data_for(version)
     name = "adv_accuracy[square-linf@0.1]"
-    policy = Policy.from_toml_text(f'[[rules]]\nmetric = "{name}"\nkind = "non_inferiority"\nmargin = 0.05\n')
-    gated = gate_config(policy)  # what assay gate runs on both models for this policy
+    gated = gate_config([name], n_boot=100, seed=3)  # what assay gate runs on both models for this rule
     assert gated is not None and (gated.families, gated.norms, gated.square) == (("adversarial",), (), True)
-    pgd = Policy.from_toml_text(policy.to_toml().replace("square-linf@0.1", "pgd-l2@1"))
-    assert (gate_config(pgd).norms, gate_config(pgd).square) == (("l2",), None)  # type: ignore[union-attr]
-    assert gate_config(Policy.default()) is None
+    assert (gated.n_boot, gated.seed) == (100, 3)
+    pgd = gate_config(["adv_accuracy[pgd-l2@1]"], n_boot=100, seed=0)
+    assert pgd is not None and (pgd.norms, pgd.square) == (("l2",), None)
+    assert gate_config([r.metric for r in Policy.default().rules], n_boot=1000, seed=0) is None
     config = TrustConfig(
         families=("adversarial",), norms=(), square=True, square_n=60, square_queries=20, n_boot=100
     )

@@ -15,7 +15,8 @@ from assay.data import load_dataset, parse_data_arg
 from assay.measurement import Measurement
 from assay.release import Workspace, data_for, model_of, train_version
 from assay.train import TrainConfig
-from assay.trust import FAMILIES, TrustConfig, has_gradients, run_trust, trust_version
+from assay.trust import FAMILIES, TrustConfig, has_gradients, run_trust
+from assay.trust_runs import trust_version
 from tests.unit.tolerances import assert_same_decisions, assert_within, network_forward
 
 SMALL = TrustConfig(
