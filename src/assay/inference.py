@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.progress import Progress
 
 from assay.data import Split
 from assay.errors import DataError
-from assay.models.predictor import Predictor
 from assay.outputs import Outputs, from_arrays, load_predictions
+
+if TYPE_CHECKING:  # a protocol: any backend's predictor runs here, and this module loads without torch
+    from assay.models.predictor import Predictor
 
 
 def cache_key(model_digest: str, split: Split, predictor: Predictor) -> str:

@@ -29,16 +29,17 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from assay.catalogue import EFFICIENCY, EFFICIENCY_METRICS, LATENCY_QUANTILES, latency_b1
 from assay.format import format_value, trim
 from assay.measurement import Measurement
-from assay.models.predictor import Predictor
 from assay.stats import bootstrap_ci
+
+if TYPE_CHECKING:
+    from assay.models.predictor import Predictor
 
 FAMILY = EFFICIENCY  # names, directions and units are the catalogue's (assay.catalogue.EFFICIENCY_METRICS)
 MEMORY_READINGS = 5
@@ -330,6 +331,8 @@ def measure_efficiency(
     seed: int = 0,
 ) -> list[Measurement]:
     """``example`` is one input without the batch dimension; batches are made by repeating it."""
+    import torch  # the thread count torch runs with; imported here so the timing tools load without it
+
     threads = torch.get_num_threads()
     context = {"threads": threads, "backend": predictor.name}
     out: list[Measurement] = []
