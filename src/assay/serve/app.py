@@ -234,7 +234,9 @@ def parse_request(body: bytes, content_type: str) -> tuple[np.ndarray, np.ndarra
     payload = _load_json(body)
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise ClientError(422, 'The JSON body must be an object with "inputs" (and optionally "labels").')
-    x = _array(payload["inputs"], "inputs")
+    inputs = payload["inputs"]
+    texts = isinstance(inputs, list) and bool(inputs) and all(isinstance(t, str) for t in inputs)
+    x = np.array(inputs, dtype=object) if texts else _array(inputs, "inputs")
     labels = payload.get("labels")
     return x, (None if labels is None else _array(labels, "labels"))
 
@@ -266,6 +268,27 @@ def check_labels(labels: np.ndarray, n: int, n_classes: int, per: str) -> np.nda
     return labels
 
 
+MAX_TEXT_CHARS = (
+    100_000  # a text longer than this is not a sentence to classify; the tokenizer truncates anyway
+)
+
+
+def check_texts(
+    x: np.ndarray, labels: np.ndarray | None, n_classes: int, max_examples: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A text model's examples: a list of strings, each at most :data:`MAX_TEXT_CHARS` characters."""
+    if x.dtype != object or x.ndim != 1 or x.shape[0] == 0:
+        raise ClientError(422, '\'inputs\' must be a list of texts, e.g. {"inputs": ["some text", ...]}.')
+    if x.shape[0] > max_examples:
+        raise ClientError(413, too_many_examples(x.shape[0], max_examples))
+    longest = max(len(t) for t in x.tolist())
+    if longest > MAX_TEXT_CHARS:
+        raise ClientError(413, f"A text of {longest} characters is over the limit of {MAX_TEXT_CHARS}.")
+    if labels is not None:
+        labels = check_labels(labels, x.shape[0], n_classes, "input")
+    return x, labels
+
+
 def check_inputs(
     x: np.ndarray,
     labels: np.ndarray | None,
@@ -281,6 +304,8 @@ def check_inputs(
     the model's own transform (a table's standardisation) runs with its batch (``Service._run``)."""
     if x.shape == input_shape:
         x = x[None]  # one example without its batch dimension
+    if x.dtype == object:
+        raise ClientError(422, "'inputs' holds texts, and this model takes numbers.")
     if x.ndim != len(input_shape) + 1 or x.shape[1:] != input_shape or x.shape[0] == 0:
         want = ", ".join(str(d) for d in input_shape)
         raise ClientError(422, f"'inputs' must have shape (n, {want}) with n >= 1; got {tuple(x.shape)}.")
@@ -348,9 +373,17 @@ class Predict:
             x, labels = parse_request(body, headers.get(b"content-type", b"").decode("latin-1"))
             served = service.served
             n_classes, max_examples = served.model.spec["n_classes"], service.config.max_queue
-            x, labels = check_inputs(
-                x, labels, served.input_shape, n_classes, max_examples, images=served.contract.kind == "image"
-            )
+            if served.contract.kind == "text":
+                x, labels = check_texts(x, labels, n_classes, max_examples)
+            else:
+                x, labels = check_inputs(
+                    x,
+                    labels,
+                    served.input_shape,
+                    n_classes,
+                    max_examples,
+                    images=served.contract.kind == "image",
+                )
             out = await service.predict(x, labels)
             check_outputs(out)
         except ClientError as e:

@@ -33,8 +33,11 @@ from assay.outputs import softmax
 
 FORMAT = "assay.reference/1"
 IMAGE_STATISTICS = ("mean", "std", "min", "max", "gradient", "laplacian", "frac_at_min", "frac_at_max")
+# A text's own summaries: its length in characters and in whitespace-separated words. Its meaning is
+# watched through the model's embeddings (the features), its confidence and its predicted classes.
+TEXT_STATISTICS = ("length_chars", "length_words")
 
-Kind = Literal["image", "table"]
+Kind = Literal["image", "table", "text"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,8 +145,8 @@ class Reference:
 
 
 def _validate(ref: Reference) -> None:
-    if ref.kind not in ("image", "table"):
-        raise DataError(f"A reference's kind must be 'image' or 'table'. Got {ref.kind!r}.")
+    if ref.kind not in ("image", "table", "text"):
+        raise DataError(f"A reference's kind must be 'image', 'table' or 'text'. Got {ref.kind!r}.")
     n = ref.inputs.shape[0] if ref.inputs.ndim == 2 else -1
     if n < 1:
         raise DataError(f"Reference inputs must be a non-empty (n, k) array; got shape {ref.inputs.shape}.")
@@ -228,6 +231,8 @@ def _mean_abs(a: np.ndarray) -> np.ndarray:
 
 def summary_names(shape: tuple[int, ...], column_names: Sequence[str] | None = None) -> tuple[str, ...]:
     """The names of :func:`input_summaries` for inputs of ``shape``, without computing them."""
+    if len(shape) == 1:  # texts: one string an example
+        return TEXT_STATISTICS
     if len(shape) == 2:
         k = shape[1]
         names = tuple(column_names) if column_names is not None else tuple(f"x{i}" for i in range(k))
@@ -247,10 +252,16 @@ def input_summaries(
 
     Images (N, C, H, W) or (N, H, W): :func:`image_statistics`, plus the mean of each channel when there
     are 2 to 4 channels (colour casts). Tables (N, k): the columns themselves, named ``column_names`` or
-    ``x0 .. x{k-1}``.
+    ``x0 .. x{k-1}``. Texts (N,): :data:`TEXT_STATISTICS`.
     """
     a = np.asarray(x)
     names = summary_names(a.shape, column_names)
+    if a.ndim == 1:
+        if a.dtype.kind not in "OUT":
+            raise UsageError(
+                f"One-dimensional inputs must be texts (str); got {a.dtype} numbers: send a table."
+            )
+        return names, np.array([[len(t), len(t.split())] for t in a.tolist()], dtype=np.float64)
     if a.ndim == 2:
         return names, np.asarray(a, dtype=np.float64)
     if a.ndim == 3:
@@ -296,7 +307,7 @@ def build_reference(
     if n > max_rows:
         keep = np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
     names, inputs = input_summaries(np.asarray(x)[keep], column_names)
-    kind: Kind = "table" if np.ndim(x) == 2 else "image"
+    kind: Kind = {1: "text", 2: "table"}.get(np.ndim(x), "image")  # type: ignore[assignment]
     emb = None if features is None else np.asarray(features, dtype=np.float64)[keep].reshape(len(keep), -1)
     return Reference(
         kind=kind,

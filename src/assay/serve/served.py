@@ -82,6 +82,14 @@ class Served:
         return BatchOutput(self.version.version, logits, probs, logits.argmax(axis=1), features)
 
 
+def example_batch(n: int, shape: tuple[int, ...], kind: str | None) -> np.ndarray:
+    """A seeded batch of ``n`` inputs the model takes: texts for a text model, uniform floats otherwise."""
+    if kind == "text":
+        words = np.random.default_rng(0).choice(["the", "model", "is", "served", "warm"], size=(n, 8))
+        return np.array([" ".join(w) for w in words], dtype=object)
+    return np.random.default_rng(0).random((n, *shape), dtype=np.float32)
+
+
 def serving_predictor(model: LoadedModel, shape: tuple[int, ...], name: str) -> Predictor:
     """The model's fast predictor (for torch fp32, the inference copy: on 2 cores it doubles the batched
     throughput), once its logits agree with the stored function's on a seeded batch; else the predictor
@@ -89,7 +97,7 @@ def serving_predictor(model: LoadedModel, shape: tuple[int, ...], name: str) -> 
     fast = model.fast_predictor()
     if fast is model.predictor:
         return fast
-    x = np.random.default_rng(0).random((16, *shape), dtype=np.float32)
+    x = example_batch(16, shape, model.spec.get("input_kind"))
     got, want = fast.logits_and_features(x)[0], model.predictor.logits_and_features(x)[0]
     # The copy differs from the module by float32 rounding (about 1e-7 of the logits here, on every kernel
     # tried): 1e-4 leaves a thousandfold room for another CPU and still catches a wrong fold.
@@ -235,7 +243,7 @@ def load_served(ws: Workspace, version: VersionInfo, settings: MonitorSettings |
     predictor = serving_predictor(model, shape, version.ref)
     served = Served(version, model, predictor, shape, monitor, version_contract(version), shadow, monitoring)
     for size in WARMUP_BATCHES:
-        out = served.run(np.zeros((size, *served.input_shape), dtype=np.float32))
+        out = served.run(example_batch(size, served.input_shape, model.spec.get("input_kind")))
         if not np.isfinite(out.logits).all():
             raise DataError(
                 f"{version.ref} gives non-finite outputs on a warm-up batch; it cannot be served."

@@ -44,8 +44,12 @@ def test_image_layouts_and_tables() -> None:
     assert input_summaries(table)[0] == ("x0", "x1", "x2")
     with pytest.raises(UsageError, match="2 column names"):
         input_summaries(table, ["a", "b"])
-    with pytest.raises(UsageError, match="table"):
+    with pytest.raises(UsageError, match="texts"):
         input_summaries(rng.random(4))
+    texts = np.array(["a short one", "", "three words here"], dtype=object)
+    names, s = input_summaries(texts)
+    assert names == ("length_chars", "length_words")
+    np.testing.assert_array_equal(s, [[11, 3], [0, 0], [16, 3]])
 
 
 def test_build_reference_probs_ood_and_subsampling() -> None:
