@@ -411,6 +411,12 @@ class Search:
     def run(self) -> SearchResult:
         self.root = self.ws.store.resolve(self.ref)
         loaded = model_of(self.ws, self.root)
+        if loaded.adapter != "zoo":
+            raise UsageError(
+                f"{self.root.ref} was imported through the {loaded.adapter} adapter; assay compress builds "
+                "on its own zoo models so far. Compress it with your own tools and gate the result against "
+                f"it (`assay models import`, then `assay gate {self.root.ref} NAME@N`)."
+            )
         if (
             loaded.module is None
             or loaded.backend != "torch"
