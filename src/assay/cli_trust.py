@@ -73,7 +73,8 @@ def trust_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Trust suite: corruption and adversarial robustness, OOD detection, fairness, privacy, backdoors."""
-    from assay.trust import TrustConfig, trust_version
+    from assay.trust import TrustConfig
+    from assay.trust_runs import trust_version
 
     config = TrustConfig(
         families=_families(families),

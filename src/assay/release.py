@@ -31,6 +31,7 @@ from assay.store.records import VersionInfo
 from assay.store.refs import check_model_name
 from assay.train import TrainConfig, TrainResult, train
 from assay.train.loop import seed_everything
+from assay.trust import cached_outputs, gate_config, run_trust
 from assay.workspace import (
     Evaluated,
     Workspace,
@@ -356,6 +357,19 @@ def _fitted_data(
     return data, {v.ref: fit_version(v, data, force=force) for v in versions}
 
 
+def _with_trust(
+    ws: Workspace, version: VersionInfo, assessment: Assessment, data: Dataset, policy: Policy
+) -> Assessment:
+    """``assessment`` plus the trust families the policy's rules name (none: unchanged), run on
+    ``version`` through the outputs cache, with the policy's seed, so both models see the same examples."""
+    config = gate_config([r.metric for r in policy.rules], n_boot=policy.n_bootstrap, seed=policy.seed)
+    if config is None:
+        return assessment
+    model = model_of(ws, version)
+    outputs_of = cached_outputs(model, ws.cache_dir, version.artifact_digest)
+    return assessment.with_trust(run_trust(model, data, config=config, outputs_of=outputs_of))
+
+
 def gate_targets(
     ws: Workspace,
     baseline: str,
@@ -382,7 +396,6 @@ def gate_targets(
     versions = {t: ws.store.resolve(t) for t in (baseline, candidate) if t not in files}
     anchor = versions.get(candidate) or versions[baseline]
     data, fitted = _fitted_data(data_spec, anchor, list(versions.values()), force_data)
-    from assay.trust import gate_trust  # the trust families the policy's rules name, if any
 
     def assessed(v: VersionInfo) -> Assessment:
         inputs = fitted[v.ref].data
@@ -390,7 +403,7 @@ def gate_targets(
             ws, v, inputs, "test", efficiency=efficiency and not files, progress=progress,
             n_boot=policy.n_bootstrap, seed=policy.seed,
         )  # fmt: skip
-        return gate_trust(ws, v, own, inputs, policy)
+        return _with_trust(ws, v, own, inputs, policy)
 
     models = {t: assessed(v) for t, v in versions.items()}
     first = next(iter(models.values()))
