@@ -6,7 +6,7 @@ any other:
 
 1. the adapter checks the files and copies what the model needs into a staging folder; nothing from a
    data file runs (pickles are scanned, remote code and paths out of the folder refused);
-2. the staged copy is loaded and run on a few examples of the data it is meant for: its outputs must be
+2. the staged copy is loaded and run on a sample of the data it is meant for: its outputs must be
    one score per class of that data, finite;
 3. the folder goes into the content-addressed store and the version row is written in one transaction,
    with the lineage: every file's sha256, the adapter and the framework versions, the source, the data
@@ -48,7 +48,7 @@ class Imported:
     version: VersionInfo
     adapter: str
     files: dict[str, str]  # path in the model's folder -> sha256
-    probe_accuracy: float  # on the first validation examples: a scale that is off shows here first
+    probe_accuracy: float  # on a sample of validation examples: a scale that is off shows here first
     chance: float  # the accuracy of always predicting the commonest class of those examples
     warnings: list[str]
 
@@ -140,7 +140,7 @@ def import_model(
     warnings = []
     if accuracy <= chance:
         warnings.append(
-            f"{version.ref} predicts {accuracy:.0%} of the first {min(PROBE_EXAMPLES, dataset.val.n)} "
+            f"{version.ref} predicts {accuracy:.0%} of {min(PROBE_EXAMPLES, dataset.val.n)} sampled "
             f"validation examples right, no better than always naming the commonest class ({chance:.0%}). "
             f"If it is a good model, its inputs are probably made another way than assay makes them "
             f"({contract.describe()}): check the scaling it was trained with."
@@ -149,9 +149,11 @@ def import_model(
 
 
 def _probe(model: LoadedModel, data: Dataset, source: str) -> tuple[float, float]:
-    """Run the staged model on the first validation examples: one finite score per class, or refused."""
+    """Run the staged model on a seeded sample of validation examples (splits may be sorted by class):
+    one finite score per class, or refused."""
     n = min(PROBE_EXAMPLES, data.val.n)
-    x, y = data.val.x[:n], data.val.y[:n]
+    rows = np.sort(np.random.default_rng(0).choice(data.val.n, size=n, replace=False))
+    x, y = data.val.x[rows], data.val.y[rows]
     try:
         logits, features = model.predictor.logits_and_features(x)
     except DataError:
@@ -178,7 +180,13 @@ def _probe(model: LoadedModel, data: Dataset, source: str) -> tuple[float, float
 
 
 def _contract(dataset: Dataset, data: DataSpec, manifest: dict[str, Any]) -> InputContract:
-    """The data's contract, with the tokenizer and truncation length where the model has them."""
+    """The data's contract, with the tokenizer (its class and the digest of its files) and the truncation
+    length where the model has them."""
     contract = InputContract.of(dataset, source_text(data))
-    known = {k: manifest[k] for k in ("tokenizer", "max_length") if k in manifest and hasattr(contract, k)}
-    return replace(contract, **known) if known else contract
+    tokenizer = manifest.get("tokenizer")
+    if isinstance(tokenizer, dict):
+        tokenizer = (
+            f"{tokenizer.get('class', 'tokenizer')} (files sha256 {str(tokenizer.get('sha256'))[:12]})"
+        )
+    length = manifest.get("max_length")
+    return replace(contract, tokenizer=tokenizer, max_length=None if length is None else int(length))

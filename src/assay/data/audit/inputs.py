@@ -20,7 +20,7 @@ import pandas as pd
 
 from assay.data.dataset import Dataset, Split
 from assay.data.sources import DataSpec, _split_off, _stratified_indices, load_dataset
-from assay.errors import DataError
+from assay.errors import DataError, UsageError
 
 Kind = Literal["image", "table"]
 
@@ -119,6 +119,11 @@ class AuditData:
 
 
 def from_dataset(dataset: Dataset) -> AuditData:
+    if dataset.kind == "text":
+        raise UsageError(
+            f"{dataset.name} is a text dataset; the data audit reads images and tables so far. Audit the "
+            "file as a table, naming its text column with --text (the PII and text checks read it)."
+        )
     return AuditData(
         name=dataset.name,
         kind=dataset.kind,
