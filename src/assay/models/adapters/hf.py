@@ -175,12 +175,18 @@ def check_config(root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return about, config
 
 
+def _present(root: Path, name: str) -> bool:
+    """Whether the folder has an entry ``name``, a link included (:func:`inside` then judges where it
+    points), so that a link out of the folder is refused rather than taken for a missing file."""
+    return (root / name).exists() or (root / name).is_symlink()
+
+
 def _weight_files(root: Path) -> list[str]:
     """The weight files of the folder, by name: one file, or the shards its index lists."""
     for single, index in WEIGHT_LAYOUTS:
-        if (root / single).exists() or (root / single).is_symlink():
+        if _present(root, single):
             return [single]
-        if (root / index).exists() or (root / index).is_symlink():
+        if _present(root, index):
             weight_map = read_json(root, index).get("weight_map")
             if not isinstance(weight_map, dict) or not weight_map:
                 raise DataError(f"{root / index}: has no weight_map naming its shards.")
@@ -224,7 +230,7 @@ def _stage_weights(root: Path, folder: Path) -> list[str]:
 
 def _stage_tokenizer(root: Path, folder: Path) -> dict[str, str]:
     """Copy the tokenizer's files; their digests by name. A folder with no vocabulary is refused."""
-    if not any((root / name).exists() or (root / name).is_symlink() for name in VOCABULARIES):
+    if not any(_present(root, name) for name in VOCABULARIES):
         raise DataError(
             f"{root}: missing tokenizer: a text model needs its tokenizer's files beside config.json "
             f"(tokenizer.json, or the vocabulary: {', '.join(VOCABULARIES[1:])}). Save it with "
@@ -232,7 +238,7 @@ def _stage_tokenizer(root: Path, folder: Path) -> dict[str, str]:
         )
     files = {}
     for name in TOKENIZER_FILES:
-        if (root / name).exists() or (root / name).is_symlink():
+        if _present(root, name):
             if name.endswith(".json"):
                 read_json(root, name)  # refuses auto_map in tokenizer_config.json
             files[name] = sha256_file(copy_into(inside(root, name), folder, name))
@@ -267,7 +273,7 @@ def truncation_length(tokenizer: Any, config: dict[str, Any], given: int | None 
 
 def _normalisation(root: Path, folder: Path, channels: int) -> dict[str, list[float]] | None:
     """The preprocessor's per-channel mean and sd (copied with it), or None where it does not normalise."""
-    if not (root / PREPROCESSOR).exists():
+    if not _present(root, PREPROCESSOR):
         raise DataError(
             f"{root}: an image model needs its {PREPROCESSOR} (how its images are normalised); save it "
             "with image_processor.save_pretrained(folder)."
