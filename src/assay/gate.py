@@ -1,7 +1,8 @@
 """Release gate: a stated policy, a paired test per rule, Holm across the gated rules, one verdict.
 
 A policy is a TOML file (``[policy]`` settings, ``[[rules]]``); :data:`DEFAULT_POLICY_TOML` is the one
-assay uses when none is given. Rule kinds, in the metric's own unit, direction taken from the metric:
+assay uses when none is given. Rule kinds (each a :class:`RuleKind` in the registry :data:`RULE_KINDS`),
+in the metric's own unit, direction taken from the metric:
 
 - ``non_inferiority`` (``margin >= 0``): the candidate may be worse than the baseline by less than
   ``margin``. H0: delta is at or beyond ``margin`` in the bad direction.
@@ -35,7 +36,7 @@ from __future__ import annotations
 import difflib
 import math
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -68,6 +69,7 @@ from assay.format import describe_test, format_delta, format_measurement_value, 
 from assay.measurement import Comparison, Measurement, _clean
 from assay.metrics.registry import METRICS
 from assay.outputs import Outputs
+from assay.plugins import Registry
 from assay.stats import (
     MIN_BOOTSTRAP,
     bootstrap_p_value,
@@ -78,15 +80,62 @@ from assay.stats import (
     percentile_interval,
 )
 
-RuleKind = Literal["non_inferiority", "improvement", "at_most", "at_least"]
-KINDS: tuple[str, ...] = ("non_inferiority", "improvement", "at_most", "at_least")
-# The parameter each kind takes; any other is an error, so a misplaced 'margin' cannot be ignored.
-_PARAMETER: dict[str, str] = {
-    "non_inferiority": "margin",
-    "improvement": "min_effect",
-    "at_most": "threshold",
-    "at_least": "threshold",
-}
+Parameter = Literal["margin", "min_effect", "threshold"]
+PARAMETERS: tuple[Parameter, ...] = ("margin", "min_effect", "threshold")
+Alternative = Literal["greater", "less"]
+
+
+@dataclass(frozen=True)
+class RuleKind:
+    """One kind of rule: the parameter it takes and the one-sided hypothesis it tests.
+
+    ``paired``: judged on the delta (candidate − baseline) of the paired comparison, so it needs the
+    baseline's measurement; otherwise on the candidate's own value. ``hypothesis(value, higher_is_better)``
+    gives H0's boundary for the parameter's ``value`` (in the units of what is judged) and H1's direction.
+    ``default``: the parameter's value when a rule leaves it out (None: a rule must give it);
+    ``nonnegative``: it must be >= 0 (a margin, an effect size); ``label``: how messages name it.
+    ``exact_mcnemar``: on a 0/1 metric with a null of 0, the exact McNemar test decides, not the bootstrap.
+    Any other parameter on a rule of this kind is an error, so a misplaced 'margin' cannot be ignored.
+    """
+
+    parameter: Parameter
+    paired: bool
+    hypothesis: Callable[[float, bool], tuple[float, Alternative]]
+    label: str
+    default: float | None = None
+    nonnegative: bool = False
+    exact_mcnemar: bool = False
+
+
+def _better(higher_is_better: bool) -> Alternative:
+    return "greater" if higher_is_better else "less"
+
+
+def _non_inferiority(margin: float, higher_is_better: bool) -> tuple[float, Alternative]:
+    # H0: delta is at or beyond the margin in the bad direction.
+    return -(1.0 if higher_is_better else -1.0) * margin, _better(higher_is_better)
+
+
+def _improvement(min_effect: float, higher_is_better: bool) -> tuple[float, Alternative]:
+    sign = 1.0 if higher_is_better else -1.0
+    return (sign * min_effect if min_effect else 0.0), _better(higher_is_better)  # never -0.0 ("-0")
+
+
+# Rule kinds by name, in the order messages list them. A plugin adds one with RULE_KINDS.add or the
+# entry-point group assay.rule_kind; tests/contract/test_rule_kinds.py checks every one.
+RULE_KINDS: Registry[RuleKind] = Registry("rule_kind")
+for _name, _kind in (
+    ("non_inferiority", RuleKind("margin", True, _non_inferiority, "margin", nonnegative=True)),
+    (
+        "improvement",
+        RuleKind(
+            "min_effect", True, _improvement, "min effect", default=0.0, nonnegative=True, exact_mcnemar=True
+        ),
+    ),
+    ("at_most", RuleKind("threshold", False, lambda threshold, _: (threshold, "less"), "threshold")),
+    ("at_least", RuleKind("threshold", False, lambda threshold, _: (threshold, "greater"), "threshold")),
+):
+    RULE_KINDS.add(_name, _kind)
 _POWER = 0.8
 # Proportions whose deltas read best in percentage points.
 
@@ -175,8 +224,8 @@ class _RuleModel(BaseModel):
     @field_validator("kind")
     @classmethod
     def _known_kind(cls, value: str) -> str:
-        if value not in KINDS:
-            raise ValueError(f"unknown kind '{value}'. Known: {', '.join(KINDS)}")
+        if value not in RULE_KINDS:
+            raise ValueError(f"unknown kind '{value}'. Known: {', '.join(RULE_KINDS.in_order())}")
         return value
 
     @field_validator("margin", "min_effect", "threshold")
@@ -188,14 +237,15 @@ class _RuleModel(BaseModel):
 
     @model_validator(mode="after")
     def _parameters_fit_kind(self) -> _RuleModel:
-        wanted = _PARAMETER[self.kind]
-        for name in ("margin", "min_effect", "threshold"):
+        kind = RULE_KINDS.get(self.kind)
+        wanted = kind.parameter
+        for name in PARAMETERS:
             if name != wanted and getattr(self, name) is not None:
                 raise ValueError(f"'{name}' does not apply to kind '{self.kind}' (it takes '{wanted}')")
         value = getattr(self, wanted)
-        if value is None and self.kind != "improvement":
+        if value is None and kind.default is None:
             raise ValueError(f"kind '{self.kind}' needs '{wanted}'")
-        if wanted in ("margin", "min_effect") and value is not None and value < 0:
+        if kind.nonnegative and value is not None and value < 0:
             raise ValueError(f"'{wanted}' must be >= 0. Got {value}")
         return self
 
@@ -277,7 +327,7 @@ class Rule:
     """One policy rule; see the module docstring for the kinds."""
 
     metric: str
-    kind: RuleKind
+    kind: str  # a name in RULE_KINDS
     margin: float | None = None
     min_effect: float | None = None
     threshold: float | None = None
@@ -287,7 +337,7 @@ class Rule:
     def to_dict(self) -> dict[str, Any]:
         """The TOML keys of this rule; defaults and unused parameters left out."""
         d: dict[str, Any] = {"metric": self.metric, "kind": self.kind}
-        for key in ("margin", "min_effect", "threshold"):
+        for key in PARAMETERS:
             if getattr(self, key) is not None:
                 d[key] = getattr(self, key)
         if not self.gated:
@@ -592,7 +642,7 @@ def _evidence(
     measurement = candidate_efficiency.get(rule.metric)
     if measurement is None:
         return f"skipped: no '{rule.metric}' measurement for the candidate"
-    if rule.kind in ("non_inferiority", "improvement"):
+    if RULE_KINDS.get(rule.kind).paired:
         return f"skipped: no '{rule.metric}' measurement for the baseline"
     if measurement.higher_is_better is None:
         return f"error: the '{rule.metric}' measurement does not say whether higher is better"
@@ -614,32 +664,28 @@ def _side(alternative: Literal["greater", "less"]) -> Literal["lower", "upper"]:
 
 
 def _one_sided_test(rule: Rule, evidence: _Evidence) -> _Test:
-    """The rule's H1 as a one-sided test: on the candidate value (at_most/at_least) or on the delta."""
-    alternative: Literal["greater", "less"]
-    if rule.kind in ("at_most", "at_least"):
-        assert evidence.candidate_samples is not None and rule.threshold is not None
-        alternative = "less" if rule.kind == "at_most" else "greater"
-        samples, null = evidence.candidate_samples, rule.threshold
-    else:
+    """The rule's H1 as a one-sided test: on the delta (paired kinds) or on the candidate value."""
+    kind = RULE_KINDS.get(rule.kind)
+    value = getattr(rule, kind.parameter)
+    value = kind.default if value is None else value
+    assert value is not None  # validated: a kind without a default needs its parameter
+    null, alternative = kind.hypothesis(value, evidence.higher_is_better)
+    if kind.paired:
         assert evidence.result is not None
-        alternative = "greater" if evidence.higher_is_better else "less"
-        sign = 1.0 if evidence.higher_is_better else -1.0
         samples = evidence.result.delta_samples
-        if rule.kind == "non_inferiority":
-            null = -sign * (rule.margin or 0.0)
-        else:
-            null = sign * rule.min_effect if rule.min_effect else 0.0  # never -0.0, which prints as "-0"
         comparison = evidence.result.comparison
-        if rule.kind == "improvement" and comparison.test == "exact McNemar" and null == 0.0:
+        if kind.exact_mcnemar and comparison.test == "exact McNemar" and null == 0.0:
             details = comparison.details
             b, c = int(details["baseline_only_correct"]), int(details["candidate_only_correct"])
             # "greater": the candidate gets more examples right. For a lower-is-better 0/1 metric (an
             # error rate from a plugin) improvement means the reverse.
             p = mcnemar_from_counts(b, c, alternative=alternative).p_value
             return _Test(p, samples, null, _side(alternative), "exact McNemar", alternative)
-    side = _side(alternative)
+    else:
+        assert evidence.candidate_samples is not None
+        samples = evidence.candidate_samples
     p = bootstrap_p_value(samples, null, alternative=alternative)
-    return _Test(p, samples, null, side, evidence.resampling, alternative)
+    return _Test(p, samples, null, _side(alternative), evidence.resampling, alternative)
 
 
 def _fmt_versus(metric: str, a: float, b: float, signed: bool, unit: str | None) -> tuple[str, str]:
@@ -655,7 +701,7 @@ def _fmt_versus(metric: str, a: float, b: float, signed: bool, unit: str | None)
 
 def _describe_value(rule: Rule, evidence: _Evidence) -> str:
     unit = evidence.unit
-    if rule.kind in ("at_most", "at_least"):
+    if not RULE_KINDS.get(rule.kind).paired:
         assert evidence.candidate_samples is not None
         low, high = percentile_interval(evidence.candidate_samples)
         value = format_measurement_value(evidence.candidate_value, low, high, rule.metric, unit)
@@ -671,8 +717,8 @@ def _decision_text(
 ) -> str:
     """'one-sided 98.3% lower bound (level 0.0167) -0.31 pts > -0.50 pts (margin)'; McNemar has no bound,
     its p-value (named after the verdict) decides at the level."""
-    name = {"non_inferiority": "margin", "improvement": "min effect"}.get(rule.kind, "threshold")
-    signed = rule.kind not in ("at_most", "at_least")
+    kind = RULE_KINDS.get(rule.kind)
+    name, signed = kind.label, kind.paired
     if test.test == "exact McNemar":
         return f"decided by its p-value at level {level:.3g}"
     if bound is None:

@@ -39,30 +39,30 @@ import torch
 from assay import catalogue
 from assay.compare import PerExample
 from assay.data import Dataset, Split
+from assay.errors import UsageError
 from assay.inference import infer
 from assay.measurement import Measurement
 from assay.metrics import adversarial, backdoor, fairness, ood, privacy, robustness
 from assay.models.backends import LoadedModel
 from assay.outputs import Outputs, from_arrays
+from assay.plugins import Registry
 
 if TYPE_CHECKING:
     from assay.data import DataSpec
     from assay.evaluate import Assessment
     from assay.gate import Policy
-    from assay.release import Workspace
     from assay.store.records import VersionInfo
     from assay.trust_runs import TrustRun
+    from assay.workspace import Workspace
 
 logger = logging.getLogger(__name__)
-
-FAMILIES = ("robustness", "adversarial", "ood", "fairness", "privacy", "security")
 
 
 @dataclass(frozen=True)
 class TrustConfig:
     """What the suite runs and on how many examples; the defaults are the documented threat models."""
 
-    families: tuple[str, ...] = FAMILIES
+    families: tuple[str, ...] = field(default_factory=lambda: FAMILIES)  # default: the built-ins
     adversarial_n: int = 1000  # seeded subset for FGSM/PGD
     norms: tuple[catalogue.Norm, ...] = catalogue.NORMS  # threat models attacked
     linf_eps: tuple[float, ...] = catalogue.DEFAULT_EPS["linf"]
@@ -150,7 +150,11 @@ def has_gradients(model: LoadedModel) -> bool:
 
 
 @dataclass
-class _Context:
+class TrustContext:
+    """What a family runner receives: the model and its outputs on the evaluated split, the dataset,
+    the configuration, a way to get outputs on any other split, the models to attack through or
+    compare against, and where to keep plot data and per-example evidence for the gate."""
+
     model: LoadedModel
     data: Dataset
     split: Split
@@ -172,7 +176,7 @@ class _Context:
                 self.per_example[name] = PerExample.mean(by_name[name], ids, v)
 
 
-def _robustness(ctx: _Context) -> list[Measurement]:
+def _robustness(ctx: TrustContext) -> list[Measurement]:
     cfg = ctx.config
     idx = _subset(ctx.split.n, cfg.corruption_n, cfg.seed)
     x, y = ctx.split.x[idx], ctx.split.y[idx]
@@ -214,7 +218,7 @@ def _norms(cfg: TrustConfig) -> list[tuple[catalogue.Norm, tuple[float, ...]]]:
     return [(norm, _eps(cfg)[norm]) for norm in cfg.norms]
 
 
-def _adversarial(ctx: _Context) -> list[Measurement]:
+def _adversarial(ctx: TrustContext) -> list[Measurement]:
     cfg = ctx.config
     if ctx.data.kind != "image" or ctx.data.input_range is None:
         return [
@@ -280,7 +284,7 @@ def _adversarial(ctx: _Context) -> list[Measurement]:
     return [replace(m, details={**m.details, "note": note}) for m in out]
 
 
-def _square(ctx: _Context, x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> list[Measurement]:
+def _square(ctx: TrustContext, x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> list[Measurement]:
     """Square on a seeded subset of the attacked examples ``x``, ``y`` (split positions ``idx``)."""
     cfg = ctx.config
     assert ctx.data.input_range is not None
@@ -300,7 +304,7 @@ def _square(ctx: _Context, x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> lis
     return measured
 
 
-def _ood(ctx: _Context) -> list[Measurement]:
+def _ood(ctx: TrustContext) -> list[Measurement]:
     cfg = ctx.config
     if ctx.data.kind != "image":
         return [Measurement.skipped("ood", "ood", "the built-in OOD sets are image transforms")]
@@ -353,7 +357,7 @@ def _ood(ctx: _Context) -> list[Measurement]:
     return out
 
 
-def _fairness(ctx: _Context) -> list[Measurement]:
+def _fairness(ctx: TrustContext) -> list[Measurement]:
     cfg = ctx.config
     out: list[Measurement] = []
     if ctx.outputs.groups is not None:
@@ -371,7 +375,7 @@ def _fairness(ctx: _Context) -> list[Measurement]:
     return out
 
 
-def _privacy(ctx: _Context) -> list[Measurement]:
+def _privacy(ctx: TrustContext) -> list[Measurement]:
     cfg = ctx.config
     n = min(cfg.membership_n, ctx.data.train.n, ctx.split.n)
     members = ctx.outputs_of(ctx.data.train.subset(_subset(ctx.data.train.n, n, cfg.seed)))
@@ -388,7 +392,7 @@ def _privacy(ctx: _Context) -> list[Measurement]:
     return [replace(m, details={**m.details, **where}) for m in out]
 
 
-def _security(ctx: _Context) -> list[Measurement]:
+def _security(ctx: TrustContext) -> list[Measurement]:
     train = ctx.outputs_of(ctx.data.train)
     if train.features is None:
         return [Measurement.skipped("backdoor", "security", "the backend gives no penultimate features")]
@@ -401,14 +405,22 @@ def _security(ctx: _Context) -> list[Measurement]:
     )
 
 
-_RUNNERS: dict[str, Callable[[_Context], list[Measurement]]] = {
-    "robustness": _robustness,
-    "adversarial": _adversarial,
-    "ood": _ood,
-    "fairness": _fairness,
-    "privacy": _privacy,
-    "security": _security,
-}
+Family = Callable[[TrustContext], list[Measurement]]
+# Each family's runner: measurements of its own family; one that cannot apply says why (``skipped``).
+# Plugins add families with TRUST_FAMILIES.add(name, runner) or the entry-point group
+# ``assay.trust_family``; tests/contract/test_trust_families.py runs every one.
+TRUST_FAMILIES: Registry[Family] = Registry("trust_family")
+_BUILTIN: tuple[tuple[str, Family], ...] = (
+    ("robustness", _robustness),
+    ("adversarial", _adversarial),
+    ("ood", _ood),
+    ("fairness", _fairness),
+    ("privacy", _privacy),
+    ("security", _security),
+)
+for _name, _runner in _BUILTIN:
+    TRUST_FAMILIES.add(_name, _runner)
+FAMILIES: tuple[str, ...] = tuple(name for name, _ in _BUILTIN)  # the suite's order, and its default
 
 
 def run_trust(
@@ -428,19 +440,18 @@ def run_trust(
     relative to. Never raises for a failing check: it becomes an ``error`` measurement.
     """
     config = config or TrustConfig()
-    unknown = sorted(set(config.families) - set(_RUNNERS))
+    unknown = [family for family in config.families if family not in TRUST_FAMILIES]
     if unknown:
-        from assay.errors import UsageError
-
-        raise UsageError(f"Unknown trust families {unknown}. Known: {', '.join(_RUNNERS)}.")
+        known = ", ".join(TRUST_FAMILIES.in_order())
+        raise UsageError(f"Unknown trust families {unknown}. Known: {known}.")
     run = outputs_of or (lambda s: _run_outputs(model, s.x, s.y, "trust"))
     target = data.split(split)
-    ctx = _Context(model, data, target, run(target), config, run, parent, baseline)
+    ctx = TrustContext(model, data, target, run(target), config, run, parent, baseline)
     result = TrustResult(measurements=[])
     for family in config.families:
         start = time.perf_counter()
         try:
-            result.measurements.extend(_RUNNERS[family](ctx))
+            result.measurements.extend(TRUST_FAMILIES.get(family)(ctx))
         except Exception as e:  # one failing family must not stop the suite, and must say so
             logger.warning("trust family %s failed", family, exc_info=True)
             result.measurements.append(Measurement.error(family, family, f"{type(e).__name__}: {e}"))

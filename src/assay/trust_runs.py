@@ -14,16 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from assay.data import DataSpec
-from assay.release import (
-    Workspace,
-    assess_version,
-    check_fits,
-    data_for,
-    dataset_info,
-    model_of,
-    record_evaluation,
-)
+from assay.release import assess_version, check_fits, data_for, model_of
 from assay.trust import TrustConfig, TrustResult, cached_outputs, run_trust
+from assay.workspace import Workspace, dataset_info, record_evaluation
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,9 @@
 """Drift detectors for windows of live traffic, and their calibration to a false-alarm budget.
 
-Every detector maps a window (its rows) and the reference's *comparison half* to one statistic, larger =
-more drift; all but ``embeddings`` are ``−log10`` of a p-value, so they share a scale:
+Every detector (a :class:`Detector` in the registry :data:`DETECTORS`: its statistic, its details, its
+explanation and how its threshold is fitted, in one place) maps a window (its rows) and the reference's
+*comparison half* to one statistic, larger = more drift; all but ``embeddings`` are ``−log10`` of a
+p-value, so they share a scale:
 
     features     per-feature two-sample Kolmogorov–Smirnov (Smirnov's distribution, as scipy's
                  ``ks_2samp(method="asymp")``), Benjamini–Hochberg (or Holm) across features;
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -45,11 +47,14 @@ from scipy.special import bdtrc, chdtrc
 from scipy.stats import betabinom, kstwo
 
 from assay.errors import DataError, UsageError
+from assay.plugins import Registry
 from assay.serve.reference import Reference
 from assay.stats import benjamini_hochberg, holm, wilson_interval
 
 CALIBRATION_FORMAT = "assay.calibration/1"
-DETECTORS = ("features", "embeddings", "predictions", "confidence", "ood_rate", "accuracy", "agreement")
+# Every detector by name, in the order they run and report (the built-ins are registered at the end of
+# this module; a plugin adds a Detector with DETECTORS.add or the entry-point group assay.drift_detector).
+DETECTORS: Registry[Detector] = Registry("drift_detector")
 P_FLOOR = 1e-300  # statistics are capped at 300 (−log10 of the smallest double we keep)
 SMALLEST_WINDOW = 10  # rows
 REFERENCE_WINDOWS = 2  # reference rows per window row calibrate needs: a comparison and a calibration half
@@ -314,7 +319,10 @@ class Batch:
     n_shadow: np.ndarray | None = None  # (B,)
 
 
-def features_pvalues(base: Baseline, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+FeatureKS = tuple[np.ndarray, np.ndarray]  # KS statistics and -log10 p-values per window and feature
+
+
+def features_pvalues(base: Baseline, inputs: np.ndarray) -> FeatureKS:
     """KS statistics and ``−log10`` p-values per window and feature, both (B, k)."""
     n = inputs.shape[1]
     d = np.stack([ks_statistic(base.inputs_sorted[j], inputs[:, :, j]) for j in range(inputs.shape[2])], 1)
@@ -325,33 +333,17 @@ def statistics(
     base: Baseline,
     batch: Batch,
     detectors: Sequence[str],
-    feature_ks: tuple[np.ndarray, np.ndarray] | None = None,
+    feature_ks: FeatureKS | None = None,
 ) -> dict[str, np.ndarray]:
     """Each requested detector's statistic for every window of ``batch`` (B,), where it applies;
-    ``feature_ks``: the batch's :func:`features_pvalues`, when the caller has them already."""
-    n = batch.confidence.shape[1]
+    ``feature_ks``: the batch's :func:`features_pvalues`, when the caller has them already. Names that
+    are not registered (a calibration from a build with more detectors) are left out."""
     out: dict[str, np.ndarray] = {}
-    if "features" in detectors:
-        _, nlp = feature_ks if feature_ks is not None else features_pvalues(base, batch.inputs)
-        out["features"] = neg_log10(min_adjusted_p(10.0**-nlp, base.correction))
-    if "confidence" in detectors:
-        out["confidence"] = ks_neg_log10_p(ks_statistic(base.conf_sorted, batch.confidence), n, base.m)
-    if "predictions" in detectors:
-        out["predictions"] = _chi2_neg_log10_p(base, batch.predictions)
-    if "ood_rate" in detectors:
-        k = (batch.ood > base.ood_threshold).sum(axis=1)
-        out["ood_rate"] = neg_log10(bdtrc(k - 1, n, base.ood_rate))  # P(X >= k)
-    if "embeddings" in detectors and batch.phi_sum is not None and base.phi_sum is not None:
-        out["embeddings"] = mmd2_unbiased_from_sums(batch.phi_sum, n, base.phi_sum, base.m)
-    if "accuracy" in detectors and batch.n_correct is not None and base.accuracy is not None:
-        assert batch.n_labelled is not None
-        a, bb = base.accuracy
-        # beta-binomial predictive P(X <= k): carries the reference accuracy's own sampling uncertainty
-        out["accuracy"] = neg_log10(betabinom.cdf(batch.n_correct, batch.n_labelled, a, bb))
-    if "agreement" in detectors and batch.n_disagree is not None and base.agreement is not None:
-        assert batch.n_shadow is not None
-        a, bb = _agreement_prior(base)
-        out["agreement"] = neg_log10(betabinom.sf(batch.n_disagree - 1, batch.n_shadow, a, bb))
+    for name in detectors:
+        if name in DETECTORS:
+            value = DETECTORS.get(name).statistic(base, batch, feature_ks)
+            if value is not None:
+                out[name] = value
     return out
 
 
@@ -432,19 +424,13 @@ class Calibration:
 
 def active_detectors(reference: Reference, detectors: Sequence[str] | None = None) -> tuple[str, ...]:
     """Detectors the reference can support (embeddings, labels, agreement), optionally a chosen subset."""
-    unknown = sorted(set(detectors or ()) - set(DETECTORS))
+    known = DETECTORS.in_order()
+    unknown = sorted(set(detectors or ()) - set(known))
     if unknown:
-        raise UsageError(f"Unknown detector(s) {unknown}. Known: {', '.join(DETECTORS)}.")
-    possible = {
-        "features": True,
-        "embeddings": reference.embeddings is not None,
-        "predictions": True,
-        "confidence": True,
-        "ood_rate": True,
-        "accuracy": reference.labels is not None,
-        "agreement": reference.agreement is not None,
-    }
-    chosen = tuple(d for d in DETECTORS if possible[d] and (detectors is None or d in detectors))
+        raise UsageError(f"Unknown detector(s) {unknown}. Known: {', '.join(known)}.")
+    chosen = tuple(
+        d for d in known if DETECTORS.get(d).supported(reference) and (detectors is None or d in detectors)
+    )
     if detectors is not None:
         missing = sorted(set(detectors) - set(chosen))
         if missing:
@@ -563,7 +549,7 @@ def calibrate(
     if base.features is not None and reference.embeddings is not None:
         phi = base.features.transform(reference.embeddings[cal_rows])
     rng = np.random.default_rng([seed, 3])
-    resampled = [d for d in alphas if d != "agreement"]
+    resampled = [d for d in alphas if DETECTORS.get(d).threshold != "exact"]
     null: dict[str, list[np.ndarray]] = {d: [] for d in resampled}
     for start in range(0, b, _CHUNK):
         idx = rng.integers(0, cal_rows.size, size=(min(_CHUNK, b - start), window))
@@ -574,14 +560,13 @@ def calibrate(
     tails: dict[str, str] = {}
     medians: dict[str, float] = {}
     for name, alpha in alphas.items():
-        if name == "agreement":
+        kind = DETECTORS.get(name).threshold
+        if kind == "exact":
             thresholds[name], tails[name], medians[name] = float(neg_log10(alpha)), "parametric", float("nan")
             continue
         values = np.concatenate(null[name])
         thresholds[name], tails[name] = tail_threshold(values, alpha)
-        if name == "accuracy":
-            # a near-perfect reference gives a degenerate null (no errors in any resample); the predictive
-            # p-value is valid on its own, so its -log10 alpha is a floor
+        if kind == "floored":
             thresholds[name] = max(thresholds[name], float(neg_log10(alpha)))
         medians[name] = float(np.median(values))
     return Calibration(
@@ -645,30 +630,7 @@ class DetectorResult:
             return ""
 
     def _explain(self) -> str:
-        d = self.details
-        if self.name == "features":
-            moved = [r for r in d["features"] if r["name"] in d["most_shifted"]]
-            return "most shifted: " + (
-                ", ".join(f"{r['name']} (KS {r['ks']:.3f}, PSI {r['psi']:.3f})" for r in moved) or "none"
-            )
-        if self.name == "confidence":
-            return f"mean confidence {d['mean']:.1%}, reference {d['reference_mean']:.1%}"
-        if self.name == "predictions":
-            share = np.asarray(d["counts"]) / sum(d["counts"])
-            top = int(np.argmax(np.abs(share - np.asarray(d["expected_share"]))))
-            return f"class {top} predicted {share[top]:.1%}, reference {d['expected_share'][top]:.1%}"
-        if self.name == "ood_rate":
-            return f"OOD rate {d['rate']:.1%}, reference {d['reference_rate']:.1%}"
-        if self.name == "embeddings":
-            return "" if d.get("mmd2") is None else f"MMD² {d['mmd2']:.4g}"
-        if self.name in ("accuracy", "agreement"):
-            reference = d.get(f"reference_{self.name}")
-            against = "" if reference is None else f", reference {reference:.1%}"
-            return (
-                f"{self.name} {d[self.name]:.1%} [{d['ci_low']:.1%}, {d['ci_high']:.1%}] on "
-                f"{d['n_labelled' if self.name == 'accuracy' else 'n_shadow']} examples{against}"
-            )
-        return ""
+        return DETECTORS.get(self.name).explain(self.details) if self.name in DETECTORS else ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -686,7 +648,6 @@ class Window:
 
 def evaluate(base: Baseline, calibration: Calibration, window: Window) -> tuple[DetectorResult, ...]:
     """Every calibrated detector that applies to ``window``, with its details."""
-    n = window.confidence.shape[0]
     phi_sum = None
     if window.embeddings is not None and base.features is not None:
         phi_sum = base.features.transform(window.embeddings).sum(axis=0)[None]
@@ -720,64 +681,9 @@ def evaluate(base: Baseline, calibration: Calibration, window: Window) -> tuple[
         if name not in stats:
             continue
         value = float(stats[name][0])
-        details = _details(name, base, batch, n, feature_ks)
+        details = DETECTORS.get(name).details(base, batch, feature_ks)
         results.append(DetectorResult(name, value, float(threshold), bool(value > threshold), details))
     return tuple(results)
-
-
-def _details(
-    name: str, base: Baseline, batch: Batch, n: int, feature_ks: tuple[np.ndarray, np.ndarray] | None
-) -> dict[str, Any]:
-    if name == "features":
-        assert feature_ks is not None  # evaluate computes them whenever features has a threshold
-        return feature_details(base, batch.inputs[0], feature_ks)
-    if name == "confidence":
-        d = float(ks_statistic(base.conf_sorted, batch.confidence)[0])
-        mean = float(batch.confidence.mean())
-        return {"ks": d, "mean": mean, "reference_mean": base.mean_confidence, "test": "two-sample KS"}
-    if name == "predictions":
-        counts = np.bincount(batch.predictions[0], minlength=base.n_classes)
-        return {
-            "counts": counts.tolist(),
-            "expected_share": base.class_share.tolist(),
-            "bins": int(base.bin_share.size),
-            "test": "chi-square goodness of fit (rare classes pooled)",
-        }
-    if name == "ood_rate":
-        k = int((batch.ood[0] > base.ood_threshold).sum())
-        return {"rate": k / n, "reference_rate": base.ood_rate, "score_threshold": base.ood_threshold}
-    if name == "embeddings":
-        return {
-            "mmd2": float(mmd2_unbiased_from_sums(batch.phi_sum, n, base.phi_sum, base.m)[0])
-            if batch.phi_sum is not None and base.phi_sum is not None
-            else None,
-            "bandwidth": base.bandwidth,
-            "estimator": "unbiased MMD², Gaussian kernel, random Fourier features",
-        }
-    if name == "accuracy":
-        assert batch.n_correct is not None and batch.n_labelled is not None
-        k, m = int(batch.n_correct[0]), int(batch.n_labelled[0])
-        low, high = wilson_interval(k, m)
-        a, bb = base.accuracy if base.accuracy is not None else (float("nan"), 1.0)
-        return {
-            "accuracy": k / m,
-            "ci_low": low,
-            "ci_high": high,
-            "n_labelled": m,
-            "reference_accuracy": a / (a + bb),
-        }
-    if name == "agreement":
-        assert batch.n_disagree is not None and batch.n_shadow is not None
-        k, m = int(batch.n_disagree[0]), int(batch.n_shadow[0])
-        low, high = wilson_interval(m - k, m)
-        return {
-            "agreement": 1 - k / m,
-            "ci_low": low,
-            "ci_high": high,
-            "n_shadow": m,
-            "reference_agreement": base.agreement,
-        }
-    return {}
 
 
 def feature_details(
@@ -806,3 +712,204 @@ def feature_details(
         "most_shifted": [r["name"] for r in rows[:top] if r["p_adjusted"] < 0.05],
         "correction": "holm" if base.correction == "holm" else "benjamini-hochberg",
     }
+
+
+# --- the detectors -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Detector:
+    """One drift detector, all of it in one place.
+
+    ``supported``: whether a reference carries what the detector compares with (embeddings, labels, an
+    agreement). ``statistic``: its value on each window of a batch (B,), larger = more drift, or None
+    where the windows lack the data. ``details``: what it saw in a batch of one window (plain JSON).
+    ``explain``: one line from those details (KeyError and the like when they lack what it needs; the
+    caller turns that into no line). Both ``statistic`` and ``details`` receive the batch's
+    per-feature KS (:func:`features_pvalues`) when it was computed, or None. ``threshold``: how
+    :func:`calibrate` fits the alarm level: ``resampled``, the 1 − alpha quantile over resampled
+    reference windows; ``floored``, that but at least −log10 alpha (a predictive p-value, valid on its
+    own, whose resampled null degenerates on a near-perfect reference); ``exact``, −log10 alpha (no
+    per-row reference data to resample). The statistic and the reference's summary it reads are fitted
+    once in :func:`fit_baseline`.
+    """
+
+    supported: Callable[[Reference], bool]
+    statistic: Callable[[Baseline, Batch, FeatureKS | None], np.ndarray | None]
+    details: Callable[[Baseline, Batch, FeatureKS | None], dict[str, Any]]
+    explain: Callable[[dict[str, Any]], str]
+    threshold: Literal["resampled", "floored", "exact"] = "resampled"
+
+
+def _always(reference: Reference) -> bool:
+    return True
+
+
+def _window_rows(batch: Batch) -> int:
+    return int(batch.confidence.shape[1])
+
+
+def _features_statistic(base: Baseline, batch: Batch, ks: FeatureKS | None) -> np.ndarray:
+    _, nlp = ks if ks is not None else features_pvalues(base, batch.inputs)
+    return neg_log10(min_adjusted_p(10.0**-nlp, base.correction))
+
+
+def _features_details(base: Baseline, batch: Batch, ks: FeatureKS | None) -> dict[str, Any]:
+    return feature_details(
+        base, batch.inputs[0], ks if ks is not None else features_pvalues(base, batch.inputs)
+    )
+
+
+def _features_line(d: dict[str, Any]) -> str:
+    moved = [r for r in d["features"] if r["name"] in d["most_shifted"]]
+    return "most shifted: " + (
+        ", ".join(f"{r['name']} (KS {r['ks']:.3f}, PSI {r['psi']:.3f})" for r in moved) or "none"
+    )
+
+
+def _embeddings_statistic(base: Baseline, batch: Batch, ks: FeatureKS | None) -> np.ndarray | None:
+    if batch.phi_sum is None or base.phi_sum is None:
+        return None
+    return mmd2_unbiased_from_sums(batch.phi_sum, _window_rows(batch), base.phi_sum, base.m)
+
+
+def _embeddings_details(base: Baseline, batch: Batch, ks: FeatureKS | None) -> dict[str, Any]:
+    value = _embeddings_statistic(base, batch, ks)
+    return {
+        "mmd2": None if value is None else float(value[0]),
+        "bandwidth": base.bandwidth,
+        "estimator": "unbiased MMD², Gaussian kernel, random Fourier features",
+    }
+
+
+def _embeddings_line(d: dict[str, Any]) -> str:
+    return "" if d.get("mmd2") is None else f"MMD² {d['mmd2']:.4g}"
+
+
+def _predictions_statistic(base: Baseline, batch: Batch, ks: FeatureKS | None) -> np.ndarray:
+    return _chi2_neg_log10_p(base, batch.predictions)
+
+
+def _predictions_details(base: Baseline, batch: Batch, ks: FeatureKS | None) -> dict[str, Any]:
+    return {
+        "counts": np.bincount(batch.predictions[0], minlength=base.n_classes).tolist(),
+        "expected_share": base.class_share.tolist(),
+        "bins": int(base.bin_share.size),
+        "test": "chi-square goodness of fit (rare classes pooled)",
+    }
+
+
+def _predictions_line(d: dict[str, Any]) -> str:
+    share = np.asarray(d["counts"]) / sum(d["counts"])
+    top = int(np.argmax(np.abs(share - np.asarray(d["expected_share"]))))
+    return f"class {top} predicted {share[top]:.1%}, reference {d['expected_share'][top]:.1%}"
+
+
+def _confidence_statistic(base: Baseline, batch: Batch, ks: FeatureKS | None) -> np.ndarray:
+    return ks_neg_log10_p(ks_statistic(base.conf_sorted, batch.confidence), _window_rows(batch), base.m)
+
+
+def _confidence_details(base: Baseline, batch: Batch, ks: FeatureKS | None) -> dict[str, Any]:
+    return {
+        "ks": float(ks_statistic(base.conf_sorted, batch.confidence)[0]),
+        "mean": float(batch.confidence.mean()),
+        "reference_mean": base.mean_confidence,
+        "test": "two-sample KS",
+    }
+
+
+def _confidence_line(d: dict[str, Any]) -> str:
+    return f"mean confidence {d['mean']:.1%}, reference {d['reference_mean']:.1%}"
+
+
+def _ood_rate_statistic(base: Baseline, batch: Batch, ks: FeatureKS | None) -> np.ndarray:
+    k = (batch.ood > base.ood_threshold).sum(axis=1)
+    return neg_log10(bdtrc(k - 1, _window_rows(batch), base.ood_rate))  # P(X >= k)
+
+
+def _ood_rate_details(base: Baseline, batch: Batch, ks: FeatureKS | None) -> dict[str, Any]:
+    k = int((batch.ood[0] > base.ood_threshold).sum())
+    return {
+        "rate": k / _window_rows(batch),
+        "reference_rate": base.ood_rate,
+        "score_threshold": base.ood_threshold,
+    }
+
+
+def _ood_rate_line(d: dict[str, Any]) -> str:
+    return f"OOD rate {d['rate']:.1%}, reference {d['reference_rate']:.1%}"
+
+
+def _accuracy_statistic(base: Baseline, batch: Batch, ks: FeatureKS | None) -> np.ndarray | None:
+    if batch.n_correct is None or batch.n_labelled is None or base.accuracy is None:
+        return None
+    a, b = base.accuracy
+    # beta-binomial predictive P(X <= k): carries the reference accuracy's own sampling uncertainty
+    return neg_log10(betabinom.cdf(batch.n_correct, batch.n_labelled, a, b))
+
+
+def _rate_details(name: str, hits: int, m: int, reference: float | None, rows: str) -> dict[str, Any]:
+    low, high = wilson_interval(hits, m)
+    return {name: hits / m, "ci_low": low, "ci_high": high, rows: m, f"reference_{name}": reference}
+
+
+def _accuracy_details(base: Baseline, batch: Batch, ks: FeatureKS | None) -> dict[str, Any]:
+    assert batch.n_correct is not None and batch.n_labelled is not None  # its statistic applied
+    a, b = base.accuracy if base.accuracy is not None else (float("nan"), 1.0)
+    return _rate_details(
+        "accuracy", int(batch.n_correct[0]), int(batch.n_labelled[0]), a / (a + b), "n_labelled"
+    )
+
+
+def _agreement_statistic(base: Baseline, batch: Batch, ks: FeatureKS | None) -> np.ndarray | None:
+    if batch.n_disagree is None or batch.n_shadow is None or base.agreement is None:
+        return None
+    a, b = _agreement_prior(base)
+    return neg_log10(betabinom.sf(batch.n_disagree - 1, batch.n_shadow, a, b))
+
+
+def _agreement_details(base: Baseline, batch: Batch, ks: FeatureKS | None) -> dict[str, Any]:
+    assert batch.n_disagree is not None and batch.n_shadow is not None  # its statistic applied
+    m = int(batch.n_shadow[0])
+    return _rate_details("agreement", m - int(batch.n_disagree[0]), m, base.agreement, "n_shadow")
+
+
+def _rate_line(name: str, rows: str, d: dict[str, Any]) -> str:
+    reference = d.get(f"reference_{name}")
+    against = "" if reference is None else f", reference {reference:.1%}"
+    return f"{name} {d[name]:.1%} [{d['ci_low']:.1%}, {d['ci_high']:.1%}] on {d[rows]} examples{against}"
+
+
+for _name, _detector in (
+    ("features", Detector(_always, _features_statistic, _features_details, _features_line)),
+    (
+        "embeddings",
+        Detector(
+            lambda r: r.embeddings is not None, _embeddings_statistic, _embeddings_details, _embeddings_line
+        ),
+    ),
+    ("predictions", Detector(_always, _predictions_statistic, _predictions_details, _predictions_line)),
+    ("confidence", Detector(_always, _confidence_statistic, _confidence_details, _confidence_line)),
+    ("ood_rate", Detector(_always, _ood_rate_statistic, _ood_rate_details, _ood_rate_line)),
+    (
+        "accuracy",
+        Detector(
+            lambda r: r.labels is not None,
+            _accuracy_statistic,
+            _accuracy_details,
+            functools.partial(_rate_line, "accuracy", "n_labelled"),
+            threshold="floored",
+        ),
+    ),
+    (
+        "agreement",
+        Detector(
+            lambda r: r.agreement is not None,
+            _agreement_statistic,
+            _agreement_details,
+            functools.partial(_rate_line, "agreement", "n_shadow"),
+            threshold="exact",
+        ),
+    ),
+):
+    DETECTORS.add(_name, _detector)

@@ -11,8 +11,7 @@ import pytest
 from assay.data.audit import CHECKS, AuditContext, AuditData, AuditSplit, run_audit
 from assay.errors import NotFoundError
 from assay.measurement import Measurement
-
-from .conftest import Planted
+from tests.unit.data.audit.conftest import Planted
 
 
 def _table() -> AuditData:
