@@ -8,14 +8,18 @@ worse, and a gate run on such data passes or fails for the wrong reason. Every v
 its :class:`InputContract` when it is trained, and every evaluation puts its data through the version's
 own contract first (:meth:`InputContract.fit`):
 
-- the *kind* (image or table), the per-example *shape*, the *features* (names and order, for tables) and
-  the *classes* must agree, or nothing can be mapped;
+- the *kind* (image, table or text), the per-example *shape*, the *features* (names and order, for
+  tables) and the *classes* must agree, or nothing can be mapped;
 - table rows are re-standardised with the contract's own statistics (a model never sees data scaled
   with statistics other than its training rows'); images are in [0, 1] whatever their stored dtype;
 - the *scale* of the inputs after that step (pooled mean and sd) must be near the training inputs': a
   ratio of sds beyond 2, or means apart by more than half an sd, is the footprint of another scaling
   (0-16 counts where 0-255 were expected gives 1/16), not of a shift in the population, which the drift
   monitor measures far more finely.
+
+Texts have no transform and no scale here: a text model's inputs are made by its own tokenizer, which the
+adapter names in the contract (``tokenizer``, with a digest of its files) with the truncation length
+(``max_length``), so a reader sees what every text went through.
 
 Where anything differs the caller refuses, unless the user forces it, which the run's document records.
 """
@@ -43,6 +47,11 @@ def _scale(x: np.ndarray) -> tuple[float, float]:
     return float(sample.mean()), float(sample.std())
 
 
+def _dtype(data: Dataset) -> str:
+    """The dtype of one example's values: "str" for texts (held in numpy object arrays)."""
+    return "str" if data.kind == "text" else str(data.train.x.dtype)
+
+
 def _is_index_names(names: tuple[str, ...], prefix: str = "") -> bool:
     """Class names "0".."C-1", or the feature names "x0".."xF-1" an .npz table gets, say nothing about
     what a class or a column is, so they agree with any names."""
@@ -66,33 +75,39 @@ class InputContract:
     source: str  # the data source it was made from, as written on the command line
     dataset: str  # that dataset's name and fingerprint: provenance, shown, not a condition of fitting
     fingerprint: str
-    kind: str  # "image" or "table"
-    shape: tuple[int, ...]  # one example, after the transform
-    dtype: str
-    transform: str  # "unit_range" (images) or "standardise" (tables)
+    kind: str  # "image", "table" or "text"
+    shape: tuple[int, ...]  # one example, after the transform; () for a text
+    dtype: str  # "str" for texts
+    transform: str  # "unit_range" (images), "standardise" (tables) or "none" (texts, as they are)
     class_names: tuple[str, ...]
     feature_names: tuple[str, ...] = ()
     mean: tuple[float, ...] = ()  # standardise: the training rows' per-feature mean and sd
     sd: tuple[float, ...] = ()
-    scale: tuple[float, float] = (0.0, 1.0)  # pooled mean and sd of the training inputs after the transform
+    # Pooled mean and sd of the training inputs after the transform; None for texts, which have none.
+    scale: tuple[float, float] | None = (0.0, 1.0)
+    tokenizer: str | None = None  # texts: the model's tokenizer, by name and a digest of its files
+    max_length: int | None = None  # texts: the length in tokens the tokenizer truncates to
 
     @classmethod
     def of(cls, data: Dataset, source: str) -> InputContract:
         """The contract of a model trained on ``data`` (read from ``source``)."""
+        """The contract of a model trained on ``data`` (read from ``source``); a text model's adapter adds
+        its ``tokenizer`` and ``max_length`` (``dataclasses.replace``)."""
         mean, sd = data.standardisation if data.standardisation is not None else ((), ())
+        text = data.kind == "text"
         return cls(
             source=source,
             dataset=data.name,
             fingerprint=data.fingerprint(),
             kind=data.kind,
             shape=tuple(int(d) for d in data.input_shape),
-            dtype=str(data.train.x.dtype),
-            transform="standardise" if data.standardisation is not None else "unit_range",
+            dtype=_dtype(data),
+            transform="none" if text else "standardise" if data.standardisation is not None else "unit_range",
             class_names=tuple(data.class_names),
             feature_names=tuple(data.feature_names),
             mean=tuple(float(v) for v in mean),
             sd=tuple(float(v) for v in sd),
-            scale=_scale(data.train.x),
+            scale=None if text else _scale(data.train.x),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,16 +123,22 @@ class InputContract:
             "feature_names": list(self.feature_names),
             "mean": list(self.mean),
             "sd": list(self.sd),
-            "scale": list(self.scale),
+            "scale": None if self.scale is None else list(self.scale),
+            "tokenizer": self.tokenizer,
+            "max_length": self.max_length,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InputContract:
+        """The contract :meth:`to_dict` wrote; one written before ``tokenizer`` and ``max_length`` existed
+        loads with neither."""
+        scale = d["scale"]
         return cls(
             **{
                 **d,
                 **{k: tuple(d[k]) for k in ("shape", "class_names", "feature_names", "mean", "sd")},
-                "scale": (float(d["scale"][0]), float(d["scale"][1])),
+                "scale": None if scale is None else (float(scale[0]), float(scale[1])),
+                "max_length": None if d.get("max_length") is None else int(d["max_length"]),
             }
         )
 
@@ -141,8 +162,14 @@ class InputContract:
         """One line a reader can check the data against."""
         if self.kind == "table":
             what = f"table of {self.shape[0]} features standardised with its training rows' mean and sd"
+        elif self.kind == "text":
+            what = "texts"
         else:
             what = f"{'x'.join(map(str, self.shape))} images in [0, 1]"
+        if self.tokenizer is not None:
+            what += f" tokenized by {self.tokenizer}"
+        if self.max_length is not None:
+            what += f", truncated to {self.max_length} tokens"
         return f"{what}, {len(self.class_names)} classes, from {self.source}"
 
     def fit(self, data: Dataset) -> Fitted:
@@ -154,11 +181,11 @@ class InputContract:
         return Fitted(data=data, contract=self, differences=tuple(differences))
 
     def _structure(self, data: Dataset) -> list[str]:
+        if data.kind != self.kind:  # nothing else can be compared: shape and dtype differ with it
+            return [f"kind: the model takes {self.kind} inputs, the data gives {data.kind} inputs"]
         found: list[str] = []
-        if data.kind != self.kind:
-            found.append(f"kind: the model takes {self.kind} inputs, the data gives {data.kind} inputs")
-        if str(data.train.x.dtype) != self.dtype:
-            found.append(f"dtype: the model takes {self.dtype}, the data gives {data.train.x.dtype}")
+        if _dtype(data) != self.dtype:
+            found.append(f"dtype: the model takes {self.dtype}, the data gives {_dtype(data)}")
         if tuple(data.input_shape) != self.shape:
             found.append(f"shape: the model takes {self.shape}, the data gives {data.input_shape} an example")
         names, want = tuple(data.feature_names), self.feature_names
@@ -196,6 +223,8 @@ class InputContract:
         )
 
     def _scale_differences(self, data: Dataset) -> list[str]:
+        if self.scale is None:  # texts: a tokenizer makes the inputs, there is no scale to compare
+            return []
         mean, sd = _scale(data.test.x)
         want_mean, want_sd = self.scale
         ratio = sd / want_sd if want_sd > 0 else float("inf") if sd > 0 else 1.0

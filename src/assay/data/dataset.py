@@ -8,12 +8,14 @@ from typing import Literal
 
 import numpy as np
 
+from assay.data.text import check_texts
 from assay.errors import DataError
 
 
 @dataclass(frozen=True)
 class Split:
-    """One split. Images are (N, C, H, W) float32 in [0, 1]; tables are (N, F) float32, standardised."""
+    """One split. Images are (N, C, H, W) float32 in [0, 1]; tables are (N, F) float32, standardised;
+    texts are (N,) object arrays of ``str``, one document an example, as the source holds them."""
 
     x: np.ndarray
     y: np.ndarray  # (N,) int64
@@ -33,11 +35,17 @@ class Split:
 
         Canonical dtypes and byte order make the fingerprint independent of how the file stored them.
         Groups are part of it: the cached outputs of a split carry its groups, so new group columns must
-        not hit an old cache entry.
+        not hit an old cache entry. Texts enter as their UTF-8 bytes, each after its length as 8 bytes
+        (little-endian) and the whole behind a ``text`` tag: no text can contain a separator, so no two
+        lists of texts hash alike ("ab", "c" and "a", "bc" differ).
         """
         h = hashlib.sha256()
         h.update(repr(tuple(self.x.shape)).encode())
-        h.update(np.ascontiguousarray(self.x, dtype="<f4").tobytes())
+        if self.x.dtype == object:
+            encoded = [t.encode("utf-8") for t in self.x]
+            h.update(b"\x1etext\x1e" + b"".join(len(b).to_bytes(8, "little") + b for b in encoded))
+        else:
+            h.update(np.ascontiguousarray(self.x, dtype="<f4").tobytes())
         h.update(np.ascontiguousarray(self.y, dtype="<i8").tobytes())
         h.update("\x1f".join(self.ids.tolist()).encode())
         if self.groups is not None:
@@ -58,14 +66,14 @@ class Split:
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    kind: Literal["image", "table"]
+    kind: Literal["image", "table", "text"]
     train: Split
     val: Split
     test: Split
     class_names: list[str]
     source: str
     licence: str = "unknown"
-    input_range: tuple[float, float] | None = (0.0, 1.0)
+    input_range: tuple[float, float] | None = (0.0, 1.0)  # None for tables and texts
     feature_names: list[str] = field(default_factory=list)
     # Tables: the (mean, sd) per feature the loader standardised every split with (the training rows'
     # statistics). A model's input contract keeps them, so other data can be put through the same step.
@@ -81,7 +89,9 @@ class Dataset:
                     f"{self.source}: the {split_name} split has {split.x.shape[0]} inputs, "
                     f"{split.n} labels and {split.ids.shape[0]} ids; they must match."
                 )
-            if not np.all(np.isfinite(split.x)):
+            if self.kind == "text":
+                self._check_texts(split_name, split)
+            elif not np.all(np.isfinite(split.x)):
                 raise DataError(f"{self.source}: the {split_name} split contains NaN or infinite inputs.")
             bad = (split.y < 0) | (split.y >= n_classes)
             if bad.any():
@@ -90,12 +100,27 @@ class Dataset:
                     f"0..{n_classes - 1} for {n_classes} classes ({int(bad.sum())} row(s))."
                 )
 
+    def _check_texts(self, split_name: str, split: Split) -> None:
+        """Every example a non-blank ``str`` (the loaders check the files; this guards other builders)."""
+        if split.x.ndim != 1:
+            raise DataError(
+                f"{self.source}: the {split_name} split's texts must be a vector of strings, one an "
+                f"example; got shape {split.x.shape}."
+            )
+        check_texts(
+            split.x,
+            self.source,
+            lambda at: f"the {split_name} split's example {split.ids[at]}",
+            "every text example must be a non-empty string.",
+        )
+
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """One example's shape: (C, H, W) images, (F,) tables, () texts (one string each)."""
         return tuple(self.train.x.shape[1:])
 
     def splits(self) -> dict[str, Split]:

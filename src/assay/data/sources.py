@@ -5,6 +5,8 @@ Spec strings on the command line:
     idx:DIR                        any folder with the four standard IDX files (MNIST layout)
     npz:FILE                       arrays x_train, y_train, x_test, y_test (optional x_val, y_val)
     csv:FILE / parquet:FILE        a table; needs a target column (--target), optional group columns
+    csv:, parquet:, jsonl:FILE     with a text column (``text=``): texts and their labels (``target=``)
+    fortunes                       Debian's fortunes, category = file (or fortunes:DIR for another folder)
     sklearn:digits|breast_cancer|wine   scikit-learn's bundled sets
 """
 
@@ -16,7 +18,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
@@ -25,8 +27,19 @@ from sklearn.model_selection import train_test_split
 from assay.config import validation_message
 from assay.data.dataset import Dataset, Split
 from assay.data.idx import find_idx, read_idx
+from assay.data.text import (
+    FORTUNES_DIR,
+    FORTUNES_LICENCE,
+    check_texts,
+    is_missing,
+    read_fortunes,
+    read_jsonl,
+)
 from assay.errors import DataError, UsageError
 from assay.outputs import as_class_indices
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
@@ -44,13 +57,19 @@ FASHION_MNIST_CLASSES = [
 SKLEARN_SETS = ("digits", "breast_cancer", "wine")
 
 
+_KINDS = ("fashion-mnist", "idx", "npz", "csv", "parquet", "jsonl", "sklearn", "fortunes")
+_WITHOUT_PATH = ("fashion-mnist", "fortunes")  # a built-in source; a path names another folder
+_WITH_TEXT = ("csv", "parquet", "jsonl")  # the sources that have named columns
+
+
 class DataSpec(BaseModel):
-    kind: Literal["fashion-mnist", "idx", "npz", "csv", "parquet", "sklearn"]
+    kind: Literal["fashion-mnist", "idx", "npz", "csv", "parquet", "jsonl", "sklearn", "fortunes"]
     path: str | None = None
     target: str | None = None
+    text: str | None = None  # csv, parquet, jsonl: the column holding the texts (makes a text dataset)
     groups: list[str] = Field(default_factory=list)
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)
-    test_fraction: float = Field(0.2, gt=0.0, lt=0.5)  # tables and sklearn sets only
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.5)  # tables, texts and sklearn sets only
     seed: int = 0
     limit: int | None = Field(None, gt=0)  # stratified subsample of each split, for quick runs
     name: str | None = None
@@ -58,12 +77,18 @@ class DataSpec(BaseModel):
 
 
 def parse_data_arg(arg: str, **options: object) -> DataSpec:
-    """Turn ``--data`` strings like ``npz:file.npz`` into a :class:`DataSpec`."""
+    """Turn ``--data`` strings like ``npz:file.npz`` into a :class:`DataSpec`; ``options`` are its other
+    fields (``target="label"``, ``text="review"``, ``seed=1``...).
+
+    Example:
+        >>> parse_data_arg("jsonl:reviews.jsonl", text="review", target="stars").kind
+        'jsonl'
+    """
     kind, _, rest = arg.partition(":")
-    if kind != "fashion-mnist" and (kind not in ("idx", "npz", "csv", "parquet", "sklearn") or not rest):
+    if kind not in _KINDS or (kind not in _WITHOUT_PATH and not rest):
         raise UsageError(
             f"Cannot read data source '{arg}'. Use fashion-mnist, idx:DIR, npz:FILE, csv:FILE, "
-            "parquet:FILE or sklearn:digits|breast_cancer|wine."
+            "parquet:FILE, jsonl:FILE, fortunes[:DIR] or sklearn:digits|breast_cancer|wine."
         )
     try:
         return DataSpec.model_validate({"kind": kind, "path": rest or None, **options})
@@ -77,12 +102,22 @@ def source_text(spec: DataSpec) -> str:
 
 
 def load_dataset(spec: DataSpec) -> Dataset:
+    """The dataset ``spec`` names, split and validated (see the module's docstring for the sources)."""
+    if spec.text is not None and spec.kind not in _WITH_TEXT:
+        raise UsageError(
+            f"A text column ('{spec.text}') names a column of a csv, parquet or jsonl file; "
+            f"{source_text(spec)} has no columns."
+        )
     if spec.kind in ("fashion-mnist", "idx"):
         dataset = _load_idx(spec)
     elif spec.kind == "npz":
         dataset = _load_npz(spec)
+    elif spec.kind in _WITH_TEXT and (spec.text is not None or spec.kind == "jsonl"):
+        dataset = _load_text(spec)
     elif spec.kind in ("csv", "parquet"):
         dataset = _load_table(spec)
+    elif spec.kind == "fortunes":
+        dataset = _load_fortunes(spec)
     else:
         dataset = _load_sklearn(spec)
     return _limit(dataset, spec.limit, spec.seed) if spec.limit else dataset
@@ -345,25 +380,53 @@ def _table_dataset(
     )
 
 
+_TABLE_ROWS = "rows of {} (0-based, header not counted)"
+
+
+def _read_frame(spec: DataSpec, path: Path, *, text: str | None = None) -> pd.DataFrame:
+    """The csv or parquet file as a frame. With ``text`` (a text column) a CSV is read without pandas'
+    missing-value strings, and the text column as strings: the review "NA" stays a text, and a blank
+    field is an empty string (refused as such) instead of NaN."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise DataError(f"Table not found: {path}.")
+    try:
+        if spec.kind == "parquet":
+            return pd.read_parquet(path)
+        if text is None:
+            return pd.read_csv(path)
+        return pd.read_csv(path, dtype={text: str}, keep_default_na=False)
+    except Exception as e:  # pandas raises many parser-specific types
+        raise DataError(f"{path}: cannot read as {spec.kind} ({e}).") from None
+
+
+def _check_columns(frame: pd.DataFrame, spec: DataSpec, path: Path, columns: list[str]) -> None:
+    if not spec.target:
+        raise UsageError(
+            f"{path}: {'texts need' if spec.text else 'a table needs'} --target naming the label column; "
+            f"columns are {list(frame.columns)}."
+        )
+    for column in columns:
+        if column not in frame.columns:
+            raise DataError(f"{path}: no column '{column}'; columns are {list(frame.columns)}.")
+
+
+def _encode(frame: pd.DataFrame, spec: DataSpec) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+    """Class names (sorted as strings), each row's class index, and each row's groups joined by "|"."""
+    assert spec.target is not None  # _check_columns saw to it
+    classes, y = np.unique(frame[spec.target].astype(str).to_numpy(), return_inverse=True)
+    groups = frame[spec.groups].astype(str).agg("|".join, axis=1).to_numpy() if spec.groups else None
+    return [str(c) for c in classes], y, groups
+
+
 def _load_table(spec: DataSpec) -> Dataset:
     import pandas as pd
 
     path = Path(spec.path or "")
-    if not path.is_file():
-        raise DataError(f"Table not found: {path}.")
-    try:
-        frame = pd.read_csv(path) if spec.kind == "csv" else pd.read_parquet(path)
-    except Exception as e:  # pandas raises many parser-specific types
-        raise DataError(f"{path}: cannot read as {spec.kind} ({e}).") from None
-    if not spec.target:
-        raise UsageError(
-            f"{path}: a table needs --target naming the label column; columns are {list(frame.columns)}."
-        )
-    for column in [spec.target, *spec.groups]:
-        if column not in frame.columns:
-            raise DataError(f"{path}: no column '{column}'; columns are {list(frame.columns)}.")
-    classes, y = np.unique(frame[spec.target].astype(str).to_numpy(), return_inverse=True)
-    groups = frame[spec.groups].astype(str).agg("|".join, axis=1).to_numpy() if spec.groups else None
+    frame = _read_frame(spec, path)
+    _check_columns(frame, spec, path, [str(spec.target), *spec.groups])
+    classes, y, groups = _encode(frame, spec)
     features = pd.get_dummies(frame.drop(columns=[spec.target, *spec.groups]), dtype=np.float32)
     if features.shape[1] == 0:
         raise DataError(f"{path}: no feature columns besides the target and groups.")
@@ -381,11 +444,104 @@ def _load_table(spec: DataSpec) -> Dataset:
         y[test_i],
         spec,
         str(path),
-        [str(c) for c in classes],
+        classes,
         [str(c) for c in features.columns],
         g,
         rows=(train_i, test_i),
-        rows_of=(f"rows of {path.name} (0-based, header not counted)",) * 2,
+        rows_of=(_TABLE_ROWS.format(path.name),) * 2,
+    )
+
+
+def _text_dataset(
+    name: str,
+    texts: np.ndarray,
+    y: np.ndarray,
+    class_names: list[str],
+    spec: DataSpec,
+    source: str,
+    *,
+    rows: np.ndarray,
+    rows_of: str,
+    groups: np.ndarray | None = None,
+    licence: str = "unknown",
+) -> Dataset:
+    """Texts split as tables are: a seeded stratified test split of every row, then the validation split
+    taken from the training rows, so the ids of a text file's rows are those a table of it would get."""
+    train_i, test_i = _stratified_indices(y, spec.test_fraction, spec.seed)
+
+    def part(prefix: str, index: np.ndarray) -> Split:
+        g = None if groups is None else groups[index]
+        return _part(texts[index], y[index], prefix, rows[index], rows_of, g)
+
+    train, val = _split_off(part("train", train_i), spec.val_fraction, spec.seed)
+    return Dataset(
+        name=spec.name or name,
+        kind="text",
+        train=train,
+        val=val,
+        test=part("test", test_i),
+        class_names=class_names,
+        source=source,
+        licence=spec.licence or licence,
+        input_range=None,
+    )
+
+
+def _load_text(spec: DataSpec) -> Dataset:
+    """A text column and a label column of a CSV, Parquet or JSON Lines file."""
+    path = Path(spec.path or "")
+    if spec.text is None:
+        raise UsageError(f"{path}: a JSON Lines file needs --text naming the field that holds the texts.")
+    if spec.kind == "jsonl":
+        frame, rows = read_jsonl(path)
+        rows_of = f"lines of {path.name} (0-based)"
+
+        def where(at: int) -> str:
+            return f"line {rows[at] + 1}"
+    else:
+        frame = _read_frame(spec, path, text=spec.text)
+        rows, rows_of = np.arange(len(frame), dtype=np.int64), _TABLE_ROWS.format(path.name)
+
+        def where(at: int) -> str:
+            return f"row {at} (0-based, header not counted)"
+
+    if len(frame) == 0:
+        raise DataError(f"{path}: no rows.")
+    _check_columns(frame, spec, path, [spec.text, str(spec.target), *spec.groups])
+    texts = check_texts(
+        frame[spec.text].to_numpy(dtype=object),
+        str(path),
+        lambda at: f"{where(at)}, column '{spec.text}',",
+        "give every example a text, or drop the row.",
+    )
+    labels = frame[spec.target].to_numpy(dtype=object)
+    missing = np.flatnonzero([is_missing(v) for v in labels])
+    if missing.size:
+        raise DataError(
+            f"{path}: {where(int(missing[0]))} has no label in column '{spec.target}' ({missing.size} "
+            "row(s) in all); label every example, or drop the row."
+        )
+    classes, y, groups = _encode(frame, spec)
+    return _text_dataset(
+        path.stem, texts, y, classes, spec, str(path), rows=rows, rows_of=rows_of, groups=groups
+    )
+
+
+def _load_fortunes(spec: DataSpec) -> Dataset:
+    """Debian's fortunes (or another folder of fortune files): one class a category file."""
+    directory = Path(spec.path) if spec.path else FORTUNES_DIR
+    corpus = read_fortunes(directory)
+    classes, y = np.unique(corpus.labels, return_inverse=True)
+    return _text_dataset(
+        "fortunes",
+        corpus.texts,
+        y,
+        [str(c) for c in classes],
+        spec,
+        str(directory),
+        rows=corpus.entries,
+        rows_of=f"%-separated entries (0-based) of the file in {directory} that the label names",
+        licence=FORTUNES_LICENCE,
     )
 
 
