@@ -1,4 +1,5 @@
-"""Datasets: loaders (IDX, .npz, CSV/Parquet, scikit-learn's bundled sets), seeded splits, fingerprints."""
+"""Datasets: loaders (IDX, .npz, CSV/Parquet tables, CSV/Parquet/JSONL texts, Debian's fortunes,
+scikit-learn's bundled sets), seeded splits, fingerprints."""
 
 from assay.data.contract import Fitted, InputContract
 from assay.data.dataset import Dataset, Split
