@@ -28,7 +28,6 @@ from assay.stats import (
     iter_bootstrap_indices,
     mcnemar_exact,
     percentile_interval,
-    wilson_interval,
 )
 
 # Statistics an efficiency measurement may summarise its raw samples with.
@@ -445,17 +444,8 @@ def compare_measurements(
 
 
 def _churn_measurement(name: str, hits: int, n: int, estimator: str, higher_is_better: bool) -> Measurement:
-    low, high = wilson_interval(hits, n)
-    return Measurement(
-        name=name,
-        family="churn",
-        value=hits / n,
-        ci_low=low,
-        ci_high=high,
-        n=n,
-        higher_is_better=higher_is_better,
-        estimator=estimator,
-        details={"interval": "wilson", "count": hits},
+    return Measurement.proportion(
+        name, "churn", hits, n, higher_is_better=higher_is_better, estimator=estimator, count_key="count"
     )
 
 

@@ -14,8 +14,11 @@ check never stops a run and never hides.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Self
+
+from assay.stats import wilson_interval
 
 Status = Literal["ok", "skipped", "error"]
 
@@ -53,6 +56,46 @@ class Measurement(_Record):
     estimator: str = ""
     status: Status = "ok"
     details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def proportion(
+        cls,
+        name: str,
+        family: str,
+        k: int,
+        n: int,
+        *,
+        higher_is_better: bool | None,
+        estimator: str,
+        details: Mapping[str, Any] | None = None,
+        count_key: str = "successes",
+    ) -> Measurement:
+        """``k`` of ``n`` as a share with its 95% Wilson score interval (:func:`assay.stats.wilson_interval`).
+
+        The bounds are pinned to hold the estimate: exactly 0 at ``k = 0`` and 1 at ``k = n``, where
+        rounding would otherwise leave a residue such as 1e-18 beside them. ``details`` gains
+        ``interval: "wilson"`` and ``k`` under ``count_key`` ("successes"; the data audit's findings and
+        churn say "count", as their readers expect). ``n`` must be positive: a caller with no examples
+        reports a skipped measurement instead.
+
+        >>> m = Measurement.proportion("accuracy", "quality", 0, 20, higher_is_better=True, estimator="share")
+        >>> (m.value, m.ci_low, round(m.ci_high, 4), m.details)
+        (0.0, 0.0, 0.1611, {'interval': 'wilson', 'successes': 0})
+        """
+        k, n = int(k), int(n)
+        low, high = wilson_interval(k, n)
+        value = k / n
+        return cls(
+            name=name,
+            family=family,
+            value=value,
+            ci_low=min(low, value),
+            ci_high=max(high, value),
+            n=n,
+            higher_is_better=higher_is_better,
+            estimator=estimator,
+            details={"interval": "wilson", count_key: k, **(details or {})},
+        )
 
     @classmethod
     def skipped(cls, name: str, family: str, reason: str) -> Measurement:

@@ -14,6 +14,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from assay import stats
 from assay.errors import UsageError
+from assay.measurement import Measurement
 from assay.stats import (
     benjamini_hochberg,
     bootstrap_ci,
@@ -41,6 +42,31 @@ def test_wilson_matches_statsmodels(k: int, n: int, confidence: float) -> None:
 def test_wilson_bounds_are_exact_at_zero_and_n(n: int) -> None:
     """0 and 1 exactly, not a rounding residue like 3.5e-18 (a count of 0 reads as 'at least a trace')."""
     assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("k", "n"), [(0, 1), (0, 40), (40, 40), (1, 3), (37, 50), (9_999, 10_000), (0, 54_321)]
+)
+def test_a_proportion_measurement_is_the_share_with_statsmodels_wilson_interval(k: int, n: int) -> None:
+    m = Measurement.proportion(
+        "accuracy[x]", "quality", k, n, higher_is_better=True, estimator="share", details={"by": "test"}
+    )
+    low, high = proportion_confint(k, n, alpha=0.05, method="wilson")
+    assert (m.value, m.n, m.name, m.family, m.higher_is_better) == (k / n, n, "accuracy[x]", "quality", True)
+    assert (m.ci_low, m.ci_high) == pytest.approx((low, high), abs=1e-12)
+    assert m.details == {"interval": "wilson", "successes": k, "by": "test"}
+    # The interval holds the estimate, and is pinned at the ends: 0 and 1 exactly, not 1e-18 beside them.
+    assert m.ci_low is not None and m.ci_high is not None and m.ci_low <= m.value <= m.ci_high
+    assert (m.ci_low == 0.0) == (k == 0) and (m.ci_high == 1.0) == (k == n)
+
+
+def test_a_proportion_names_its_count_as_asked_and_refuses_no_examples() -> None:
+    m = Measurement.proportion(
+        "churn", "churn", 3, 9, higher_is_better=False, estimator="s", count_key="count"
+    )
+    assert m.details == {"interval": "wilson", "count": 3} and m.higher_is_better is False
+    with pytest.raises(UsageError, match="'n' must be a positive count"):
+        Measurement.proportion("churn", "churn", 0, 0, higher_is_better=False, estimator="s")
 
 
 @pytest.mark.parametrize(

@@ -116,19 +116,15 @@ def _recall_measurements(outputs: Outputs, class_names: Sequence[str]) -> list[M
         if support[k] == 0:
             out.append(Measurement.skipped(key, "quality", f"no examples of class '{name}' in this split"))
             continue
-        hits = round(float(recall[k] * support[k]))
-        low, high = wilson_interval(hits, int(support[k]))
         out.append(
-            Measurement(
-                name=key,
-                family="quality",
-                value=float(recall[k]),
-                ci_low=low,
-                ci_high=high,
-                n=int(support[k]),
+            Measurement.proportion(
+                key,
+                "quality",
+                round(float(recall[k] * support[k])),
+                int(support[k]),
                 higher_is_better=True,
                 estimator=f"share of class-'{name}' examples predicted as that class",
-                details={"interval": "wilson", "successes": hits, "class_index": k},
+                details={"class_index": k},
             )
         )
     return out

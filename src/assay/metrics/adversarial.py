@@ -37,7 +37,6 @@ from torch import nn
 from assay.catalogue import DEFAULT_EPS, NORMS, Norm, adversarial_accuracy
 from assay.errors import UsageError
 from assay.measurement import Measurement
-from assay.stats import wilson_interval
 
 FAMILY = "adversarial"
 _TINY = 1e-12
@@ -258,19 +257,10 @@ def predict_labels(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> 
 def _accuracy_measurement(
     name: str, correct: np.ndarray, estimator: str, details: dict[str, Any]
 ) -> Measurement:
-    n, hits = int(correct.size), int(correct.sum())
-    low, high = wilson_interval(hits, n)
-    return Measurement(
-        name=name,
-        family=FAMILY,
-        value=hits / n,
-        ci_low=low,
-        ci_high=high,
-        n=n,
-        higher_is_better=True,
-        estimator=estimator,
-        details={"interval": "wilson", "successes": hits, **details},
-    )
+    return Measurement.proportion(
+        name, FAMILY, int(correct.sum()), int(correct.size), higher_is_better=True, estimator=estimator,
+        details=details,
+    )  # fmt: skip
 
 
 def curve_per_example(curve: RobustCurve) -> dict[str, np.ndarray]:

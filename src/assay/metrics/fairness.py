@@ -159,24 +159,16 @@ def fairness_measurements(
                     Measurement.skipped(key, FAMILY, f"group '{name}' has no examples this rate is over")
                 )
                 continue
-            low, high = wilson_interval(k, n)
             rates[str(name)] = k / n
             out.append(
-                Measurement(
-                    name=key,
-                    family=FAMILY,
-                    value=k / n,
-                    ci_low=low,
-                    ci_high=high,
-                    n=n,
+                Measurement.proportion(
+                    key,
+                    FAMILY,
+                    k,
+                    n,
                     higher_is_better=higher if metric != "selection_rate" else None,
                     estimator=_ESTIMATORS[metric],
-                    details={
-                        "interval": "wilson",
-                        "successes": k,
-                        "attribute": attribute,
-                        "group": str(name),
-                    },
+                    details={"attribute": attribute, "group": str(name)},
                 )
             )
         if len(rates) < 2:

@@ -51,7 +51,7 @@ from assay import catalogue
 from assay.catalogue import SEVERITIES, corruption_accuracy, corruption_mca
 from assay.errors import UsageError
 from assay.measurement import Measurement
-from assay.stats import bootstrap_ci, wilson_interval
+from assay.stats import bootstrap_ci
 
 FAMILY = "robustness"
 CorruptFn = Callable[[np.ndarray, float, np.random.Generator], np.ndarray]
@@ -375,19 +375,15 @@ def corruption_measurements(
     for name in result.corrupted:
         c = CORRUPTIONS[name]
         for s in SEVERITIES:
-            hits = int(values[corruption_accuracy(name, s)].sum())
-            low, high = wilson_interval(hits, n)
             out.append(
-                Measurement(
-                    name=corruption_accuracy(name, s),
-                    family=FAMILY,
-                    value=hits / n,
-                    ci_low=low,
-                    ci_high=high,
-                    n=n,
+                Measurement.proportion(
+                    corruption_accuracy(name, s),
+                    FAMILY,
+                    int(values[corruption_accuracy(name, s)].sum()),
+                    n,
                     higher_is_better=True,
                     estimator=f"accuracy under {name}, severity {s} ({c.parameter} {c.levels[s - 1]:g})",
-                    details={"interval": "wilson", "successes": hits, "corruption": name, "severity": s},
+                    details={"corruption": name, "severity": s},
                 )
             )
         out.append(

@@ -19,7 +19,6 @@ from typing import Any
 
 from assay.format import format_interval, format_value
 from assay.measurement import Measurement
-from assay.stats import wilson_interval
 
 FAMILY = "data"
 MAX_EXAMPLES = 12  # example ids or pairs kept in a finding's details
@@ -39,26 +38,15 @@ def rate_finding(
     """``count`` of ``n`` examples flagged: the rate with its Wilson interval and up to 12 examples."""
     if n <= 0:
         return Measurement.skipped(name, FAMILY, "no examples to check")
-    low, high = wilson_interval(int(count), int(n))
-    # At 0 or n successes the Wilson bound equals the estimate up to rounding (a 1e-18 above 0): pin it.
-    low, high = min(low, count / n), max(high, count / n)
-    return Measurement(
-        name=name,
-        family=FAMILY,
-        value=count / n,
-        ci_low=low,
-        ci_high=high,
-        n=int(n),
-        unit=None,
+    return Measurement.proportion(
+        name,
+        FAMILY,
+        count,
+        n,
         higher_is_better=higher_is_better,
         estimator=estimator,
-        details={
-            "check": check,
-            "count": int(count),
-            "interval": "wilson",
-            "examples": list(examples)[:MAX_EXAMPLES],
-            **details,
-        },
+        details={"check": check, "examples": list(examples)[:MAX_EXAMPLES], **details},
+        count_key="count",
     )
 
 

@@ -15,7 +15,6 @@ from assay.data.audit.registry import CHECKS, AuditContext
 from assay.errors import UsageError
 from assay.measurement import Measurement
 from assay.outputs import Outputs
-from assay.stats import wilson_interval
 
 logger = logging.getLogger(__name__)
 
@@ -89,24 +88,15 @@ def clean_scores(outputs: Outputs, flagged_ids: Sequence[str], tag: str) -> list
         if n == 0:
             out.append(Measurement.skipped(name, "quality", f"every example is flagged by {tag}"))
             continue
-        correct = int(outputs.correct[mask].sum())
-        low, high = wilson_interval(correct, n)
         out.append(
-            Measurement(
-                name=name,
-                family="quality",
-                value=correct / n,
-                ci_low=low,
-                ci_high=high,
-                n=n,
+            Measurement.proportion(
+                name,
+                "quality",
+                int(outputs.correct[mask].sum()),
+                n,
                 higher_is_better=True,
                 estimator="share of examples whose top-1 prediction is the label",
-                details={
-                    "interval": "wilson",
-                    "successes": correct,
-                    "excluded": int(flagged.sum()),
-                    "by": tag,
-                },
+                details={"excluded": int(flagged.sum()), "by": tag},
             )
         )
     return out
