@@ -55,6 +55,9 @@ LabelColumnOpt = Annotated[
     str | None,
     typer.Option("--target", help="Label column of a --data table (default: the model's own)."),
 ]
+TextColumnOpt = Annotated[
+    str | None, typer.Option("--text", help="The text column of a CSV, Parquet or JSONL file (text models).")
+]
 ForceDataOpt = Annotated[
     bool,
     typer.Option(
@@ -328,6 +331,7 @@ def eval_cmd(
         str | None, typer.Option(help="Evaluate on this data instead of the version's own.")
     ] = None,
     label_column: LabelColumnOpt = None,
+    text_column: TextColumnOpt = None,
     force_data: ForceDataOpt = False,
     save_predictions: Annotated[
         Path | None,
@@ -349,7 +353,7 @@ def eval_cmd(
     evaluated = evaluate_target(
         _workspace(home),
         target,
-        data_spec=_data_spec(data, None, label_column),
+        data_spec=_data_spec(data, None, label_column, text_column),
         split=split,
         efficiency=efficiency,
         n_boot=n_boot,
@@ -390,6 +394,7 @@ def gate(
         str | None, typer.Option(help="Compare on this data instead of the candidate's own.")
     ] = None,
     label_column: LabelColumnOpt = None,
+    text_column: TextColumnOpt = None,
     force_data: ForceDataOpt = False,
     efficiency: Annotated[bool, typer.Option(help="Measure and compare latency (model refs only).")] = True,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the report.")] = None,
@@ -406,7 +411,7 @@ def gate(
         baseline,
         candidate,
         policy,
-        data_spec=_data_spec(data, None, label_column),
+        data_spec=_data_spec(data, None, label_column, text_column),
         efficiency=efficiency,
         out_dir=out_dir,
         progress=not json_out,
@@ -483,9 +488,7 @@ def models_import(
         str | None, typer.Option(help="The adapter (torch, export, onnx, hf) where the source does not tell.")
     ] = None,
     label_column: LabelColumnOpt = None,
-    text_column: Annotated[
-        str | None, typer.Option("--text", help="The text column of a CSV, Parquet or JSONL file.")
-    ] = None,
+    text_column: TextColumnOpt = None,
     limit: Annotated[int | None, typer.Option(help="Use a stratified subsample of each split.")] = None,
     description: str = "",
     licence: str | None = None,

@@ -78,6 +78,11 @@ def train_version(
     """Train, then register the version with its lineage; ``audit`` (the data audit's leakage record and
     any waiver of it) goes into the lineage, so a waived policy stays visible on the version."""
     check_model_name(name)  # before minutes of training, not after
+    if data.kind == "text":
+        raise UsageError(
+            f"{data.name} holds texts; assay's zoo trains image and table models. Bring a text model "
+            "through `assay models import` (a Hugging Face folder, e.g. examples/minilm_head.py's)."
+        )
     spec = default_spec(arch, data.input_shape, data.n_classes, spec_overrides)
     seed_everything(config.seed)  # before building: the initial weights come from the same seed
     result = train(build_model(spec), data, config, progress=progress)
@@ -155,11 +160,13 @@ def fit_version(version: VersionInfo, data: Dataset, *, force: bool = False) -> 
 
 def data_spec_for(version: VersionInfo, override: DataSpec | None = None) -> DataSpec:
     """The data ``override`` names, else the version's own training data (from its lineage). A table named
-    without its label column takes the version's own: the column it was trained to predict."""
+    without its label (or text) column takes the version's own: the column it was trained on."""
     own = DataSpec.model_validate(version.lineage["recipe"]["data"])
     spec = override or own
-    if spec.kind in ("csv", "parquet") and spec.target is None and own.target is not None:
-        spec = spec.model_copy(update={"target": own.target})
+    if spec.kind in ("csv", "parquet", "jsonl"):  # the columns it was made with, where not named again
+        own_columns = {"target": own.target, "text": own.text}
+        missing = {k: v for k, v in own_columns.items() if getattr(spec, k) is None and v is not None}
+        spec = spec.model_copy(update=missing) if missing else spec
     return spec
 
 
