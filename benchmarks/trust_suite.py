@@ -25,7 +25,8 @@ from assay.data import DataSpec, load_dataset
 from assay.env import cpu_info
 from assay.release import Workspace, data_for, model_of, train_version
 from assay.train import TrainConfig
-from assay.trust import TrustConfig, cached_outputs, trust_version
+from assay.trust import TrustConfig, cached_outputs
+from assay.trust_runs import trust_version
 
 HEADLINES = (
     "corruption_mca",

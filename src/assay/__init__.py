@@ -31,6 +31,7 @@ def __getattr__(name: str) -> object:
         return getattr(api, name)
     raise AttributeError(f"module 'assay' has no attribute {name!r}")
 
+
 __all__ = [
     "AssayError",
     "Comparison",

@@ -48,12 +48,7 @@ from assay.outputs import Outputs, from_arrays
 from assay.plugins import Registry
 
 if TYPE_CHECKING:
-    from assay.data import DataSpec
-    from assay.evaluate import Assessment
-    from assay.gate import Policy
-    from assay.store.records import VersionInfo
-    from assay.trust_runs import TrustRun
-    from assay.workspace import Workspace
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -500,42 +495,3 @@ def gate_config(metrics: Iterable[str], *, n_boot: int, seed: int) -> TrustConfi
     )
     square = bool(named & catalogue.attack_names([catalogue.SQUARE], "linf", eps["linf"])) or None
     return replace(config, norms=norms, square=square)
-
-
-# --- the workspace entry points' old home, until release.py and cli_trust.py call assay.trust_runs
-# (the only imports of the release layer left here; delete this section with them) ------------------
-
-
-def gate_trust(
-    ws: Workspace, version: VersionInfo, assessment: Assessment, data: Dataset, policy: Policy
-) -> Assessment:
-    """``assessment`` plus the trust checks :func:`gate_config` picks for ``policy``, run on ``version``
-    through the outputs cache. Unchanged when no rule names a trust metric."""
-    config = gate_config([r.metric for r in policy.rules], n_boot=policy.n_bootstrap, seed=policy.seed)
-    if config is None:
-        return assessment
-    from assay.release import model_of
-
-    model = model_of(ws, version)
-    outputs_of = cached_outputs(model, ws.cache_dir, version.artifact_digest)
-    return assessment.with_trust(run_trust(model, data, config=config, outputs_of=outputs_of))
-
-
-def trust_version(
-    ws: Workspace,
-    target: str,
-    *,
-    data_spec: DataSpec | None = None,
-    split: str = "test",
-    config: TrustConfig | None = None,
-    out_dir: Path | None = None,
-    against_parent: bool = True,
-    progress: bool = False,
-) -> TrustRun:
-    """:func:`assay.trust_runs.trust_version`, where it moved."""
-    from assay.trust_runs import trust_version as moved
-
-    return moved(
-        ws, target, data_spec=data_spec, split=split, config=config, out_dir=out_dir,
-        against_parent=against_parent, progress=progress,
-    )  # fmt: skip
