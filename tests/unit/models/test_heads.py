@@ -22,6 +22,7 @@ pytest.importorskip("transformers")
 
 from transformers import BertModel
 
+from assay.data import Dataset, Split
 from assay.errors import DataError, UsageError
 from assay.models import heads
 from assay.models.adapters import hf
@@ -217,4 +218,38 @@ def test_a_failed_write_leaves_the_old_folder(
     with pytest.raises(OSError, match="disk full"):
         encoder.write(tmp_path / "head", head, {"C": 2.0})
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
+
+
+def tiny_text_data() -> Dataset:
+    def split(prefix: str, n: int, seed: int) -> Split:
+        x, y = tiny_texts(n, seed)
+        return Split(x=x, y=y, ids=np.array([f"{prefix}-{i}" for i in range(n)]))
+
+    return Dataset(
+        name="tiny-texts",
+        kind="text",
+        train=split("train", 160, 0),
+        val=split("val", 40, 1),
+        test=split("test", 80, 2),
+        class_names=["negative", "positive"],
+        source="tests",
+        input_range=None,
+    )
+
+
+def test_a_full_head_and_a_weaker_one_are_written_for_the_door(encoder_dir: Path, tmp_path: Path) -> None:
+    data = tiny_text_data()
+    full = heads.frozen_encoder_classifier(encoder_dir, data, tmp_path / "full", C=10.0)
+    weak = heads.frozen_encoder_classifier(encoder_dir, data, tmp_path / "weak", C=10.0, n_train=6, seed=1)
+    accuracy = {}
+    for folder in (full, weak):
+        loaded = stage_and_load(folder, tmp_path / folder.name)
+        logits, _ = loaded.predictor.logits_and_features(data.test.x)
+        accuracy[folder.name] = float((logits.argmax(1) == data.test.y).mean())
+    about = {f.name: json.loads((f / heads.PROVENANCE).read_text()) for f in (full, weak)}
+    assert about["full"]["n_train"] == 160 and about["weak"]["n_train"] == 6
+    assert about["full"]["fingerprint"] == data.fingerprint() and about["full"]["converged"]
+    assert accuracy["full"] > 0.7 and accuracy["full"] > accuracy["weak"]  # what a gate would see
+    assert (full / "model.safetensors").read_bytes() != (weak / "model.safetensors").read_bytes()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
