@@ -75,12 +75,21 @@ def load_zoo(directory: Path, manifest: dict[str, Any]) -> LoadedModel:
 
 
 class OnnxPredictor:
-    """An ONNX graph with outputs ``logits`` and ``features``, run by ONNX Runtime on the CPU.
+    """An ONNX graph run by ONNX Runtime on the CPU: its one input in, the outputs named ``logits`` and
+    (where there is one; None for none) ``features`` out. assay's own exports name them so; the onnx
+    adapter passes the names an imported graph uses.
 
     Intra-op threads follow torch's thread count, so a runtime comparison is at equal threads.
     """
 
-    def __init__(self, path: Path, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        threads: int | None = None,
+        *,
+        logits: str = "logits",
+        features: str | None = "features",
+    ) -> None:
         ort = import_onnxruntime()
         if not path.is_file():
             raise DataError(f"{path}: the ONNX model file is missing.")
@@ -94,11 +103,12 @@ class OnnxPredictor:
         except Exception as e:  # ORT raises its own unrelated types for invalid graphs
             raise DataError(f"{path}: ONNX Runtime cannot load this model ({e}).") from None
         self.input = self.session.get_inputs()[0].name
+        self.outputs = [logits] if features is None else [logits, features]
         self.name = f"onnxruntime-{path.stem}"
 
     def logits_and_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        logits, features = self.session.run(["logits", "features"], {self.input: np.ascontiguousarray(x)})
-        return np.asarray(logits), np.asarray(features)
+        outputs = self.session.run(self.outputs, {self.input: np.ascontiguousarray(x)})
+        return np.asarray(outputs[0]), np.asarray(outputs[1]) if len(outputs) > 1 else None
 
 
 def import_onnxruntime() -> Any:
