@@ -126,7 +126,7 @@ def test_install_hints_reach_the_console_intact(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_derived_text_is_not_markup_and_is_not_cut() -> None:
-    from assay.cli_compress import _skipped_lines, _variants_table
+    from assay.cli.compress import _skipped_lines, _variants_table
 
     key = "ort_static_int8-fp32[/features/features.0/Conv]"  # a layer fallback's key
     hint = "This feature needs the package 'onnxruntime'. Install it with: pip install 'assay[compress]'"

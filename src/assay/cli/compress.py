@@ -18,7 +18,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from assay.cli import HomeOpt, JsonOpt, _workspace, emit_json, err, friendly, out, print_paths
+from assay.cli.common import HomeOpt, JsonOpt, emit_json, err, friendly, out, print_paths, workspace
 from assay.errors import UsageError
 
 variants_app = typer.Typer(no_args_is_help=True, help="Compressed variants of a model and their verdicts.")
@@ -55,7 +55,7 @@ def compress_cmd(
     from assay.compress import compress as run_search
     from assay.gate import Policy
 
-    ws = _workspace(home)
+    ws = workspace(home)
     policy = Policy.from_toml(policy_file) if policy_file else Policy.default()
     plan = default_plan(ws.store.resolve(model).spec)
     if only:
@@ -143,7 +143,7 @@ def variants_list(
     from assay.compress import list_variants
     from assay.format import format_value
 
-    rows = list_variants(_workspace(home), model)
+    rows = list_variants(workspace(home), model)
     if json_out:
         emit_json(rows)
         return

@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from assay.cli import JsonOpt, emit_json, err, friendly, out, print_paths
+from assay.cli.common import JsonOpt, emit_json, err, friendly, out, print_paths
 from assay.errors import DataError, UsageError
 
 data_app = typer.Typer(

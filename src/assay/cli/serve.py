@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from assay.cli import HomeOpt, JsonOpt, _workspace, emit_json, err, friendly, out
+from assay.cli.common import HomeOpt, JsonOpt, emit_json, err, friendly, out, workspace
 from assay.errors import MissingExtraError, UsageError
 
 incidents_app = typer.Typer(no_args_is_help=True, help="Incidents raised by the serving monitor.")
@@ -111,7 +111,7 @@ def serve_cmd(
         shadow_rate=shadow_rate,
         feedback_examples=feedback_examples,
     )
-    service = Service(_workspace(home), name, alias, config)
+    service = Service(workspace(home), name, alias, config)
     err.print(f"loading {name}@{alias}: model, release reference, monitor calibration, warm-up")
     service.load()  # here, so a missing alias, bad reference or window is one line and exit 2
     err.print(f"monitoring: {escape(service.served.monitoring)}")
@@ -165,7 +165,7 @@ def incidents_list(
     """Incidents, oldest first."""
     from assay.serve.guard import incident_json
 
-    found = [incident_json(i) for i in _workspace(home).store.list_incidents(model, alias)]
+    found = [incident_json(i) for i in workspace(home).store.list_incidents(model, alias)]
     if open_only:
         found = [i for i in found if i["acked_at"] is None]
     if json_out:
@@ -184,7 +184,7 @@ def incidents_show(
     """One incident with every alarmed window."""
     from assay.serve.guard import incident_json
 
-    found = incident_json(_workspace(home).store.get_incident(incident_id))
+    found = incident_json(workspace(home).store.get_incident(incident_id))
     if json_out:
         emit_json(found)
         return
@@ -210,7 +210,7 @@ def incidents_ack(
     """Acknowledge an incident (it stays on record; acknowledging twice keeps the first)."""
     from assay.serve.guard import incident_json
 
-    found = incident_json(_workspace(home).store.acknowledge_incident(incident_id, by=by, note=note))
+    found = incident_json(workspace(home).store.acknowledge_incident(incident_id, by=by, note=note))
     if json_out:
         emit_json(found)
         return

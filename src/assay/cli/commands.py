@@ -1,27 +1,34 @@
-"""The ``assay`` command. Each command parses its arguments and calls one public function.
-
-Exit codes: 0 success or gate passed, 1 gate failed or release refused (promoting a version whose gate
-failed, rolling back with nothing to go back to), 2 bad usage, configuration or data, 130 interrupted.
-User errors print one line, never a traceback. ``--json`` prints the result document on stdout alone.
-"""
+"""The core commands: demo, run, train, eval, gate, report, policy, and the registry (models ...)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from assay.errors import AssayError, RefusedError, UsageError
+from assay.cli.common import (
+    ForceDataOpt,
+    HomeOpt,
+    JsonOpt,
+    LabelColumnOpt,
+    TextColumnOpt,
+    data_spec,
+    emit_json,
+    err,
+    friendly,
+    measurement_table,
+    out,
+    print_paths,
+    verdict_table,
+    workspace,
+)
+from assay.errors import UsageError
 
 app = typer.Typer(
     add_completion=False,
@@ -33,135 +40,6 @@ models_app = typer.Typer(
     no_args_is_help=True, help="The registry: versions, aliases, promotion and rollback."
 )
 app.add_typer(models_app, name="models")
-
-
-def _console(stderr: bool = False) -> Console:
-    """Rich's 80-column fallback squeezes the result tables in CI logs and pipes: use 120 there."""
-    stream = sys.stderr if stderr else sys.stdout
-    wide = None if stream.isatty() or "COLUMNS" in os.environ else 120
-    return Console(stderr=stderr, width=wide)
-
-
-out = _console()  # results
-err = _console(stderr=True)  # progress, notes, errors
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-HomeOpt = Annotated[
-    Path | None, typer.Option("--home", help="Store folder (default $ASSAY_HOME or ./.assay).")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-LabelColumnOpt = Annotated[
-    str | None,
-    typer.Option("--target", help="Label column of a --data table (default: the model's own)."),
-]
-TextColumnOpt = Annotated[
-    str | None, typer.Option("--text", help="The text column of a CSV, Parquet or JSONL file (text models).")
-]
-ForceDataOpt = Annotated[
-    bool,
-    typer.Option(
-        "--force-data",
-        help="Run even on data that does not fit a model's input contract (recorded in the report).",
-    ),
-]
-
-
-def friendly(fn: F) -> F:
-    """Turn assay's own errors into one line and exit 2; Ctrl-C into exit 130."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except RefusedError as e:  # the rules said no (a failed gate): the same answer as a failed gate
-            err.print(f"[bold red]refused:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-        except AssayError as e:
-            # Messages quote user input and lists ("['n_classes']"): escaped, never read as markup.
-            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err.print("interrupted: nothing was half-written (artifacts and runs are written atomically).")
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def print_paths(**paths: Any) -> None:
-    """``Report: PATH`` lines, unwrapped whatever the width, so a path is copied whole."""
-    for label, path in paths.items():
-        out.print(f"{label.capitalize()}: [bold]{escape(str(path))}[/]", soft_wrap=True, highlight=False)
-
-
-def emit_json(obj: Any) -> None:
-    """Results (dicts, lists, or the store's frozen records) as JSON on stdout."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        obj = dataclasses.asdict(obj)
-    elif isinstance(obj, list):
-        obj = [
-            dataclasses.asdict(o) if dataclasses.is_dataclass(o) and not isinstance(o, type) else o
-            for o in obj
-        ]
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
-
-
-def _workspace(home: Path | None) -> Any:
-    from assay.workspace import Workspace
-
-    return Workspace.open(home)
-
-
-def _data_spec(data: str | None, limit: int | None, target: str | None, text: str | None = None) -> Any:
-    from assay.data import parse_data_arg
-
-    if data is None:
-        for flag, column in (("--target", target), ("--text", text)):
-            if column is not None:
-                raise UsageError(f"{flag} {column} names a column of --data, which is not given.")
-        return None
-    return parse_data_arg(data, limit=limit, target=target, **({"text": text} if text else {}))
-
-
-def _measurement_table(measurements: list[dict[str, Any]], title: str) -> Table:
-    from assay.format import format_interval, outside_interval_note
-
-    table = Table(title=title, show_lines=False)
-    for column in ("metric", "value [95% CI]", "n", "estimator"):
-        table.add_column(column)
-    for m in measurements:
-        if m["status"] != "ok":
-            reason = m["details"].get("reason") or m["details"].get("message")
-            table.add_row(m["name"], f"[dim]{m['status']}: {escape(str(reason))}[/]", "", "")
-            continue
-        # As in the report: an estimate outside its own interval, and flagged timings, say so beside it.
-        notes = [outside_interval_note(m["value"], m["ci_low"], m["ci_high"], m["details"])]
-        notes += [f"flagged: {flag}" for flag in m["details"].get("flags", [])]
-        value = format_interval(m) + "".join(f"\n[yellow]{escape(n)}[/]" for n in notes if n)
-        table.add_row(m["name"], value, str(m["n"] or ""), escape(m["estimator"]))
-    return table
-
-
-def _verdict_table(verdict: dict[str, Any]) -> Table:
-    table = Table(title=f"gate: policy '{verdict['policy'].get('name', '')}'")
-    for column in ("rule", "result", "detail"):
-        table.add_column(column)
-    for r in verdict["rules"]:
-        table.add_row(f"{r['metric']} {r['kind']}", rule_mark(r), escape(r["message"]))
-    return table
-
-
-_BADGE_STYLE = {"pass": "green", "fail": "bold red", "skipped": "yellow", "info": "cyan"}
-
-
-def rule_mark(rule: dict[str, Any]) -> str:
-    """The rule's badge (:func:`assay.format.rule_badge`, the report's wording) in the badge's colour:
-    informational rules in their own, never a gated rule's red FAIL."""
-    from assay.format import rule_badge
-
-    text, kind = rule_badge(rule)
-    flagged = " [yellow](flagged timings)[/]" if rule.get("flags") else ""
-    return f"[{_BADGE_STYLE[kind]}]{escape(text)}[/]{flagged}"
 
 
 def _print_version(value: bool) -> None:
@@ -194,7 +72,7 @@ def demo(
     """Run the whole loop on Fashion-MNIST: train a baseline, promote it, train a candidate, gate it."""
     from assay.demo import run_demo
 
-    result = run_demo(_workspace(home), limit=limit, progress=not json_out, console=err)
+    result = run_demo(workspace(home), limit=limit, progress=not json_out, console=err)
     if json_out:
         emit_json(result)
         return
@@ -232,7 +110,7 @@ def run(
     """Train, register, evaluate or gate, and promote, as a pipeline file says."""
     from assay.pipeline import load_pipeline, run_pipeline
 
-    result = run_pipeline(_workspace(home), load_pipeline(pipeline_file), progress=not json_out)
+    result = run_pipeline(workspace(home), load_pipeline(pipeline_file), progress=not json_out)
     summary = {
         "version": result.version.ref,
         "gate_status": result.version.gate_status,
@@ -294,13 +172,13 @@ def train_cmd(
         raise UsageError(validation_message("Bad training option", e)) from None
     if not isinstance(overrides, dict):
         raise UsageError(f"--spec must be a JSON object, got {spec!r}.")
-    data_spec = _data_spec(data, limit, target)
-    dataset = load_dataset(data_spec)
+    spec_of_data = data_spec(data, limit, target)
+    dataset = load_dataset(spec_of_data)
     version, result = train_version(
-        _workspace(home),
+        workspace(home),
         name,
         dataset,
-        data_spec,
+        spec_of_data,
         arch=arch,
         config=config,
         spec_overrides=overrides,
@@ -351,9 +229,9 @@ def eval_cmd(
     from assay.release import evaluate_target
 
     evaluated = evaluate_target(
-        _workspace(home),
+        workspace(home),
         target,
-        data_spec=_data_spec(data, None, label_column, text_column),
+        data_spec=data_spec(data, None, label_column, text_column),
         split=split,
         efficiency=efficiency,
         n_boot=n_boot,
@@ -367,7 +245,7 @@ def eval_cmd(
     if json_out:
         emit_json({**evaluated.document, "report": str(evaluated.html), "run_id": evaluated.run_id})
         return
-    out.print(_measurement_table(evaluated.document["measurements"], evaluated.document["title"]))
+    out.print(measurement_table(evaluated.document["measurements"], evaluated.document["title"]))
     if save_predictions is not None:
         print_paths(predictions=save_predictions)
     print_paths(report=evaluated.html)
@@ -407,11 +285,11 @@ def gate(
 
     policy = Policy.from_toml(policy_file) if policy_file else Policy.default()
     evaluated = gate_targets(
-        _workspace(home),
+        workspace(home),
         baseline,
         candidate,
         policy,
-        data_spec=_data_spec(data, None, label_column, text_column),
+        data_spec=data_spec(data, None, label_column, text_column),
         efficiency=efficiency,
         out_dir=out_dir,
         progress=not json_out,
@@ -422,7 +300,7 @@ def gate(
     if json_out:
         emit_json({**evaluated.document, "report": str(evaluated.html), "run_id": evaluated.run_id})
     else:
-        out.print(_verdict_table(evaluated.document["verdict"]))
+        out.print(verdict_table(evaluated.document["verdict"]))
         style = "bold green" if evaluated.verdict.passed else "bold red"
         out.print(f"[{style}]{evaluated.document['summary']['headline']}[/]")
         print_paths(report=evaluated.html)
@@ -444,7 +322,7 @@ def report(
     """Render the HTML report of a stored run or of a report JSON document."""
     from assay.report import write_report
 
-    ws = _workspace(home)
+    ws = workspace(home)
     if source.isdigit():
         document = ws.store.get_run(int(source)).document
         stem = f"run-{source}"
@@ -502,10 +380,10 @@ def models_import(
     from assay.model_import import import_model
 
     imported = import_model(
-        _workspace(home),
+        workspace(home),
         name,
         source,
-        data=_data_spec(data, limit, label_column, text_column),
+        data=data_spec(data, limit, label_column, text_column),
         weights=weights,
         adapter=adapter,
         description=description,
@@ -530,7 +408,7 @@ def models_import(
 @friendly
 def models_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     """Every model with its latest version and aliases."""
-    models = _workspace(home).store.list_models()
+    models = workspace(home).store.list_models()
     if json_out:
         emit_json(models)
         return
@@ -551,7 +429,7 @@ def models_show(
     json_out: JsonOpt = False,
 ) -> None:
     """Versions of a model with lineage, gate status and alias history."""
-    store = _workspace(home).store
+    store = workspace(home).store
     name = ref.split("@", 1)[0]
     versions = store.list_versions(name)
     history = store.alias_history(name)
@@ -618,7 +496,7 @@ def models_promote(
     json_out: JsonOpt = False,
 ) -> None:
     """Point an alias at a version. Refused unless its gate passed (or the alias is new), or --force."""
-    change = _workspace(home).store.promote(ref, alias, force=force, reason=reason, actor="cli")
+    change = workspace(home).store.promote(ref, alias, force=force, reason=reason, actor="cli")
     if json_out:
         emit_json(change)
     else:
@@ -635,7 +513,7 @@ def models_rollback(
     json_out: JsonOpt = False,
 ) -> None:
     """Move an alias back to the version it pointed at before."""
-    change = _workspace(home).store.rollback(name, alias, reason=reason, actor="cli")
+    change = workspace(home).store.rollback(name, alias, reason=reason, actor="cli")
     if json_out:
         emit_json(change)
     else:
@@ -659,23 +537,3 @@ def policy_cmd(
         emit_json(policy.to_dict())
     else:
         out.print(f"{check}: valid, {len(policy.rules)} rule(s).")
-
-
-from assay.cli_data import data_app  # noqa: E402  (it imports the helpers above)
-
-app.add_typer(data_app, name="data")
-from assay.cli_trust import trust_cmd  # noqa: E402  (it imports the helpers above)
-
-app.command("trust")(trust_cmd)
-from assay.cli_serve import incidents_app, serve_cmd  # noqa: E402  (it imports the helpers above)
-
-app.command("serve")(serve_cmd)
-app.add_typer(incidents_app, name="incidents")
-from assay.cli_compress import compress_cmd, variants_app  # noqa: E402  (it imports the helpers above)
-
-app.command("compress")(compress_cmd)
-app.add_typer(variants_app, name="variants")
-
-
-def main() -> None:
-    app()

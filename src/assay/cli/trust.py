@@ -13,17 +13,17 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from assay.cli import (
+from assay.cli.common import (
     HomeOpt,
     JsonOpt,
-    _data_spec,
-    _measurement_table,
-    _workspace,
+    data_spec,
     emit_json,
     err,
     friendly,
+    measurement_table,
     out,
     print_paths,
+    workspace,
 )
 from assay.errors import UsageError
 
@@ -86,9 +86,9 @@ def trust_cmd(
         seed=seed,
     )
     run = trust_version(
-        _workspace(home),
+        workspace(home),
         model,
-        data_spec=_data_spec(data, None, None),
+        data_spec=data_spec(data, None, None),
         split=split,
         config=config,
         out_dir=out_dir,
@@ -110,6 +110,6 @@ def trust_cmd(
     rows = [
         {**m, "name": escape(m["name"])} for m in run.document["measurements"] if m["name"] in trust_names
     ]
-    out.print(_measurement_table(rows, f"Trust suite: {run.document['title']}"))
+    out.print(measurement_table(rows, f"Trust suite: {run.document['title']}"))
     err.print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in run.result.seconds.items()), highlight=False)
     print_paths(report=run.html)
