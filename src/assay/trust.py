@@ -140,8 +140,9 @@ def _run_outputs(model: LoadedModel, x: np.ndarray, labels: np.ndarray, source: 
 
 
 def has_gradients(model: LoadedModel) -> bool:
-    """White-box attacks need the very function that is deployed to be differentiable in torch fp32."""
-    return model.torch_fp32
+    """White-box attacks need the very function that is deployed to be differentiable in torch fp32: a
+    zoo model as stored, or an imported one that exposes its network (torch modules, export programs)."""
+    return model.differentiable is not None
 
 
 @dataclass
@@ -225,8 +226,8 @@ def _adversarial(ctx: TrustContext) -> list[Measurement]:
     subset = {"subset": {"n": int(idx.size), "seed": cfg.seed, "of": ctx.split.n}}
     out: list[Measurement] = []
     if has_gradients(ctx.model):
-        assert ctx.model.module is not None
-        module = ctx.model.module.eval()
+        assert ctx.model.differentiable is not None
+        module = ctx.model.differentiable.eval()
         curves: dict[str, Any] = {}
         for norm, eps in _norms(cfg):
             curve = adversarial.robustness_curve(
