@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,12 +43,9 @@ from assay.errors import UsageError
 from assay.inference import infer
 from assay.measurement import Measurement
 from assay.metrics import adversarial, backdoor, fairness, ood, privacy, robustness
-from assay.models.backends import LoadedModel
+from assay.models.loaded import LoadedModel
 from assay.outputs import Outputs, from_arrays
 from assay.plugins import Registry
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger(__name__)
 

@@ -100,6 +100,39 @@ def _export(root: Path) -> Sample:
     return Sample(str(root / "net.pt2"), None, _rows())
 
 
+def _onnx(root: Path) -> Sample:
+    """A two-layer MLP written as an ONNX graph by hand (no exporter), batch dimension free."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    weights = {
+        "w1": rng.normal(size=(4, 8)).astype(np.float32),
+        "b1": np.zeros(8, np.float32),
+        "w2": rng.normal(size=(8, CLASSES)).astype(np.float32),
+        "b2": np.zeros(CLASSES, np.float32),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Add", ["h", "b1"], ["hb"]),
+        helper.make_node("Relu", ["hb"], ["features"]),
+        helper.make_node("MatMul", ["features", "w2"], ["z"]),
+        helper.make_node("Add", ["z", "b2"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", CLASSES]),
+            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 8]),
+        ],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), root / "mlp.onnx")
+    return Sample(str(root / "mlp.onnx"), None, _rows())
+
+
 def _hf(root: Path) -> Sample:
     from tests.unit.models.test_adapter_hf import TEXTS, tiny_classifier
 
@@ -108,7 +141,9 @@ def _hf(root: Path) -> Sample:
 
 
 # A small model of each adapter's kind (written under a fresh folder).
-SAMPLES: dict[str, Callable[[Path], Sample]] = {"zoo": _zoo, "torch": _torch, "export": _export, "hf": _hf}
+SAMPLES: dict[str, Callable[[Path], Sample]] = {
+    "zoo": _zoo, "torch": _torch, "export": _export, "onnx": _onnx, "hf": _hf,
+}  # fmt: skip
 
 
 def test_every_adapter_has_a_sample() -> None:
