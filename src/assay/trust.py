@@ -171,6 +171,14 @@ class TrustContext:
 
 def _robustness(ctx: TrustContext) -> list[Measurement]:
     cfg = ctx.config
+    if ctx.data.kind == "text":
+        return [
+            Measurement.skipped(
+                "corruption_accuracy",
+                "robustness",
+                "no corruptions are defined for texts yet (only for images and tables)",
+            )
+        ]
     idx = _subset(ctx.split.n, cfg.corruption_n, cfg.seed)
     x, y = ctx.split.x[idx], ctx.split.y[idx]
     names = list(cfg.corruptions) if cfg.corruptions else robustness.names_for(ctx.data.kind)

@@ -69,6 +69,13 @@ def test_a_hf_text_classifier_answers_in_assay_as_in_transformers(
     paired = next(c for c in json.loads(result.stdout)["verdict"]["comparisons"] if c["name"] == "accuracy")
     assert paired["n"] == test.n
 
+    # The trust suite runs the families that apply to a text model and says why the others are skipped.
+    trusted = ok_json("trust", "reviews@v1", "--n-boot", "100")
+    by_name = {m["name"]: m for m in trusted["measurements"]}
+    assert by_name["corruption_accuracy"]["status"] == "skipped"
+    assert "texts" in by_name["corruption_accuracy"]["details"]["reason"]
+    assert by_name["accuracy"]["status"] == "ok"
+
     ok_json("models", "promote", "reviews@v1", "--force", "--reason", "the test serves v1")
     ws = Workspace.open(isolated_home)
     service = Service(ws, "reviews", "production", ServeConfig(poll_s=0.1, window=10))
