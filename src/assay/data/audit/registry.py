@@ -5,7 +5,7 @@ table data or both. The functions that do the work are pure functions on arrays 
 (:mod:`~assay.data.audit.search`, :mod:`~assay.data.audit.pii`, ...); a check adapts one to the context.
 Work that several checks share (the pair search over all splits) is computed once, on first use, by the
 :class:`AuditContext`. Plugins add checks with ``CHECKS.add(name, AuditCheck(...))`` or the entry-point
-group ``assay.audit_check``; the contract test in tests/unit/data/audit/test_contract.py covers them.
+group ``assay.audit_check``; the contract test in tests/contract/test_audit_checks.py covers them.
 """
 
 from __future__ import annotations
