@@ -30,7 +30,8 @@ from torch import nn
 
 from assay.errors import DataError, UsageError
 from assay.models.adapters import ADAPTERS, adapter_for, load_artifact
-from assay.models.adapters.export import PROGRAM, in_batches_of
+from assay.models.adapters.export import PROGRAM
+from assay.models.adapters.files import in_batches_of
 from assay.models.loaded import LoadedModel
 from assay.models.safeload import UnsafeFileError
 from assay.models.zoo import count_parameters

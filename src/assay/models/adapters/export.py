@@ -70,14 +70,14 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from assay.errors import DataError, UsageError
-from assay.models.adapters.files import copy_into, inside, versions_of
+from assay.models.adapters.files import copy_into, in_batches_of, inside, versions_of
 from assay.models.loaded import LoadedModel
 from assay.models.safeload import UnsafeFileError, scan_pickle
 
@@ -432,35 +432,6 @@ def _signature(path: Path, program: Any) -> Signature:
     if not shape:
         raise DataError(f"{path}: the program's input is a scalar; assay feeds a batch of examples.")
     return Signature(shape, outputs)
-
-
-_Array = TypeVar("_Array", np.ndarray, torch.Tensor)
-
-
-def in_batches_of(
-    size: int | None,
-    x: _Array,
-    run: Callable[[_Array], tuple[_Array, _Array | None]],
-    cat: Callable[[list[_Array]], _Array],
-) -> tuple[_Array, _Array | None]:
-    """``run`` over ``x``, for a model that takes exactly ``size`` examples at once (None: any number):
-    in chunks of ``size``, the last padded with copies of its last example and their outputs dropped.
-    ``cat`` joins along the first axis (``np.concatenate``, ``torch.cat``)."""
-    n = len(x)
-    if size is None or n in (0, size):
-        return run(x)
-    logits: list[_Array] = []
-    features: list[_Array] = []
-    for start in range(0, n, size):
-        chunk = x[start : start + size]
-        k = len(chunk)
-        parts = [chunk]
-        parts.extend([chunk[-1:]] * (size - k))  # the padding
-        lg, ft = run(cat(parts) if k < size else chunk)
-        logits.append(lg[:k])
-        if ft is not None:
-            features.append(ft[:k])
-    return cat(logits), cat(features) if features else None
 
 
 class ProgramNetwork(nn.Module):

@@ -1,13 +1,20 @@
-"""What the adapters share about files: digests, copies that cannot leave a folder, library versions."""
+"""What the adapters share: file digests, copies that cannot leave a folder, library versions, and
+running a model that takes a fixed batch size on any number of examples."""
 
 from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from assay.errors import DataError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 
 def sha256_file(path: Path) -> str:
@@ -58,3 +65,33 @@ def versions_of(*packages: str) -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return found
+
+
+# numpy arrays (ONNX Runtime) or torch tensors (export programs): torch is named for the type checker only
+_Array = TypeVar("_Array", "np.ndarray", "torch.Tensor")
+
+
+def in_batches_of(
+    size: int | None,
+    x: _Array,
+    run: Callable[[_Array], tuple[_Array, _Array | None]],
+    cat: Callable[[list[_Array]], _Array],
+) -> tuple[_Array, _Array | None]:
+    """``run`` over ``x``, for a model that takes exactly ``size`` examples at once (None: any number):
+    in chunks of ``size``, the last padded with copies of its last example and their outputs dropped.
+    ``cat`` joins along the first axis (``np.concatenate``, ``torch.cat``)."""
+    n = len(x)
+    if size is None or n in (0, size):
+        return run(x)
+    logits: list[_Array] = []
+    features: list[_Array] = []
+    for start in range(0, n, size):
+        chunk = x[start : start + size]
+        k = len(chunk)
+        parts = [chunk]
+        parts.extend([chunk[-1:]] * (size - k))  # the padding
+        lg, ft = run(cat(parts) if k < size else chunk)
+        logits.append(lg[:k])
+        if ft is not None:
+            features.append(ft[:k])
+    return cat(logits), cat(features) if features else None

@@ -17,7 +17,7 @@ not count). Its outputs: the logits ``(N, C)`` are the output named ``logits``, 
 features (penultimate, for the OOD checks and the drift monitor) are the output named ``features``,
 else a second output of rank 2, else there are none. A graph exported with a fixed batch size runs in
 chunks of that size, the last padded with copies of its last example whose outputs are dropped (as the
-export adapter does, :func:`~assay.models.adapters.export.in_batches_of`). ONNX Runtime computes no
+export adapter does, :func:`~assay.models.adapters.files.in_batches_of`). ONNX Runtime computes no
 gradients here, so ``network`` is None and the trust suite uses its gradient-free attacks. The parameter
 count is the number of elements of the main graph's initializers (weights, and batch-norm statistics an
 exporter did not fold).
@@ -35,8 +35,7 @@ from typing import Any
 import numpy as np
 
 from assay.errors import DataError, MissingExtraError, UsageError
-from assay.models.adapters.export import in_batches_of
-from assay.models.adapters.files import copy_into, inside, versions_of
+from assay.models.adapters.files import copy_into, in_batches_of, inside, versions_of
 from assay.models.backends import OnnxPredictor
 from assay.models.io import SPEC
 from assay.models.loaded import LoadedModel
