@@ -93,8 +93,7 @@ def tiny_bert_config(n_words: int, **options: Any) -> BertConfig:
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=64,
-        initializer_range=0.3,  # larger than BERT's 0.02, so that the outputs depend on the text
-        **options,
+        **{"initializer_range": 0.3, **options},  # 0.3, not BERT's 0.02: outputs depend on the text
     )
 
 

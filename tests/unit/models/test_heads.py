@@ -79,12 +79,13 @@ def tiny_texts(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.array(texts, dtype=object), labels.astype(np.int64)
 
 
-def tiny_encoder(folder: Path, *, pooler: bool = True, seed: int = 0) -> Path:
+def tiny_encoder(folder: Path, *, pooler: bool = True, seed: int = 0, **config: Any) -> Path:
     """A random 2-layer BertModel saved as a sentence-transformers folder (the transformer in a
-    subfolder, as older ones are laid out), with the length it was 'trained' to (max_seq_length 24)."""
+    subfolder, as older ones are laid out), with the length it was 'trained' to (max_seq_length 24);
+    ``config`` overrides :func:`tiny_bert_config`'s settings."""
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer()
-    model = BertModel(tiny_bert_config(len(tokenizer))).eval()
+    model = BertModel(tiny_bert_config(len(tokenizer), **config)).eval()
     inner = folder / "0_Transformer"
     with hf.offline():
         model.save_pretrained(inner, safe_serialization=True)
