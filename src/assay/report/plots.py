@@ -412,3 +412,33 @@ def corruption_svg(corruption: Mapping[str, Any], *, key: str, title: str) -> st
         _percent_axis(ax)
         ax.legend(fontsize=6.5, ncol=2, loc="lower left")
         return _svg(fig, key, title)
+
+
+def label_curve_svg(points: Sequence[Mapping[str, Any]], *, key: str, title: str) -> str:
+    """Test accuracy (95% interval) against labelled texts per class, one line per recipe; "every label"
+    sits to the right of the largest budget (log axis of labels per class)."""
+    budgets = sorted({int(p["labels_per_class"]) for p in points if p["labels_per_class"] is not None})
+    everything = 2.0 * budgets[-1] if budgets else 1.0  # where "all" is drawn
+    recipes = list(dict.fromkeys(str(p["recipe"]) for p in points))
+    colours = [CANDIDATE, BASELINE, PASS, INK, FAIL, NEUTRAL]
+    with _figure((5.6, 3.4)) as fig:
+        ax = fig.subplots()
+        for i, recipe in enumerate(recipes):
+            mine = sorted(
+                (p for p in points if p["recipe"] == recipe),
+                key=lambda p: everything if p["labels_per_class"] is None else float(p["labels_per_class"]),
+            )
+            x = [everything if p["labels_per_class"] is None else float(p["labels_per_class"]) for p in mine]
+            y = [float(p["accuracy"]) for p in mine]
+            yerr = [[max(a - float(p["ci_low"]), 0) for a, p in zip(y, mine, strict=True)],
+                    [max(float(p["ci_high"]) - a, 0) for a, p in zip(y, mine, strict=True)]]  # fmt: skip
+            ax.errorbar(x, y, yerr=yerr, marker="o", ms=4, lw=1.4, capsize=2, elinewidth=0.8,
+                        color=colours[i % len(colours)], label=recipe)  # fmt: skip
+        ax.set_xscale("log")
+        ticks = [*budgets, everything]
+        ax.set_xticks(ticks, [*(str(b) for b in budgets), "all"])
+        ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
+        _percent_axis(ax)
+        ax.set(xlabel="labelled texts per class", ylabel="test accuracy", title=title)
+        ax.legend(loc="lower right")
+        return _svg(fig, key, title)
