@@ -63,6 +63,10 @@ class EnergyMeter:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self.reading = self.now()
+
+    def now(self) -> EnergyReading:
+        """The reading from entering the block until now (a resumable run records it at each epoch)."""
         wall, cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
         grid = float(os.environ.get("ASSAY_GRID_G_PER_KWH", 400.0))
         end = _read_rapl(self._domains) if self._rapl_start is not None else None
@@ -77,7 +81,7 @@ class EnergyMeter:
             watts = float(os.environ.get("ASSAY_WATTS_PER_CORE", 10.0))
             joules, method = cpu * watts, "estimated"
             source = f"process CPU time x {watts:g} W per core (RAPL counters not readable)"
-        self.reading = EnergyReading(joules, method, source, wall, cpu, joules / 3.6e6 * grid, grid)
+        return EnergyReading(joules, method, source, wall, cpu, joules / 3.6e6 * grid, grid)
 
 
 def _delta(domain: Path, start: int, end: int) -> int:

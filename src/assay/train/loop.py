@@ -4,6 +4,14 @@ AdamW with a per-step cosine schedule, early stopping on validation loss (the be
 bf16 autocast on CPUs with native bf16 (fp32 otherwise or when asked), seeded shuffling. Nothing is
 written to disk here: the caller saves the returned model atomically, so Ctrl-C never leaves a
 half-written artifact.
+
+What keeps a step cheap on a CPU (``benchmarks/training_precision.py`` measures it): images and the
+convolutions' weights in channels-last memory format, which oneDNN's bf16 and fp32 convolutions run
+without reordering every tensor to their blocked layout and back; one shuffled copy of the training set
+an epoch instead of a gather per batch; no ``.item()`` per step (the losses stay tensors until the
+epoch ends, where divergence is checked); AdamW's fused CPU kernel. The fine-tuning loop for Hugging
+Face text classifiers (:mod:`assay.train.finetune`) shares the precision, seeding, progress and
+divergence helpers here.
 """
 
 from __future__ import annotations
@@ -39,6 +47,9 @@ class TrainConfig(BaseModel):
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     seed: int = 0
     threads: int | None = Field(None, ge=1)
+    # Images (4-D inputs) in channels-last memory format; "contiguous" is the layout PyTorch defaults to,
+    # kept to measure the difference (benchmarks/training_precision.py).
+    memory_format: Literal["channels_last", "contiguous"] = "channels_last"
 
 
 @dataclass(frozen=True)
@@ -61,9 +72,10 @@ class Distillation:
         return self.alpha * t * t * soft + (1 - self.alpha) * hard
 
 
-@dataclass
-class TrainResult:
-    model: ZooModel
+@dataclass(kw_only=True)
+class Trained:
+    """What any training run reports besides its model: the lineage's ``training`` and ``history``."""
+
     precision: Literal["bf16", "fp32"]
     best_epoch: int
     epochs_run: int
@@ -83,6 +95,11 @@ class TrainResult:
             "best_val_loss": min(self.history["val_loss"]),
             "best_val_accuracy": self.history["val_accuracy"][self.best_epoch - 1],
         }
+
+
+@dataclass(kw_only=True)
+class TrainResult(Trained):
+    model: ZooModel
 
 
 def resolve_precision(precision: str) -> Literal["bf16", "fp32"]:
@@ -111,6 +128,46 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def progress_bar(enabled: bool) -> Progress:
+    """The bar every training loop shows: description, bar, steps done of all, the last epoch's line."""
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+    )
+    return Progress(*columns, disable=not enabled, transient=False)
+
+
+def check_losses(losses: list[torch.Tensor], epoch: int, lr: float) -> None:
+    """A TrainingError naming the first step of the epoch whose loss is not finite, if there is one."""
+    if not losses:
+        return
+    stacked = torch.stack([loss.detach().float() for loss in losses])
+    bad = torch.nonzero(~torch.isfinite(stacked)).flatten()
+    if bad.numel():
+        step = int(bad[0])
+        raise TrainingError(
+            f"Training diverged: the loss became {float(stacked[step])} at epoch {epoch}, step {step + 1} "
+            f"(lr={lr:g}). Lower the learning rate or check the inputs; nothing was saved."
+        )
+
+
+def check_val_loss(val_loss: float, epoch: int, lr: float) -> None:
+    if not math.isfinite(val_loss):
+        raise TrainingError(
+            f"Training diverged: the validation loss became {val_loss} at epoch {epoch} "
+            f"(lr={lr:g}). Lower the learning rate or check the inputs; nothing was saved."
+        )
+
+
+def _layout(x: torch.Tensor, memory_format: str) -> torch.Tensor:
+    if x.ndim == 4 and memory_format == "channels_last":
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def train(
     model: ZooModel,
     data: Dataset,
@@ -130,54 +187,48 @@ def train(
         torch.set_num_threads(config.threads)
     precision = resolve_precision(config.precision)
     model = copy.deepcopy(model)
+    images = data.train.x.ndim == 4
+    if images and config.memory_format == "channels_last":
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     x, y = torch.from_numpy(data.train.x), torch.from_numpy(data.train.y)
     steps_per_epoch = math.ceil(len(y) / config.batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True
+    )
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
     shuffler = torch.Generator().manual_seed(config.seed)
     loss_fn = nn.CrossEntropyLoss()
     history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "val_accuracy": [], "lr": []}
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
 
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeRemainingColumn(),
-    )
-    with EnergyMeter() as meter, Progress(*columns, disable=not progress, transient=False) as bar:
+    with EnergyMeter() as meter, progress_bar(progress) as bar:
         task = bar.add_task(description, total=config.epochs * steps_per_epoch, info="")
         for epoch in range(1, config.epochs + 1):
             model.train()
-            order, total = torch.randperm(len(y), generator=shuffler), 0.0
+            order = torch.randperm(len(y), generator=shuffler)
+            # one copy of the epoch's order; every batch is then a view, not a gather
+            xs, ys = _layout(x[order], config.memory_format), y[order]
+            losses: list[torch.Tensor] = []
             for step in range(steps_per_epoch):
-                batch = order[step * config.batch_size : (step + 1) * config.batch_size]
+                rows = slice(step * config.batch_size, (step + 1) * config.batch_size)
                 with autocast(precision):
-                    logits = model(x[batch])
+                    logits = model(xs[rows])
                     if distillation is None:
-                        loss = loss_fn(logits, y[batch])
+                        loss = loss_fn(logits, ys[rows])
                     else:
-                        loss = distillation.loss(logits, y[batch], batch)
+                        loss = distillation.loss(logits, ys[rows], order[rows])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 schedule.step()
-                step_loss = loss.item()
-                if not math.isfinite(step_loss):
-                    raise TrainingError(
-                        f"Training diverged: the loss became {step_loss} at epoch {epoch}, step {step + 1} "
-                        f"(lr={config.lr:g}). Lower the learning rate or check the inputs; nothing was saved."
-                    )
-                total += step_loss * len(batch)
+                losses.append(loss.detach() * ys[rows].shape[0])
                 bar.advance(task)
-            val_loss, val_acc = evaluate_loss(model, data.val, precision, config.batch_size * 4)
-            if not math.isfinite(val_loss):
-                raise TrainingError(
-                    f"Training diverged: the validation loss became {val_loss} at epoch {epoch} "
-                    f"(lr={config.lr:g}). Lower the learning rate or check the inputs; nothing was saved."
-                )
-            history["train_loss"].append(total / len(y))
+            check_losses(losses, epoch, config.lr)
+            val_loss, val_acc = evaluate_loss(
+                model, data.val, precision, config.batch_size * 4, config.memory_format
+            )
+            check_val_loss(val_loss, epoch, config.lr)
+            history["train_loss"].append(float(torch.stack(losses).sum()) / len(y))
             history["val_loss"].append(val_loss)
             history["val_accuracy"].append(val_acc)
             history["lr"].append(float(schedule.get_last_lr()[0]))
@@ -187,6 +238,7 @@ def train(
             elif epoch - best_epoch >= config.patience:
                 break
     model.load_state_dict(best_state)
+    model = model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     assert meter.reading is not None
     return TrainResult(
         model=model.eval(),
@@ -200,14 +252,16 @@ def train(
 
 
 @torch.no_grad()
-def evaluate_loss(model: nn.Module, split: Split, precision: str, batch_size: int) -> tuple[float, float]:
+def evaluate_loss(
+    model: nn.Module, split: Split, precision: str, batch_size: int, memory_format: str = "contiguous"
+) -> tuple[float, float]:
     model.eval()
-    total, correct = 0.0, 0
+    total, correct = torch.zeros(()), torch.zeros((), dtype=torch.int64)
     for start in range(0, split.n, batch_size):
-        xb = torch.from_numpy(split.x[start : start + batch_size])
+        xb = _layout(torch.from_numpy(split.x[start : start + batch_size]), memory_format)
         yb = torch.from_numpy(split.y[start : start + batch_size])
         with autocast(precision):
             logits = model(xb).float()
-        total += nn.functional.cross_entropy(logits, yb, reduction="sum").item()
-        correct += int((logits.argmax(1) == yb).sum())
-    return total / split.n, correct / split.n
+        total += nn.functional.cross_entropy(logits, yb, reduction="sum")
+        correct += (logits.argmax(1) == yb).sum()
+    return float(total) / split.n, int(correct) / split.n
