@@ -99,6 +99,19 @@ def adversarial_accuracy(attack: str, norm: str, eps: float) -> str:
     return f"adv_accuracy[{attack}-{norm}@{eps:g}]"
 
 
+# Texts: the greedy character-level attack (assay.metrics.text_attack); its "norm" is a count of
+# character edits, at most TEXT_EDIT_BUDGET (and a share of the text's length) per example.
+TEXT_ATTACK = "char_greedy"
+TEXT_EDITS = "edits"
+TEXT_EDIT_BUDGET = 3
+
+
+def text_attack_metric(metric: str, budget: int) -> str:
+    """``adv_success[char_greedy-edits@3]``: ``metric`` (accuracy, success, edits, queries) of the text
+    attack within ``budget`` edits; ``adv_accuracy[...]`` is :func:`adversarial_accuracy`'s name."""
+    return f"adv_{metric}[{TEXT_ATTACK}-{TEXT_EDITS}@{budget}]"
+
+
 SEVERITIES = (1, 2, 3, 4, 5)
 # Every corruption (assay.metrics.robustness defines each one) and the kind of data it applies to.
 CORRUPTIONS: Mapping[str, Literal["image", "table"]] = {
@@ -118,6 +131,17 @@ CORRUPTIONS: Mapping[str, Literal["image", "table"]] = {
 }
 
 
+# Text perturbations (assay.metrics.text_robustness defines each), measured and named as corruptions.
+TEXT_PERTURBATIONS = (
+    "text_typo",
+    "text_keyboard",
+    "text_casing",
+    "text_punctuation",
+    "text_word_deletion",
+    "text_word_repetition",
+)
+
+
 def corruption_accuracy(corruption: str, severity: int) -> str:
     """``corruption_accuracy[jpeg@3]``: accuracy under ``corruption`` at ``severity``."""
     return f"corruption_accuracy[{corruption}@{severity}]"
@@ -130,7 +154,10 @@ def corruption_mca(corruption: str | None = None) -> str:
 
 OOD_SCORES = ("msp", "max_logit", "energy", "mahalanobis")
 OOD_SHIFTS = ("noise", "inverted", "rotated")  # synthetic copies of in-distribution examples
-OOD_SETS = (*OOD_SHIFTS, "digits")  # and scikit-learn's digits, on 28x28 single-channel data
+# Images: the shifts and scikit-learn's digits (on 28x28 single-channel data). Texts: sentences of the
+# Python standard library's docstrings, and word-shuffled copies of in-distribution texts.
+TEXT_OOD_SETS = ("docstrings", "shuffled")
+OOD_SETS = (*OOD_SHIFTS, "digits", *TEXT_OOD_SETS)
 # Detection metrics and whether higher is better.
 OOD_METRICS: Mapping[str, bool] = {"auroc": True, "aupr": True, "fpr_at_95_tpr": False}
 
@@ -149,8 +176,9 @@ def attack_names(attacks: Iterable[str], norm: str, eps: Iterable[float]) -> set
 def trust_entries(eps: Mapping[Norm, Sequence[float]] | None = None) -> dict[str, Entry]:
     """The trust measurements a rule can name: those the suite keeps per-example evidence for, named
     as they are produced with threat models ``eps`` (default :data:`DEFAULT_EPS`): white-box robust
-    accuracy in each norm, Square's in L-inf, accuracy under each corruption and severity and their
-    means, and every OOD detection metric."""
+    accuracy in each norm, Square's in L-inf, the text attack's at :data:`TEXT_EDIT_BUDGET`, accuracy
+    under each corruption (and text perturbation) and severity and their means, and every OOD
+    detection metric."""
     return dict(_trust_entries(tuple((norm, tuple(v)) for norm, v in (eps or DEFAULT_EPS).items())))
 
 
@@ -167,7 +195,8 @@ def _trust_entries(eps: tuple[tuple[Norm, tuple[float, ...]], ...]) -> dict[str,
     for norm in NORMS:
         for name in sorted(attack_names(WHITE_BOX_ATTACKS, norm, levels.get(norm, ()))):
             add(name, "adversarial", True, True)
-    for corruption in CORRUPTIONS:
+    add(adversarial_accuracy(TEXT_ATTACK, TEXT_EDITS, TEXT_EDIT_BUDGET), "adversarial", True, True)
+    for corruption in (*CORRUPTIONS, *TEXT_PERTURBATIONS):
         for severity in SEVERITIES:
             add(corruption_accuracy(corruption, severity), "robustness", True, True)
         add(corruption_mca(corruption), "robustness", True, True)
@@ -195,7 +224,9 @@ def describe_trust(eps: Mapping[Norm, Sequence[float]] | None = None) -> str:
     shown = "; ".join(f"{norm} eps {', '.join(f'{e:g}' for e in v)}" for norm, v in levels.items())
     return (
         f"adv_accuracy[<{'|'.join(WHITE_BOX_ATTACKS)}>-<norm>@<eps>] ({shown}), "
-        f"adv_accuracy[{SQUARE}-linf@<eps>], corruption_accuracy[<corruption>@<1-5>], "
-        f"corruption_mca[<corruption>], corruption_mca (corruptions: {', '.join(CORRUPTIONS)}), "
+        f"adv_accuracy[{SQUARE}-linf@<eps>], "
+        f"{adversarial_accuracy(TEXT_ATTACK, TEXT_EDITS, TEXT_EDIT_BUDGET)} (texts), "
+        f"corruption_accuracy[<corruption>@<1-5>], corruption_mca[<corruption>], corruption_mca "
+        f"(corruptions: {', '.join((*CORRUPTIONS, *TEXT_PERTURBATIONS))}), "
         f"ood_<{'|'.join(OOD_METRICS)}>[<{'|'.join(OOD_SETS)}>:<{'|'.join(OOD_SCORES)}>]"
     )

@@ -14,7 +14,7 @@ import pytest
 
 from assay import catalogue
 from assay.measurement import Measurement
-from assay.metrics import METRICS, adversarial, ood, registry, robustness
+from assay.metrics import METRICS, adversarial, ood, registry, robustness, text_attack, text_robustness
 from assay.metrics.efficiency import measure_efficiency
 from assay.outputs import Outputs, from_arrays
 
@@ -78,6 +78,7 @@ def test_corruptions_are_defined_in_the_catalogues_order() -> None:
     # A corruption's random stream is its position, so the order is part of every corrupted input.
     assert list(robustness.CORRUPTIONS) == list(catalogue.CORRUPTIONS)
     assert {c.kind for c in robustness.CORRUPTIONS.values()} == {"image", "table"}
+    assert tuple(text_robustness.PERTURBATIONS) == catalogue.TEXT_PERTURBATIONS
 
 
 def _trust_measurements() -> list[Measurement]:
@@ -89,6 +90,15 @@ def _trust_measurements() -> list[Measurement]:
         clean=hits, corrupted={c: rng.random((5, n)) < 0.7 for c in catalogue.CORRUPTIONS}
     )
     out = robustness.corruption_measurements(result, n_boot=50)
+    texts = robustness.CorruptionResult(
+        clean=hits, corrupted={c: rng.random((5, n)) < 0.7 for c in catalogue.TEXT_PERTURBATIONS}
+    )
+    out += text_robustness.perturbation_measurements(texts, n_boot=50)
+    attacked = text_attack.TextAttackResult(
+        hits, hits & (rng.random(n) < 0.5), np.ones(n, int), np.full(n, 9), np.full(n, 3),
+        np.array(["x"] * n, dtype=object), catalogue.TEXT_EDIT_BUDGET, 0.1, 2,
+    )  # fmt: skip
+    out += text_attack.attack_measurements(attacked, n_boot=50)
     for norm in catalogue.NORMS:
         eps = (0.0, *catalogue.DEFAULT_EPS[norm])
         correct = {attack: [rng.random(n) < 0.5 for _ in eps] for attack in catalogue.WHITE_BOX_ATTACKS}
@@ -122,7 +132,9 @@ def test_trust_measurements_are_named_and_directed_as_catalogued() -> None:
         assert entry.evidence == "per_example"
     # Names a rule could be expected to take but that keep no per-example evidence stay outside.
     outside = {name for name in produced if name not in entries}
-    assert outside == {"adv_sanity[linf]", "adv_sanity[l2]"}
+    budget = catalogue.TEXT_EDIT_BUDGET
+    text_attack_summaries = {catalogue.text_attack_metric(m, budget) for m in ("success", "edits", "queries")}
+    assert outside == {"adv_sanity[linf]", "adv_sanity[l2]", *text_attack_summaries}
 
 
 def test_lookup_covers_every_built_in_name_and_nothing_else() -> None:

@@ -40,9 +40,9 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from scipy import ndimage
@@ -262,6 +262,15 @@ def corrupt(
     return np.asarray(out, dtype=np.float32)
 
 
+class Described(Protocol):
+    """What a report says of a corruption: its parameter at severities 1..5 and what the parameter is."""
+
+    @property
+    def levels(self) -> tuple[float, ...]: ...
+    @property
+    def parameter(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class CorruptionResult:
     """Per-example correctness of one model: clean, and per corruption a (5, N) array (severity 1..5)."""
@@ -365,15 +374,18 @@ def corruption_measurements(
     n_boot: int = 1000,
     seed: int = 0,
     details: dict[str, Any] | None = None,
+    described: Mapping[str, Described] | None = None,
 ) -> list[Measurement]:
     """Accuracy per (corruption, severity), mCA per corruption and overall; with ``baseline`` (scored on
-    the same corrupted inputs) also CE, mCE, relative CE and relative mCE, paired-bootstrapped."""
+    the same corrupted inputs) also CE, mCE, relative CE and relative mCE, paired-bootstrapped.
+    ``described``: where the corruptions' levels are read (default :data:`CORRUPTIONS`; the text
+    perturbations pass theirs)."""
     extra = {"severities": list(SEVERITIES), **(details or {})}
     n = int(result.clean.size)
     values = per_example(result)
     out: list[Measurement] = []
     for name in result.corrupted:
-        c = CORRUPTIONS[name]
+        c = (described or CORRUPTIONS)[name]
         for s in SEVERITIES:
             out.append(
                 Measurement.proportion(
