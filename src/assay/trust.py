@@ -10,18 +10,26 @@ Where the numbers come from (each measurement's ``details`` says it again):
 
     robustness   metrics/robustness.py  corrupted copies of the split (or a seeded subset), predicted
                                         by the model's own backend; CE against a baseline model if given
+                 text_robustness.py     texts: typos, keyboard swaps, casing, punctuation, word deletion
+                                        and repetition at 5 severities on a seeded subset, measured and
+                                        named as corruptions (``corruption_accuracy[text_typo@3]``)
     adversarial  metrics/adversarial.py white-box FGSM/PGD on a seeded subset when the backend has
                                         gradients (torch fp32); otherwise transfer from the fp32 parent
                                         and the score-based Square attack, and the details say which
+                 text_attack.py         texts: the greedy character attack within an edit budget, by the
+                                        model's probabilities, on a seeded subset (pixel attacks skipped)
     ood          metrics/ood.py         the split is in-distribution; OOD: noise, inverted and rotated
                                         copies of a seeded subset, and scikit-learn's digits at 28x28;
                                         Mahalanobis is fitted on the validation split's features
-    fairness     metrics/fairness.py    per-group metrics where the split has groups; slice discovery
-                                        on table features
+                 text_ood.py            texts: the same scores against standard-library docstrings and
+                                        word-shuffled copies of a seeded subset
+    fairness     metrics/fairness.py    per-group metrics where the split has groups (any kind); slice
+                                        discovery on table features
     privacy      metrics/privacy.py     loss-threshold membership inference: a seeded subset of the
                                         training split (members) against as many held-out examples
     security     metrics/backdoor.py    spectral signatures and activation clustering on the
-                                        penultimate features of the whole training split
+                                        penultimate features of the whole training split (any kind
+                                        whose backend gives features)
 """
 
 from __future__ import annotations
@@ -42,7 +50,17 @@ from assay.data import Dataset, Split
 from assay.errors import UsageError
 from assay.inference import infer
 from assay.measurement import Measurement
-from assay.metrics import adversarial, backdoor, fairness, ood, privacy, robustness
+from assay.metrics import (
+    adversarial,
+    backdoor,
+    fairness,
+    ood,
+    privacy,
+    robustness,
+    text_attack,
+    text_ood,
+    text_robustness,
+)
 from assay.models.loaded import LoadedModel
 from assay.outputs import Outputs, from_arrays
 from assay.plugins import Registry
@@ -70,6 +88,13 @@ class TrustConfig:
     corruption_n: int | None = None
     corruptions: tuple[str, ...] | None = None  # None: every corruption for the data's kind
     ood_n: int = 2000  # size of each synthetic OOD set
+    # Texts: a transformer scores tens of texts a second on 2 cores, so the suite runs on seeded subsets
+    # (docs/trust.md has the time each takes on MiniLM).
+    text_perturbation_n: int | None = 150  # 6 perturbations x 5 severities: 30 passes; None: the split
+    text_attack_n: int = 40
+    text_attack_budget: int = catalogue.TEXT_EDIT_BUDGET  # character edits per text, at most
+    text_attack_fraction: float = 0.1  # and at most this share of the text's characters
+    text_ood_n: int = 300  # size of each text OOD set
     membership_n: int = 5000
     backdoor_epsilon: float = 0.05
     n_boot: int = 1000
@@ -94,8 +119,21 @@ def _subset(n: int, size: int | None, seed: int) -> np.ndarray:
 
 
 # Inference batch: small CNNs on CPU run fastest around 256 (activations stay in cache); batches of 1000
-# took twice as long on the demo CNN at 2 threads, with bit-identical outputs.
+# took twice as long on the demo CNN at 2 threads, with bit-identical outputs. Texts go to the predictor
+# in larger chunks: a text predictor sorts each chunk by length and pads within its own sub-batches, so
+# a larger chunk pads less (MiniLM on the fortunes test split: 20.6 against 16.7 texts/s in chunks of
+# 256, 2 contended cores).
 _BATCH = 256
+_TEXT_BATCH = 2048
+
+
+def _batches(x: np.ndarray) -> Iterable[np.ndarray]:
+    """``x`` in inference batches: float32 and contiguous for arrays, as they are for texts."""
+    if x.dtype == object:
+        yield from (x[i : i + _TEXT_BATCH] for i in range(0, len(x), _TEXT_BATCH))
+        return
+    for i in range(0, len(x), _BATCH):
+        yield np.ascontiguousarray(x[i : i + _BATCH], dtype=np.float32)
 
 
 def _logits_fn(model: LoadedModel) -> Callable[[np.ndarray], np.ndarray]:
@@ -111,20 +149,18 @@ def _logits_fn(model: LoadedModel) -> Callable[[np.ndarray], np.ndarray]:
         return predictor.logits_and_features(batch)[0]
 
     def logits(x: np.ndarray) -> np.ndarray:
-        parts = [
-            run(np.ascontiguousarray(x[i : i + _BATCH], dtype=np.float32)) for i in range(0, len(x), _BATCH)
-        ]
-        return np.concatenate(parts).astype(np.float64)
+        return np.concatenate([run(batch) for batch in _batches(x)]).astype(np.float64)
 
     return logits
 
 
-def _run_outputs(model: LoadedModel, x: np.ndarray, labels: np.ndarray, source: str) -> Outputs:
+def _run_outputs(
+    model: LoadedModel, x: np.ndarray, labels: np.ndarray, source: str, split: Split | None = None
+) -> Outputs:
+    """The model's outputs on ``x``; with the ``split`` they are of, its ids and groups (fairness)."""
     logits, features = [], []
-    for i in range(0, len(x), _BATCH):
-        lg, ft = model.predictor.logits_and_features(
-            np.ascontiguousarray(x[i : i + _BATCH], dtype=np.float32)
-        )
+    for batch in _batches(x):
+        lg, ft = model.predictor.logits_and_features(batch)
         logits.append(lg)
         if ft is not None:
             features.append(ft)
@@ -132,6 +168,8 @@ def _run_outputs(model: LoadedModel, x: np.ndarray, labels: np.ndarray, source: 
         labels,
         logits=np.concatenate(logits),
         features=np.concatenate(features) if features else None,
+        ids=None if split is None else split.ids,
+        groups=None if split is None else split.groups,
         source=source,
     )
 
@@ -170,15 +208,9 @@ class TrustContext:
 
 
 def _robustness(ctx: TrustContext) -> list[Measurement]:
-    cfg = ctx.config
     if ctx.data.kind == "text":
-        return [
-            Measurement.skipped(
-                "corruption_accuracy",
-                "robustness",
-                "no corruptions are defined for texts yet (only for images and tables)",
-            )
-        ]
+        return _text_robustness(ctx)
+    cfg = ctx.config
     idx = _subset(ctx.split.n, cfg.corruption_n, cfg.seed)
     x, y = ctx.split.x[idx], ctx.split.y[idx]
     names = list(cfg.corruptions) if cfg.corruptions else robustness.names_for(ctx.data.kind)
@@ -209,6 +241,36 @@ def _robustness(ctx: TrustContext) -> list[Measurement]:
     return out
 
 
+def _text_robustness(ctx: TrustContext) -> list[Measurement]:
+    """The text perturbations on a seeded subset, paired with the baseline's on the same texts; the
+    image and table corruptions are ``skipped``."""
+    cfg = ctx.config
+    idx = _subset(ctx.split.n, cfg.text_perturbation_n, cfg.seed)
+    x, y = ctx.split.x[idx], ctx.split.y[idx]
+    names = list(cfg.corruptions) if cfg.corruptions else list(catalogue.TEXT_PERTURBATIONS)
+
+    def labels(model: LoadedModel) -> Callable[[np.ndarray], np.ndarray]:
+        logits = _logits_fn(model)
+        return lambda texts: logits(texts).argmax(1)
+
+    result = text_robustness.evaluate_perturbations(labels(ctx.model), x, y, names, seed=cfg.seed)
+    base = None
+    if ctx.baseline is not None:
+        base = text_robustness.evaluate_perturbations(labels(ctx.baseline), x, y, names, seed=cfg.seed)
+    ctx.plots["corruption_accuracy"] = {
+        "clean": float(result.clean.mean()),
+        "severities": list(robustness.SEVERITIES),
+        "accuracy": {name: c.mean(axis=1).tolist() for name, c in result.corrupted.items()},
+    }
+    subset = {"n": int(idx.size), "seed": cfg.seed, "of": ctx.split.n}
+    out = text_robustness.perturbation_measurements(
+        result, base, n_boot=cfg.n_boot, seed=cfg.seed, details={"subset": subset}
+    )
+    ctx.keep(out, ctx.split.ids[idx], robustness.per_example(result))
+    pixels = "image and table corruptions do not apply to texts; the text perturbations ran instead"
+    return [*out, Measurement.skipped("corruption_accuracy[image]", "robustness", pixels)]
+
+
 def _eps(cfg: TrustConfig) -> dict[catalogue.Norm, tuple[float, ...]]:
     """The eps levels of every norm (attacked or not)."""
     return {"linf": cfg.linf_eps, "l2": cfg.l2_eps}
@@ -221,6 +283,8 @@ def _norms(cfg: TrustConfig) -> list[tuple[catalogue.Norm, tuple[float, ...]]]:
 
 def _adversarial(ctx: TrustContext) -> list[Measurement]:
     cfg = ctx.config
+    if ctx.data.kind == "text":
+        return _text_adversarial(ctx)
     if ctx.data.kind != "image" or ctx.data.input_range is None:
         return [
             Measurement.skipped("adv_accuracy", "adversarial", "attacks are defined on images in a range")
@@ -285,6 +349,28 @@ def _adversarial(ctx: TrustContext) -> list[Measurement]:
     return [replace(m, details={**m.details, "note": note}) for m in out]
 
 
+def _text_adversarial(ctx: TrustContext) -> list[Measurement]:
+    """The greedy character attack on a seeded subset; FGSM, PGD and Square (pixels) are ``skipped``."""
+    cfg = ctx.config
+    idx = _subset(ctx.split.n, cfg.text_attack_n, cfg.seed)
+    logits = _logits_fn(ctx.model)
+
+    def probs(texts: np.ndarray) -> np.ndarray:
+        z = logits(texts)
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return np.asarray(e / e.sum(axis=1, keepdims=True))
+
+    result = text_attack.char_greedy_attack(
+        probs, ctx.split.x[idx], ctx.split.y[idx], budget=cfg.text_attack_budget,
+        fraction=cfg.text_attack_fraction, seed=cfg.seed,
+    )  # fmt: skip
+    subset = {"subset": {"n": int(idx.size), "seed": cfg.seed, "of": ctx.split.n}}
+    out = text_attack.attack_measurements(result, n_boot=cfg.n_boot, seed=cfg.seed, details=subset)
+    ctx.keep(out, ctx.split.ids[idx], text_attack.per_example(result))
+    pixels = "FGSM, PGD and Square perturb pixels in a range; texts get the character-level attack"
+    return [*out, Measurement.skipped("adv_accuracy[pixels]", "adversarial", pixels)]
+
+
 def _square(ctx: TrustContext, x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> list[Measurement]:
     """Square on a seeded subset of the attacked examples ``x``, ``y`` (split positions ``idx``)."""
     cfg = ctx.config
@@ -307,24 +393,54 @@ def _square(ctx: TrustContext, x: np.ndarray, y: np.ndarray, idx: np.ndarray) ->
 
 def _ood(ctx: TrustContext) -> list[Measurement]:
     cfg = ctx.config
-    if ctx.data.kind != "image":
-        return [Measurement.skipped("ood", "ood", "the built-in OOD sets are image transforms")]
+    if ctx.data.kind not in ("image", "text"):
+        return [Measurement.skipped("ood", "ood", "the built-in OOD sets are of images and texts")]
     if ctx.outputs.logits is None:
         return [Measurement.skipped("ood", "ood", "the outputs have no logits")]
     val = ctx.outputs_of(ctx.data.val)
     maha = None
     if val.features is not None and ctx.outputs.features is not None:
         maha = ood.fit_mahalanobis(val.features, val.labels)
-    idx = _subset(ctx.split.n, cfg.ood_n, cfg.seed)
-    sets: dict[str, np.ndarray] = {
-        shift: ood.synthetic_shift(ctx.split.x[idx], shift, seed=cfg.seed) for shift in catalogue.OOD_SHIFTS
+    details = {
+        "in_distribution": f"{ctx.data.name} {ctx.split.n} examples",
+        "mahalanobis_fitted_on": "validation split features",
     }
-    shape = ctx.split.x.shape[1:]
-    if shape[0] == 1 and shape[1] == shape[2]:
-        sets["digits"] = ood.digits_as_images(size=shape[1])
-    source_ids = {
-        shift: ctx.split.ids[idx] for shift in catalogue.OOD_SHIFTS
-    }  # each OOD copy is of an ID example
+    skipped: list[Measurement] = []
+    if ctx.data.kind == "text":
+        idx = _subset(ctx.split.n, cfg.text_ood_n, cfg.seed)
+        foreign = text_ood.docstring_texts()
+        sets = {
+            "docstrings": foreign[_subset(len(foreign), cfg.text_ood_n, cfg.seed)],
+            "shuffled": text_ood.word_shuffled(ctx.split.x[idx], seed=cfg.seed),
+        }
+        source_ids = {"shuffled": ctx.split.ids[idx]}  # each shuffled text is of an ID example
+        details["docstrings"] = f"Python {text_ood.python_release()} standard-library docstrings"
+        pixels = "noise, inverted, rotated and digits are image sets; texts get docstrings and shuffled"
+        skipped.append(Measurement.skipped("ood[images]", "ood", pixels))
+    else:
+        idx = _subset(ctx.split.n, cfg.ood_n, cfg.seed)
+        sets = {
+            shift: ood.synthetic_shift(ctx.split.x[idx], shift, seed=cfg.seed)
+            for shift in catalogue.OOD_SHIFTS
+        }
+        shape = ctx.split.x.shape[1:]
+        if shape[0] == 1 and shape[1] == shape[2]:
+            sets["digits"] = ood.digits_as_images(size=shape[1])
+        source_ids = {shift: ctx.split.ids[idx] for shift in catalogue.OOD_SHIFTS}  # copies of ID examples
+    return [*_ood_sets(ctx, sets, source_ids, maha, details), *skipped]
+
+
+def _ood_sets(
+    ctx: TrustContext,
+    sets: dict[str, np.ndarray],
+    source_ids: dict[str, np.ndarray],
+    maha: ood.Mahalanobis | None,
+    details: dict[str, Any],
+) -> list[Measurement]:
+    """Every score and detection metric of the evaluated split against each OOD set, with the pooled
+    per-example evidence for the gate (``source_ids``: the ID example each OOD one was made from)."""
+    cfg = ctx.config
+    assert ctx.outputs.logits is not None
     id_scores = ood.scores_of(ctx.outputs.logits, ctx.outputs.features, maha)
     out: list[Measurement] = []
     for name, x_ood in sets.items():
@@ -339,10 +455,7 @@ def _ood(ctx: TrustContext) -> list[Measurement]:
             mahalanobis=maha,
             n_boot=cfg.n_boot,
             seed=cfg.seed,
-            details={
-                "in_distribution": f"{ctx.data.name} {ctx.split.n} examples",
-                "mahalanobis_fitted_on": "validation split features",
-            },
+            details=details,
         )
         out.extend(measured)
         # For the gate: the pooled examples (ID ids, then the OOD set's own) and each metric's replicates.
@@ -445,7 +558,7 @@ def run_trust(
     if unknown:
         known = ", ".join(TRUST_FAMILIES.in_order())
         raise UsageError(f"Unknown trust families {unknown}. Known: {known}.")
-    run = outputs_of or (lambda s: _run_outputs(model, s.x, s.y, "trust"))
+    run = outputs_of or (lambda s: _run_outputs(model, s.x, s.y, "trust", s))
     target = data.split(split)
     ctx = TrustContext(model, data, target, run(target), config, run, parent, baseline)
     result = TrustResult(measurements=[])
