@@ -42,6 +42,19 @@ PROBE_EXAMPLES = 32  # validation examples run through the staged model before i
 
 
 @dataclass(frozen=True)
+class Derivation:
+    """How assay itself made the model from a registered version (a fine-tune): the lineage then names
+    the parent and this recipe instead of an import, with the training record as ``train_version``
+    writes it."""
+
+    parent: str  # the ref of the version it was made from
+    recipe: dict[str, Any]  # with "kind" and "label", as every recipe
+    training: dict[str, Any]  # the training summary
+    history: dict[str, list[float]]  # per epoch
+    environment: dict[str, Any]  # the training run's (its seeds)
+
+
+@dataclass(frozen=True)
 class Imported:
     """What :func:`import_model` registered, and what the probe on the data saw."""
 
@@ -77,12 +90,16 @@ def import_model(
     adapter: str | None = None,
     description: str = "",
     licence: str | None = None,
+    derived: Derivation | None = None,
 ) -> Imported:
     """Register a model assay did not train as the next version of ``name``.
 
     ``source`` is what the adapter reads (``model.py:build``, ``model.pt2``, ``model.onnx``, a Hugging
     Face folder); ``adapter`` names the adapter where the source alone does not tell. ``data`` is the data
     the model is meant for: its classes and inputs become the version's input contract.
+
+    ``derived``: the model was made by assay from a registered version (:mod:`assay.finetune_run`); it
+    goes through the same checks, registered with its parent and recipe.
 
     Raises :class:`~assay.errors.DataError` (unsafe or broken files, a model whose outputs do not fit the
     data) or :class:`~assay.errors.UsageError`, and registers nothing, when any check fails.
@@ -107,14 +124,15 @@ def import_model(
         }
         (folder / SPEC).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         files = file_digests(folder)
-        recipe = {
+        recipe = derived.recipe if derived is not None else {
             "kind": "import",
             "label": f"imported ({chosen.name})",
             "adapter": chosen.name,
             "source": source,
             "weights": None if weights_path is None else str(weights_path),
             "data": data.model_dump(),
-        }
+        }  # fmt: skip
+        made = {} if derived is None else {"training": derived.training, "history": derived.history}
         contract = _contract(dataset, data, manifest)
         register_dataset(ws, dataset)
         version = ws.store.register_version(
@@ -122,7 +140,7 @@ def import_model(
             artifact_dir=folder,
             spec=manifest["spec"],
             config_hash=hashlib.sha256(json.dumps([recipe, files], sort_keys=True).encode()).hexdigest(),
-            parent=None,
+            parent=None if derived is None else derived.parent,
             lineage={
                 "datasets": dataset.fingerprints(),
                 "dataset": dataset.name,
@@ -131,10 +149,11 @@ def import_model(
                 "frameworks": chosen.frameworks(),
                 "contract": contract.to_dict(),
                 "probe": {"n": min(PROBE_EXAMPLES, dataset.val.n), "accuracy": accuracy, "chance": chance},
+                **made,
                 "description": description,
                 "licence": licence,
             },
-            environment=environment(),
+            environment=environment() if derived is None else derived.environment,
             description=description,
         )
     warnings = []

@@ -81,7 +81,8 @@ def train_version(
     if data.kind == "text":
         raise UsageError(
             f"{data.name} holds texts; assay's zoo trains image and table models. Bring a text model "
-            "through `assay models import` (a Hugging Face folder, e.g. examples/minilm_head.py's)."
+            "through `assay models import` (a Hugging Face folder, e.g. examples/minilm_head.py's), then "
+            "fine-tune it with `assay finetune NAME@VERSION`."
         )
     spec = default_spec(arch, data.input_shape, data.n_classes, spec_overrides)
     seed_everything(config.seed)  # before building: the initial weights come from the same seed

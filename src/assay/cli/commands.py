@@ -148,13 +148,15 @@ def train_cmd(
     precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
     seed: int = 0,
     target: Annotated[str | None, typer.Option(help="Label column of a table.")] = None,
+    text_column: TextColumnOpt = None,
     limit: Annotated[int | None, typer.Option(help="Stratified subset of each split.")] = None,
     description: Annotated[str, typer.Option(help="Intended use, for the model card.")] = "",
     licence: Annotated[str | None, typer.Option(help="Licence of the weights, for the model card.")] = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Train a zoo model and register it as a new version."""
+    """Train a zoo model and register it as a new version (texts: import a text model, then `assay
+    finetune` it)."""
     from pydantic import ValidationError
 
     from assay.config import validation_message
@@ -172,7 +174,7 @@ def train_cmd(
         raise UsageError(validation_message("Bad training option", e)) from None
     if not isinstance(overrides, dict):
         raise UsageError(f"--spec must be a JSON object, got {spec!r}.")
-    spec_of_data = data_spec(data, limit, target)
+    spec_of_data = data_spec(data, limit, target, text_column)
     dataset = load_dataset(spec_of_data)
     version, result = train_version(
         workspace(home),
@@ -194,6 +196,77 @@ def train_cmd(
             f"registered [bold]{version.ref}[/]: "
             + ", ".join(f"{k}={v}" for k, v in result.summary().items())
         )
+
+
+@app.command("finetune")
+@friendly
+def finetune_cmd(
+    ref: Annotated[str, typer.Argument(help="The Hugging Face text classifier to fine-tune (NAME@VERSION).")],
+    data: Annotated[
+        str | None, typer.Option(help="Texts to fine-tune on (default: the version's own data).")
+    ] = None,
+    label_column: LabelColumnOpt = None,
+    text_column: TextColumnOpt = None,
+    name: Annotated[
+        str | None, typer.Option(help="Register as the next version of this model (default: the same).")
+    ] = None,
+    epochs: int = 3,
+    batch_size: int = 16,
+    lr: float = 5e-5,
+    warmup: Annotated[float, typer.Option(help="Share of the steps with a linear warm-up.")] = 0.1,
+    schedule: Annotated[str, typer.Option(help="Decay after the warm-up: linear or cosine.")] = "linear",
+    max_grad_norm: Annotated[
+        float | None, typer.Option(help="Clip gradients to this global norm (default 1.0).")
+    ] = 1.0,
+    precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
+    seed: int = 0,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Folder to keep each finished epoch in; run again with it to resume."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Stratified subset of each split.")] = None,
+    description: Annotated[str, typer.Option(help="Intended use, for the model card.")] = "",
+    licence: Annotated[str | None, typer.Option(help="Licence of the weights, for the model card.")] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Fine-tune a registered Hugging Face text classifier; the result is the next version, its parent
+    the version it was fine-tuned from."""
+    from assay.finetune_run import finetune_version
+    from assay.train.finetune import FinetuneConfig
+
+    config = FinetuneConfig.parse(
+        {
+            "epochs": epochs, "batch_size": batch_size, "lr": lr, "warmup": warmup, "schedule": schedule,
+            "max_grad_norm": max_grad_norm, "precision": precision, "seed": seed,
+        }
+    )  # fmt: skip
+    if data is None and limit is not None:
+        raise UsageError("--limit subsets --data, which is not given; name the data to fine-tune on.")
+    imported, result = finetune_version(
+        workspace(home),
+        ref,
+        config,
+        data_spec=data_spec(data, limit, label_column, text_column),
+        name=name,
+        checkpoint=checkpoint,
+        description=description,
+        licence=licence,
+        progress=not json_out,
+    )
+    for warning in imported.warnings:
+        err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    summary = {"version": imported.version.ref, "parent": imported.version.parent, **result.summary()}
+    if json_out:
+        emit_json({**summary, "artifact_digest": imported.version.artifact_digest})
+        return
+    v = imported.version
+    out.print(
+        f"registered [bold]{escape(v.ref)}[/] (fine-tuned from {escape(str(v.parent))}): "
+        + ", ".join(f"{k}={v}" for k, v in result.summary().items()),
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("eval")
