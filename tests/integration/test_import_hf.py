@@ -69,12 +69,14 @@ def test_a_hf_text_classifier_answers_in_assay_as_in_transformers(
     paired = next(c for c in json.loads(result.stdout)["verdict"]["comparisons"] if c["name"] == "accuracy")
     assert paired["n"] == test.n
 
-    # The trust suite runs the families that apply to a text model and says why the others are skipped.
+    # The trust suite runs its text checks on a text model and says why the pixel ones are skipped.
     trusted = ok_json("trust", "reviews@v1", "--n-boot", "100")
     by_name = {m["name"]: m for m in trusted["measurements"]}
-    assert by_name["corruption_accuracy"]["status"] == "skipped"
-    assert "texts" in by_name["corruption_accuracy"]["details"]["reason"]
-    assert by_name["accuracy"]["status"] == "ok"
+    for name in ("corruption_accuracy[text_typo@3]", "adv_accuracy[char_greedy-edits@3]",
+                 "ood_auroc[docstrings:energy]", "ood_auroc[shuffled:mahalanobis]", "accuracy"):  # fmt: skip
+        assert by_name[name]["status"] == "ok", by_name[name]
+    assert by_name["adv_accuracy[pixels]"]["status"] == "skipped"
+    assert "texts" in by_name["adv_accuracy[pixels]"]["details"]["reason"]
 
     ok_json("models", "promote", "reviews@v1", "--force", "--reason", "the test serves v1")
     ws = Workspace.open(isolated_home)
