@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 import torch
@@ -102,6 +103,7 @@ def main() -> None:
         if "bf16" in precisions:
             speedup = seconds["contiguous", "fp32"] / seconds["channels_last", "bf16"]
             print(f"channels-last bf16 {speedup:.2f}x faster than contiguous fp32")
+    print(f"load average {os.getloadavg()[0]:.2f} (above the core count: other work shared the CPU)")
     print(json.dumps(rows))
 
 
