@@ -3,7 +3,8 @@
 With its default parameters (a shorter training where it trains) on a tiny trained CNN, a compressor
 leaves its source untouched and writes a model folder that loads through the adapters and predicts
 every class's logits for a batch; or it says why it cannot run here (:class:`~assay.compress.Skipped`,
-with the reason).
+with the reason). The text compressors (``TEXT_COMPRESSORS``) keep the same contract on a tiny random
+BERT classifier.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 import torch
 
 from assay.compress import COMPRESSORS, Built, Context, Skipped
+from assay.compress.text import TEXT_COMPRESSORS, TextContext, TextSource
 from assay.data import Dataset
 from assay.models import ZooModel
 from assay.models.adapters import load_artifact
@@ -44,4 +46,40 @@ def test_a_compressor_builds_a_loadable_model_or_says_why_not(
     loaded = load_artifact(out)
     logits, _ = loaded.predictor.logits_and_features(bars_data.test.x[:16])
     assert logits.shape == (16, bars_data.n_classes) and np.isfinite(logits).all()
+    assert loaded.weights.is_file() and loaded.parameters > 0
+
+
+@pytest.fixture(scope="module")
+def text_source(tmp_path_factory: pytest.TempPathFactory) -> TextSource:
+    """A tiny random BERT classifier staged as the hf adapter stores it."""
+    pytest.importorskip("transformers")
+    from tests.unit.models.test_adapter_hf import stage_and_load, tiny_classifier
+
+    root = tmp_path_factory.mktemp("text-contract")
+    tiny_classifier(root / "bert")
+    loaded = stage_and_load(root / "bert", root)
+    return TextSource(loaded.weights.parent, loaded.manifest)
+
+
+@pytest.mark.parametrize("name", TEXT_COMPRESSORS.names())
+def test_a_text_compressor_builds_a_loadable_model_or_says_why_not(
+    name: str, text_source: TextSource, tmp_path: Path
+) -> None:
+    from tests.unit.models.test_heads import tiny_text_data
+
+    data = tiny_text_data()
+    compressor = TEXT_COMPRESSORS.get(name)
+    assert callable(compressor) and len(inspect.signature(compressor).parameters) == 4
+    before = (text_source.folder / "model.safetensors").read_bytes()
+    out = tmp_path / name
+    try:
+        compressor(text_source, TextContext(data, calibration_size=32), out, {})
+    except Skipped as e:
+        assert str(e).strip(), f"{name} skipped without a reason"
+        return
+    finally:
+        assert (text_source.folder / "model.safetensors").read_bytes() == before, f"{name} changed its source"
+    loaded = load_artifact(out)
+    logits, _ = loaded.predictor.logits_and_features(data.test.x[:16])
+    assert logits.shape == (16, text_source.num_labels) and np.isfinite(logits).all()
     assert loaded.weights.is_file() and loaded.parameters > 0

@@ -4,6 +4,8 @@ compressors (registered plugins: COMPRESSORS)     quantize.py  onnx_fp32, ort_dy
     source torch model -> new model folder                     ort_static_int8, torch_bf16, torchao
                                                   prune.py     prune_structured, prune_magnitude
                                                   distill.py   distill
+text.py     TEXT_COMPRESSORS for Hugging Face text classifiers: onnx_fp32, ort_dynamic_int8 (and the
+            "ORT defaults" anchor), ort_static_int8, bf16, torchao
 search.py   the accuracy-aware search: plan -> build -> evaluate -> gate -> register, Pareto frontier
 hardware.py FLOPs and the instruction set's peak ratios, for flagging implausible speedups
 """

@@ -30,18 +30,26 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from assay.compress.base import COMPRESSORS, Context, Skipped
+from assay.compress.base import COMPRESSORS, Built, Context, Skipped
 from assay.compress.hardware import flops, speedup_bound
 from assay.compress.quantize import layer_sensitivity
+from assay.compress.text import (
+    TEXT_COMPRESSORS,
+    TextContext,
+    TextSource,
+    is_text_model,
+    text_flops,
+)
+from assay.compress.text import layer_sensitivity as text_layer_sensitivity
 from assay.env import environment
 from assay.errors import AssayError, UsageError
 from assay.evaluate import Assessment
 from assay.format import format_delta, format_interval
 from assay.gate import Policy
 from assay.measurement import Comparison
-from assay.metrics.efficiency import moves_the_statistic
+from assay.metrics.efficiency import TEXT_TOKENS, moves_the_statistic
 from assay.models import ZooModel
 from assay.models.loaded import LoadedModel
 from assay.release import (
@@ -120,8 +128,30 @@ def _student(spec: dict[str, Any], width: float = 0.375) -> dict[str, Any]:
     return {"hidden": [scaled(h) for h in spec["hidden"]]}
 
 
+def text_plan() -> list[Candidate]:
+    """A text classifier's candidates (:mod:`assay.compress.text`), the "ORT defaults" anchor among them.
+    Layer dropping and distillation for text are not built yet."""
+    return [
+        Candidate("onnx_fp32", "onnx_fp32"),
+        Candidate("ort_defaults", "ort_dynamic_int8", {"defaults": True}),
+        Candidate("ort_dynamic_int8", "ort_dynamic_int8"),
+        Candidate("ort_static_int8", "ort_static_int8"),
+        Candidate("bf16", "bf16"),
+        Candidate("torchao_int8_weight_only", "torchao", {"config": "int8_weight_only"}),
+        Candidate("torchao_int8_dynamic", "torchao", {"config": "int8_dynamic"}),
+    ]
+
+
+def is_text_spec(spec: dict[str, Any]) -> bool:
+    """The spec of an imported hf text classifier, whose plan is :func:`text_plan`."""
+    return spec.get("arch") == "hf" and spec.get("input_kind") == "text"
+
+
 def default_plan(spec: dict[str, Any], ratios: Iterable[float] = (0.25, 0.5, 0.75)) -> list[Candidate]:
-    """Cheap conversions first, then the ones that train (pruning, distillation) with their exports."""
+    """Cheap conversions first, then the ones that train (pruning, distillation) with their exports; for a
+    Hugging Face text classifier, :func:`text_plan`."""
+    if is_text_spec(spec):
+        return text_plan()
     plan = [
         Candidate("torch_bf16", "torch_bf16"),
         Candidate("onnx_fp32", "onnx_fp32"),
@@ -399,6 +429,7 @@ class Search:
         self.on_trial = on_trial
         self.trials: list[Trial] = []
         self.root_point: dict[str, Any] | None = None  # set by run(), once the root is measured
+        self._text_flops: int | None = None
         self.dataset: dict[str, Any] | None = None
         self.status = "running"
         self.stop_reason = ""
@@ -411,13 +442,19 @@ class Search:
     def run(self) -> SearchResult:
         self.root = self.ws.store.resolve(self.ref)
         loaded = model_of(self.ws, self.root)
-        if loaded.adapter != "zoo":
+        self.text = loaded.adapter == "hf" and loaded.manifest.get("task") == "text"
+        if self.text and not is_text_model(loaded.manifest):
+            raise UsageError(
+                f"{self.root.ref} is a {loaded.predictor.name} variant; compress its fp32 transformers "
+                f"parent ({self.root.parent or 'see assay models show'}) instead."
+            )
+        if loaded.adapter != "zoo" and not self.text:
             raise UsageError(
                 f"{self.root.ref} was imported through the {loaded.adapter} adapter; assay compress builds "
                 "on its own zoo models so far. Compress it with your own tools and gate the result against "
                 f"it (`assay models import`, then `assay gate {self.root.ref} NAME@N`)."
             )
-        if (
+        if not self.text and (
             loaded.module is None
             or loaded.backend != "torch"
             or loaded.manifest.get("precision", "fp32") != "fp32"
@@ -426,25 +463,31 @@ class Search:
                 f"{self.root.ref} is a {loaded.predictor.name} variant; compress its fp32 torch parent "
                 f"({self.root.parent or 'see assay models show'}) instead."
             )
-        self.root_module: ZooModel = loaded.module
+        self.root_module: ZooModel | TextSource = (
+            TextSource(loaded.weights.parent, loaded.manifest) if self.text else cast(ZooModel, loaded.module)
+        )
         queue = list(self.plan if self.plan is not None else default_plan(self.root.spec))
         keys = [c.key for c in queue]
         if len(set(keys)) != len(keys):
             raise UsageError(f"Candidate keys must be unique; got {keys}.")
         self.data, _ = data_for(self.root)
         self.dataset = dataset_info(self.data, "test")
-        self.ctx = Context(
-            self.data, seed=self.policy.seed, progress=self.progress, finetune_epochs=self.finetune_epochs
+        self.ctx: Context | TextContext = (
+            TextContext(self.data, seed=self.policy.seed, progress=self.progress)
+            if self.text
+            else Context(
+                self.data, seed=self.policy.seed, progress=self.progress, finetune_epochs=self.finetune_epochs
+            )
         )
         self.root_notes = [n for n in [busy_machine()] if n]
         self.baseline = self._assess(self.root, loaded)
         self.root_point = {
             "key": "root",
             "version": self.root.ref,
-            "backend": "torch",
+            "backend": loaded.backend,
             "precision": "fp32",
             "spec": self.root.spec,
-            "flops": flops(self.root.spec, self.data.input_shape),
+            "flops": self._flops(self.root.spec),
             "metrics": _point(self.baseline),
             "report": None,
             "notes": self.root_notes,
@@ -478,10 +521,9 @@ class Search:
         started = time.monotonic()
         try:
             source = self._source(c)
-            compressor = COMPRESSORS.get(c.method)
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp) / "model"
-                built = compressor(source, self.ctx, out, dict(c.params))
+                built = self._build(c, source, out)
                 version = self._register(c, out, built.spec, built.training, built.notes)
             trial.notes = built.notes
             self._evaluate(trial, version)
@@ -495,7 +537,24 @@ class Search:
         trial.seconds = round(time.monotonic() - started, 2)
         return trial
 
-    def _source(self, c: Candidate) -> ZooModel:
+    def _build(self, c: Candidate, source: ZooModel | TextSource, out: Path) -> Built:
+        """``c``'s compressor on ``source``: a text compressor for a text model, else an image one."""
+        if isinstance(source, TextSource):
+            assert isinstance(self.ctx, TextContext)
+            return TEXT_COMPRESSORS.get(c.method)(source, self.ctx, out, dict(c.params))
+        assert isinstance(self.ctx, Context)
+        return COMPRESSORS.get(c.method)(source, self.ctx, out, dict(c.params))
+
+    def _flops(self, spec: dict[str, Any]) -> int:
+        """FLOPs of one example: a text of ``TEXT_TOKENS`` tokens (the timed length) for a text model,
+        whose variants all share its architecture."""
+        if isinstance(self.root_module, TextSource):
+            if self._text_flops is None:
+                self._text_flops = text_flops(self.root_module, TEXT_TOKENS)
+            return self._text_flops
+        return flops(spec, self.data.input_shape)
+
+    def _source(self, c: Candidate) -> ZooModel | TextSource:
         if c.base is None:
             return self.root_module
         base = next((t for t in self.trials if t.key == c.base), None)
@@ -583,7 +642,7 @@ class Search:
         trial.version, trial.parent, trial.run_id = version.ref, version.parent, gated.run_id
         trial.report = str(gated.html)
         trial.backend, trial.precision = loaded.backend, str(loaded.manifest.get("precision", "fp32"))
-        trial.spec, trial.flops = version.spec, flops(version.spec, self.data.input_shape)
+        trial.spec, trial.flops = version.spec, self._flops(version.spec)
         trial.metrics = _point(assessment)
         objectives = {metric for metric, _ in OBJECTIVES.values()}
         trial.versus_parent = {
@@ -611,7 +670,13 @@ class Search:
         if base is not None and base.status != "passed":
             return []  # gated against the root like its base, which already failed: no fallback can pass
         try:
-            ranked = layer_sensitivity(self._source(c), self.ctx)
+            source = self._source(c)
+            if isinstance(source, TextSource):
+                assert isinstance(self.ctx, TextContext)
+                ranked = text_layer_sensitivity(source, self.ctx)
+            else:
+                assert isinstance(self.ctx, Context)
+                ranked = layer_sensitivity(source, self.ctx)
         except Skipped:
             return []
         out = []

@@ -4,7 +4,9 @@ Method (DESIGN.md section 4): warm-up calls first (a count and a minimum time), 
 calls; latency at batch 1 and at a throughput batch, reported as percentiles with seeded bootstrap
 intervals over the timed calls; the raw timings travel in ``details["samples"]`` so the gate can compare
 two models' distributions. Thread count and batch sizes are recorded in every measurement. Timings are
-only comparable on the same machine.
+only comparable on the same machine. A text model is timed at batch 1 and batch ``TEXT_THROUGHPUT_BATCH``
+on a text of ``TEXT_TOKENS`` tokens where its predictor can make one (``text_of_tokens``); the length is
+in the measurement's details (``sequence_length``).
 
 Timings that cannot be trusted are flagged, never dropped: ``details["flags"]`` lists, in words, what
 :func:`timing_flags` and :func:`machine_load` found (empty when nothing), and ``details["timing_check"]``
@@ -29,7 +31,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 
@@ -46,6 +48,11 @@ MEMORY_READINGS = 5
 
 
 WARMUP_SECONDS = 0.5
+THROUGHPUT_BATCH = 256
+# Text models: batch 1 and batch 8 (the batches serving sees, and the published BERT int8 figures use) at
+# a stated length in the model's tokens; 128 keeps the whole of most short texts (docs/data.md: fortunes).
+TEXT_THROUGHPUT_BATCH = 8
+TEXT_TOKENS = 128
 
 # An outlier is far outside its own distribution on both scales: OUTLIER_FACTOR x the median keeps the
 # jitter of a tight distribution (a few MADs of a few microseconds) from counting, OUTLIER_MADS scaled
@@ -319,22 +326,50 @@ def _count(name: str, value: float, estimator: str) -> Measurement:
     )
 
 
+class FixedLengthTexts(Protocol):
+    """A text model's predictor that can make a text of a given length in its own tokens."""
+
+    def text_of_tokens(self, n: int, words: str = "") -> tuple[str, int]: ...
+
+
+def _text_input(predictor: Predictor, example: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """The text a text model is timed on: ``example``'s words repeated to ``TEXT_TOKENS`` tokens (at most
+    the model's truncation length), so that two models with one tokenizer are timed on the same work and
+    the length is stated; a model that cannot say its tokens is timed on ``example`` as it is."""
+    words = str(example.reshape(-1)[0]) if example.size else ""
+    if not callable(getattr(predictor, "text_of_tokens", None)):
+        return example, {"sequence_length": "that of the first test example (the model gives no tokenizer)"}
+    text, tokens = cast("FixedLengthTexts", predictor).text_of_tokens(TEXT_TOKENS, words)
+    return np.array(text, dtype=object), {
+        "sequence_length": tokens,
+        "sequence": "tokens, special tokens included",
+    }
+
+
 def measure_efficiency(
     predictor: Predictor,
     example: np.ndarray,
     *,
     parameters: int | None = None,
     weights_path: Path | None = None,
-    throughput_batch: int = 256,
+    throughput_batch: int | None = None,
     warmup: int = 10,
     repeats: int = 100,
     seed: int = 0,
 ) -> list[Measurement]:
-    """``example`` is one input without the batch dimension; batches are made by repeating it."""
+    """``example`` is one input without the batch dimension; batches are made by repeating it.
+
+    ``throughput_batch``: by default ``THROUGHPUT_BATCH`` examples, or for a text (a 0-d string array)
+    ``TEXT_THROUGHPUT_BATCH`` texts of ``TEXT_TOKENS`` tokens (:func:`_text_input`)."""
     import torch  # the thread count torch runs with; imported here so the timing tools load without it
 
     threads = torch.get_num_threads()
-    context = {"threads": threads, "backend": predictor.name}
+    context: dict[str, Any] = {"threads": threads, "backend": predictor.name}
+    if example.dtype.kind in "OUS":
+        example, shape = _text_input(predictor, example)
+        context.update(shape)
+        throughput_batch = throughput_batch or TEXT_THROUGHPUT_BATCH
+    throughput_batch = throughput_batch or THROUGHPUT_BATCH
     out: list[Measurement] = []
     if parameters is not None:
         out.append(_count("parameters", parameters, "trainable and frozen parameters"))

@@ -31,6 +31,11 @@ of the classification head (the last ``nn.Linear`` with one output per label; fo
 token, the last token the attention mask keeps). A text model gives no ``network``: a gradient with
 respect to token ids is not defined, so the trust suite skips its white-box attacks; an image model's
 network is the normalisation and the model, from [0, 1] pixels to logits.
+
+Compressed variants of a text model (``assay compress``) are hf folders too, whose manifest names their
+runtime: ``backend = "transformers"`` with ``precision = "bf16"`` runs here under bf16 autocast; ONNX
+Runtime and torchao variants load through :mod:`assay.models.adapters.hf_runtimes`. Every runtime
+tokenizes and batches as :class:`TextBatches` does.
 """
 
 from __future__ import annotations
@@ -326,15 +331,17 @@ class _HeadInput:
         return value.float().numpy() if value.ndim == 2 else None
 
 
-class TextPredictor:
-    """A sequence classifier on batches of strings: tokenized by its own tokenizer, run fp32 in sub-batches
-    of texts of similar length (less padding), outputs put back in the caller's order."""
+class TextBatches:
+    """What every runtime of a text classifier shares: a batch of strings checked, tokenized by the model's
+    own tokenizer (truncated to ``max_length``), run in sub-batches of ``BATCH`` texts of similar length
+    (less padding), and the outputs put back in the caller's order. A runtime gives ``_run``: one padded
+    sub-batch to (logits, features or None)."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any, max_length: int, num_labels: int) -> None:
-        self.model, self.tokenizer, self.max_length = model.eval(), tokenizer, max_length
-        self.num_labels = num_labels
-        self.name = "transformers-fp32"
-        self._head = _HeadInput(classification_head(model, num_labels))
+    name: str
+    tensors = "pt"  # what the tokenizer returns for ``_run``: torch tensors ("pt") or numpy arrays ("np")
+
+    def __init__(self, tokenizer: Any, max_length: int, num_labels: int) -> None:
+        self.tokenizer, self.max_length, self.num_labels = tokenizer, max_length, num_labels
 
     def _encode(self, texts: list[str], padding: bool) -> Any:
         return self.tokenizer(
@@ -342,10 +349,12 @@ class TextPredictor:
             padding=padding,
             truncation=True,
             max_length=self.max_length,
-            return_tensors="pt" if padding else None,
+            return_tensors=self.tensors if padding else None,
         )
 
-    @torch.inference_mode()
+    def _run(self, encoded: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        raise NotImplementedError
+
     def logits_and_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         texts = list(np.asarray(x, dtype=object).reshape(-1))
         bad = next((t for t in texts if not isinstance(t, str)), None)
@@ -359,14 +368,51 @@ class TextPredictor:
         features: np.ndarray | None = None
         for start in range(0, len(texts), BATCH):
             rows = order[start : start + BATCH]
-            encoded = self._encode([texts[i] for i in rows], True)
-            logits[rows] = self.model(**encoded).logits.float().numpy()
-            kept = self._head.take(encoded.get("attention_mask"))
+            out, kept = self._run(self._encode([texts[i] for i in rows], True))
+            logits[rows] = out
             if kept is not None:
                 if features is None:
                     features = np.empty((len(texts), kept.shape[1]), dtype=np.float32)
                 features[rows] = kept
         return logits, features
+
+    def text_of_tokens(self, n: int, words: str = "") -> tuple[str, int]:
+        """A text that tokenizes to ``n`` tokens (special tokens included; at most ``max_length``), made
+        of ``words`` repeated (a filler where there are none), and its length in tokens as this
+        predictor runs it: the timings of text models are taken at a stated sequence length."""
+        n = min(n, self.max_length)
+        base = words.split() or ["the"]
+        pieces = [base[i % len(base)] for i in range(4 * n)]  # no word is shorter than a token
+
+        def tokens(k: int) -> int:
+            return len(self._encode([" ".join(pieces[:k])], False)["input_ids"][0])
+
+        low, high = 0, len(pieces)  # the most words that give at most n tokens (truncation caps it)
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if tokens(mid) <= n else (low, mid - 1)
+        text = " ".join(pieces[:low])
+        return text, tokens(low)
+
+
+class TextPredictor(TextBatches):
+    """A sequence classifier on batches of strings (:class:`TextBatches`), run by transformers in fp32, or
+    under bf16 autocast (``precision="bf16"``: matrix products in bf16, the rest in fp32)."""
+
+    def __init__(
+        self, model: nn.Module, tokenizer: Any, max_length: int, num_labels: int, precision: str = "fp32"
+    ) -> None:
+        super().__init__(tokenizer, max_length, num_labels)
+        self.model, self.precision = model.eval(), precision
+        self.name = f"transformers-{precision}"
+        self._head = _HeadInput(classification_head(model, num_labels))
+
+    @torch.inference_mode()
+    def _run(self, encoded: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            logits = self.model(**encoded).logits.float().numpy()
+        kept = self._head.take(encoded.get("attention_mask"))
+        return logits, kept
 
 
 class ImageNetwork(nn.Module):
@@ -504,12 +550,20 @@ class HuggingFaceAdapter:
                 f"{folder / CONFIG}: names {about['architecture']!r}, but the manifest was made for "
                 f"{manifest.get('architecture')!r}; the folder was changed after it was staged."
             )
+        backend = str(manifest.get("backend", "transformers"))
+        if about["task"] == "text" and backend != "transformers":
+            from assay.models.adapters import hf_runtimes  # compressed variants: ONNX Runtime, torchao
+
+            return hf_runtimes.load_text_variant(folder, manifest, about)
         model = load_classifier(folder, about["architecture"], manifest.get("source"))
         n = about["num_labels"]
         network: nn.Module | None = None
         predictor: TextPredictor | ImagePredictor
         if about["task"] == "text":
-            predictor = TextPredictor(model, load_tokenizer(folder), int(manifest["max_length"]), n)
+            precision = str(manifest.get("precision", "fp32"))
+            predictor = TextPredictor(
+                model, load_tokenizer(folder), int(manifest["max_length"]), n, precision
+            )
         else:
             network = ImageNetwork(model, manifest.get("normalise"))
             predictor = ImagePredictor(network, n)

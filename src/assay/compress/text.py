@@ -1,0 +1,408 @@
+"""Compressors for Hugging Face text classifiers (imported through the hf adapter), in the same search.
+
+    onnx_fp32         the transformers model exported to ONNX (dynamic batch and sequence axes; outputs
+                      ``logits`` and ``features``, the classification head's input), run by ONNX Runtime
+    ort_dynamic_int8  int8 MatMul weights, per output channel; activations quantized per call.
+                      ``defaults=True``: ``quantize_dynamic`` with nothing but its required arguments on
+                      the plain export, which is what Optimum's ORTQuantizer does with its defaults: the
+                      "ORT defaults" anchor a search must beat or match
+    ort_static_int8   QDQ int8: per-channel int8 weights, uint8 activations whose ranges are calibrated
+                      (min-max) on a seeded subset of the training texts; ``exclude`` keeps named MatMuls
+                      in fp32 (the search's fallback: the most damaging ones first)
+    bf16              bf16 weights on disk, bf16 autocast at inference; where the CPU computes bf16
+    torchao           torchao int8 weight-only or dynamic (``config``) on the linear layers
+
+A variant's folder is an hf folder (config, tokenizer) with its runtime's file and a manifest that the hf
+adapter loads (:mod:`assay.models.adapters.hf_runtimes`), so texts are tokenized, truncated and batched
+exactly as the parent does. Layer dropping and distillation for text are not built yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from assay.compress.base import Built, Skipped, quiet
+from assay.data import Dataset
+from assay.env import cpu_supports_bf16
+from assay.errors import MissingExtraError
+from assay.models.adapters import hf
+from assay.models.adapters.files import sha256_file
+from assay.models.adapters.hf_runtimes import (
+    INPUTS,
+    ONNX_FILE,
+    TORCHAO_WEIGHTS,
+    OnnxTextPredictor,
+    save_torchao,
+)
+from assay.models.io import SPEC
+from assay.plugins import Registry
+
+QUANTIZABLE_OPS = ("MatMul", "Gemm")
+SCAN_EXAMPLES = 500  # validation texts the sensitivity scan compares predictions on
+ORT_DEFAULTS = "ORT defaults: onnxruntime quantize_dynamic with its defaults, as Optimum's ORTQuantizer"
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """A stored hf text classifier: its folder (config, safetensors weights, tokenizer) and manifest."""
+
+    folder: Path
+    manifest: dict[str, Any]
+
+    @property
+    def max_length(self) -> int:
+        return int(self.manifest["max_length"])
+
+    @property
+    def num_labels(self) -> int:
+        return int(self.manifest["num_labels"])
+
+    def model(self) -> nn.Module:
+        """A fresh fp32 copy of the model: compressors never touch the stored one."""
+        return hf.load_classifier(self.folder, str(self.manifest["architecture"]))
+
+    def tokenizer(self) -> Any:
+        return hf.load_tokenizer(self.folder)
+
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.model().parameters())
+
+
+def is_text_model(manifest: dict[str, Any]) -> bool:
+    """An hf text classifier on transformers in fp32: what the text compressors build on."""
+    return (
+        manifest.get("adapter") == "hf"
+        and manifest.get("task") == "text"
+        and manifest.get("backend", "transformers") == "transformers"
+        and manifest.get("precision", "fp32") == "fp32"
+    )
+
+
+@dataclass
+class TextContext:
+    """What text compressors read besides their source: the data and a seed (see
+    :class:`assay.compress.base.Context`, its image counterpart)."""
+
+    data: Dataset
+    seed: int = 0
+    progress: bool = False
+    calibration_size: int = 256  # training texts the static ranges are calibrated on
+    _calibration: np.ndarray | None = field(default=None, repr=False)
+    _exports: dict[str, Path] = field(default_factory=dict, repr=False)
+    _folder: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+
+    def calibration(self) -> np.ndarray:
+        """A seeded random subset of the training texts (never validation or test)."""
+        if self._calibration is None:
+            rng = np.random.default_rng(self.seed)
+            n = min(self.calibration_size, self.data.train.n)
+            index = np.sort(rng.choice(self.data.train.n, size=n, replace=False))
+            self._calibration = self.data.train.x[index]
+        return self._calibration
+
+    def onnx_fp32(self, source: TextSource) -> Path:
+        """``source`` exported once per context (the quantizers and the sensitivity scan share it)."""
+        key = hashlib.sha256(sha256_file(source.folder / hf.WEIGHTS).encode()).hexdigest()[:24]
+        if key not in self._exports:
+            if self._folder is None:
+                self._folder = tempfile.TemporaryDirectory(prefix="assay-onnx-text-")
+            path = Path(self._folder.name) / f"{key}.onnx"
+            export_text_onnx(source, path)
+            self._exports[key] = path
+        return self._exports[key]
+
+
+TextCompressor = Callable[[TextSource, TextContext, Path, dict[str, Any]], Built]
+TEXT_COMPRESSORS: Registry[TextCompressor] = Registry("text_compressor")
+
+
+def graph_inputs(tokenizer: Any) -> list[str]:
+    """The inputs an export takes: those of ``INPUTS`` the tokenizer gives (BERT's token_type_ids
+    where its tokenizer makes them), in that order."""
+    names = set(tokenizer.model_input_names)
+    return [n for n in INPUTS if n in names]
+
+
+class _LogitsAndFeatures(nn.Module):
+    """The classifier as the graph evaluation reads: logits, and the input of the classification head
+    (as :class:`~assay.models.adapters.hf.TextPredictor` keeps it: for a head over every token, the last
+    token the mask keeps). The head's input is taken by a forward pre-hook, which the exporter traces."""
+
+    def __init__(self, model: nn.Module, num_labels: int, names: list[str]) -> None:
+        super().__init__()
+        self.model, self.names = model.eval(), names
+        self._kept: torch.Tensor | None = None
+        head = hf.classification_head(model, num_labels)
+        if head is None:
+            raise Skipped("the model has no linear head with one output per label to take features from")
+        head.register_forward_pre_hook(self._keep)
+
+    def _keep(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
+        self._kept = inputs[0]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        logits: torch.Tensor = self.model(**{n: given[n] for n in self.names}).logits
+        kept = self._kept
+        assert kept is not None  # the head ran
+        if kept.ndim == 3:
+            positions = torch.arange(attention_mask.shape[1])
+            last = (attention_mask.bool() * positions).argmax(dim=1)
+            kept = kept[torch.arange(kept.shape[0]), last]
+        return logits, kept
+
+
+def export_text_onnx(source: TextSource, path: Path) -> None:
+    """torch.export-based ONNX export with dynamic batch and sequence axes; Skipped where it fails."""
+    try:
+        import onnxscript  # noqa: F401 - the exporter needs it
+    except ImportError:
+        raise Skipped("ONNX export needs onnx and onnxscript: pip install 'assay[compress]'") from None
+    tokenizer = source.tokenizer()
+    names = graph_inputs(tokenizer)
+    if names[:2] != ["input_ids", "attention_mask"]:
+        raise Skipped(f"the tokenizer gives {names}; the export needs input_ids and attention_mask")
+    wrapper = _LogitsAndFeatures(source.model(), source.num_labels, names)
+    example = tokenizer(
+        ["a short text", "a somewhat longer text for the example batch"],
+        padding=True,
+        truncation=True,
+        max_length=source.max_length,
+        return_tensors="pt",
+    )
+    axes = {0: "batch", 1: "sequence"}
+    try:
+        with quiet():
+            torch.onnx.export(
+                wrapper,
+                tuple(example[n] for n in names),
+                str(path),
+                input_names=names,
+                output_names=["logits", "features"],
+                dynamic_shapes={n: axes for n in names},
+                dynamo=True,
+                optimize=True,
+                verbose=False,
+                external_data=False,
+            )
+    except Exception as e:  # the exporter raises many types; each means "cannot export this model"
+        raise Skipped(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+
+
+def stage_variant(source: TextSource, out: Path, **fields: Any) -> None:
+    """``out`` as an hf folder for a variant: the parent's config and tokenizer, and a manifest that is
+    the parent's with the variant's ``fields`` (backend, precision, ...) and the parent's parameters."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (hf.CONFIG, *hf.TOKENIZER_FILES):
+        if (source.folder / name).is_file():
+            shutil.copyfile(source.folder / name, out / name)
+    manifest = {**source.manifest, "parameters": source.parameters(), **fields}
+    (out / SPEC).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def _quantization() -> Any:
+    try:
+        from onnxruntime import quantization
+    except ImportError:
+        raise Skipped(str(MissingExtraError("onnxruntime", "compress"))) from None
+    return quantization
+
+
+@TEXT_COMPRESSORS.register("onnx_fp32")
+def onnx_fp32(source: TextSource, ctx: TextContext, out: Path, params: dict[str, Any]) -> Built:
+    fp32 = ctx.onnx_fp32(source)
+    stage_variant(source, out, backend="onnxruntime", precision="fp32", weights=ONNX_FILE)
+    shutil.copyfile(fp32, out / ONNX_FILE)
+    return Built(spec=source.manifest["spec"])
+
+
+@TEXT_COMPRESSORS.register("ort_dynamic_int8")
+def ort_dynamic_int8(source: TextSource, ctx: TextContext, out: Path, params: dict[str, Any]) -> Built:
+    """Dynamic int8: per-channel int8 MatMul weights; ``defaults=True``: ORT's defaults (the anchor)."""
+    quantization = _quantization()
+    fp32 = ctx.onnx_fp32(source)
+    defaults = bool(params.get("defaults", False))
+    form = ORT_DEFAULTS if defaults else "dynamic, per-channel int8 MatMul weights"
+    stage_variant(source, out, backend="onnxruntime", precision="int8", weights=ONNX_FILE, quantization=form)
+    with quiet():
+        if defaults:
+            quantization.quantize_dynamic(str(fp32), str(out / ONNX_FILE))
+        else:
+            quantization.quantize_dynamic(
+                str(fp32),
+                str(out / ONNX_FILE),
+                per_channel=True,
+                weight_type=quantization.QuantType.QInt8,
+                op_types_to_quantize=["MatMul"],
+            )
+    return Built(spec=source.manifest["spec"], notes=[form])
+
+
+def _reader(quantization: Any, tokenizer: Any, texts: np.ndarray, max_length: int, batch: int = 32) -> Any:
+    """ONNX Runtime's calibration reader over tokenized batches of ``texts``, as the graph takes them."""
+    names = graph_inputs(tokenizer)
+    batches: Iterator[dict[str, np.ndarray]] = iter(
+        {
+            k: np.asarray(v, dtype=np.int64)
+            for k, v in tokenizer(
+                list(texts[i : i + batch]),
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="np",
+            ).items()
+            if k in names
+        }
+        for i in range(0, len(texts), batch)
+    )
+
+    class Reader(quantization.CalibrationDataReader):
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(batches, None)
+
+    return Reader()
+
+
+def quantizable_nodes(path: Path) -> list[str]:
+    """Names of the MatMul and Gemm nodes with a constant weight (the linear layers), in graph order:
+    what static quantization turns int8 and a fallback may keep in fp32."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    constants = {i.name for i in graph.initializer} | {
+        o for n in graph.node if n.op_type == "Constant" for o in n.output
+    }
+    return [n.name for n in graph.node if n.op_type in QUANTIZABLE_OPS and n.input[1] in constants]
+
+
+def quantize_static_text(
+    source: TextSource,
+    fp32: Path,
+    out: Path,
+    texts: np.ndarray,
+    *,
+    exclude: list[str] | None = None,
+    only: list[str] | None = None,
+) -> None:
+    quantization = _quantization()
+    nodes = quantizable_nodes(fp32)
+    with quiet():
+        quantization.quantize_static(
+            str(fp32),
+            str(out),
+            _reader(quantization, source.tokenizer(), texts, source.max_length),
+            quant_format=quantization.QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=quantization.QuantType.QUInt8,
+            weight_type=quantization.QuantType.QInt8,
+            calibrate_method=quantization.CalibrationMethod.MinMax,
+            op_types_to_quantize=list(QUANTIZABLE_OPS),
+            nodes_to_quantize=only or [n for n in nodes if n not in set(exclude or [])],
+        )
+
+
+@TEXT_COMPRESSORS.register("ort_static_int8")
+def ort_static_int8(source: TextSource, ctx: TextContext, out: Path, params: dict[str, Any]) -> Built:
+    """Static QDQ int8 of the linear layers; ``params['exclude']``: MatMul/Gemm node names kept fp32."""
+    exclude = list(params.get("exclude", []))
+    fp32 = ctx.onnx_fp32(source)
+    unknown = sorted(set(exclude) - set(quantizable_nodes(fp32)))
+    if unknown:
+        raise Skipped(f"no quantizable node named {unknown} in the exported graph")
+    form = "static QDQ, per-channel int8 weights, uint8 activations (min-max on training texts)"
+    stage_variant(
+        source, out, backend="onnxruntime", precision="int8", weights=ONNX_FILE, quantization=form,
+        fp32_layers=exclude,
+    )  # fmt: skip
+    quantize_static_text(source, fp32, out / ONNX_FILE, ctx.calibration(), exclude=exclude)
+    notes = [f"kept in fp32: {', '.join(exclude)}"] if exclude else []
+    return Built(spec=source.manifest["spec"], notes=notes)
+
+
+def layer_sensitivity(source: TextSource, ctx: TextContext) -> list[tuple[str, float]]:
+    """Each linear layer's damage when it alone is int8: the share of validation predictions (at most
+    ``SCAN_EXAMPLES``) that change against fp32, worst first; ties keep graph order."""
+    texts = ctx.data.val.x[:SCAN_EXAMPLES]
+    fp32 = ctx.onnx_fp32(source)
+    tokenizer = source.tokenizer()
+
+    def predictions(path: Path) -> np.ndarray:
+        predictor = OnnxTextPredictor(path, tokenizer, source.max_length, source.num_labels)
+        return predictor.logits_and_features(texts)[0].argmax(1)
+
+    reference = predictions(fp32)
+    damage = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for node in quantizable_nodes(fp32):
+            one = Path(tmp) / "one.onnx"
+            quantize_static_text(source, fp32, one, ctx.calibration(), only=[node])
+            damage.append((node, float(np.mean(predictions(one) != reference))))
+    return sorted(damage, key=lambda item: -item[1])
+
+
+@TEXT_COMPRESSORS.register("bf16")
+def bf16(source: TextSource, ctx: TextContext, out: Path, params: dict[str, Any]) -> Built:
+    """bf16 weights on disk (half the size), bf16 autocast at inference; only where the CPU computes
+    bf16 natively (else it would be emulated, slower than fp32)."""
+    if not cpu_supports_bf16():
+        raise Skipped("this CPU has no native bf16 (avx512_bf16 or amx_bf16): bf16 would be emulated")
+    model: Any = source.model().to(torch.bfloat16)  # a transformers model: save_pretrained
+    stage_variant(source, out, backend="transformers", precision="bf16", weights=hf.WEIGHTS)
+    with hf.offline():
+        model.save_pretrained(out, safe_serialization=True)
+    return Built(spec=source.manifest["spec"], notes=["bf16 weights; matrix products in bf16 autocast"])
+
+
+@TEXT_COMPRESSORS.register("torchao")
+def torchao(source: TextSource, ctx: TextContext, out: Path, params: dict[str, Any]) -> Built:
+    """A torchao configuration (``params['config']``) on the linear layers, probed on one batch: no
+    kernel, no variant."""
+    from assay.models.backends import import_torchao, torchao_config
+
+    config = str(params.get("config", "int8_dynamic"))
+    tokenizer = source.tokenizer()
+    example = tokenizer(list(ctx.calibration()[:2]), padding=True, truncation=True,
+                        max_length=source.max_length, return_tensors="pt")  # fmt: skip
+    try:
+        with quiet():
+            model = source.model()
+            import_torchao().quantize_(model, torchao_config(config))
+            with torch.inference_mode():
+                model(**example)
+    except MissingExtraError as e:
+        raise Skipped(str(e)) from None
+    except (RuntimeError, NotImplementedError, TypeError) as e:  # a kernel this machine does not have
+        raise Skipped(f"torchao {config} does not run here: {str(e).splitlines()[0][:200]}") from None
+    stage_variant(source, out, backend="torchao", precision="int8", weights=TORCHAO_WEIGHTS, config=config)
+    save_torchao(model, out / TORCHAO_WEIGHTS)
+    return Built(spec=source.manifest["spec"], notes=[f"torchao {config} on the linear layers"])
+
+
+def text_flops(source: TextSource, tokens: int) -> int:
+    """Floating-point operations of one forward pass on one text of ``tokens`` tokens (at most the
+    truncation length), counted by torch: the FLOP model of the hardware bound on speedups."""
+    n = min(tokens, source.max_length)
+    names = graph_inputs(source.tokenizer())
+    ones = torch.ones(1, n, dtype=torch.long)
+    given = {"input_ids": ones, "attention_mask": ones, "token_type_ids": torch.zeros_like(ones)}
+    model = source.model()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(**{k: given[k] for k in names})
+    return int(counter.get_total_flops())

@@ -1,0 +1,141 @@
+"""Text compressors on a tiny random BERT (built here, no network): the ONNX export answers as
+transformers does, the int8 variants load and keep its decisions, a static int8 fallback keeps the named
+layers in fp32 in the graph, and the search on an imported text model records every candidate.
+
+Tolerance of the export: as in tests/unit/models/test_adapter_hf.py (assert_as_close_as_float32), the
+ONNX logits must lie as close to the float64 reference as transformers' own float32 logits do, within a
+factor 8 (another kernel's summation order) plus 8 float32 roundings of the largest logit; a wrong
+weight, token or padding is off by 1e-2 or more."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("onnxruntime")
+
+from typer.testing import CliRunner
+
+from assay.cli import app
+from assay.compress.text import (
+    TEXT_COMPRESSORS,
+    TextContext,
+    TextSource,
+    quantizable_nodes,
+)
+from assay.models.adapters import ADAPTERS, load_artifact
+from assay.models.loaded import LoadedModel
+from tests.unit.models.test_adapter_hf import (
+    TEXTS,
+    WORDS,
+    assert_as_close_as_float32,
+    reference,
+    stage_and_load,
+    tiny_classifier,
+)
+from tests.unit.models.test_heads import tiny_text_data
+
+Tiny = tuple[TextSource, Any, Path]  # the staged source, the transformers model, its folder
+AGREEMENT = 0.9  # int8 may flip texts near a decision boundary; a broken graph agrees at chance (1/3)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
+    root = tmp_path_factory.mktemp("text")
+    model = tiny_classifier(root / "bert")
+    loaded = stage_and_load(root / "bert", root)
+    return TextSource(loaded.weights.parent, loaded.manifest), model, root / "bert"
+
+
+@pytest.fixture(scope="module")
+def ctx() -> TextContext:
+    return TextContext(tiny_text_data(), calibration_size=64)
+
+
+def build(name: str, tiny: Tiny, ctx: TextContext, out: Path, **params: object) -> LoadedModel:
+    source = tiny[0]
+    TEXT_COMPRESSORS.get(name)(source, ctx, out, dict(params))
+    return load_artifact(out)
+
+
+def test_the_onnx_export_answers_as_transformers(tiny: Tiny, ctx: TextContext, tmp_path: Path) -> None:
+    source, model, folder = tiny
+    loaded = build("onnx_fp32", tiny, ctx, tmp_path / "onnx")
+    assert loaded.backend == "onnxruntime" and loaded.adapter == "hf"
+    logits, features = loaded.predictor.logits_and_features(np.array(TEXTS, dtype=object))
+    want = reference(model, folder, TEXTS, source.max_length)
+    assert_as_close_as_float32(logits, want["logits64"], want["logits32"], "ONNX logits")
+    assert features is not None
+    assert_as_close_as_float32(features, want["features64"], want["features32"], "ONNX features")
+    assert loaded.parameters == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name,params", [("ort_dynamic_int8", {}), ("ort_dynamic_int8", {"defaults": True}),
+                                         ("ort_static_int8", {})])  # fmt: skip
+def test_int8_variants_load_and_keep_the_decisions(
+    tiny, ctx: TextContext, tmp_path: Path, name: str, params: dict
+) -> None:  # type: ignore[no-untyped-def,type-arg]
+    source = tiny[0]
+    fp32 = ADAPTERS.get("hf").load(source.folder, source.manifest)
+    texts = ctx.data.test.x
+    want = fp32.predictor.logits_and_features(texts)[0].argmax(1)
+    loaded = build(name, tiny, ctx, tmp_path / "q", **params)
+    assert loaded.manifest["precision"] == "int8"
+    got = loaded.predictor.logits_and_features(texts)[0].argmax(1)
+    assert float(np.mean(got == want)) >= AGREEMENT
+    assert len(np.unique(want)) > 1  # the decisions vary, so agreement checks something
+
+
+def test_a_static_fallback_keeps_the_named_layers_in_fp32(
+    tiny: Tiny, ctx: TextContext, tmp_path: Path
+) -> None:
+    import onnx
+
+    source = tiny[0]
+    nodes = quantizable_nodes(ctx.onnx_fp32(source))
+    kept = nodes[:2]
+    build("ort_static_int8", tiny, ctx, tmp_path / "q", exclude=kept)
+    graph = onnx.load(str(tmp_path / "q" / "model.onnx")).graph
+    made_by = {o: n for n in graph.node for o in n.output}
+    by_name = {n.name: n for n in graph.node}
+
+    def weight_is_dequantized(name: str) -> bool:
+        producer = made_by.get(by_name[name].input[1])
+        return producer is not None and producer.op_type == "DequantizeLinear"
+
+    assert all(not weight_is_dequantized(n) for n in kept)
+    assert all(weight_is_dequantized(n) for n in nodes[2:] if n in by_name)
+    assert json.loads((tmp_path / "q" / "spec.json").read_text())["fp32_layers"] == kept
+
+
+def test_the_search_on_an_imported_text_model_records_every_candidate(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    rng = np.random.default_rng(0)
+    words = [w for w in WORDS if not w.startswith("##")]
+    rows = [" ".join(rng.choice(words, size=rng.integers(2, 12))) for _ in range(150)]
+    path = tmp_path / "reviews.csv"
+    pd.DataFrame({"review": rows, "label": [f"label{i % 3}" for i in range(150)]}).to_csv(path, index=False)
+    tiny_classifier(tmp_path / "bert")
+    runner = CliRunner()
+    data = ("--data", f"csv:{path}", "--text", "review", "--target", "label")
+    result = runner.invoke(app, ["models", "import", "reviews", str(tmp_path / "bert"), *data, "--json"])
+    assert result.exit_code == 0, result.stderr
+    result = runner.invoke(app, ["compress", "reviews@v1", "--out", str(tmp_path / "reports"), "--json"])
+    assert result.exit_code in (0, 1), result.stderr
+    doc = json.loads(result.stdout)
+    keys = {t["key"]: t for t in doc["trials"]}
+    assert {"onnx_fp32", "ort_defaults", "ort_dynamic_int8", "ort_static_int8", "bf16",
+            "torchao_int8_weight_only", "torchao_int8_dynamic"} <= set(keys)  # fmt: skip
+    assert all(t["status"] in ("passed", "failed", "skipped", "error") for t in keys.values())
+    assert all(t["reason"] for t in keys.values() if t["status"] == "skipped")
+    assert keys["onnx_fp32"]["status"] in ("passed", "failed"), keys["onnx_fp32"]["reason"]
+    timing = keys["onnx_fp32"]["metrics"]
+    assert "throughput" in timing and "latency_p50_b1" in timing
+    assert doc["frontier"]["latency_p50_b1"]
