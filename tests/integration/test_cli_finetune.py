@@ -87,3 +87,20 @@ def test_text_data_and_bad_settings_are_refused_with_the_way_forward(
     assert bad.exit_code == 2 and "schedule" in bad.stderr
     bad = runner.invoke(app, ["finetune", "reviews@v1", "--warmup", "1"])
     assert bad.exit_code == 2 and "warmup" in bad.stderr
+
+
+def test_the_python_verb_fine_tunes_and_refuses_unknown_settings(
+    reviews: tuple[str, ...], tmp_path: Path, isolated_home: Path
+) -> None:
+    from assay import api
+    from assay.errors import UsageError
+
+    tiny_classifier(tmp_path / "bert", num_labels=2)
+    ok_json("models", "import", "reviews", str(tmp_path / "bert"), *reviews)
+    with pytest.raises(UsageError, match="epoch"):
+        api.finetune("reviews@v1", epoch=1, home=isolated_home)
+    imported = api.finetune(
+        "reviews@v1", name="tuned", epochs=1, batch_size=16, precision="fp32", home=isolated_home
+    )
+    assert imported.version.ref == "tuned@v1" and imported.version.parent == "reviews@v1"
+    assert imported.version.lineage["recipe"]["kind"] == "finetune"
