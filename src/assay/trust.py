@@ -492,11 +492,14 @@ def _fairness(ctx: TrustContext) -> list[Measurement]:
 def _privacy(ctx: TrustContext) -> list[Measurement]:
     cfg = ctx.config
     n = min(cfg.membership_n, ctx.data.train.n, ctx.split.n)
-    members = ctx.outputs_of(ctx.data.train.subset(_subset(ctx.data.train.n, n, cfg.seed)))
+    # The whole training split's outputs (the cache holds them), then the seeded subset: a subset is
+    # another split to the cache, and a transformer would score its texts again.
+    train = ctx.outputs_of(ctx.data.train)
+    members = _subset(ctx.data.train.n, n, cfg.seed)
     held = _subset(ctx.split.n, n, cfg.seed + 1)
     out = privacy.loss_attack_measurements(
-        members.probs,
-        members.labels,
+        train.probs[members],
+        train.labels[members],
         ctx.outputs.probs[held],
         ctx.outputs.labels[held],
         n_boot=cfg.n_boot,
