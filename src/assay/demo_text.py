@@ -27,7 +27,7 @@ from assay.gate import Policy
 from assay.workspace import Workspace
 
 MODEL = "quotes"
-LIMIT = 1200  # quotes per the whole subset: about 860 to train on, 240 to test on
+LIMIT = 400  # quotes of each split (stratified): 17 of each category to train on, 400 to test on
 FINETUNE = {"epochs": 3, "batch_size": 16, "lr": 1e-4}  # 1e-4: a small set wants fewer, larger steps
 
 
