@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,6 +73,13 @@ TOKENIZER_FILES = (*VOCABULARIES, "merges.txt", "tokenizer_config.json", "specia
 TASKS = {"ForSequenceClassification": "text", "ForImageClassification": "image"}
 MAX_LENGTH_CAP = 512  # what BERT-family position embeddings hold; longer texts are truncated
 BATCH = 64  # texts or images per forward pass
+
+
+# Importing transformers imports torchao where it is installed, which logs a warning for each CUDA kernel
+# library it cannot load on a CPU machine, and torch logs a deprecation of torchao's own enum
+# registration: noise on every command's stderr that the user cannot act on. Errors still show.
+for _noisy in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_noisy).setLevel(logging.ERROR)
 
 
 @contextmanager
