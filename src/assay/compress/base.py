@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from assay.data import Dataset
+from assay.errors import MissingExtraError
 from assay.models import ZooModel
 from assay.models.io import SPEC
 from assay.plugins import Registry
@@ -35,6 +36,22 @@ log = logging.getLogger(__name__)
 
 class Skipped(Exception):
     """This configuration cannot run on this machine or model; the message says why."""
+
+
+def ort_quantization() -> Any:
+    """ONNX Runtime's quantization module, or Skipped with the install hint where it is absent."""
+    try:
+        from onnxruntime import quantization
+    except ImportError:
+        raise Skipped(str(MissingExtraError("onnxruntime", "compress"))) from None
+    return quantization
+
+
+def calibration_rows(n: int, size: int, seed: int) -> np.ndarray:
+    """Sorted positions of a seeded random subset of ``size`` of ``n`` training examples (all where
+    there are fewer): what static quantization calibrates on, never validation or test."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=min(size, n), replace=False))
 
 
 @dataclass
@@ -54,9 +71,7 @@ class Context:
     def calibration(self) -> np.ndarray:
         """A seeded random subset of the training split (never validation or test) for calibration."""
         if self._calibration is None:
-            rng = np.random.default_rng(self.seed)
-            n = min(self.calibration_size, self.data.train.n)
-            index = np.sort(rng.choice(self.data.train.n, size=n, replace=False))
+            index = calibration_rows(self.data.train.n, self.calibration_size, self.seed)
             self._calibration = np.ascontiguousarray(self.data.train.x[index])
         return self._calibration
 

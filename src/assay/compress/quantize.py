@@ -23,6 +23,7 @@ from assay.compress.base import (
     Built,
     Context,
     Skipped,
+    ort_quantization,
     quiet,
     working_copy,
     write_manifest,
@@ -34,14 +35,6 @@ from assay.models.backends import ONNX_FILE, OnnxPredictor, quantize_torchao, sa
 from assay.models.io import WEIGHTS
 
 QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul")
-
-
-def _quantization() -> Any:
-    try:
-        from onnxruntime import quantization
-    except ImportError:
-        raise Skipped(str(MissingExtraError("onnxruntime", "compress"))) from None
-    return quantization
 
 
 @COMPRESSORS.register("torch_bf16")
@@ -65,7 +58,7 @@ def onnx_fp32(source: ZooModel, ctx: Context, out: Path, params: dict[str, Any])
 @COMPRESSORS.register("ort_dynamic_int8")
 def ort_dynamic_int8(source: ZooModel, ctx: Context, out: Path, params: dict[str, Any]) -> Built:
     """int8 weights, activations quantized per call from their observed range: no calibration."""
-    quantization = _quantization()
+    quantization = ort_quantization()
     fp32 = ctx.onnx_fp32(source)
     out.mkdir(parents=True, exist_ok=True)
     with quiet():
@@ -104,7 +97,7 @@ def quantize_static_file(
     only: list[str] | None = None,
     defaults: bool = False,
 ) -> None:
-    quantization = _quantization()
+    quantization = ort_quantization()
     reader = _calibration_reader(quantization, calibration)
     with quiet():
         if defaults:

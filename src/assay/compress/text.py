@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from assay.compress.base import Built, Skipped, quiet
+from assay.compress.base import Built, Skipped, calibration_rows, ort_quantization, quiet
 from assay.data import Dataset
 from assay.env import cpu_supports_bf16
 from assay.errors import MissingExtraError
@@ -106,9 +106,7 @@ class TextContext:
     def calibration(self) -> np.ndarray:
         """A seeded random subset of the training texts (never validation or test)."""
         if self._calibration is None:
-            rng = np.random.default_rng(self.seed)
-            n = min(self.calibration_size, self.data.train.n)
-            index = np.sort(rng.choice(self.data.train.n, size=n, replace=False))
+            index = calibration_rows(self.data.train.n, self.calibration_size, self.seed)
             self._calibration = self.data.train.x[index]
         return self._calibration
 
@@ -217,14 +215,6 @@ def stage_variant(source: TextSource, out: Path, **fields: Any) -> None:
     (out / SPEC).write_text(json.dumps(manifest, indent=2, sort_keys=True))
 
 
-def _quantization() -> Any:
-    try:
-        from onnxruntime import quantization
-    except ImportError:
-        raise Skipped(str(MissingExtraError("onnxruntime", "compress"))) from None
-    return quantization
-
-
 @TEXT_COMPRESSORS.register("onnx_fp32")
 def onnx_fp32(source: TextSource, ctx: TextContext, out: Path, params: dict[str, Any]) -> Built:
     fp32 = ctx.onnx_fp32(source)
@@ -236,7 +226,7 @@ def onnx_fp32(source: TextSource, ctx: TextContext, out: Path, params: dict[str,
 @TEXT_COMPRESSORS.register("ort_dynamic_int8")
 def ort_dynamic_int8(source: TextSource, ctx: TextContext, out: Path, params: dict[str, Any]) -> Built:
     """Dynamic int8: per-channel int8 MatMul weights; ``defaults=True``: ORT's defaults (the anchor)."""
-    quantization = _quantization()
+    quantization = ort_quantization()
     fp32 = ctx.onnx_fp32(source)
     defaults = bool(params.get("defaults", False))
     form = ORT_DEFAULTS if defaults else "dynamic, per-channel int8 MatMul weights"
@@ -301,7 +291,7 @@ def quantize_static_text(
     exclude: list[str] | None = None,
     only: list[str] | None = None,
 ) -> None:
-    quantization = _quantization()
+    quantization = ort_quantization()
     nodes = quantizable_nodes(fp32)
     with quiet():
         quantization.quantize_static(
