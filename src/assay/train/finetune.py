@@ -11,7 +11,11 @@ The recipe of BERT's paper and of transformers' Trainer, in one loop to read top
   ``get_cosine_schedule_with_warmup``);
 - gradients clipped to a maximum global norm before each step;
 - bf16 autocast on CPUs with native bf16, as the CNN loop does (weights and optimizer state stay fp32);
-- validation each epoch, early stopping on validation loss, the best epoch's weights returned.
+- validation each epoch, early stopping on validation loss, the best epoch's weights returned;
+- optionally, knowledge distillation: the loss mixes the labels' cross-entropy with the KL divergence to a
+  teacher's softened logits on the same training texts (:class:`assay.train.loop.Distillation`, the CNN's),
+  which is how a shallower student is trained from the model it replaces (the compression search's
+  ``drop_layers``).
 
 Resumable: with a checkpoint folder, each finished epoch is written there (weights as safetensors, the
 optimizer's and scheduler's state, the random generators, the history); a run started again with the
@@ -42,6 +46,7 @@ from assay.train.batching import length_buckets
 from assay.train.checkpoint import Checkpoint, RunState, combined
 from assay.train.energy import EnergyMeter
 from assay.train.loop import (
+    Distillation,
     Trained,
     autocast,
     check_losses,
@@ -219,12 +224,14 @@ def finetune(
     checkpoint: Path | None = None,
     progress: bool = True,
     description: str = "fine-tuning",
+    distillation: Distillation | None = None,
 ) -> FinetuneResult:
     """Fine-tune a copy of ``model`` (a ``*ForSequenceClassification``) on ``data.train``'s texts,
     selecting on ``data.val``; the caller's model stays as is.
 
     ``checkpoint``: a folder where each finished epoch is kept; a run with the same folder resumes after
-    the last one (and refuses a folder written for another model, data or settings).
+    the last one (and refuses a folder written for another model, data or settings). ``distillation``:
+    a teacher's logits on ``data.train`` (in its order) to learn from besides the labels.
     """
     if data.kind != "text":
         raise UsageError(f"{data.name} holds {data.kind} data; fine-tuning a text classifier takes texts.")
@@ -250,7 +257,13 @@ def finetune(
         optimizer, lambda step: schedule_factor(step, warmup_steps, total_steps, config.schedule)
     )
     parameters = [p for p in model.parameters() if p.requires_grad]
-    store = Checkpoint(checkpoint, identity=_identity(model, data, config)) if checkpoint else None
+    if distillation is not None and distillation.teacher_logits.shape != (data.train.n, n_labels):
+        raise UsageError(
+            f"The teacher's logits have shape {tuple(distillation.teacher_logits.shape)}; distillation needs "
+            f"one row of {n_labels} logits per training text ({data.train.n})."
+        )
+    identity = _identity(model, data, config, distillation)
+    store = Checkpoint(checkpoint, identity=identity) if checkpoint else None
     state = RunState()
     if store is not None:
         state = store.resume(model, optimizer, scheduler) or state
@@ -268,7 +281,11 @@ def finetune(
                 inputs, labels = train_batches(rows)
                 with autocast(precision):
                     logits = _logits(model, inputs)
-                loss = nn.functional.cross_entropy(logits, labels)
+                loss = (
+                    nn.functional.cross_entropy(logits, labels)
+                    if distillation is None
+                    else distillation.loss(logits, labels, torch.from_numpy(rows))
+                )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 norm = clipped_step(parameters, optimizer, config.max_grad_norm)
@@ -327,20 +344,30 @@ def _record(
         history["clipped_share"].append(float((stacked > max_norm).float().mean()))
 
 
-def _identity(model: nn.Module, data: Dataset, config: FinetuneConfig) -> dict[str, Any]:
+def _identity(
+    model: nn.Module, data: Dataset, config: FinetuneConfig, distillation: Distillation | None
+) -> dict[str, Any]:
     """What a checkpoint must have been written for to be resumed: the same starting weights, data and
-    settings (the thread count aside, which changes no result's meaning)."""
+    settings (the thread count aside, which changes no result's meaning), and the same teacher."""
     import hashlib
 
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().float().contiguous().numpy().tobytes())
-    return {
+    identity: dict[str, Any] = {
         "weights": digest.hexdigest(),
         "data": {"train": data.train.fingerprint(), "val": data.val.fingerprint()},
         "config": config.model_dump(exclude={"threads"}),
     }
+    if distillation is not None:
+        teacher = distillation.teacher_logits.detach().float().contiguous().numpy().tobytes()
+        identity["teacher"] = {
+            "logits": hashlib.sha256(teacher).hexdigest(),
+            "temperature": distillation.temperature,
+            "alpha": distillation.alpha,
+        }
+    return identity
 
 
 def open_classifier(folder: Path, max_length: int | None = None) -> tuple[nn.Module, Any, int]:

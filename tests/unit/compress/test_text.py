@@ -1,6 +1,7 @@
 """Text compressors on a tiny random BERT (built here, no network): the ONNX export answers as
 transformers does, the int8 variants load and keep its decisions, a static int8 fallback keeps the named
-layers in fp32 in the graph, and the search on an imported text model records every candidate.
+layers in fp32 in the graph, layer dropping keeps the bottom layers and fine-tunes them, and the search on
+an imported text model records every candidate, those built on a dropped-layer model among them.
 
 Tolerance of the export: as in tests/unit/models/test_adapter_hf.py (assert_as_close_as_float32), the
 ONNX logits must lie as close to the float64 reference as transformers' own float32 logits do, within a
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 pytest.importorskip("onnxruntime")
@@ -23,6 +25,7 @@ pytest.importorskip("onnxruntime")
 from typer.testing import CliRunner
 
 from assay.cli import app
+from assay.compress.base import Skipped
 from assay.compress.text import (
     TEXT_COMPRESSORS,
     TextContext,
@@ -114,6 +117,32 @@ def test_a_static_fallback_keeps_the_named_layers_in_fp32(
     assert json.loads((tmp_path / "q" / "spec.json").read_text())["fp32_layers"] == kept
 
 
+def test_dropping_layers_keeps_the_bottom_ones_and_the_parent_untouched(
+    ctx: TextContext, tmp_path: Path
+) -> None:
+    """At a learning rate too small to move a weight, the student is the parent's bottom layer exactly
+    (so the top one is what went), with its embeddings; its config and manifest say one layer."""
+    model = tiny_classifier(tmp_path / "bert", num_labels=2)  # the two classes of the tiny texts
+    loaded = stage_and_load(tmp_path / "bert", tmp_path / "staged")
+    tiny = (TextSource(loaded.weights.parent, loaded.manifest), model, tmp_path / "bert")
+    source = tiny[0]
+    before = {k: v.clone() for k, v in source.model().state_dict().items()}
+    for distill in (False, True):
+        loaded = build("drop_layers", tiny, ctx, tmp_path / str(distill), keep=1, lr=1e-30, epochs=1,
+                       distill=distill, precision="fp32")  # fmt: skip
+        student = loaded.predictor.model  # type: ignore[attr-defined]  # a TextPredictor
+        assert student.config.num_hidden_layers == 1 and len(student.bert.encoder.layer) == 1
+        got = student.state_dict()
+        assert not any(k.startswith("bert.encoder.layer.1.") for k in got)
+        for name, tensor in got.items():
+            torch.testing.assert_close(tensor, before[name], rtol=0, atol=1e-6, msg=name)
+        assert loaded.parameters < sum(t.numel() for t in model.parameters())
+        assert loaded.manifest["parameters"] == loaded.parameters
+    assert all(torch.equal(v, source.model().state_dict()[k]) for k, v in before.items())
+    with pytest.raises(Skipped, match="keep=2"):
+        build("drop_layers", tiny, ctx, tmp_path / "all", keep=2)
+
+
 def test_the_search_on_an_imported_text_model_records_every_candidate(
     tmp_path: Path, isolated_home: Path
 ) -> None:
@@ -132,10 +161,16 @@ def test_the_search_on_an_imported_text_model_records_every_candidate(
     doc = json.loads(result.stdout)
     keys = {t["key"]: t for t in doc["trials"]}
     assert {"onnx_fp32", "ort_defaults", "ort_dynamic_int8", "ort_static_int8", "bf16",
-            "torchao_int8_weight_only", "torchao_int8_dynamic"} <= set(keys)  # fmt: skip
+            "torchao_int8_weight_only", "torchao_int8_dynamic", "half_layers", "half_layers_distilled",
+            "half_layers+ort_defaults", "half_layers_distilled+ort_dynamic_int8"} <= set(keys)  # fmt: skip
     assert all(t["status"] in ("passed", "failed", "skipped", "error") for t in keys.values())
     assert all(t["reason"] for t in keys.values() if t["status"] == "skipped")
     assert keys["onnx_fp32"]["status"] in ("passed", "failed"), keys["onnx_fp32"]["reason"]
     timing = keys["onnx_fp32"]["metrics"]
     assert "throughput" in timing and "latency_p50_b1" in timing
     assert doc["frontier"]["latency_p50_b1"]
+    # the 1-layer student and what is built on it run half the parent's blocks: fewer FLOPs per text
+    for key in ("half_layers", "half_layers_distilled", "half_layers+ort_defaults"):
+        assert keys[key]["status"] in ("passed", "failed"), keys[key]["reason"]
+        assert keys[key]["flops"] < keys["onnx_fp32"]["flops"] == doc["root"]["flops"]
+        assert keys[key]["parent"] == ("reviews@v1" if "+" not in key else keys["half_layers"]["version"])

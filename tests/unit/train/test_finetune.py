@@ -1,6 +1,7 @@
 """Fine-tuning a Hugging Face text classifier, on a tiny random BERT (built here, no network) and a tiny
 task whose label is a word's sentiment: it learns, an interrupted run resumed from its checkpoint ends
-with the uninterrupted run's weights, the schedule is transformers' own, clipping bounds the step.
+with the uninterrupted run's weights, the schedule is transformers' own, clipping bounds the step, a
+distilled student follows its teacher's logits row by row.
 
 Tolerance of the resume test: both runs do the same float32 operations in the same order on the same
 threads, so the weights agree to the last bit; 1e-6 relative leaves room for nothing but rounding."""
@@ -30,7 +31,7 @@ from assay.train.finetune import (
     save_classifier,
     schedule_factor,
 )
-from assay.train.loop import check_losses
+from assay.train.loop import Distillation, check_losses
 from tests.unit.models.test_adapter_hf import tiny_classifier
 from tests.unit.models.test_heads import tiny_text_data
 
@@ -43,12 +44,19 @@ def bert(tmp_path: Path) -> tuple[Any, Any, int]:
     return open_classifier(tmp_path / "bert")
 
 
-def run(bert: tuple[Any, Any, int], data: Dataset, checkpoint: Path | None = None, **options: Any) -> Any:
+def run(
+    bert: tuple[Any, Any, int],
+    data: Dataset,
+    checkpoint: Path | None = None,
+    distillation: Distillation | None = None,
+    **options: Any,
+) -> Any:
     model, tokenizer, max_length = bert
     config = FinetuneConfig.parse({**FP32, **options})
     return finetune(
-        model, tokenizer, data, config, max_length=max_length, checkpoint=checkpoint, progress=False
-    )
+        model, tokenizer, data, config, max_length=max_length, checkpoint=checkpoint, progress=False,
+        distillation=distillation,
+    )  # fmt: skip
 
 
 def test_learns_a_learnable_task_and_leaves_the_input_untouched(bert: tuple[Any, Any, int]) -> None:
@@ -64,6 +72,20 @@ def test_learns_a_learnable_task_and_leaves_the_input_untouched(bert: tuple[Any,
     assert result.steps == 6 * 20 and result.warmup_steps == 12 and result.resumed_from == 0
     assert result.energy.wall_seconds > 0 and result.environment["seeds"] == {"train": 0}
     assert result.summary()["best_val_accuracy"] == result.history["val_accuracy"][result.best_epoch - 1]
+
+
+def test_a_distilled_student_learns_its_teachers_rule_not_the_labels(bert: tuple[Any, Any, int]) -> None:
+    """A planted teacher that says the opposite of every training label, weighted alone (alpha 1): a
+    student that reads the teacher's logits at its own rows learns the flipped rule, so it is wrong on
+    almost every validation text; a student fed the wrong rows would see targets unrelated to its texts
+    and stay near chance (50%)."""
+    data = tiny_text_data()
+    flipped = torch.nn.functional.one_hot(torch.from_numpy(1 - data.train.y), 2).float() * 6.0
+    teacher = Distillation(flipped, temperature=1.0, alpha=1.0)
+    result = run(bert, data, distillation=teacher, epochs=6, batch_size=8, lr=1e-3, patience=6)
+    assert min(result.history["val_accuracy"]) <= 0.1  # against the true labels: it learned the flip
+    with pytest.raises(UsageError, match="one row of 2 logits per training text"):
+        run(bert, data, distillation=Distillation(flipped[:-1]), epochs=1)
 
 
 def test_an_interrupted_run_resumes_to_the_uninterrupted_weights(
