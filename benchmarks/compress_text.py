@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,12 +36,9 @@ from assay.finetune_run import finetune_version
 from assay.gate import DEFAULT_POLICY_TOML, Policy
 from assay.metrics.efficiency import TEXT_THROUGHPUT_BATCH, TEXT_TOKENS
 from assay.model_import import import_model
-from assay.models.heads import frozen_encoder_classifier
+from assay.models.heads import frozen_encoder_classifier, packaged_minilm
 from assay.release import Workspace
 from assay.train.finetune import FinetuneConfig
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from minilm_head import minilm  # the example finds the packaged encoder
 
 ANCHOR = "ort_defaults"
 
@@ -101,7 +97,7 @@ def main() -> None:
     if args.skip:
         plan = [c for c in plan if c.key not in args.skip.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        folder = frozen_encoder_classifier(minilm(), data, Path(tmp) / "minilm-head")
+        folder = frozen_encoder_classifier(packaged_minilm(), data, Path(tmp) / "minilm-head")
         ws = Workspace.open(Path(tmp) / "home")
         root = import_model(ws, "minilm-head", folder, data=data_spec).version
         if args.parent == "finetuned":
