@@ -22,7 +22,9 @@ import numpy as np
 from assay.atomic import replacing
 from assay.errors import DataError
 
-PREDICTION_SUFFIXES = (".npz", ".parquet", ".pq")  # what a predictions file may be named
+WRITTEN_SUFFIXES = (".npz", ".parquet", ".pq")  # what assay writes predictions as
+# What a predictions file may be named: those, and .jsonl, lm-evaluation-harness samples (read only).
+PREDICTION_SUFFIXES = (*WRITTEN_SUFFIXES, ".jsonl")
 
 
 @dataclass(frozen=True)
@@ -172,19 +174,24 @@ def load_predictions(path: str | Path) -> Outputs:
     """Read a predictions file (``.npz`` or ``.parquet``) into validated :class:`Outputs`.
 
     Columns: ``label`` (int), ``probs`` or ``logits`` (N x C; in parquet, a list column), optional
-    ``id`` and ``group``; an ``.npz`` may also carry ``features``.
+    ``id`` and ``group``; an ``.npz`` may also carry ``features``. A ``.jsonl`` file is read as the
+    per-sample log of an lm-evaluation-harness multiple-choice task (:mod:`assay.llm.lmeval`).
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"Predictions file not found: {path}.")
     suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        from assay.llm.lmeval import read_samples
+
+        return read_samples(path)
     if suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as z:
                 cols = {k: z[k] for k in z.files}
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
             raise DataError(f"{path}: not a readable .npz file ({e}).") from None
-    elif suffix in PREDICTION_SUFFIXES:
+    elif suffix in (".parquet", ".pq"):
         cols = _read_parquet(path)
     else:
         raise DataError(f"{path}: unsupported predictions format '{suffix}'; use .npz or .parquet.")
@@ -221,7 +228,7 @@ def write_predictions(outputs: Outputs, path: str | Path) -> Path:
     suffix = path.suffix.lower()
     if suffix == ".npz":
         return outputs.save(path)
-    if suffix not in PREDICTION_SUFFIXES:
+    if suffix not in WRITTEN_SUFFIXES:
         raise DataError(f"{path}: predictions are written as .npz or .parquet, not '{suffix}'.")
     import pyarrow as pa
     import pyarrow.parquet as pq

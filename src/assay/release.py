@@ -26,7 +26,7 @@ from assay.metrics.efficiency import measure_efficiency
 from assay.models import ZOO, build_model, default_spec, save_model
 from assay.models.adapters import load_artifact
 from assay.models.loaded import LoadedModel
-from assay.outputs import PREDICTION_SUFFIXES, Outputs, load_predictions, write_predictions
+from assay.outputs import WRITTEN_SUFFIXES, Outputs, load_predictions, write_predictions
 from assay.store.records import VersionInfo
 from assay.store.refs import check_model_name
 from assay.train import TrainConfig, TrainResult, train
@@ -328,10 +328,10 @@ def evaluate_target(
     (``.npz`` or ``.parquet``, see :func:`assay.outputs.write_predictions`), which ``assay gate`` pairs
     with any model evaluated on the same examples.
     """
-    if save_predictions is not None and not is_predictions(str(save_predictions)):
+    if save_predictions is not None and save_predictions.suffix.lower() not in WRITTEN_SUFFIXES:
         raise UsageError(  # before the evaluation, not after minutes of it
             f"--save-predictions {save_predictions}: predictions are written as "
-            f"{' or '.join(PREDICTION_SUFFIXES)}, not '{save_predictions.suffix}'."
+            f"{' or '.join(WRITTEN_SUFFIXES)}, not '{save_predictions.suffix}'."
         )
     if is_predictions(target):  # nothing runs: the file is written again as asked (npz <-> parquet)
         if save_predictions is not None:

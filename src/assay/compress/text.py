@@ -11,9 +11,10 @@
                       in fp32 (the search's fallback: the most damaging ones first)
     bf16              bf16 weights on disk, bf16 autocast at inference; where the CPU computes bf16
     torchao           torchao int8 weight-only or dynamic (``config``) on the linear layers
-    drop_layers       the bottom ``keep`` encoder layers kept (default half), the rest dropped, then fine-tuned on the
-                      training texts: on the labels alone, or (``distill=True``) distilled from the parent's
-                      logits besides the labels (a shallower student of its teacher, as DistilBERT)
+    drop_layers       the bottom ``keep`` encoder layers kept (default half), the rest dropped, then
+                      fine-tuned on the training texts: on the labels alone, or (``distill=True``)
+                      distilled from the parent's logits besides the labels (a shallower student of its
+                      teacher, as DistilBERT)
 
 A variant's folder is an hf folder (config, tokenizer) with its runtime's file and a manifest that the hf
 adapter loads (:mod:`assay.models.adapters.hf_runtimes`), so texts are tokenized, truncated and batched
@@ -418,8 +419,9 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
 
 @TEXT_COMPRESSORS.register("drop_layers")
 def drop_layers(source: TextSource, ctx: TextContext, out: Path, params: dict[str, Any]) -> Built:
-    """``params``: ``keep`` (how many of the bottom encoder layers stay; default half), ``distill`` (False: labels only; True: the
-    parent's logits too, ``temperature`` 4 and ``alpha`` 0.7 as for the CNN), and the fine-tuning
+    """``params``: ``keep`` (how many of the bottom encoder layers stay; default half), ``distill``
+    (False: labels only; True: the parent's logits too, ``temperature`` 4 and ``alpha`` 0.7 as for the
+    CNN), and the fine-tuning
     settings of :class:`~assay.train.finetune.FinetuneConfig` (``epochs`` 3, ``lr`` 5e-5, ...).
 
     The top layers go and the bottom ones stay: of the ways to drop layers from a pretrained encoder
