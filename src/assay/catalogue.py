@@ -155,8 +155,9 @@ def corruption_mca(corruption: str | None = None) -> str:
 OOD_SCORES = ("msp", "max_logit", "energy", "mahalanobis")
 OOD_SHIFTS = ("noise", "inverted", "rotated")  # synthetic copies of in-distribution examples
 # Images: the shifts and scikit-learn's digits (on 28x28 single-channel data). Texts: sentences of the
-# Python standard library's docstrings, and word-shuffled copies of in-distribution texts.
-TEXT_OOD_SETS = ("docstrings", "shuffled")
+# Python standard library's docstrings, word-shuffled copies of in-distribution texts, and texts of the
+# classes the data holds but did not label (Dataset.held_out; fortunes' smaller categories).
+TEXT_OOD_SETS = ("docstrings", "shuffled", "held_out_classes")
 OOD_SETS = (*OOD_SHIFTS, "digits", *TEXT_OOD_SETS)
 # Detection metrics and whether higher is better.
 OOD_METRICS: Mapping[str, bool] = {"auroc": True, "aupr": True, "fpr_at_95_tpr": False}

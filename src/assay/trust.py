@@ -21,8 +21,9 @@ Where the numbers come from (each measurement's ``details`` says it again):
     ood          metrics/ood.py         the split is in-distribution; OOD: noise, inverted and rotated
                                         copies of a seeded subset, and scikit-learn's digits at 28x28;
                                         Mahalanobis is fitted on the validation split's features
-                 text_ood.py            texts: the same scores against standard-library docstrings and
-                                        word-shuffled copies of a seeded subset
+                 text_ood.py            texts: the same scores against standard-library docstrings,
+                                        word-shuffled copies of a seeded subset, and the data's
+                                        held-out classes where it has them (fortunes' small files)
     fairness     metrics/fairness.py    per-group metrics where the split has groups (any kind); slice
                                         discovery on table features
     privacy      metrics/privacy.py     loss-threshold membership inference: a seeded subset of the
@@ -415,6 +416,13 @@ def _ood(ctx: TrustContext) -> list[Measurement]:
         }
         source_ids = {"shuffled": ctx.split.ids[idx]}  # each shuffled text is of an ID example
         details["docstrings"] = f"Python {text_ood.python_release()} standard-library docstrings"
+        held_out = ctx.data.held_out
+        if held_out is not None and len(held_out):
+            sets["held_out_classes"] = held_out[_subset(len(held_out), cfg.text_ood_n, cfg.seed)]
+            details["held_out_classes"] = f"{len(held_out)} texts of classes {ctx.data.name} holds unlabelled"
+        else:
+            reason = f"{ctx.data.name} holds no texts of classes beyond its labels (fortunes does)"
+            skipped.append(Measurement.skipped("ood[held_out_classes]", "ood", reason))
         pixels = "noise, inverted, rotated and digits are image sets; texts get docstrings and shuffled"
         skipped.append(Measurement.skipped("ood[images]", "ood", pixels))
     else:

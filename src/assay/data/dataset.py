@@ -78,6 +78,9 @@ class Dataset:
     # Tables: the (mean, sd) per feature the loader standardised every split with (the training rows'
     # statistics). A model's input contract keeps them, so other data can be put through the same step.
     standardisation: tuple[np.ndarray, np.ndarray] | None = field(default=None, compare=False)
+    # Inputs of classes the source holds but did not make labels of (fortunes: the category files too
+    # small to be classes): held-out classes, which the trust suite uses as a near-OOD set.
+    held_out: np.ndarray | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         n_classes = len(self.class_names)

@@ -464,6 +464,7 @@ def _text_dataset(
     rows_of: str,
     groups: np.ndarray | None = None,
     licence: str = "unknown",
+    held_out: np.ndarray | None = None,
 ) -> Dataset:
     """Texts split as tables are: a seeded stratified test split of every row, then the validation split
     taken from the training rows, so the ids of a text file's rows are those a table of it would get."""
@@ -484,6 +485,7 @@ def _text_dataset(
         source=source,
         licence=spec.licence or licence,
         input_range=None,
+        held_out=held_out,
     )
 
 
@@ -542,6 +544,7 @@ def _load_fortunes(spec: DataSpec) -> Dataset:
         rows=corpus.entries,
         rows_of=f"%-separated entries (0-based) of the file in {directory} that the label names",
         licence=FORTUNES_LICENCE,
+        held_out=corpus.held_out if len(corpus.held_out) else None,
     )
 
 

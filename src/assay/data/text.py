@@ -120,6 +120,9 @@ class Fortunes:
     entries: np.ndarray  # (N,) int64
     found: dict[str, int] = field(default_factory=dict)  # distinct entries per category file, all files
     duplicates: int = 0  # entries dropped because an identical text came earlier
+    # The distinct entries of the files too small to be classes: texts of held-out classes, a near-OOD
+    # set for a model trained on the others (same source, same style, categories it never saw).
+    held_out: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
 
 
 def _render(line: str) -> str:
@@ -242,4 +245,5 @@ def read_fortunes(
         entries=np.asarray(positions, dtype=np.int64),
         found=found,
         duplicates=duplicates,
+        held_out=np.asarray([t for name in found if name not in chosen for _, t in kept[name]], dtype=object),
     )

@@ -266,6 +266,9 @@ def test_fortunes_from_a_folder(tmp_path: Path) -> None:
     assert np.bincount(labels).tolist() == [210, 205] and len(set(every.tolist())) == 415
     assert "The *only* thing, I said, bold." in every.tolist()
     assert not any("rude" in t or t == "g1" for t in every.tolist())
+    # gamma, too small to be a class, is held out: texts of a class the model never sees (near-OOD)
+    assert d.held_out is not None and d.held_out.tolist() == [f"g{i}" for i in range(5)]
+    assert load_dataset(parse_data_arg(f"fortunes:{root}", limit=40)).held_out.tolist() == d.held_out.tolist()
     # Each example is its %-separated entry of the file its label names.
     for split in d.splits().values():
         assert split.rows is not None
@@ -280,6 +283,7 @@ def test_fortunes_cap_is_a_fixed_sample_of_each_category(tmp_path: Path) -> None
     corpus = read_fortunes(root, min_entries=5, cap=50)
     assert corpus.found == {"alpha": 210, "beta": 205, "gamma": 5} and corpus.duplicates == 1
     assert Counter(corpus.labels.tolist()) == {"alpha": 50, "beta": 50, "gamma": 5}
+    assert corpus.held_out.tolist() == []  # every file is a class at min_entries=5
     alpha = [f"Alpha saying number {i}.\n\t\t-- Someone {i % 7}" for i in range(210)]
     lowest = sorted(alpha, key=lambda t: hashlib.sha256(t.encode()).hexdigest())[:50]
     assert set(corpus.texts[corpus.labels == "alpha"].tolist()) == set(lowest)

@@ -80,11 +80,12 @@ def test_every_family_measures_a_text_model(texts: Dataset, tmp_path: Path) -> N
     skipped = {m.name: m.details["reason"] for m in ms if m.status == "skipped"}
     # Pixel checks, CE without a baseline and the binary-task parity gaps are all that does not apply.
     assert set(skipped) == {
-        "corruption_accuracy[image]", "adv_accuracy[pixels]", "ood[images]",
+        "corruption_accuracy[image]", "adv_accuracy[pixels]", "ood[images]", "ood[held_out_classes]",
         "corruption_mce", "corruption_relative_mce",
         "demographic_parity_difference[group]", "equalized_odds_difference[group]",
     }, skipped  # fmt: skip
     assert "texts" in skipped["adv_accuracy[pixels]"] and "texts" in skipped["ood[images]"]
+    assert "no texts of classes beyond its labels" in skipped["ood[held_out_classes]"]
     by_name = {m.name: m for m in ms}
     assert by_name["corruption_accuracy[text_casing@5]"].value == pytest.approx(
         by_name["corruption_accuracy[text_casing@5]"].details["successes"] / 60
@@ -111,6 +112,23 @@ def test_every_family_measures_a_text_model(texts: Dataset, tmp_path: Path) -> N
     assert by_name["mia_auc[loss]"].status == "ok"
     assert any(m.name.startswith("backdoor") for m in ms if m.status == "ok")
     assert result.plots["corruption_accuracy"]["severities"] == [1, 2, 3, 4, 5]
+
+
+def test_held_out_classes_are_an_ood_set_where_the_data_has_them(texts: Dataset, tmp_path: Path) -> None:
+    """Texts of a fourth class (fish), which the keyword model has no word for: uniform logits, so every
+    score tells them from the test texts, each of which has its class's keyword; shuffled texts keep
+    their keyword and stay indistinguishable, so a set is not merely scored high."""
+    rng = np.random.default_rng(5)
+    fish = np.array([" ".join([*rng.choice(FILLER, 5), "fish"]) for _ in range(70)], dtype=object)
+    config = replace(SMALL, families=("ood",))
+    result = run_trust(keyword_model(tmp_path), replace(texts, held_out=fish), config=config)
+    by_name = {m.name: m for m in result.measurements}
+    held = by_name["ood_auroc[held_out_classes:msp]"]
+    assert held.status == "ok" and held.value > 0.95 and held.n == 90 + 40  # the test split + 40 of 70
+    assert "70 texts of classes keywords holds unlabelled" in held.details["held_out_classes"]
+    assert by_name["ood_auroc[shuffled:msp]"].value == pytest.approx(0.5)
+    assert "ood_auroc[held_out_classes:energy]" in result.per_example
+    assert "ood[held_out_classes]" not in by_name
 
 
 def test_gateable_text_measurements_keep_evidence_that_reproduces_them(
