@@ -1,0 +1,158 @@
+"""Per-document negative log-likelihood of a causal language model, and what is computed from it:
+perplexity, nats per token and bits per byte, each with a bootstrap interval over documents, and the
+per-document evidence that pairs two models scored on the same documents
+(:func:`assay.compare.compare_per_example`).
+
+A document is tokenized whole (with the tokenizer's special tokens, as the model was trained), and every
+token but the first is scored given the tokens before it. A document longer than the context
+``max_length`` is scored in overlapping windows of ``max_length`` tokens that move by ``stride`` tokens:
+each window scores only the tokens no earlier window scored, so every token is scored once, with at least
+``max_length - stride`` tokens of context once the first window is passed (the sliding-window evaluation
+of Hugging Face's perplexity guide). The statistics are ratios of sums over documents (total NLL over
+total tokens or bytes), not means of per-document ratios, so a long document weighs by its length; the
+bootstrap resamples documents, which keeps the dependence between a document's tokens.
+
+Bits per byte divide by the UTF-8 bytes of the text rather than by tokens, so models with different
+tokenizers compare on the same footing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import torch
+from torch import nn
+
+from assay.compare import PerExample
+from assay.errors import DataError, UsageError
+from assay.measurement import Measurement
+from assay.stats import bootstrap_ci
+
+FAMILY = "language_modeling"
+
+
+@dataclass(frozen=True)
+class DocumentScores:
+    """Per document: the summed NLL of its scored tokens (nats), how many tokens were scored, and its
+    length in UTF-8 bytes."""
+
+    ids: np.ndarray
+    nll: np.ndarray
+    tokens: np.ndarray
+    bytes: np.ndarray
+
+    def _ratio(self, rows: np.ndarray, denominator: np.ndarray, scale: float = 1.0) -> np.ndarray:
+        """sum(nll) / sum(denominator) over each row of document indices, times ``scale``."""
+        return scale * self.nll[rows].sum(axis=-1) / denominator[rows].sum(axis=-1)
+
+    def replicates(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """``name`` (``nll_per_token``, ``perplexity``, ``bits_per_byte``) on each row of ``rows``."""
+        if name == "nll_per_token":
+            return self._ratio(rows, self.tokens)
+        if name == "perplexity":
+            return np.exp(self._ratio(rows, self.tokens))
+        if name == "bits_per_byte":
+            return self._ratio(rows, self.bytes, 1.0 / math.log(2.0))
+        raise UsageError(f"Unknown language-modelling statistic {name!r}; choose one of {', '.join(UNITS)}.")
+
+    def measurements(self, *, n_boot: int = 1000, seed: int = 0) -> list[Measurement]:
+        """Each statistic with its 95% percentile-bootstrap interval over documents."""
+        n = len(self.ids)
+        details = {"documents": n, "tokens": int(self.tokens.sum()), "bytes": int(self.bytes.sum())}
+        out = []
+        for name, unit in UNITS.items():
+            result = bootstrap_ci(
+                partial(self.replicates, name), n, n_boot=n_boot, seed=seed, vectorized=True
+            )
+            out.append(
+                Measurement(
+                    name=name,
+                    family=FAMILY,
+                    value=result.estimate,
+                    ci_low=result.ci_low,
+                    ci_high=result.ci_high,
+                    n=n,
+                    unit=unit,
+                    higher_is_better=False,
+                    estimator=ESTIMATORS[name],
+                    details=details,
+                )
+            )
+        return out
+
+    def per_example(self, measurements: Sequence[Measurement]) -> dict[str, PerExample]:
+        """The evidence behind ``measurements`` (from :meth:`measurements`), by name, for paired rules."""
+        return {
+            m.name: PerExample(m, self.ids, partial(self.replicates, m.name))
+            for m in measurements
+            if m.name in UNITS
+        }
+
+
+UNITS = {"nll_per_token": "nats/token", "perplexity": "perplexity", "bits_per_byte": "bits/byte"}
+ESTIMATORS = {
+    "nll_per_token": "total NLL over total scored tokens; percentile bootstrap over documents",
+    "perplexity": "exp(total NLL / total scored tokens); percentile bootstrap over documents",
+    "bits_per_byte": "total NLL / ln 2 / total UTF-8 bytes; percentile bootstrap over documents",
+}
+
+
+@torch.inference_mode()
+def score_documents(
+    model: nn.Module,
+    tokenizer: object,
+    texts: Sequence[str],
+    *,
+    ids: Sequence[str] | None = None,
+    max_length: int = 1024,
+    stride: int | None = None,
+) -> DocumentScores:
+    """The NLL of every document of ``texts`` under ``model`` (a transformers causal LM in eval mode),
+    windows of ``max_length`` tokens moving by ``stride`` (default half of it) for longer documents."""
+    stride = stride or max(1, max_length // 2)
+    if max_length < 2 or not 0 < stride < max_length:
+        raise UsageError(
+            f"max_length {max_length} and stride {stride}: a window needs at least 2 tokens and a stride "
+            "below its length, so that each window's first scored token has context."
+        )
+    if ids is not None and len(ids) != len(texts):
+        raise UsageError(f"{len(ids)} ids for {len(texts)} documents.")
+    nll, tokens, sizes = [], [], []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise DataError(f"document {i}: a language model scores strings, got {type(text).__name__}.")
+        encoded = tokenizer(text, add_special_tokens=True)["input_ids"]  # type: ignore[operator]
+        if len(encoded) < 2:
+            raise DataError(f"document {i} has {len(encoded)} token(s); scoring needs at least 2.")
+        total, scored = _document_nll(model, torch.tensor(encoded), max_length, stride)
+        nll.append(total)
+        tokens.append(scored)
+        sizes.append(len(text.encode("utf-8")))
+    return DocumentScores(
+        ids=np.asarray(ids if ids is not None else [str(i) for i in range(len(texts))]).astype(str),
+        nll=np.asarray(nll, dtype=np.float64),
+        tokens=np.asarray(tokens, dtype=np.int64),
+        bytes=np.asarray(sizes, dtype=np.int64),
+    )
+
+
+def _document_nll(model: nn.Module, ids: torch.Tensor, max_length: int, stride: int) -> tuple[float, int]:
+    """Summed NLL (nats) and number of scored tokens of one document: positions 1..n-1, each once."""
+    n, total, scored, scored_to = len(ids), 0.0, 0, 1  # ``scored_to``: the first position not yet scored
+    for begin in range(0, n, stride):
+        end = min(begin + max_length, n)
+        window = ids[begin:end]
+        logits = model(input_ids=window[None, :]).logits[0].float()
+        log_probs = torch.log_softmax(logits[:-1], dim=-1)  # row r predicts position begin + r + 1
+        first = scored_to - begin - 1  # the row that predicts ``scored_to``
+        picked = log_probs[first:].gather(1, window[first + 1 :, None])[:, 0]
+        total -= float(picked.double().sum())
+        scored += int(picked.shape[0])
+        scored_to = end
+        if end == n:
+            break
+    return total, scored
