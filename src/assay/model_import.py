@@ -114,6 +114,8 @@ def import_model(
         fields = chosen.stage(source, weights_path, folder)
         staged_spec = dict(fields.pop("spec", {}) or {})
         manifest = {**fields, "adapter": chosen.name, "spec": {"arch": chosen.name, **staged_spec}}
+        if derived is not None and "source" in manifest:  # the folder it was staged from was temporary
+            manifest["source"] = f"{derived.recipe['kind']} of {derived.parent}"
         loaded = chosen.load(folder, manifest)
         accuracy, chance = _probe(loaded, dataset, source)
         manifest["spec"] = {

@@ -104,3 +104,10 @@ def test_the_python_verb_fine_tunes_and_refuses_unknown_settings(
     )
     assert imported.version.ref == "tuned@v1" and imported.version.parent == "reviews@v1"
     assert imported.version.lineage["recipe"]["kind"] == "finetune"
+    from assay.release import Workspace, artifact_dir
+
+    # the stored manifest names where the weights came from: the parent, not a deleted staging folder
+    manifest = json.loads(
+        (artifact_dir(Workspace.open(isolated_home), imported.version) / "spec.json").read_text()
+    )
+    assert manifest["source"] == "finetune of reviews@v1"

@@ -70,8 +70,9 @@ def test_a_hf_text_classifier_answers_in_assay_as_in_transformers(
     assert paired["n"] == test.n
 
     # The trust suite runs its text checks on a text model and says why the pixel ones are skipped.
-    trusted = ok_json("trust", "reviews@v1", "--n-boot", "100")
+    trusted = ok_json("trust", "reviews@v1", "--n-boot", "100", "--text-ood-n", "20", "--text-attack-n", "10")
     by_name = {m["name"]: m for m in trusted["measurements"]}
+    assert by_name["ood_auroc[docstrings:energy]"]["n"] == test.n + 20  # --text-ood-n took effect
     for name in ("corruption_accuracy[text_typo@3]", "adv_accuracy[char_greedy-edits@3]",
                  "ood_auroc[docstrings:energy]", "ood_auroc[shuffled:mahalanobis]", "accuracy"):  # fmt: skip
         assert by_name[name]["status"] == "ok", by_name[name]

@@ -61,6 +61,15 @@ def trust_cmd(
             min=1, help="Seeded subset for corruptions (default, or larger than the split: all of it)."
         ),
     ] = None,
+    text_perturbation_n: Annotated[
+        int | None, typer.Option(min=1, help="Texts: seeded subset for the perturbations (default 150).")
+    ] = None,
+    text_attack_n: Annotated[
+        int | None, typer.Option(min=1, help="Texts: seeded subset for the character attack (default 40).")
+    ] = None,
+    text_ood_n: Annotated[
+        int | None, typer.Option(min=1, help="Texts: size of each OOD set (default 300).")
+    ] = None,
     n_boot: Annotated[int, typer.Option(min=100, help="Bootstrap resamples for the intervals.")] = 1000,
     seed: int = 0,
     parent: Annotated[
@@ -84,6 +93,10 @@ def trust_cmd(
         corruption_n=corruption_n,
         n_boot=n_boot,
         seed=seed,
+        # the text sizes given, else TrustConfig's defaults (the ones the help names)
+        text_perturbation_n=text_perturbation_n or TrustConfig.text_perturbation_n,
+        text_attack_n=text_attack_n or TrustConfig.text_attack_n,
+        text_ood_n=text_ood_n or TrustConfig.text_ood_n,
     )
     run = trust_version(
         workspace(home),
