@@ -8,7 +8,8 @@
 3. the candidate gated against production under the default policy on the same test quotes, and
    promoted only if it passes;
 4. the accuracy-aware compression search on the candidate (ONNX, ONNX Runtime dynamic int8 with and
-   without Optimum's defaults, bf16, torchao int8), every variant gated against it; static int8, whose
+   without Optimum's defaults, bf16, torchao int8, and 3-layer students fine-tuned on the labels or
+   distilled from it, with their int8 exports), every variant gated against it; static int8, whose
    fallback scan takes minutes, is left to ``assay compress``.
 
 Each step writes its report; the summary names them. The data is Debian's fortunes (24 categories of
