@@ -421,8 +421,8 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
 def drop_layers(source: TextSource, ctx: TextContext, out: Path, params: dict[str, Any]) -> Built:
     """``params``: ``keep`` (how many of the bottom encoder layers stay; default half), ``distill``
     (False: labels only; True: the parent's logits too, ``temperature`` 4 and ``alpha`` 0.7 as for the
-    CNN), and the fine-tuning
-    settings of :class:`~assay.train.finetune.FinetuneConfig` (``epochs`` 3, ``lr`` 5e-5, ...).
+    CNN), and the fine-tuning settings of :class:`~assay.train.finetune.FinetuneConfig` (``epochs`` 3,
+    ``lr`` 5e-5, ...).
 
     The top layers go and the bottom ones stay: of the ways to drop layers from a pretrained encoder
     before fine-tuning, dropping the top ones kept the most accuracy (Sajjad et al., "On the effect of
