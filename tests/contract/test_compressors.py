@@ -56,7 +56,7 @@ def text_source(tmp_path_factory: pytest.TempPathFactory) -> TextSource:
     from tests.unit.models.test_adapter_hf import stage_and_load, tiny_classifier
 
     root = tmp_path_factory.mktemp("text-contract")
-    tiny_classifier(root / "bert")
+    tiny_classifier(root / "bert", num_labels=2)  # the classes of tiny_text_data, which drop_layers trains on
     loaded = stage_and_load(root / "bert", root)
     return TextSource(loaded.weights.parent, loaded.manifest)
 
