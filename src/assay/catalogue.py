@@ -85,6 +85,15 @@ EFFICIENCY_METRICS: Mapping[str, Entry] = _entries(
     Entry("parameters", EFFICIENCY, False, "timings", False, unit="count"),
 )
 
+# --- language models (measured by assay.llm.perplexity on a corpus, paired per document) -------------
+
+LANGUAGE_MODELING = "language_modeling"
+LANGUAGE_MODEL_METRICS: Mapping[str, Entry] = _entries(
+    Entry("nll_per_token", LANGUAGE_MODELING, False, "per_example", False, unit="nats/token"),
+    Entry("perplexity", LANGUAGE_MODELING, False, "per_example", False, unit="perplexity"),
+    Entry("bits_per_byte", LANGUAGE_MODELING, False, "per_example", False, unit="bits/byte"),
+)
+
 # --- the trust suite (assay.trust; measured by assay.metrics.adversarial, robustness, ood) ---------
 
 NORMS: tuple[Norm, ...] = ("linf", "l2")
@@ -211,12 +220,17 @@ def _trust_entries(eps: tuple[tuple[Norm, tuple[float, ...]], ...]) -> dict[str,
 
 def entries() -> dict[str, Entry]:
     """Every built-in gateable metric by name: outputs, efficiency and the trust suite's (default eps)."""
-    return {**OUTPUT_METRICS, **EFFICIENCY_METRICS, **trust_entries()}
+    return {**OUTPUT_METRICS, **EFFICIENCY_METRICS, **LANGUAGE_MODEL_METRICS, **trust_entries()}
 
 
 def lookup(name: str) -> Entry | None:
     """The entry of ``name``, or None when it is not a built-in gateable metric."""
-    return OUTPUT_METRICS.get(name) or EFFICIENCY_METRICS.get(name) or trust_entries().get(name)
+    return (
+        OUTPUT_METRICS.get(name)
+        or EFFICIENCY_METRICS.get(name)
+        or LANGUAGE_MODEL_METRICS.get(name)
+        or trust_entries().get(name)
+    )
 
 
 def describe_trust(eps: Mapping[Norm, Sequence[float]] | None = None) -> str:

@@ -60,7 +60,7 @@ def finetune_version(
     if "max_length" not in manifest:
         raise DataError(f"{parent.ref}: its manifest records no truncation length; import it again.")
     max_length = int(manifest["max_length"])
-    model = hf.load_classifier(folder, str(manifest["architecture"]), manifest.get("source"))
+    model = hf.load_pretrained(folder, str(manifest["architecture"]), manifest.get("source"))
     tokenizer = hf.load_tokenizer(folder)
     result = finetune(
         model, tokenizer, data, config, max_length=max_length, checkpoint=checkpoint, progress=progress,

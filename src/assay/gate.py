@@ -192,7 +192,10 @@ required = false
 
 def _known_metrics(extra: Iterable[str]) -> dict[str, Any]:
     """The validator's context: every name a rule may use, and how to list them in a message."""
-    own = sorted({*catalogue.OUTPUT_METRICS, *METRICS.names(), *catalogue.EFFICIENCY_METRICS, *extra})
+    own = sorted({
+        *catalogue.OUTPUT_METRICS, *METRICS.names(), *catalogue.EFFICIENCY_METRICS,
+        *catalogue.LANGUAGE_MODEL_METRICS, *extra,
+    })  # fmt: skip
     return {
         "known_metrics": {*own, *catalogue.trust_entries()},
         "known_text": f"{', '.join(own)}; and the trust suite's {catalogue.describe_trust()}",

@@ -126,6 +126,11 @@ def version_contract(version: VersionInfo) -> InputContract:
     Versions registered before contracts were recorded get theirs from the data their recipe names, made
     the same way again (compressed variants carry their root's).
     """
+    if version.spec.get("task") == "causal-lm":  # the one check every classifier path makes first
+        raise UsageError(
+            f"{version.ref} is a language model, which assay evaluates on a corpus rather than labelled "
+            f"inputs: use `assay llm eval {version.ref}` and `assay llm gate BASELINE {version.ref}`."
+        )
     stored = version.lineage.get("contract")
     if stored is not None:
         return InputContract.from_dict(stored)

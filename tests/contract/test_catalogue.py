@@ -144,3 +144,17 @@ def test_lookup_covers_every_built_in_name_and_nothing_else() -> None:
     # Non-default threat models name other robust accuracies, and only those.
     wider = catalogue.trust_entries({"linf": (0.3,), "l2": ()})
     assert "adv_accuracy[pgd-linf@0.3]" in wider and "adv_accuracy[pgd-linf@0.1]" not in wider
+
+
+@pytest.mark.parametrize("name", list(catalogue.LANGUAGE_MODEL_METRICS))
+def test_each_language_model_metric_is_measured_as_catalogued(name: str) -> None:
+    from assay.llm.perplexity import DocumentScores
+
+    scores = DocumentScores(
+        ids=np.array(["a", "b", "c"]), nll=np.array([3.0, 5.0, 4.0]), tokens=np.array([2, 3, 2]),
+        bytes=np.array([9, 14, 8]),
+    )  # fmt: skip
+    measured = {m.name: m for m in scores.measurements(n_boot=200)}
+    entry = catalogue.LANGUAGE_MODEL_METRICS[name]
+    assert entry.evidence == "per_example" and name in scores.per_example(list(measured.values()))
+    _agrees(measured[name], entry)

@@ -78,7 +78,7 @@ class TextSource:
 
     def model(self) -> nn.Module:
         """A fresh fp32 copy of the model: compressors never touch the stored one."""
-        return hf.load_classifier(self.folder, str(self.manifest["architecture"]))
+        return hf.load_pretrained(self.folder, str(self.manifest["architecture"]))
 
     def tokenizer(self) -> Any:
         return hf.load_tokenizer(self.folder)

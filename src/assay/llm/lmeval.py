@@ -43,7 +43,8 @@ from typing import Any
 import numpy as np
 
 from assay.errors import DataError
-from assay.outputs import Outputs, from_arrays
+from assay.llm.choices import choice_outputs
+from assay.outputs import Outputs
 
 SUFFIX = ".jsonl"
 
@@ -74,14 +75,7 @@ def read_samples(path: str | Path) -> Outputs:
         ids.append(str(row["doc_id"]))
         labels.append(gold)
         scores.append(lls)
-    width = max(len(s) for s in scores)
-    if len({len(s) for s in scores}) == 1:
-        return from_arrays(np.array(labels), logits=np.array(scores), ids=np.array(ids), source=str(path))
-    probs = np.zeros((len(scores), width))  # documents with fewer choices: probability 0 for the rest
-    for i, s in enumerate(scores):
-        p = np.exp(s - s.max())
-        probs[i, : len(s)] = p / p.sum()
-    return from_arrays(np.array(labels), probs=probs, ids=np.array(ids), source=str(path))
+    return choice_outputs(ids, labels, scores, str(path))
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ tokenizers compare on the same footing.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -27,12 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from assay.catalogue import LANGUAGE_MODEL_METRICS, LANGUAGE_MODELING
 from assay.compare import PerExample
 from assay.errors import DataError, UsageError
 from assay.measurement import Measurement
 from assay.stats import bootstrap_ci
 
-FAMILY = "language_modeling"
+FAMILY = LANGUAGE_MODELING  # names, directions and units: assay.catalogue.LANGUAGE_MODEL_METRICS
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class DocumentScores:
         }
 
 
-UNITS = {"nll_per_token": "nats/token", "perplexity": "perplexity", "bits_per_byte": "bits/byte"}
+UNITS = {name: str(entry.unit) for name, entry in LANGUAGE_MODEL_METRICS.items()}
 ESTIMATORS = {
     "nll_per_token": "total NLL over total scored tokens; percentile bootstrap over documents",
     "perplexity": "exp(total NLL / total scored tokens); percentile bootstrap over documents",
@@ -110,9 +111,11 @@ def score_documents(
     ids: Sequence[str] | None = None,
     max_length: int = 1024,
     stride: int | None = None,
+    on_document: Callable[[], object] | None = None,
 ) -> DocumentScores:
     """The NLL of every document of ``texts`` under ``model`` (a transformers causal LM in eval mode),
-    windows of ``max_length`` tokens moving by ``stride`` (default half of it) for longer documents."""
+    windows of ``max_length`` tokens moving by ``stride`` (default half of it) for longer documents.
+    ``on_document`` is called after each document (a progress bar's step)."""
     stride = stride or max(1, max_length // 2)
     if max_length < 2 or not 0 < stride < max_length:
         raise UsageError(
@@ -132,6 +135,8 @@ def score_documents(
         nll.append(total)
         tokens.append(scored)
         sizes.append(len(text.encode("utf-8")))
+        if on_document is not None:
+            on_document()
     return DocumentScores(
         ids=np.asarray(ids if ids is not None else [str(i) for i in range(len(texts))]).astype(str),
         nll=np.asarray(nll, dtype=np.float64),

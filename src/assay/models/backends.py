@@ -20,16 +20,19 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
+from torch import nn
 
 from assay.errors import DataError, MissingExtraError
 from assay.models.io import SPEC, WEIGHTS, load_model
 from assay.models.loaded import LoadedModel
 from assay.models.predictor import TorchPredictor
 from assay.models.zoo import ZooModel, build_model, count_parameters
+
+M = TypeVar("M", bound=nn.Module)
 
 ONNX_FILE = "model.onnx"
 BACKENDS = ("torch", "torchao", "onnxruntime")
@@ -140,13 +143,21 @@ def torchao_config(name: str) -> Any:
     configs = {
         "int8_weight_only": quantization.Int8WeightOnlyConfig,
         "int8_dynamic": quantization.Int8DynamicActivationInt8WeightConfig,
+        # int4 in groups of 32 weights with a scale and zero point each (asymmetric, as GGUF's Q4_1:
+        # widths like 576 do not divide by 128). torchao's packed int4 layouts are CUDA's; on a CPU the
+        # int4 values are kept unpacked in int8 storage and dequantized in the matmul.
+        "int4_weight_only": lambda: quantization.IntxWeightOnlyConfig(
+            weight_dtype=torch.int4,  # type: ignore[attr-defined]  # a torch dtype its stubs omit
+            granularity=quantization.PerGroup(32),
+            mapping_type=quantization.MappingType.ASYMMETRIC,
+        ),
     }
     if name not in configs:
         raise DataError(f"Unknown torchao configuration {name!r}; known: {', '.join(sorted(configs))}.")
     return configs[name]()
 
 
-def quantize_torchao(module: ZooModel, config: str) -> ZooModel:
+def quantize_torchao(module: M, config: str) -> M:
     """torchao's ``quantize_`` in place on ``module`` (the caller passes a copy)."""
     import_torchao().quantize_(module, torchao_config(config))
     return module.eval()

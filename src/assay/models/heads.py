@@ -143,7 +143,7 @@ class FrozenEncoder:
         with hf.offline():  # quiet: no progress bars
             model.save_pretrained(work, safe_serialization=True)
             tokenizer.save_pretrained(work)
-        staged = hf.load_classifier(work, ARCHITECTURE)
+        staged = hf.load_pretrained(work, ARCHITECTURE)
         predictor = hf.TextPredictor(
             staged, hf.load_tokenizer(work), int(tokenizer.model_max_length), len(class_names)
         )

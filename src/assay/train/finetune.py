@@ -379,7 +379,7 @@ def open_classifier(folder: Path, max_length: int | None = None) -> tuple[nn.Mod
             f"{folder}: holds a {about['architecture']}, an image model; fine-tuning takes a text classifier."
         )
     tokenizer = hf.load_tokenizer(folder)
-    model = hf.load_classifier(folder, about["architecture"])
+    model = hf.load_pretrained(folder, about["architecture"])
     return model, tokenizer, hf.truncation_length(tokenizer, config, max_length)
 
 

@@ -17,23 +17,15 @@ import torch
 
 pytest.importorskip("transformers")
 
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from assay.compare import compare_per_example
 from assay.errors import DataError, UsageError
 from assay.llm.perplexity import score_documents
+from tests.unit.llm.causal_fixtures import tiny_llama
 from tests.unit.models.test_adapter_hf import TEXTS, tiny_tokenizer
 
 RTOL = 1e-5
-
-
-def tiny_llama(vocabulary: int, seed: int) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocabulary, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-    )  # fmt: skip
-    return LlamaForCausalLM(config).eval()
 
 
 @pytest.fixture(scope="module")

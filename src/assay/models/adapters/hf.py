@@ -68,8 +68,9 @@ WEIGHT_LAYOUTS = (
 )
 VOCABULARIES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
                 "tokenizer.model")  # fmt: skip
+# chat_template.jinja: where transformers 5 keeps a chat model's template (a language model's)
 TOKENIZER_FILES = (*VOCABULARIES, "merges.txt", "tokenizer_config.json", "special_tokens_map.json",
-                   "added_tokens.json")  # fmt: skip
+                   "added_tokens.json", "chat_template.jinja")  # fmt: skip
 TASKS = {"ForSequenceClassification": "text", "ForImageClassification": "image"}
 MAX_LENGTH_CAP = 512  # what BERT-family position embeddings hold; longer texts are truncated
 BATCH = 64  # texts or images per forward pass
@@ -144,36 +145,48 @@ def _classes_for(model_type: str, task: str) -> tuple[str, ...]:
     return (names,) if isinstance(names, str) else tuple(names)
 
 
-def check_config(root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """What ``root/config.json`` says of the model (architecture, task, labels), and the config itself;
-    refused where assay would have to run code it does not know, or could not read the outputs as one
-    score per class."""
-    import transformers
-
-    path = root / CONFIG
-    config = read_json(root, CONFIG)
+def named_architecture(root: Path, config: dict[str, Any]) -> str:
+    """The one architecture ``config.json`` names (the class ``save_pretrained`` saved from)."""
     architectures = config.get("architectures")
     if not (
         isinstance(architectures, list) and len(architectures) == 1 and isinstance(architectures[0], str)
     ):
         raise DataError(
-            f"{path}: 'architectures' is {architectures!r}; assay needs exactly one, the class the model was "
-            "saved from (save_pretrained writes it)."
+            f"{root / CONFIG}: 'architectures' is {architectures!r}; assay needs exactly one, the class the "
+            "model was saved from (save_pretrained writes it)."
         )
-    architecture = architectures[0]
+    return architectures[0]
+
+
+def check_provided(root: Path, config: dict[str, Any], architecture: str, provided: tuple[str, ...]) -> None:
+    """Refuse ``architecture`` unless transformers itself provides it for the config's ``model_type``
+    (``provided``: its classes for the task), so nothing but transformers' own code runs."""
+    import transformers
+
+    if architecture not in provided or not hasattr(transformers, architecture):
+        raise DataError(
+            f"{root / CONFIG}: {architecture!r} is not a class transformers {transformers.__version__} "
+            f"provides for model_type {str(config.get('model_type'))!r} (it provides: "
+            f"{', '.join(provided) or 'none'}). assay loads only transformers' own classes."
+        )
+
+
+def check_config(root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What ``root/config.json`` says of the model (architecture, task, labels), and the config itself;
+    refused where assay would have to run code it does not know, or could not read the outputs as one
+    score per class."""
+    path = root / CONFIG
+    config = read_json(root, CONFIG)
+    architecture = named_architecture(root, config)
     task = next((t for suffix, t in TASKS.items() if architecture.endswith(suffix)), None)
-    model_type = str(config.get("model_type"))
     if task is None:
+        causal = architecture.endswith("ForCausalLM")
         raise DataError(
-            f"{path}: the architecture {architecture!r} is not one assay reads; the hf adapter takes "
-            "*ForSequenceClassification (text) and *ForImageClassification (image) models."
+            f"{path}: the architecture {architecture!r} is not one assay reads through the hf adapter, "
+            "which takes *ForSequenceClassification (text) and *ForImageClassification (image) models"
+            + (" (a causal language model goes in with `assay llm import`)." if causal else ".")
         )
-    if architecture not in _classes_for(model_type, task) or not hasattr(transformers, architecture):
-        known = ", ".join(_classes_for(model_type, task)) or "none"
-        raise DataError(
-            f"{path}: {architecture!r} is not a class transformers {transformers.__version__} provides for "
-            f"model_type {model_type!r} (it provides: {known}). assay loads only transformers' own classes."
-        )
+    check_provided(root, config, architecture, _classes_for(str(config.get("model_type")), task))
     if config.get("problem_type") in ("regression", "multi_label_classification"):
         raise DataError(
             f"{path}: problem_type is {config['problem_type']!r}; assay evaluates single-label "
@@ -226,7 +239,7 @@ def read_weights(root: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
     return state, names
 
 
-def _stage_weights(root: Path, folder: Path) -> list[str]:
+def stage_weights(root: Path, folder: Path) -> list[str]:
     """Copy ``model.safetensors`` as it is, or store the shards or the checked pickle as one
     ``model.safetensors``; returns the source files it read."""
     state, names = read_weights(root)  # a DataError naming the file where one is unreadable or unsafe
@@ -241,7 +254,7 @@ def _stage_weights(root: Path, folder: Path) -> list[str]:
     return names
 
 
-def _stage_tokenizer(root: Path, folder: Path) -> dict[str, str]:
+def stage_tokenizer(root: Path, folder: Path) -> dict[str, str]:
     """Copy the tokenizer's files; their digests by name. A folder with no vocabulary is refused."""
     if not any(_present(root, name) for name in VOCABULARIES):
         raise DataError(
@@ -463,8 +476,9 @@ class ImagePredictor:
         return np.concatenate(logits), np.concatenate(kept) if len(kept) == len(features) else None
 
 
-def load_classifier(folder: Path, architecture: str, source: str | None = None) -> nn.Module:
-    """The class ``architecture`` from the folder's local files, fp32, every weight from the file.
+def load_pretrained(folder: Path, architecture: str, source: str | None = None) -> nn.Module:
+    """The class ``architecture`` (a classifier, or a causal LM for :mod:`assay.llm`) from the folder's
+    local files, fp32, every weight from the file.
 
     The named class, not the Auto class: Auto picks by ``model_type``, which for some types maps to
     several classes (DeiT with and without its teacher); :func:`check_config` has checked it is
@@ -533,11 +547,11 @@ class HuggingFaceAdapter:
             "backend": "transformers",
             "weights": WEIGHTS,
             "source": str(root.resolve()),
-            "source_weights": _stage_weights(root, folder),
+            "source_weights": stage_weights(root, folder),
             "spec": {"architecture": about["architecture"], "task": about["task"]},
         }
         if about["task"] == "text":
-            files = _stage_tokenizer(root, folder)
+            files = stage_tokenizer(root, folder)
             tokenizer = load_tokenizer(folder)
             fields["max_length"] = truncation_length(tokenizer, config, max_length)
             fields["tokenizer"] = {
@@ -563,7 +577,7 @@ class HuggingFaceAdapter:
             from assay.models.adapters import hf_runtimes  # compressed variants: ONNX Runtime, torchao
 
             return hf_runtimes.load_text_variant(folder, manifest, about)
-        model = load_classifier(folder, about["architecture"], manifest.get("source"))
+        model = load_pretrained(folder, about["architecture"], manifest.get("source"))
         n = about["num_labels"]
         network: nn.Module | None = None
         predictor: TextPredictor | ImagePredictor

@@ -1,0 +1,208 @@
+"""``assay llm ...``: language models through the release loop (see :mod:`assay.llm.release`).
+
+    assay llm import NAME SOURCE --corpus fortunes   a Hugging Face causal-LM folder or a .gguf file
+    assay llm eval REF                               perplexity, bits per byte and the task, with intervals
+    assay llm gate BASELINE CANDIDATE                paired per document and item; exit 0 pass, 1 fail
+    assay llm quantize REF --precision P             a cheaper variant, registered with its parent
+
+Promotion and rollback are the models' (``assay models promote``): a passing gate run lets it promote.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from assay.cli.common import (
+    HomeOpt,
+    JsonOpt,
+    TextColumnOpt,
+    data_spec,
+    emit_json,
+    err,
+    friendly,
+    measurement_table,
+    out,
+    print_paths,
+    verdict_table,
+    workspace,
+)
+
+llm_app = typer.Typer(no_args_is_help=True, help="Language models: import, evaluate, gate, quantize.")
+
+CorpusOpt = Annotated[
+    str | None,
+    typer.Option(help="Texts to score on: fortunes, or jsonl:FILE / csv:FILE with --text and --target."),
+]
+GroupColumnOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--target", help="The corpus file's column of document groups (the cloze's wrong endings share it)."
+    ),
+]
+LimitOpt = Annotated[int | None, typer.Option(min=1, help="Use a stratified subsample of each split.")]
+TaskOpt = Annotated[
+    Path | None,
+    typer.Option("--task", help="A multiple-choice task (JSONL; docs/llm.md); default: the corpus's cloze."),
+]
+
+
+def _corpus(corpus: str | None, limit: int | None, group: str | None, text_column: str | None) -> Any:
+    return data_spec(corpus, limit, group, text_column)
+
+
+@llm_app.command("import")
+@friendly
+def llm_import(
+    name: Annotated[str, typer.Argument(help="The model name to register the next version of.")],
+    source: Annotated[str, typer.Argument(help="A Hugging Face causal-LM folder or a .gguf file.")],
+    corpus: Annotated[
+        str, typer.Option(help="Its corpus: fortunes, or jsonl:FILE with --text and --target.")
+    ],
+    text_column: TextColumnOpt = None,
+    group: GroupColumnOpt = None,
+    limit: LimitOpt = None,
+    description: str = "",
+    licence: str | None = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Import a causal language model: checked (no remote code; nothing in a file runs), registered."""
+    from assay.llm.release import import_language_model
+
+    imported = import_language_model(
+        workspace(home),
+        name,
+        source,
+        corpus=_corpus(corpus, limit, group, text_column),
+        description=description,
+        licence=licence,
+    )
+    for warning in imported.warnings:
+        err.print(f"[bold yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    if json_out:
+        emit_json(imported.to_dict())
+        return
+    v, spec = imported.version, imported.version.spec
+    gguf = v.lineage.get("gguf")
+    origin = f", dequantized from {gguf['quantization']} GGUF" if gguf else ""
+    out.print(
+        f"Registered [bold]{escape(v.ref)}[/]: {escape(str(spec['architecture']))}, "
+        f"{spec['n_parameters'] / 1e6:.1f} M parameters, {spec['layers']} layers, context "
+        f"{spec['context_length']}{escape(origin)}; perplexity {imported.probe_perplexity:.1f} on a first "
+        f"look at the validation documents.",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@llm_app.command("eval")
+@friendly
+def llm_eval(
+    ref: Annotated[str, typer.Argument(help="A language-model version: name, name@2, name@production.")],
+    corpus: CorpusOpt = None,
+    text_column: TextColumnOpt = None,
+    group: GroupColumnOpt = None,
+    limit: LimitOpt = None,
+    task: TaskOpt = None,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
+    seed: int = 0,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the report.")] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Perplexity, nats per token and bits per byte on the corpus's test documents, and a multiple-choice
+    task, each with its 95% interval."""
+    from assay.llm.release import evaluate_language_model
+
+    evaluated = evaluate_language_model(
+        workspace(home),
+        ref,
+        corpus=_corpus(corpus, limit, group, text_column),
+        limit=limit,
+        task_file=task,
+        n_boot=n_boot,
+        seed=seed,
+        out_dir=out_dir,
+        progress=not json_out,
+    )
+    if json_out:
+        emit_json({**evaluated.document, "report": str(evaluated.html), "run_id": evaluated.run_id})
+        return
+    out.print(measurement_table(evaluated.document["measurements"], evaluated.document["title"]))
+    print_paths(report=evaluated.html)
+
+
+@llm_app.command("gate")
+@friendly
+def llm_gate(
+    baseline: Annotated[str, typer.Argument(help="Baseline: a language-model version.")],
+    candidate: Annotated[str, typer.Argument(help="Candidate: a language-model version.")],
+    policy_file: Annotated[
+        Path | None,
+        typer.Option("--policy", help="Policy TOML (default: the language-model policy, docs/llm.md)."),
+    ] = None,
+    corpus: CorpusOpt = None,
+    text_column: TextColumnOpt = None,
+    group: GroupColumnOpt = None,
+    limit: LimitOpt = None,
+    task: TaskOpt = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the report.")] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The candidate against the baseline on the same documents and items, paired. Exit 0 pass, 1 fail."""
+    from assay.gate import Policy
+    from assay.llm.release import LANGUAGE_MODEL_POLICY, gate_language_models
+
+    policy = Policy.from_toml(policy_file) if policy_file else LANGUAGE_MODEL_POLICY
+    evaluated = gate_language_models(
+        workspace(home),
+        baseline,
+        candidate,
+        policy,
+        corpus=_corpus(corpus, limit, group, text_column),
+        limit=limit,
+        task_file=task,
+        out_dir=out_dir,
+        progress=not json_out,
+    )
+    assert evaluated.verdict is not None
+    if json_out:
+        emit_json({**evaluated.document, "report": str(evaluated.html), "run_id": evaluated.run_id})
+    else:
+        out.print(verdict_table(evaluated.document["verdict"]))
+        style = "bold green" if evaluated.verdict.passed else "bold red"
+        out.print(f"[{style}]{escape(evaluated.document['summary']['headline'])}[/]")
+        print_paths(report=evaluated.html)
+    if not evaluated.verdict.passed:
+        raise typer.Exit(1)
+
+
+@llm_app.command("quantize")
+@friendly
+def llm_quantize(
+    ref: Annotated[str, typer.Argument(help="The fp32 language-model version to make a variant of.")],
+    precision: Annotated[
+        str, typer.Option(help="bf16, int8_weight_only, int8_dynamic or int4_weight_only.")
+    ] = "int8_weight_only",
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Register a cheaper variant of REF (its parent); gate it with `assay llm gate REF VARIANT`."""
+    from assay.llm.release import quantize_language_model
+
+    version = quantize_language_model(workspace(home), ref, precision)
+    if json_out:
+        emit_json({"version": version.ref, "parent": version.parent, "spec": version.spec})
+        return
+    out.print(
+        f"Registered [bold]{escape(version.ref)}[/] ({escape(precision)} of {escape(str(version.parent))}): "
+        f"{version.spec['weight_bytes'] / 2**20:.1f} MiB of weights. Next: `assay llm gate "
+        f"{escape(str(version.parent))} {escape(version.ref)}`",
+        highlight=False,
+        soft_wrap=True,
+    )
