@@ -17,9 +17,10 @@ the store keeps, and that folder loaded back as a :class:`LanguageModel`.
 
 Loading reads local files only (the hub's offline switches on, ``trust_remote_code=False``). A variant's
 manifest names its ``precision``: ``fp32``; ``bf16`` (weights and activations); torchao's
-``int8_weight_only``, ``int8_dynamic`` (int8 weights and per-token int8 activations) and
-``int4_weight_only`` (int4 in groups of 32 weights), applied to the linear layers
-when the folder is loaded.
+``int8_weight_only`` (float32 activations), ``int8_dynamic`` (int8 weights and per-token int8 activations)
+and ``int4_weight_only`` (int4 in groups of 32 weights), applied to the linear layers when the folder is
+loaded; ``int8_weight_only_bf16``: int8 weights per output channel with bf16 activations on PyTorch's own
+CPU kernel for them (:mod:`assay.llm.int8`), the fastest decoding here.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from assay.models.adapters import hf
 from assay.models.adapters.files import copy_into, inside, sha256_file, versions_of
 
 GENERATION_CONFIG = "generation_config.json"
-PRECISIONS = ("fp32", "bf16", "int8_weight_only", "int8_dynamic", "int4_weight_only")
+PRECISIONS = ("fp32", "bf16", "int8_weight_only", "int8_weight_only_bf16", "int8_dynamic", "int4_weight_only")
 TORCHAO_PRECISIONS = ("int8_weight_only", "int8_dynamic", "int4_weight_only")  # assay.models.backends
 GGUF_SUFFIX = ".gguf"
 
@@ -231,6 +232,10 @@ def with_precision(model: nn.Module, precision: str) -> nn.Module:
         raise UsageError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
     if precision == "bf16":
         return model.to(torch.bfloat16).eval()
+    if precision == "int8_weight_only_bf16":
+        from assay.llm.int8 import quantize_int8_weights
+
+        return quantize_int8_weights(model)
     if precision in TORCHAO_PRECISIONS:
         from assay.models.backends import quantize_torchao
 

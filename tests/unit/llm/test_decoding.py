@@ -1,0 +1,83 @@
+"""Decoding (assay.llm.decoding): the greedy decoder makes the tokens transformers' own greedy
+``generate`` makes, in every cache mode but the compiled one (compiling takes a minute; the benchmark
+runs it); TTFT, TPOT and ITL are the stated functions of the step times; the KV-cache bytes are what
+the cache holds after a prefill; the roofline is bandwidth over bytes. No timing is asserted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from assay.llm import causal
+from assay.llm.decoding import (
+    DecodeTiming,
+    GreedyDecoder,
+    Roofline,
+    kv_cache_bytes,
+    memory_bandwidth,
+    weight_bytes_read,
+)
+from tests.unit.llm.causal_fixtures import tiny_llama
+from tests.unit.models.test_adapter_hf import tiny_tokenizer
+
+
+def language_model(precision: str = "fp32", tie: bool = False) -> causal.LanguageModel:
+    tokenizer = tiny_tokenizer(max_length=256)
+    model = causal.with_precision(tiny_llama(len(tokenizer), seed=0, tie=tie), precision)
+    return causal.LanguageModel(model, tokenizer, {"precision": precision, "spec": {"context_length": 256}})
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+@pytest.mark.parametrize("precision", ["fp32", "int8_weight_only_bf16"])
+def test_the_decoder_makes_the_tokens_greedy_generate_makes(mode: str, precision: str) -> None:
+    lm = language_model(precision)
+    prompts = [
+        lm.tokenizer("the cat sat on the mat")["input_ids"],
+        lm.tokenizer("a very good film and")["input_ids"],
+    ]
+    width = min(len(p) for p in prompts)
+    prompts = [p[:width] for p in prompts]
+    timing = GreedyDecoder(lm, mode, max_context=64).run(prompts, 12)
+    with torch.no_grad():
+        want = lm.model.generate(
+            torch.tensor(prompts), attention_mask=torch.ones(2, width, dtype=torch.long), do_sample=False,
+            max_new_tokens=12, min_new_tokens=12, pad_token_id=0,
+        )[:, width:]  # fmt: skip
+    assert timing.generated is not None
+    np.testing.assert_array_equal(timing.generated, want.numpy())
+    assert timing.batch == 2 and timing.tokens == 12 and len(timing.itl) == 11
+
+
+def test_the_timing_figures_are_the_stated_functions_of_the_steps() -> None:
+    itl = np.array([0.02, 0.03, 0.025, 0.5])
+    t = DecodeTiming(prompt_tokens=8, ttft=0.1, itl=itl, batch=4)
+    d = t.to_dict()
+    assert d["tpot_ms"] == pytest.approx(1e3 * itl.mean())
+    assert d["itl_p99_ms"] == pytest.approx(1e3 * np.percentile(itl, 99))
+    assert d["tokens_per_second"] == pytest.approx(4 / itl.mean())
+    line = Roofline(bytes_per_token=10**8, bandwidth=2e10, tokens_per_second=100.0)
+    assert line.limit == pytest.approx(200.0) and line.share == pytest.approx(0.5)
+    assert memory_bandwidth(mib=8, repeats=2) > 0
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8_weight_only_bf16"])
+def test_the_kv_cache_bytes_are_what_the_cache_holds(precision: str) -> None:
+    lm = language_model(precision)
+    ids = torch.tensor([lm.tokenizer("the cat sat on the mat and it was fun")["input_ids"]])
+    with torch.no_grad():
+        cache = lm.model(input_ids=ids, use_cache=True).past_key_values
+    held = sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
+    assert kv_cache_bytes(lm, ids.shape[1]) == held
+
+
+def test_a_step_reads_one_row_of_an_untied_embedding_and_all_of_a_tied_one() -> None:
+    tied = language_model("fp32", tie=True).model
+    table = tied.model.embed_tokens.weight
+    assert weight_bytes_read(tied) == causal.weight_bytes(tied)  # the head reads the whole table
+    untied = language_model("fp32", tie=False).model
+    embedding = untied.model.embed_tokens.weight
+    assert weight_bytes_read(untied) == causal.weight_bytes(untied) - embedding.nbytes + embedding[0].nbytes
+    assert table.nbytes == embedding.nbytes
