@@ -1,0 +1,403 @@
+"""An OpenAI-compatible server for a language-model version: ``/v1/completions``,
+``/v1/chat/completions`` (streamed as server-sent events when asked), ``/v1/models``, with continuous
+batching (:mod:`assay.serve.llm_engine`), Prometheus metrics and hot swaps on promotion.
+
+What a client gets, as OpenAI's API and its official client define it: a completion object (or chunks
+ending with ``data: [DONE]``), ``usage`` with the token counts, and on an error an ``{"error": {"message",
+"type", "param", "code"}}`` body: 400 for a malformed body, an unknown field value or a prompt that does
+not fit the context (``context_length_exceeded``), 404 for a model this server does not serve, 429 when
+the queue is full. ``temperature`` 0 decodes greedily; above 0 it samples (``seed`` makes it repeatable).
+
+The served alias is polled: when a promotion or rollback moves it, the new version loads beside the old,
+new requests go to it, and the old one finishes every stream it has before its engine ends.
+
+Metrics, in the manner of TGI's: ``assay_llm_queue_size`` and ``assay_llm_batch_size`` (gauges),
+``assay_llm_batch_size_per_step``, ``assay_llm_prefill_seconds``, ``assay_llm_decode_step_seconds``,
+``assay_llm_ttft_seconds`` and ``assay_llm_tpot_seconds`` (histograms), and counters of requests by
+endpoint and status, of finished sequences by reason, and of prompt and generated tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from assay.llm.causal import LanguageModel
+from assay.serve.llm_engine import Engine, EngineConfig, Overloaded, Sequence
+from assay.store.records import VersionInfo
+
+DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.code, self.param = status, kind, code, param
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": str(self), "type": self.kind, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # clients send fields this server does not use (user, ...)
+
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    n: int = Field(1, ge=1, le=1)  # one choice per request
+
+
+class CompletionBody(_Body):
+    prompt: str | list[str] | list[int]
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatBody(_Body):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+
+
+@dataclass(frozen=True)
+class LanguageServeConfig:
+    max_sequences: int = 16
+    max_batch_tokens: int = 16384
+    max_waiting: int = 64
+    poll_s: float = 2.0  # how often the alias is checked for a promotion
+
+
+class Metrics:
+    """The server's Prometheus metrics, on a registry of its own; ``observe`` is the engine's hook."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        fast = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+        self.requests = Counter(
+            "assay_llm_requests", "Requests by endpoint and status", ["endpoint", "status"], registry=r
+        )
+        self.queue = Gauge("assay_llm_queue_size", "Sequences waiting to join the batch", registry=r)
+        self.batch = Gauge("assay_llm_batch_size", "Sequences in the running batch", registry=r)
+        self.batch_steps = Histogram(
+            "assay_llm_batch_size_per_step",
+            "Sequences per decode step",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
+        self.prefill = Histogram(
+            "assay_llm_prefill_seconds", "Prefill time of a prompt", buckets=fast, registry=r
+        )
+        self.step = Histogram(
+            "assay_llm_decode_step_seconds", "Time of one decode step", buckets=fast, registry=r
+        )
+        self.ttft = Histogram("assay_llm_ttft_seconds", "Time to first token", buckets=fast, registry=r)
+        self.tpot = Histogram(
+            "assay_llm_tpot_seconds", "Time per output token after the first", buckets=fast, registry=r
+        )
+        self.finished = Counter("assay_llm_finished", "Finished sequences by reason", ["reason"], registry=r)
+        self.prompt_tokens = Counter("assay_llm_prompt_tokens", "Prompt tokens", registry=r)
+        self.generated_tokens = Counter("assay_llm_generated_tokens", "Generated tokens", registry=r)
+
+    def observe(self, kind: str, *values: Any) -> None:
+        if kind == "queue":
+            self.queue.set(values[0])
+        elif kind == "prefill":
+            self.prefill.observe(values[0])
+        elif kind == "step":
+            self.step.observe(values[0])
+            self.batch_steps.observe(values[1])
+            self.batch.set(values[1])
+        elif kind == "ttft":
+            self.ttft.observe(values[0])
+        elif kind == "tpot":
+            self.tpot.observe(values[0])
+        elif kind == "finished":
+            self.finished.labels(values[0]).inc()
+            self.prompt_tokens.inc(values[1])
+            self.generated_tokens.inc(values[2])
+
+
+class LanguageModelServer:
+    """The served alias of a language model: its version, model and engine, swapped on promotion."""
+
+    def __init__(self, ws: Any, name: str, alias: str, config: LanguageServeConfig | None = None) -> None:
+        self.ws, self.name, self.alias = ws, name, alias
+        self.config = config or LanguageServeConfig()
+        self.metrics = Metrics()
+        self.version: VersionInfo | None = None
+        self.lm: LanguageModel | None = None
+        self.engine: Engine | None = None
+        self._retired: list[Engine] = []
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        """Load the alias's version (and start its engine) if it is not the one served."""
+        from assay.llm.release import load_version
+
+        version = self.ws.store.resolve(f"{self.name}@{self.alias}")
+        if self.version is not None and version.id == self.version.id:
+            return
+        lm = load_version(self.ws, version)
+        engine = Engine(
+            lm,
+            EngineConfig(self.config.max_sequences, self.config.max_batch_tokens, self.config.max_waiting),
+            observe=self.metrics.observe,
+        )
+        engine.start()
+        with self._lock:
+            old, self.version, self.lm, self.engine = self.engine, version, lm, engine
+        if old is not None:
+            old.close()  # its streams finish on the old version
+            self._retired.append(old)
+        self._retired = [e for e in self._retired if not e.finished]
+
+    def stop(self) -> None:
+        for engine in [*self._retired, *([self.engine] if self.engine else [])]:
+            engine.stop()
+
+    def check_model(self, model: str) -> None:
+        assert self.version is not None
+        if model not in (self.name, self.version.ref, f"{self.name}@{self.alias}"):
+            raise ApiError(
+                404,
+                f"The model {model!r} does not exist here; this server serves {self.name!r}.",
+                code="model_not_found",
+                param="model",
+            )
+
+
+def _prompt_ids(lm: LanguageModel, body: CompletionBody | ChatBody) -> list[int]:
+    if isinstance(body, ChatBody):
+        if lm.chat_template is None:
+            raise ApiError(
+                400, "This model has no chat template; send a prompt to /v1/completions.", param="messages"
+            )
+        ids = lm.tokenizer.apply_chat_template(
+            [m.model_dump() for m in body.messages],
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=False,
+        )
+        return [int(i) for i in (ids["input_ids"] if isinstance(ids, dict) else ids)]
+    prompt = body.prompt
+    if isinstance(prompt, list) and prompt and all(isinstance(p, int) for p in prompt):
+        vocab = len(lm.tokenizer)
+        if any(not 0 <= int(p) < vocab for p in prompt):
+            raise ApiError(400, f"Token ids must be between 0 and {vocab - 1}.", param="prompt")
+        return [int(p) for p in prompt]
+    if isinstance(prompt, list) and len(prompt) != 1:
+        raise ApiError(400, "One prompt per request (a list of one string, or a string).", param="prompt")
+    text = prompt[0] if isinstance(prompt, list) else prompt
+    ids = list(lm.tokenizer(str(text))["input_ids"])
+    if not ids:
+        raise ApiError(400, "The prompt is empty.", param="prompt")
+    return ids
+
+
+def _sequence(
+    server: LanguageModelServer, body: CompletionBody | ChatBody, emit: Any
+) -> tuple[Engine, Sequence]:
+    with server._lock:
+        engine, lm = server.engine, server.lm
+    assert engine is not None and lm is not None
+    ids = _prompt_ids(lm, body)
+    room = lm.context_length - len(ids)
+    asked = (
+        body.max_completion_tokens
+        if isinstance(body, ChatBody) and body.max_completion_tokens
+        else body.max_tokens
+    )
+    max_tokens = asked or (min(DEFAULT_MAX_TOKENS, room) if isinstance(body, CompletionBody) else room)
+    if room < 1 or max_tokens > room:
+        raise ApiError(
+            400,
+            f"This model's maximum context length is {lm.context_length} tokens; the prompt has {len(ids)} "
+            f"and {max_tokens} more were asked for. Shorten the prompt or lower max_tokens.",
+            code="context_length_exceeded",
+            param="messages" if isinstance(body, ChatBody) else "prompt",
+        )
+    if len(ids) + max_tokens > server.config.max_batch_tokens:
+        raise ApiError(
+            400,
+            f"The prompt and max_tokens come to {len(ids) + max_tokens} tokens, more than this "
+            f"server's batch holds ({server.config.max_batch_tokens}).",
+            param="max_tokens",
+        )
+    stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
+    if len(stop) > 4 or any(not s for s in stop):
+        raise ApiError(400, "stop takes up to 4 non-empty strings.", param="stop")
+    sequence = Sequence(
+        prompt=ids, max_tokens=max_tokens, emit=emit, temperature=body.temperature, stop=stop, seed=body.seed
+    )
+    return engine, sequence
+
+
+def create_llm_app(server: LanguageModelServer) -> FastAPI:
+    """The ASGI application over ``server`` (loaded on start-up)."""
+
+    async def poll() -> None:
+        while True:
+            await asyncio.sleep(server.config.poll_s)
+            try:
+                await asyncio.to_thread(server.load)
+            except Exception:  # a failed swap keeps the served version; the next poll retries
+                continue
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if server.engine is None:
+            await asyncio.to_thread(server.load)
+        task = asyncio.create_task(poll())
+        yield
+        task.cancel()
+        server.stop()
+
+    api = FastAPI(title="assay serve (language model)", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    @api.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        server.metrics.requests.labels(request.url.path, str(error.status)).inc()
+        return error.response()
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        message = f"{where + ': ' if where else ''}{first.get('msg', 'invalid request body')}"
+        server.metrics.requests.labels(request.url.path, "400").inc()
+        return ApiError(400, f"Invalid request: {message}.", param=where or None).response()
+
+    @api.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(server.metrics.registry), media_type="text/plain; version=0.0.4")
+
+    @api.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        assert server.version is not None
+        created = int(server.version.created_at.timestamp())
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": server.name,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "assay",
+                    "root": server.version.ref,
+                }
+            ],
+        }
+
+    async def generate(request: Request, body: CompletionBody | ChatBody, chat: bool) -> Response:
+        server.check_model(body.model)
+        loop, events = asyncio.get_running_loop(), asyncio.Queue[dict[str, Any]]()
+        engine, sequence = _sequence(server, body, lambda e: loop.call_soon_threadsafe(events.put_nowait, e))
+        try:
+            engine.submit(sequence)
+        except Overloaded as e:
+            raise ApiError(429, str(e), kind="rate_limit_error", code="overloaded") from None
+        ident = f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}"
+        head = {"id": ident, "created": int(time.time()), "model": server.name}
+        endpoint = request.url.path
+        if body.stream:
+            return StreamingResponse(
+                _stream(engine, sequence, events, head, chat, server, endpoint),
+                media_type="text/event-stream",
+            )
+        text, final = [], {}
+        try:
+            while "finish_reason" not in (event := await events.get()):
+                text.append(event["delta"])
+            final = event
+        finally:
+            if sequence.finish_reason is None:
+                engine.cancel(sequence)  # the client went away while waiting
+        server.metrics.requests.labels(endpoint, "200").inc()
+        choice: dict[str, Any] = {"index": 0, "finish_reason": final["finish_reason"], "logprobs": None}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": "".join(text)}
+        else:
+            choice["text"] = "".join(text)
+        usage = {
+            "prompt_tokens": final["prompt_tokens"],
+            "completion_tokens": final["completion_tokens"],
+            "total_tokens": final["prompt_tokens"] + final["completion_tokens"],
+        }
+        kind = "chat.completion" if chat else "text_completion"
+        return JSONResponse({**head, "object": kind, "choices": [choice], "usage": usage})
+
+    @api.post("/v1/completions")
+    async def completions(request: Request, body: CompletionBody) -> Response:
+        return await generate(request, body, chat=False)
+
+    @api.post("/v1/chat/completions")
+    async def chat(request: Request, body: ChatBody) -> Response:
+        return await generate(request, body, chat=True)
+
+    return api
+
+
+async def _stream(
+    engine: Engine,
+    sequence: Sequence,
+    events: asyncio.Queue[dict[str, Any]],
+    head: dict[str, Any],
+    chat: bool,
+    server: LanguageModelServer,
+    endpoint: str,
+) -> AsyncIterator[bytes]:
+    """Server-sent events: a chunk per text delta, one with the finish reason, then ``[DONE]``. When the
+    client disconnects, the response stops iterating and the sequence is cancelled (its slot is free at
+    the engine's next step)."""
+    kind = "chat.completion.chunk" if chat else "text_completion"
+
+    def chunk(text: str | None, finish: str | None) -> bytes:
+        choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
+        if chat:
+            choice["delta"] = {} if text is None else {"content": text}
+        else:
+            choice["text"] = text or ""
+        return f"data: {json.dumps({**head, 'object': kind, 'choices': [choice]})}\n\n".encode()
+
+    try:
+        if chat:  # the role comes first, as OpenAI's streams begin
+            role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+            yield f"data: {json.dumps({**head, 'object': kind, 'choices': [role]})}\n\n".encode()
+        while "finish_reason" not in (event := await events.get()):
+            yield chunk(event["delta"], None)
+        yield chunk(None, event["finish_reason"])
+        yield b"data: [DONE]\n\n"
+        server.metrics.requests.labels(endpoint, "200").inc()
+    finally:
+        if sequence.finish_reason is None:
+            engine.cancel(sequence)
