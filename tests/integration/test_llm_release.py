@@ -96,6 +96,10 @@ def test_a_tiny_llama_is_imported_evaluated_quantized_and_gated(tiny: dict[str, 
     # a classifier's commands say what to use instead, with exit code 2
     code, _, err = invoke("eval", "tiny@v1", *home)
     assert code == 2 and "assay llm eval tiny@v1" in err
+    code, _, err = invoke("trust", "tiny@v1", *home)
+    assert code == 2 and "assay llm" in err
+    code, _, err = invoke("compress", "tiny@v1", *home)
+    assert code == 2 and "assay llm quantize" in err
 
 
 def test_the_gate_pairs_documents_and_fails_a_worse_model(tiny: dict[str, str], tmp_path: Path) -> None:

@@ -54,6 +54,10 @@ def _corpus(corpus: str | None, limit: int | None, group: str | None, text_colum
     return data_spec(corpus, limit, group, text_column)
 
 
+def _count(n: int) -> str:
+    return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n:,}"
+
+
 @llm_app.command("import")
 @friendly
 def llm_import(
@@ -91,7 +95,7 @@ def llm_import(
     origin = f", dequantized from {gguf['quantization']} GGUF" if gguf else ""
     out.print(
         f"Registered [bold]{escape(v.ref)}[/]: {escape(str(spec['architecture']))}, "
-        f"{spec['n_parameters'] / 1e6:.1f} M parameters, {spec['layers']} layers, context "
+        f"{_count(spec['n_parameters'])} parameters, {spec['layers']} layers, context "
         f"{spec['context_length']}{escape(origin)}; perplexity {imported.probe_perplexity:.1f} on a first "
         f"look at the validation documents.",
         highlight=False,

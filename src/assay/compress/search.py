@@ -158,6 +158,11 @@ def is_text_spec(spec: dict[str, Any]) -> bool:
 def default_plan(spec: dict[str, Any], ratios: Iterable[float] = (0.25, 0.5, 0.75)) -> list[Candidate]:
     """Cheap conversions first, then the ones that train (pruning, distillation) with their exports; for a
     Hugging Face text classifier, :func:`text_plan`."""
+    if spec.get("task") == "causal-lm":
+        raise UsageError(
+            "A language model's variants are made with `assay llm quantize REF --precision P` and gated with "
+            "`assay llm gate REF VARIANT` (docs/llm.md)."
+        )
     if is_text_spec(spec):
         return text_plan()
     plan = [
