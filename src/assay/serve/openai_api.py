@@ -59,6 +59,12 @@ class ApiError(Exception):
         return JSONResponse(body, status_code=self.status)
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: bool = False  # a last chunk with the token counts and no choices, as OpenAI sends
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")  # clients send fields this server does not use (user, ...)
 
@@ -68,6 +74,7 @@ class _Body(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
+    stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1)  # one choice per request
 
 
@@ -330,8 +337,9 @@ def create_llm_app(server: LanguageModelServer) -> FastAPI:
         head = {"id": ident, "created": int(time.time()), "model": server.name}
         endpoint = request.url.path
         if body.stream:
+            with_usage = body.stream_options is not None and body.stream_options.include_usage
             return StreamingResponse(
-                _stream(engine, sequence, events, head, chat, server, endpoint),
+                _stream(engine, sequence, events, head, chat, server, endpoint, with_usage),
                 media_type="text/event-stream",
             )
         text, final = [], {}
@@ -375,6 +383,7 @@ async def _stream(
     chat: bool,
     server: LanguageModelServer,
     endpoint: str,
+    include_usage: bool = False,
 ) -> AsyncIterator[bytes]:
     """Server-sent events: a chunk per text delta, one with the finish reason, then ``[DONE]``. When the
     client disconnects, the response stops iterating and the sequence is cancelled (its slot is free at
@@ -396,6 +405,10 @@ async def _stream(
         while "finish_reason" not in (event := await events.get()):
             yield chunk(event["delta"], None)
         yield chunk(None, event["finish_reason"])
+        if include_usage:
+            counts = {k: event[k] for k in ("prompt_tokens", "completion_tokens")}
+            usage = {**counts, "total_tokens": sum(counts.values())}
+            yield f"data: {json.dumps({**head, 'object': kind, 'choices': [], 'usage': usage})}\n\n".encode()
         yield b"data: [DONE]\n\n"
         server.metrics.requests.labels(endpoint, "200").inc()
     finally:
