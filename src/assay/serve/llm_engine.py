@@ -13,13 +13,15 @@ step.
 A request that cannot wait (the queue holds ``max_waiting`` sequences already) is refused at once
 (:class:`Overloaded`); the server answers 429. Tokens go to each sequence's ``emit`` callback as text
 deltas (held back while the text ends inside a multi-byte character), then one final event with the
-finish reason (``stop``: end of sequence or a stop string; ``length``: ``max_tokens`` or the context) and
-the token counts.
+finish reason (``stop``: end of sequence or a stop string; ``length``: ``max_tokens`` or the context;
+``error``: the model raised, which is logged, and the engine goes on with the next requests) and the
+token counts.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -36,6 +38,7 @@ Event = dict[
     str, Any
 ]  # {"delta": str} or {"finish_reason": ..., "prompt_tokens": ..., "completion_tokens": ...}
 _ids = itertools.count(1)
+logger = logging.getLogger(__name__)
 
 
 class Overloaded(Exception):
@@ -164,11 +167,19 @@ class Engine:
                     self._wake.wait()
                 if not self._running or (self._closing and not self._rows and not self._waiting):
                     break
-            self._leave([s for s in self._rows if s.cancelled or s.finish_reason is not None])
-            for sequence in self._admit():
-                self._join(sequence)
-            if self._rows:
-                self._step()
+            admitted: list[Sequence] = []
+            try:
+                self._leave([s for s in self._rows if s.cancelled or s.finish_reason is not None])
+                admitted = self._admit()
+                for sequence in admitted:
+                    self._join(sequence)
+                if self._rows:
+                    self._step()
+            except Exception:  # the model failed: its sequences end with "error", the engine goes on
+                logger.exception("the language model failed during a step; its sequences end with an error")
+                for sequence in [*self._rows, *admitted]:
+                    self._finish(sequence, "error")
+                self._leave(list(self._rows))
         for sequence in [*self._rows, *self._waiting]:  # shutting down: every stream gets its end
             self._finish(sequence, "abort")
 

@@ -40,6 +40,10 @@ from assay.serve.llm_engine import Engine, EngineConfig, Overloaded, Sequence
 from assay.store.records import VersionInfo
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions
+# Chat without max_tokens: OpenAI's is the rest of the context, which reserves a whole context of the
+# batch's token budget per request; this cap keeps a small server's batch for more than two requests.
+DEFAULT_CHAT_MAX_TOKENS = 1024
+DISCONNECT_POLL_S = 0.5  # how often a waiting non-streamed request checks that its client is there
 
 
 class ApiError(Exception):
@@ -240,7 +244,8 @@ def _sequence(
         if isinstance(body, ChatBody) and body.max_completion_tokens
         else body.max_tokens
     )
-    max_tokens = asked or (min(DEFAULT_MAX_TOKENS, room) if isinstance(body, CompletionBody) else room)
+    default = DEFAULT_MAX_TOKENS if isinstance(body, CompletionBody) else DEFAULT_CHAT_MAX_TOKENS
+    max_tokens = asked or min(default, room)
     if room < 1 or max_tokens > room:
         raise ApiError(
             400,
@@ -344,12 +349,23 @@ def create_llm_app(server: LanguageModelServer) -> FastAPI:
             )
         text, final = [], {}
         try:
-            while "finish_reason" not in (event := await events.get()):
+            while True:
+                try:
+                    event = await asyncio.wait_for(events.get(), timeout=DISCONNECT_POLL_S)
+                except TimeoutError:
+                    if await request.is_disconnected():
+                        return Response(status_code=499)  # nobody reads it; the slot frees below
+                    continue
+                if "finish_reason" in event:
+                    final = event
+                    break
                 text.append(event["delta"])
-            final = event
         finally:
             if sequence.finish_reason is None:
                 engine.cancel(sequence)  # the client went away while waiting
+        if final["finish_reason"] == "error":
+            raise ApiError(500, "The model failed while generating; the server log has the cause.",
+                           kind="server_error")  # fmt: skip
         server.metrics.requests.labels(endpoint, "200").inc()
         choice: dict[str, Any] = {"index": 0, "finish_reason": final["finish_reason"], "logprobs": None}
         if chat:

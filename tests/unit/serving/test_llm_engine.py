@@ -146,3 +146,31 @@ def test_stop_strings_and_end_of_sequence_end_with_stop() -> None:
         engine.stop()
     assert by_word.finish_reason == "stop" and sink.text == text[: text.find(" " + word)]
     assert by_eos.finish_reason == "stop" and by_eos.generated == free[: free.index(free[5])]
+
+
+def test_a_failing_model_ends_its_sequences_with_error_and_the_engine_goes_on() -> None:
+    lm = language_model()
+    engine = Engine(lm)
+    forward = lm.model.forward
+    calls = {"n": 0}
+
+    def broken_once(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 3:  # the second decode step of the first request
+            raise RuntimeError("out of memory")
+        return forward(*args, **kwargs)
+
+    lm.model.forward = broken_once  # type: ignore[method-assign]
+    engine.start()
+    try:
+        failed_sink, next_sink = Collector(), Collector()
+        failed = Sequence(prompt=lm.tokenizer(PROMPTS[0])["input_ids"], max_tokens=10, emit=failed_sink)
+        engine.submit(failed)
+        assert failed_sink.done.wait(30)
+        after = Sequence(prompt=lm.tokenizer(PROMPTS[1])["input_ids"], max_tokens=6, emit=next_sink)
+        engine.submit(after)
+        assert next_sink.done.wait(30)
+    finally:
+        engine.stop()
+    assert failed.finish_reason == "error" and failed_sink.events[-1]["finish_reason"] == "error"
+    assert after.finish_reason == "length" and len(after.generated) == 6
