@@ -33,6 +33,7 @@ from assay.errors import DataError, UsageError
 from assay.measurement import Measurement
 from assay.stats import bootstrap_ci
 
+BATCH_DOCUMENTS = 16  # documents within one window scored in one forward pass
 FAMILY = LANGUAGE_MODELING  # names, directions and units: assay.catalogue.LANGUAGE_MODEL_METRICS
 
 
@@ -124,25 +125,52 @@ def score_documents(
         )
     if ids is not None and len(ids) != len(texts):
         raise UsageError(f"{len(ids)} ids for {len(texts)} documents.")
-    nll, tokens, sizes = [], [], []
+    encoded = []
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise DataError(f"document {i}: a language model scores strings, got {type(text).__name__}.")
-        encoded = tokenizer(text, add_special_tokens=True)["input_ids"]  # type: ignore[operator]
-        if len(encoded) < 2:
-            raise DataError(f"document {i} has {len(encoded)} token(s); scoring needs at least 2.")
-        total, scored = _document_nll(model, torch.tensor(encoded), max_length, stride)
-        nll.append(total)
-        tokens.append(scored)
-        sizes.append(len(text.encode("utf-8")))
+        ids_i = list(tokenizer(text, add_special_tokens=True)["input_ids"])  # type: ignore[operator]
+        if len(ids_i) < 2:
+            raise DataError(f"document {i} has {len(ids_i)} token(s); scoring needs at least 2.")
+        encoded.append(ids_i)
+    nll = np.zeros(len(texts))
+    tokens = np.array([len(e) - 1 for e in encoded], dtype=np.int64)
+    short = [i for i, e in enumerate(encoded) if len(e) <= max_length]
+    # Documents within one window go in padded batches of similar length (sorted, so little padding);
+    # longer ones are scored alone in sliding windows.
+    short.sort(key=lambda i: len(encoded[i]))
+    for start in range(0, len(short), BATCH_DOCUMENTS):
+        rows = short[start : start + BATCH_DOCUMENTS]
+        nll[rows] = _batch_nll(model, [encoded[i] for i in rows])
+        if on_document is not None:
+            for _ in rows:
+                on_document()
+    for i in (i for i, e in enumerate(encoded) if len(e) > max_length):
+        nll[i], scored = _document_nll(model, torch.tensor(encoded[i]), max_length, stride)
+        assert scored == tokens[i]  # every token but the first, once
         if on_document is not None:
             on_document()
+    sizes = [len(text.encode("utf-8")) for text in texts]
     return DocumentScores(
         ids=np.asarray(ids if ids is not None else [str(i) for i in range(len(texts))]).astype(str),
-        nll=np.asarray(nll, dtype=np.float64),
-        tokens=np.asarray(tokens, dtype=np.int64),
+        nll=nll,
+        tokens=tokens,
         bytes=np.asarray(sizes, dtype=np.int64),
     )
+
+
+def _batch_nll(model: nn.Module, documents: list[list[int]]) -> np.ndarray:
+    """Summed NLL (nats) of tokens 1..n-1 of each document, the documents right-padded into one batch
+    (the attention mask hides the padding from every real token, and padded positions are not scored)."""
+    width = max(len(d) for d in documents)
+    ids = torch.zeros((len(documents), width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, document in enumerate(documents):
+        ids[row, : len(document)] = torch.tensor(document)
+        mask[row, : len(document)] = 1
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    picked = torch.log_softmax(logits, dim=-1).gather(2, ids[:, 1:, None])[..., 0]
+    return -(picked.double() * mask[:, 1:]).sum(dim=1).numpy()
 
 
 def _document_nll(model: nn.Module, ids: torch.Tensor, max_length: int, stride: int) -> tuple[float, int]:

@@ -115,3 +115,17 @@ def test_bad_documents_and_windows_are_refused(setup) -> None:  # type: ignore[n
     with pytest.raises(UsageError, match="2 ids for 3 documents"):
         score_documents(model, tokenizer, TEXTS[:3], ids=["a", "b"])
     np.testing.assert_array_equal(score_documents(model, tokenizer, ["i saw it"]).ids, ["0"])
+
+
+def test_short_and_long_documents_together_score_as_each_alone(
+    setup: tuple[LlamaForCausalLM, object],
+) -> None:
+    """Short documents go in padded batches, long ones in windows: the order and the sums stay each
+    document's own."""
+    model, tokenizer = setup
+    texts = [TEXTS[5] * 3, TEXTS[0], TEXTS[8] * 2, TEXTS[2], TEXTS[3]]
+    together = score_documents(model, tokenizer, texts, max_length=16, stride=8)
+    alone = [score_documents(model, tokenizer, [t], max_length=16, stride=8) for t in texts]
+    np.testing.assert_allclose(together.nll, [a.nll[0] for a in alone], rtol=RTOL)
+    np.testing.assert_array_equal(together.tokens, [a.tokens[0] for a in alone])
+    assert together.tokens[0] > 16  # the first is scored in windows
