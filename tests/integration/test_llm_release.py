@@ -201,3 +201,41 @@ def test_smollm2_gguf_int8_weight_only_is_gated_against_its_parent(tmp_path: Pat
         assert rule["status"] == "ok" and None not in (rule["delta"], rule["delta_ci_low"], rule["p_value"])
     nll = next(r for r in document["verdict"]["rules"] if r["metric"] == "nll_per_token")
     assert abs(nll["delta"]) < 0.05  # int8 weights of a dequantized 4-bit model: a small change
+
+
+def test_the_search_gates_and_times_each_precision_and_keeps_the_frontier(tiny: dict[str, str]) -> None:
+    home = ("--home", tiny["home"])
+    corpus = ("--corpus", tiny["corpus"], "--text", "text", "--target", "topic")
+    code, _, err = invoke("llm", "import", "tiny", tiny["folder"], *corpus, *home)
+    assert code == 0, err
+    code, out, err = invoke("llm", "search", "tiny@v1", "--precisions", "bf16,int8_weight_only_bf16", *home,
+                            "--json")  # fmt: skip
+    assert code in (0, 1), err
+    result = json.loads(out)
+    variants = {v["precision"]: v for v in result["variants"]}
+    assert variants.keys() == {"bf16", "int8_weight_only_bf16"}
+    assert [v["ref"] for v in result["variants"]] == ["tiny@v2", "tiny@v3"]
+    for v in variants.values():
+        assert v["tokens_per_second"] > 0 and v["run_id"] is not None and v["nll_per_token_delta"] is not None
+    assert variants["bf16"]["weight_bytes"] < result["parent"]["weight_bytes"]
+    passing = [v for v in result["variants"] if v["passed"]]
+    assert set(result["frontier"]) <= {v["ref"] for v in passing}
+    faster = [v for v in passing if v["tokens_per_second"] > result["parent"]["tokens_per_second"]]
+    assert code == (0 if faster else 1)
+    assert result["best"] == (max(faster, key=lambda v: v["tokens_per_second"])["ref"] if faster else None)
+
+
+def test_the_frontier_keeps_the_passing_variants_nothing_beats_on_both_axes() -> None:
+    from assay.llm.search import LanguageSearch, Point
+
+    parent = Point("m@v1", "fp32", None, 10.0, 400)
+    variants = [
+        Point("m@v2", "bf16", True, 20.0, 200),  # beaten by v4 on both
+        Point("m@v3", "a", True, 40.0, 300),  # fastest
+        Point("m@v4", "b", True, 25.0, 100),  # smallest
+        Point("m@v5", "c", False, 90.0, 50),  # fails the gate: never on the frontier
+    ]
+    search = LanguageSearch(parent, variants)
+    assert [p.ref for p in search.frontier] == ["m@v3", "m@v4"]
+    assert search.best is not None and search.best.ref == "m@v3"
+    assert LanguageSearch(parent, [Point("m@v2", "x", True, 9.0, 100)]).best is None

@@ -4,6 +4,7 @@
     assay llm eval REF                               perplexity, bits per byte and the task, with intervals
     assay llm gate BASELINE CANDIDATE                paired per document and item; exit 0 pass, 1 fail
     assay llm quantize REF --precision P             a cheaper variant, registered with its parent
+    assay llm search REF                             every precision as a variant, gated, timed; frontier
 
 Promotion and rollback are the models' (``assay models promote``): a passing gate run lets it promote.
 """
@@ -52,6 +53,12 @@ TaskOpt = Annotated[
 
 def _corpus(corpus: str | None, limit: int | None, group: str | None, text_column: str | None) -> Any:
     return data_spec(corpus, limit, group, text_column)
+
+
+def _interval(value: tuple[float, float, float] | None, form: str) -> str:
+    return (
+        "" if value is None else f"{form.format(value[0])} [{form.format(value[1])}, {form.format(value[2])}]"
+    )
 
 
 def _count(n: int) -> str:
@@ -210,3 +217,57 @@ def llm_quantize(
         highlight=False,
         soft_wrap=True,
     )
+
+
+@llm_app.command("search")
+@friendly
+def llm_search(
+    ref: Annotated[str, typer.Argument(help="The fp32 language-model version to make variants of.")],
+    precisions: Annotated[
+        str, typer.Option(help="Comma-separated precisions to try.")
+    ] = "bf16,int8_weight_only_bf16,int8_weight_only,int8_dynamic",
+    policy_file: Annotated[
+        Path | None, typer.Option("--policy", help="Policy TOML (default: the language-model policy).")
+    ] = None,
+    limit: LimitOpt = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Register each precision as a variant of REF, gate it against REF, time its decoding, and report the
+    frontier by tokens/s and weight bytes. Exit 0 when a passing variant decodes faster than REF."""
+    from rich.table import Table
+
+    from assay.gate import Policy
+    from assay.llm.release import LANGUAGE_MODEL_POLICY
+    from assay.llm.search import search_language_model
+
+    chosen = tuple(p.strip() for p in precisions.split(",") if p.strip())
+    policy = Policy.from_toml(policy_file) if policy_file else LANGUAGE_MODEL_POLICY
+    result = search_language_model(
+        workspace(home), ref, precisions=chosen, policy=policy, limit=limit, progress=not json_out
+    )
+    best = result.best
+    if json_out:
+        emit_json(result.to_dict())
+    else:
+        table = Table(title=f"variants of {result.parent.ref}")
+        for column in ("version", "precision", "gate", "nll/token delta", "accuracy delta", "tok/s", "MiB"):
+            table.add_column(column)
+        frontier = {p.ref for p in result.frontier}
+        for p in [result.parent, *result.variants]:
+            gate = "parent" if p.passed is None else ("pass" if p.passed else "fail")
+            nll = _interval(p.nll_per_token_delta, "{:+.4f}")
+            acc = _interval(p.accuracy_delta, "{:+.1%}")
+            mark = " *" if p.ref in frontier else ""
+            table.add_row(escape(p.ref + mark), p.precision, gate, nll, acc, f"{p.tokens_per_second:.1f}",
+                          f"{p.weight_bytes / 2**20:.1f}")  # fmt: skip
+        out.print(table)
+        verdict = "No passing variant decodes faster than the parent."
+        if best is not None:
+            verdict = (
+                f"Fastest passing: {escape(best.ref)} at {best.tokens_per_second:.1f} tok/s against the "
+                f"parent's {result.parent.tokens_per_second:.1f}."
+            )
+        out.print(f"* on the frontier of passing variants (tokens/s, weight bytes). {verdict}")
+    if best is None:
+        raise typer.Exit(1)

@@ -278,7 +278,8 @@ def assess_language_model(
     return assessment
 
 
-def _dataset_record(data: Dataset, task: Task) -> dict[str, Any]:
+def dataset_record(data: Dataset, task: Task) -> dict[str, Any]:
+    """What a run's document says of its data: the corpus's test split and the task's items."""
     test = data.test
     items = hashlib.sha256(
         json.dumps([[i.id, i.context, list(i.choices), i.answer] for i in task.items]).encode()
@@ -310,10 +311,10 @@ def evaluate_language_model(
     """``assay llm eval``: one version on its corpus (or ``corpus``; ``limit``: a stratified subsample of
     each split of its own), recorded with its report."""
     version = resolve_language_model(ws, ref)
-    data = load_corpus(corpus or _own_corpus(version, limit))
+    data = load_corpus(corpus or own_corpus(version, limit))
     task = corpus_task(data, task_file)
     assessment = assess_language_model(ws, version, data, task, n_boot=n_boot, seed=seed, progress=progress)
-    return record_evaluation(ws, assessment, _dataset_record(data, task), version=version, out_dir=out_dir)
+    return record_evaluation(ws, assessment, dataset_record(data, task), version=version, out_dir=out_dir)
 
 
 def gate_language_models(
@@ -332,7 +333,7 @@ def gate_language_models(
     (on the candidate's corpus unless ``corpus`` names one; ``limit`` as for
     :func:`evaluate_language_model`)."""
     versions = [resolve_language_model(ws, ref) for ref in (baseline, candidate)]
-    data = load_corpus(corpus or _own_corpus(versions[1], limit))
+    data = load_corpus(corpus or own_corpus(versions[1], limit))
     task = corpus_task(data, task_file)
     base, cand = (
         assess_language_model(
@@ -345,7 +346,7 @@ def gate_language_models(
         base,
         cand,
         policy,
-        _dataset_record(data, task),
+        dataset_record(data, task),
         baseline_version=versions[0],
         candidate_version=versions[1],
         out_dir=out_dir,
@@ -359,7 +360,8 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def _own_corpus(version: VersionInfo, limit: int | None = None) -> DataSpec:
+def own_corpus(version: VersionInfo, limit: int | None = None) -> DataSpec:
+    """The corpus ``version`` was imported with (``limit``: a stratified subsample of each split)."""
     spec = DataSpec.model_validate(version.lineage["recipe"]["data"])
     return spec if limit is None else spec.model_copy(update={"limit": limit})
 

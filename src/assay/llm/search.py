@@ -1,0 +1,149 @@
+"""The variants of a language model as one search: each precision registered as a variant, gated against
+the parent on the same documents and task items, its decoding timed, and the frontier of the passing ones
+by tokens per second and weight bytes.
+
+The parent is scored once; each variant's gate is recorded as a run (and lets ``assay models promote``
+move an alias to it) as ``assay llm gate`` records it. Decoding is timed as ``benchmarks/llm_decode.py``
+times it, shorter: greedy, batch 1, transformers' dynamic cache, the best of three runs by TPOT.
+
+Example:
+    >>> from assay.llm.search import DEFAULT_PRECISIONS
+    >>> DEFAULT_PRECISIONS[0]
+    'bf16'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from assay.data import DataSpec
+from assay.gate import Policy
+from assay.llm import causal
+from assay.llm.decoding import GreedyDecoder, weight_bytes_read
+from assay.llm.release import (
+    LANGUAGE_MODEL_POLICY,
+    assess_language_model,
+    corpus_task,
+    dataset_record,
+    load_corpus,
+    load_version,
+    own_corpus,
+    quantize_language_model,
+    resolve_language_model,
+)
+from assay.store.records import VersionInfo
+from assay.workspace import Workspace, record_comparison
+
+DEFAULT_PRECISIONS = ("bf16", "int8_weight_only_bf16", "int8_weight_only", "int8_dynamic")
+PROMPT_TOKENS, NEW_TOKENS, RUNS = 16, 24, 3
+
+
+@dataclass(frozen=True)
+class Point:
+    """One model of the search: its verdict (None for the parent) and its cost."""
+
+    ref: str
+    precision: str
+    passed: bool | None
+    tokens_per_second: float
+    weight_bytes: int
+    nll_per_token_delta: tuple[float, float, float] | None = None  # value, low, high
+    accuracy_delta: tuple[float, float, float] | None = None
+    run_id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class LanguageSearch:
+    parent: Point
+    variants: list[Point] = field(default_factory=list)
+
+    @property
+    def frontier(self) -> list[Point]:
+        """The passing variants no other passing one beats on both tokens/s and weight bytes."""
+        passing = [p for p in self.variants if p.passed]
+        return [
+            p for p in passing
+            if not any(q.tokens_per_second >= p.tokens_per_second and q.weight_bytes <= p.weight_bytes
+                       and (q.tokens_per_second, q.weight_bytes) != (p.tokens_per_second, p.weight_bytes)
+                       for q in passing)
+        ]  # fmt: skip
+
+    @property
+    def best(self) -> Point | None:
+        """The fastest passing variant, if it decodes faster than the parent."""
+        faster = [
+            p for p in self.variants if p.passed and p.tokens_per_second > self.parent.tokens_per_second
+        ]
+        return max(faster, key=lambda p: p.tokens_per_second, default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        best = self.best
+        return {
+            "parent": self.parent.to_dict(),
+            "variants": [p.to_dict() for p in self.variants],
+            "frontier": [p.ref for p in self.frontier],
+            "best": None if best is None else best.ref,
+        }
+
+
+def decode_rate(lm: causal.LanguageModel) -> float:
+    """Tokens per second of greedy batch-1 decoding (the best of ``RUNS``), after a warm-up."""
+    prompt = list(lm.tokenizer("The man who goes alone can start today, " * 4)["input_ids"])[:PROMPT_TOKENS]
+    decoder = GreedyDecoder(lm, "dynamic", max_context=PROMPT_TOKENS + NEW_TOKENS + 8)
+    decoder.run([prompt], 4)
+    return max(decoder.run([prompt], NEW_TOKENS).tokens_per_second for _ in range(RUNS))
+
+
+def _delta(verdict: dict[str, Any], metric: str) -> tuple[float, float, float] | None:
+    rule = next((r for r in verdict["rules"] if r["metric"] == metric and r["delta"] is not None), None)
+    return None if rule is None else (rule["delta"], rule["delta_ci_low"], rule["delta_ci_high"])
+
+
+def search_language_model(
+    ws: Workspace,
+    ref: str,
+    *,
+    precisions: tuple[str, ...] = DEFAULT_PRECISIONS,
+    policy: Policy = LANGUAGE_MODEL_POLICY,
+    corpus: DataSpec | None = None,
+    limit: int | None = None,
+    progress: bool = False,
+) -> LanguageSearch:
+    """Every precision of ``precisions`` as a variant of ``ref`` (an fp32 version), gated and timed."""
+    parent = resolve_language_model(ws, ref)
+    data = load_corpus(corpus or own_corpus(parent, limit))
+    task = corpus_task(data)
+
+    def assessed(version: VersionInfo) -> Any:
+        return assess_language_model(
+            ws, version, data, task, n_boot=policy.n_bootstrap, seed=policy.seed, progress=progress
+        )
+
+    base = assessed(parent)
+    result = LanguageSearch(_point(ws, parent, None))
+    for precision in precisions:
+        variant = quantize_language_model(ws, parent.ref, precision)
+        cand = assessed(variant)
+        run = record_comparison(ws, base, cand, policy, dataset_record(data, task),
+                                baseline_version=parent, candidate_version=variant)  # fmt: skip
+        verdict = run.document["verdict"]
+        result.variants.append(
+            _point(
+                ws,
+                variant,
+                bool(verdict["passed"]),
+                _delta(verdict, "nll_per_token"),
+                _delta(verdict, "accuracy"),
+                run.run_id,
+            )
+        )
+    return result
+
+
+def _point(ws: Workspace, version: VersionInfo, passed: bool | None, *deltas: Any) -> Point:
+    lm = load_version(ws, version)
+    return Point(version.ref, lm.precision, passed, decode_rate(lm), weight_bytes_read(lm.model), *deltas)
