@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -58,18 +58,19 @@ def traffic(n: int, seed: int, shift: str | None = None) -> np.ndarray:
 
 
 @contextmanager
-def running(service: Service) -> Iterator[str]:
-    """Serve on a free loopback port in a thread; yields the base URL once /ready would answer."""
+def serving(app: object, ready: Callable[[], bool] = lambda: True) -> Iterator[str]:
+    """Serve the ASGI ``app`` on a free loopback port in a thread; yields the base URL once uvicorn has
+    started and ``ready()`` holds."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     # log_config=None: uvicorn's loggers propagate to the root one, so pytest captures what the server logs
-    config = uvicorn.Config(create_app(service), log_level="warning", lifespan="on", log_config=None)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", log_config=None)  # type: ignore[arg-type]
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
-    while not (server.started and service.ready):
+    while not (server.started and ready()):
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the server did not start")
         time.sleep(0.02)
@@ -79,6 +80,13 @@ def running(service: Service) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+@contextmanager
+def running(service: Service) -> Iterator[str]:
+    """The classifier server over ``service``, once /ready would answer."""
+    with serving(create_app(service), lambda: service.ready) as url:
+        yield url
 
 
 def wait_windows(service: Service, windows: int, timeout: float = 30) -> None:

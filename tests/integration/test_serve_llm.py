@@ -7,12 +7,9 @@ it, new requests get the new one)."""
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -23,13 +20,13 @@ pytest.importorskip("openai")
 pytest.importorskip("uvicorn")
 
 import openai
-import uvicorn
 
 from assay.data import parse_data_arg
 from assay.llm.decoding import GreedyDecoder
 from assay.llm.release import import_language_model, load_version
 from assay.serve.openai_api import LanguageModelServer, LanguageServeConfig, create_llm_app
 from assay.workspace import Workspace
+from tests.integration.serving_fixtures import serving
 from tests.integration.test_llm_release import corpus_file
 from tests.unit.llm.causal_fixtures import save_tiny_llama
 
@@ -47,26 +44,8 @@ def registry(tmp_path: Path, versions: int = 1) -> Workspace:
     return ws
 
 
-@contextmanager
-def running(server: LanguageModelServer) -> Iterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(create_llm_app(server), log_level="warning", lifespan="on", log_config=None)
-    httpd = uvicorn.Server(config)
-    thread = threading.Thread(target=httpd.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not httpd.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        httpd.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+def running(server: LanguageModelServer) -> AbstractContextManager[str]:
+    return serving(create_llm_app(server))
 
 
 def slowed(server: LanguageModelServer, seconds: float = 0.02) -> None:

@@ -159,18 +159,27 @@ def score_documents(
     )
 
 
-def _batch_nll(model: nn.Module, documents: list[list[int]]) -> np.ndarray:
-    """Summed NLL (nats) of tokens 1..n-1 of each document, the documents right-padded into one batch
-    (the attention mask hides the padding from every real token, and padded positions are not scored)."""
-    width = max(len(d) for d in documents)
-    ids = torch.zeros((len(documents), width), dtype=torch.long)
+def next_token_logprobs(
+    model: nn.Module, sequences: Sequence[Sequence[int]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``lp[k, t] = log P(sequences[k][t + 1] | sequences[k][: t + 1])`` (float64) for a right-padded batch
+    of the sequences, and the mask of the entries that are real tokens (the attention mask hides the
+    padding from every real one)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.zeros((len(sequences), width), dtype=torch.long)
     mask = torch.zeros_like(ids)
-    for row, document in enumerate(documents):
-        ids[row, : len(document)] = torch.tensor(document)
-        mask[row, : len(document)] = 1
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.tensor(list(sequence))
+        mask[row, : len(sequence)] = 1
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
     picked = torch.log_softmax(logits, dim=-1).gather(2, ids[:, 1:, None])[..., 0]
-    return -(picked.double() * mask[:, 1:]).sum(dim=1).numpy()
+    return picked.double() * mask[:, 1:], mask[:, 1:]
+
+
+def _batch_nll(model: nn.Module, documents: list[list[int]]) -> np.ndarray:
+    """Summed NLL (nats) of tokens 1..n-1 of each document, scored in one padded batch."""
+    logprobs, _ = next_token_logprobs(model, documents)
+    return -logprobs.sum(dim=1).numpy()
 
 
 def _document_nll(model: nn.Module, ids: torch.Tensor, max_length: int, stride: int) -> tuple[float, int]:

@@ -162,7 +162,7 @@ def choice_loglikelihoods(
     model: nn.Module, tokenizer: object, context: str, choices: Sequence[str]
 ) -> np.ndarray:
     """The summed log-probability (nats) of each choice's tokens after ``context``."""
-    import torch
+    from assay.llm.perplexity import next_token_logprobs  # torch, only where a model runs
 
     encode = tokenizer  # a transformers tokenizer: called on a string, it gives input_ids
     context_ids = list(encode(context, add_special_tokens=True)["input_ids"])  # type: ignore[operator]
@@ -175,15 +175,8 @@ def choice_loglikelihoods(
             whole = context_ids + list(encode(choice, add_special_tokens=False)["input_ids"])  # type: ignore[operator]
         sequences.append(whole)
         starts.append(start)
-    length = max(len(s) for s in sequences)
-    ids = torch.zeros((len(sequences), length), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for k, s in enumerate(sequences):
-        ids[k, : len(s)] = torch.tensor(s)
-        mask[k, : len(s)] = 1
-    logprobs = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.double(), dim=-1)
+    logprobs, _ = next_token_logprobs(model, sequences)
     out = np.empty(len(sequences))
     for k, (s, start) in enumerate(zip(sequences, starts, strict=True)):
-        targets = torch.tensor(s[start:])
-        out[k] = float(logprobs[k, start - 1 : len(s) - 1].gather(1, targets[:, None]).sum())
+        out[k] = float(logprobs[k, start - 1 : len(s) - 1].sum())  # entry t predicts token t + 1
     return out
