@@ -12,7 +12,8 @@ p50/p99 as vLLM's ``bench serve`` defines them (:mod:`assay.llm.decoding`), toke
 step reads (weights as read, plus the KV cache at the mean context), the limit the measured read
 bandwidth sets at those bytes and the share of it reached. Every precision runs with transformers'
 dynamic cache; the ``--fast`` ones also with a static cache, compiled (the compilation's seconds are
-printed), and at ``--batch`` sequences decoded together, whose throughput is set against batch 1.
+printed), and at ``--batch`` sequences decoded together, whose throughput is set against batch 1. Where
+``llama-cpp-python`` is installed, the same GGUF file runs through llama.cpp first, as a peer.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from assay.env import cpu_info, package_versions
 from assay.llm import causal
-from assay.llm.decoding import DecodeTiming, GreedyDecoder, memory_bandwidth, roofline
+from assay.llm.decoding import DecodeTiming, GreedyDecoder, Roofline, memory_bandwidth, roofline
 
 PROMPT = (
     "The man who goes alone can start today; but he who travels with another must wait till that other "
@@ -68,6 +70,41 @@ def best(decoder: GreedyDecoder, prompts: list[list[int]], new: int, runs: int) 
     return min((decoder.run(prompts, new) for _ in range(runs)), key=lambda t: t.tpot)
 
 
+def llama_cpp_row(path: Path, prompt: str, args: argparse.Namespace, bandwidth: float) -> str | None:
+    """The same file through llama.cpp (``llama-cpp-python``, where it built): greedy, batch 1, the same
+    prompt length, timed per token as above. A step reads the file's tensors as they are (Q4_1) and the
+    KV cache in f16, llama.cpp's default."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    llm = Llama(model_path=str(path), n_threads=args.threads, n_ctx=args.prompt + args.new + 8, verbose=False)
+    ids = llm.tokenize(prompt.encode())[: args.prompt]
+
+    def run(new: int) -> DecodeTiming:
+        llm.reset()
+        started, stamps = time.perf_counter(), []
+        for _ in zip(range(new), llm.generate(ids, temp=0.0, top_k=1, reset=True), strict=False):
+            stamps.append(time.perf_counter())
+        return DecodeTiming(len(ids), stamps[0] - started, np.diff(np.asarray(stamps)))
+
+    run(4)
+    timing = min((run(args.new) for _ in range(args.runs)), key=lambda t: t.tpot)
+    config = llm.metadata
+    layers = int(config.get("llama.block_count", 30))
+    kv = int(config.get("llama.attention.head_count_kv", 3))
+    head = int(config.get("llama.embedding_length", 576)) // int(config.get("llama.attention.head_count", 9))
+    context = timing.prompt_tokens + timing.tokens // 2
+    step = path.stat().st_size + 2 * layers * kv * head * context * 2
+    line = Roofline(step, bandwidth, timing.tokens_per_second)
+    d = timing.to_dict()
+    times = " ".join(f"{d[k]:>8.1f}" for k in ("ttft_ms", "tpot_ms", "itl_p50_ms", "itl_p99_ms"))
+    return (
+        f"{'llama.cpp Q4_1':<22} {'C++':<9} {1:>5} {step / 2**20:>8.1f} {times} "
+        f"{timing.tokens_per_second:>7.1f} {line.limit:>7.1f} {line.share:>6.0%}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -91,6 +128,8 @@ def main() -> None:
         fields = causal.stage(smollm2(), folder)
         print(f"model: SmolLM2-135M-Instruct, dequantized from {fields['gguf']['quantization']} GGUF")
         print(HEADER)
+        peer = llama_cpp_row(smollm2(), PROMPT * 8, args, bandwidth)
+        print(peer or "llama.cpp: llama-cpp-python is not installed here (it compiles from source)")
         fast = args.fast.split(",") if args.fast else []
         for precision in args.precisions.split(","):
             lm = causal.load(folder, {**fields, "precision": precision})
