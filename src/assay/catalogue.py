@@ -92,6 +92,9 @@ LANGUAGE_MODEL_METRICS: Mapping[str, Entry] = _entries(
     Entry("nll_per_token", LANGUAGE_MODELING, False, "per_example", False, unit="nats/token"),
     Entry("perplexity", LANGUAGE_MODELING, False, "per_example", False, unit="perplexity"),
     Entry("bits_per_byte", LANGUAGE_MODELING, False, "per_example", False, unit="bits/byte"),
+    Entry(
+        "exact_match", LANGUAGE_MODELING, True, "per_example", True
+    ),  # a generation task's (llm.generation)
 )
 
 # --- the trust suite (assay.trust; measured by assay.metrics.adversarial, robustness, ood) ---------

@@ -155,6 +155,13 @@ def test_each_language_model_metric_is_measured_as_catalogued(name: str) -> None
         bytes=np.array([9, 14, 8]),
     )  # fmt: skip
     measured = {m.name: m for m in scores.measurements(n_boot=200)}
+    evidence = scores.per_example(list(measured.values()))
+    from assay.llm.generation import GenerationItem, GenerationTask, exact_match
+
+    task = GenerationTask("t", tuple(GenerationItem(str(i), "p", "t") for i in range(5)))
+    match, match_evidence = exact_match(task, np.array([True, False, True, True, False]), n_boot=200)
+    measured[match.name], evidence[match.name] = match, match_evidence
     entry = catalogue.LANGUAGE_MODEL_METRICS[name]
-    assert entry.evidence == "per_example" and name in scores.per_example(list(measured.values()))
+    assert entry.evidence == "per_example" and name in evidence
+    assert entry.per_example_mean == (evidence[name].hits is not None)
     _agrees(measured[name], entry)

@@ -73,7 +73,7 @@ def test_a_tiny_llama_is_imported_evaluated_quantized_and_gated(tiny: dict[str, 
     code, out, err = invoke("llm", "eval", "tiny@v1", *home, "--json")
     assert code == 0, err
     measured = {m["name"]: m for m in json.loads(out)["measurements"]}
-    for name in ("nll_per_token", "perplexity", "bits_per_byte", "accuracy"):
+    for name in ("nll_per_token", "perplexity", "bits_per_byte", "accuracy", "exact_match"):
         m = measured[name]
         assert m["status"] == "ok" and m["ci_low"] <= m["value"] <= m["ci_high"], name
     assert measured["perplexity"]["value"] == pytest.approx(math.exp(measured["nll_per_token"]["value"]))
@@ -87,7 +87,7 @@ def test_a_tiny_llama_is_imported_evaluated_quantized_and_gated(tiny: dict[str, 
     assert code in (0, 1), err
     document = json.loads(out)
     rules = {r["metric"]: r for r in document["verdict"]["rules"]}
-    assert rules.keys() == {"nll_per_token", "accuracy", "bits_per_byte"}
+    assert rules.keys() == {"nll_per_token", "accuracy", "bits_per_byte", "exact_match"}
     for r in rules.values():
         assert r["status"] == "ok" and r["p_value"] is not None and r["delta"] is not None, r
     assert code == (0 if document["verdict"]["passed"] else 1)

@@ -49,6 +49,12 @@ TaskOpt = Annotated[
     Path | None,
     typer.Option("--task", help="A multiple-choice task (JSONL; docs/llm.md); default: the corpus's cloze."),
 ]
+GenerationOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--generation", help="A generation task (JSONL; docs/llm.md); default: the corpus's last words."
+    ),
+]
 
 
 def _corpus(corpus: str | None, limit: int | None, group: str | None, text_column: str | None) -> Any:
@@ -119,6 +125,7 @@ def llm_eval(
     group: GroupColumnOpt = None,
     limit: LimitOpt = None,
     task: TaskOpt = None,
+    generation: GenerationOpt = None,
     n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
     seed: int = 0,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the report.")] = None,
@@ -135,6 +142,7 @@ def llm_eval(
         corpus=_corpus(corpus, limit, group, text_column),
         limit=limit,
         task_file=task,
+        generation_file=generation,
         n_boot=n_boot,
         seed=seed,
         out_dir=out_dir,
@@ -161,6 +169,7 @@ def llm_gate(
     group: GroupColumnOpt = None,
     limit: LimitOpt = None,
     task: TaskOpt = None,
+    generation: GenerationOpt = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the report.")] = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
@@ -178,6 +187,7 @@ def llm_gate(
         corpus=_corpus(corpus, limit, group, text_column),
         limit=limit,
         task_file=task,
+        generation_file=generation,
         out_dir=out_dir,
         progress=not json_out,
     )

@@ -95,7 +95,7 @@ class DocumentScores:
         }
 
 
-UNITS = {name: str(entry.unit) for name, entry in LANGUAGE_MODEL_METRICS.items()}
+UNITS = {name: str(entry.unit) for name, entry in LANGUAGE_MODEL_METRICS.items() if entry.unit is not None}
 ESTIMATORS = {
     "nll_per_token": "total NLL over total scored tokens; percentile bootstrap over documents",
     "perplexity": "exp(total NLL / total scored tokens); percentile bootstrap over documents",

@@ -34,6 +34,14 @@ from assay.errors import DataError, UsageError
 from assay.evaluate import Assessment, assess
 from assay.gate import Policy
 from assay.llm import causal
+from assay.llm.generation import (
+    GenerationTask,
+    exact_match,
+    generate_answers,
+    hits,
+    last_word_task,
+    read_generation_task,
+)
 from assay.llm.perplexity import score_documents
 from assay.llm.tasks import Task, cloze_task, read_task, score_task
 from assay.models.adapters.files import file_digests
@@ -72,6 +80,13 @@ margin = 0.01
 # Reported, not deciding: bits per byte (tokenizer-independent) within 0.01.
 [[rules]]
 metric = "bits_per_byte"
+kind = "non_inferiority"
+margin = 0.01
+gated = false
+
+# Reported, not deciding: the generation task's exact match within 1 point.
+[[rules]]
+metric = "exact_match"
 kind = "non_inferiority"
 margin = 0.01
 gated = false
@@ -218,19 +233,28 @@ def corpus_task(data: Dataset, task_file: str | Path | None = None) -> Task:
     return cloze_task(f"{data.name}-cloze", [str(t) for t in test.x], list(test.ids), list(test.y))
 
 
+def generation_task(data: Dataset, task_file: str | Path | None = None) -> GenerationTask:
+    """The generation task file's items, else the last-word task built from the corpus's test documents."""
+    if task_file is not None:
+        return read_generation_task(task_file)
+    return last_word_task(f"{data.name}-last-word", [str(t) for t in data.test.x], list(data.test.ids))
+
+
 def assess_language_model(
     ws: Workspace,
     version: VersionInfo,
     data: Dataset,
     task: Task,
     *,
+    generation: GenerationTask | None = None,
     max_length: int = MAX_LENGTH,
     n_boot: int = 1000,
     seed: int = 0,
     progress: bool = False,
 ) -> Assessment:
-    """One model on the corpus's test documents and the task: perplexity, nats per token and bits per
-    byte with their evidence per document, and the task's outputs with every output metric."""
+    """One model on the corpus's test documents and the tasks: perplexity, nats per token and bits per
+    byte with their evidence per document, the multiple-choice task's outputs with every output metric,
+    and the generation task's exact match (where one is given) with its evidence per item."""
     from assay.train.loop import progress_bar
 
     model = load_version(ws, version)
@@ -238,9 +262,11 @@ def assess_language_model(
     window = min(max_length, model.context_length)
     with progress_bar(progress) as bar:
         started = time.perf_counter()
+        generated = 0 if generation is None else len(generation.items)
         job = bar.add_task(
-            f"scoring {version.ref}", total=len(texts) + len(task.items),
-            info=f"{len(texts)} documents, {len(task.items)} {task.name} items",
+            f"scoring {version.ref}", total=len(texts) + len(task.items) + generated,
+            info=f"{len(texts)} documents, {len(task.items)} {task.name} items"
+            + (f", {generated} {generation.name} items" if generation is not None else ""),
         )  # fmt: skip
         scores = score_documents(
             model.model,
@@ -251,6 +277,9 @@ def assess_language_model(
             on_document=lambda: bar.advance(job),
         )
         outputs = score_task(model.model, model.tokenizer, task, progress=lambda: bar.advance(job))
+        answers = None
+        if generation is not None:
+            answers = generate_answers(model.model, model.tokenizer, generation, lambda: bar.advance(job))
         seconds = time.perf_counter() - started
     perplexity = scores.measurements(n_boot=n_boot, seed=seed)
     info = {
@@ -275,11 +304,15 @@ def assess_language_model(
     assessment = assess(outputs, info=info, n_boot=n_boot, seed=seed)
     assessment.measurements.extend(perplexity)
     assessment.per_example.update(scores.per_example(perplexity))
+    if generation is not None and answers is not None:
+        measurement, evidence = exact_match(generation, hits(generation, answers), n_boot=n_boot, seed=seed)
+        assessment.measurements.append(measurement)
+        assessment.per_example[measurement.name] = evidence
     return assessment
 
 
-def dataset_record(data: Dataset, task: Task) -> dict[str, Any]:
-    """What a run's document says of its data: the corpus's test split and the task's items."""
+def dataset_record(data: Dataset, task: Task, generation: GenerationTask | None = None) -> dict[str, Any]:
+    """What a run's document says of its data: the corpus's test split and the tasks' items."""
     test = data.test
     items = hashlib.sha256(
         json.dumps([[i.id, i.context, list(i.choices), i.answer] for i in task.items]).encode()
@@ -293,6 +326,9 @@ def dataset_record(data: Dataset, task: Task) -> dict[str, Any]:
         "source": data.source,
         "licence": data.licence,
         "task": {"name": task.name, "items": len(task.items), "sha256": items.hexdigest()},
+        "generation": None
+        if generation is None
+        else {"name": generation.name, "items": len(generation.items)},
     }
 
 
@@ -303,6 +339,7 @@ def evaluate_language_model(
     corpus: DataSpec | None = None,
     limit: int | None = None,
     task_file: str | Path | None = None,
+    generation_file: str | Path | None = None,
     n_boot: int = 1000,
     seed: int = 0,
     out_dir: Path | None = None,
@@ -312,9 +349,12 @@ def evaluate_language_model(
     each split of its own), recorded with its report."""
     version = resolve_language_model(ws, ref)
     data = load_corpus(corpus or own_corpus(version, limit))
-    task = corpus_task(data, task_file)
-    assessment = assess_language_model(ws, version, data, task, n_boot=n_boot, seed=seed, progress=progress)
-    return record_evaluation(ws, assessment, dataset_record(data, task), version=version, out_dir=out_dir)
+    task, generation = corpus_task(data, task_file), generation_task(data, generation_file)
+    assessment = assess_language_model(
+        ws, version, data, task, generation=generation, n_boot=n_boot, seed=seed, progress=progress
+    )
+    record = dataset_record(data, task, generation)
+    return record_evaluation(ws, assessment, record, version=version, out_dir=out_dir)
 
 
 def gate_language_models(
@@ -326,6 +366,7 @@ def gate_language_models(
     corpus: DataSpec | None = None,
     limit: int | None = None,
     task_file: str | Path | None = None,
+    generation_file: str | Path | None = None,
     out_dir: Path | None = None,
     progress: bool = False,
 ) -> Evaluated:
@@ -334,10 +375,17 @@ def gate_language_models(
     :func:`evaluate_language_model`)."""
     versions = [resolve_language_model(ws, ref) for ref in (baseline, candidate)]
     data = load_corpus(corpus or own_corpus(versions[1], limit))
-    task = corpus_task(data, task_file)
+    task, generation = corpus_task(data, task_file), generation_task(data, generation_file)
     base, cand = (
         assess_language_model(
-            ws, v, data, task, n_boot=policy.n_bootstrap, seed=policy.seed, progress=progress
+            ws,
+            v,
+            data,
+            task,
+            generation=generation,
+            n_boot=policy.n_bootstrap,
+            seed=policy.seed,
+            progress=progress,
         )
         for v in versions
     )
@@ -346,7 +394,7 @@ def gate_language_models(
         base,
         cand,
         policy,
-        dataset_record(data, task),
+        dataset_record(data, task, generation),
         baseline_version=versions[0],
         candidate_version=versions[1],
         out_dir=out_dir,

@@ -26,6 +26,7 @@ from assay.llm.release import (
     assess_language_model,
     corpus_task,
     dataset_record,
+    generation_task,
     load_corpus,
     load_version,
     own_corpus,
@@ -116,11 +117,18 @@ def search_language_model(
     """Every precision of ``precisions`` as a variant of ``ref`` (an fp32 version), gated and timed."""
     parent = resolve_language_model(ws, ref)
     data = load_corpus(corpus or own_corpus(parent, limit))
-    task = corpus_task(data)
+    task, generation = corpus_task(data), generation_task(data)
 
     def assessed(version: VersionInfo) -> Any:
         return assess_language_model(
-            ws, version, data, task, n_boot=policy.n_bootstrap, seed=policy.seed, progress=progress
+            ws,
+            version,
+            data,
+            task,
+            generation=generation,
+            n_boot=policy.n_bootstrap,
+            seed=policy.seed,
+            progress=progress,
         )
 
     base = assessed(parent)
@@ -128,7 +136,7 @@ def search_language_model(
     for precision in precisions:
         variant = quantize_language_model(ws, parent.ref, precision)
         cand = assessed(variant)
-        run = record_comparison(ws, base, cand, policy, dataset_record(data, task),
+        run = record_comparison(ws, base, cand, policy, dataset_record(data, task, generation),
                                 baseline_version=parent, candidate_version=variant)  # fmt: skip
         verdict = run.document["verdict"]
         result.variants.append(
