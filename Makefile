@@ -73,6 +73,8 @@ bench: setup
 	$(BIN)/python benchmarks/data_audit.py
 	$(BIN)/python benchmarks/trust_suite.py
 	$(BIN)/python benchmarks/serve_load.py
+	$(BIN)/python benchmarks/llm_decode.py
+	$(BIN)/python benchmarks/llm_serve.py
 
 clean:
 	rm -rf $(VENV) .assay runs reports
