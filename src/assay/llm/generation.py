@@ -18,7 +18,6 @@ sense to its end.
 
 from __future__ import annotations
 
-import json
 import re
 import string
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ import numpy as np
 from assay.catalogue import LANGUAGE_MODELING
 from assay.compare import PerExample
 from assay.errors import DataError
+from assay.llm.jsonl import check_unique_ids, read_objects
 from assay.measurement import Measurement
 from assay.stats import bootstrap_ci
 
@@ -71,30 +71,18 @@ class GenerationTask:
 def read_generation_task(path: str | Path) -> GenerationTask:
     """A generation task from its JSONL file; a bad line is refused with its number."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read the task ({e}).") from None
-    items, seen = [], set()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {number}"
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: not JSON ({e}).") from None
-        if not isinstance(raw, dict) or not all(isinstance(raw.get(k), str) for k in ("prompt", "target")):
+    rows = read_objects(path, "an item")
+    items = []
+    for where, raw in rows:
+        if not all(isinstance(raw.get(k), str) for k in ("prompt", "target")):
             raise DataError(f"{where}: an item is a JSON object with id, prompt and target (strings).")
-        if "id" not in raw or str(raw["id"]) in seen:
+        if "id" not in raw:
             raise DataError(f"{where}: each item needs an id of its own.")
         how, answer = raw.get("normaliser", "lenient"), raw.get("answer", "line")
         if how not in ("lenient", "exact") or answer not in ("line", "word"):
             raise DataError(f"{where}: normaliser is lenient or exact, answer is line or word.")
-        seen.add(str(raw["id"]))
-        items.append(GenerationItem(str(raw["id"]), raw["prompt"], raw["target"], how, answer))
-    if not items:
-        raise DataError(f"{path}: holds no items.")
+        items.append(GenerationItem(str(raw["id"]), str(raw["prompt"]), str(raw["target"]), how, answer))
+    check_unique_ids((where, item.id) for (where, _), item in zip(rows, items, strict=True))
     return GenerationTask(path.stem, tuple(items))
 
 

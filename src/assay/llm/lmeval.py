@@ -35,7 +35,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ import numpy as np
 
 from assay.errors import DataError
 from assay.llm.choices import choice_outputs
+from assay.llm.jsonl import read_objects
 from assay.outputs import Outputs
 
 SUFFIX = ".jsonl"
@@ -81,22 +81,7 @@ def read_samples(path: str | Path) -> Outputs:
 def _lines(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DataError(f"Samples file not found: {path}.")
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}, line {number}: not JSON ({e.msg}).") from None
-            if not isinstance(row, dict):
-                kind = type(row).__name__
-                raise DataError(f"{path}, line {number}: a sample is a JSON object, got {kind}.")
-            rows.append(row)
-    if not rows:
-        raise DataError(f"{path}: no samples.")
-    return rows
+    return [row for _, row in read_objects(path, "a sample")]
 
 
 def _choice_loglikelihoods(resps: Any, where: str) -> np.ndarray:

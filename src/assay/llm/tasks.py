@@ -31,6 +31,7 @@ import numpy as np
 
 from assay.errors import DataError
 from assay.llm.choices import choice_outputs
+from assay.llm.jsonl import check_unique_ids, read_objects
 from assay.outputs import Outputs
 
 if TYPE_CHECKING:  # reading a task, or lm-eval's samples (assay.llm.lmeval), needs no torch
@@ -66,32 +67,13 @@ class Task:
 def read_task(path: str | Path) -> Task:
     """A task from its JSONL file; a line that does not hold a valid item is refused with its number."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read the task ({e}).") from None
-    items, seen = [], set()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {number}"
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: not JSON ({e}).") from None
-        item = _item(raw, where)
-        if item.id in seen:
-            raise DataError(f"{where}: the id {item.id!r} is used twice; each item needs its own.")
-        seen.add(item.id)
-        items.append(item)
-    if not items:
-        raise DataError(f"{path}: holds no items.")
+    rows = read_objects(path, "an item")
+    items = [_item(raw, where) for where, raw in rows]
+    check_unique_ids((where, item.id) for (where, _), item in zip(rows, items, strict=True))
     return Task(path.stem, tuple(items))
 
 
-def _item(raw: object, where: str) -> Item:
-    if not isinstance(raw, dict):
-        raise DataError(f"{where}: an item is a JSON object with id, context, choices and answer.")
+def _item(raw: dict[str, object], where: str) -> Item:
     missing = [k for k in ("id", "context", "choices", "answer") if k not in raw]
     if missing:
         raise DataError(f"{where}: missing {', '.join(missing)}.")
