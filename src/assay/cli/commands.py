@@ -22,10 +22,10 @@ from assay.cli.common import (
     emit_json,
     err,
     friendly,
-    measurement_table,
     out,
     print_paths,
-    verdict_table,
+    show_evaluation,
+    show_verdict,
     workspace,
 )
 from assay.errors import UsageError
@@ -348,13 +348,7 @@ def eval_cmd(
         save_predictions=save_predictions,
     )
     _warn_forced(evaluated.document)
-    if json_out:
-        emit_json({**evaluated.document, "report": str(evaluated.html), "run_id": evaluated.run_id})
-        return
-    out.print(measurement_table(evaluated.document["measurements"], evaluated.document["title"]))
-    if save_predictions is not None:
-        print_paths(predictions=save_predictions)
-    print_paths(report=evaluated.html)
+    show_evaluation(evaluated, json_out, save_predictions)
 
 
 def _warn_forced(document: dict[str, Any]) -> None:
@@ -401,17 +395,8 @@ def gate(
         progress=not json_out,
         force_data=force_data,
     )
-    assert evaluated.verdict is not None
     _warn_forced(evaluated.document)
-    if json_out:
-        emit_json({**evaluated.document, "report": str(evaluated.html), "run_id": evaluated.run_id})
-    else:
-        out.print(verdict_table(evaluated.document["verdict"]))
-        style = "bold green" if evaluated.verdict.passed else "bold red"
-        out.print(f"[{style}]{evaluated.document['summary']['headline']}[/]")
-        print_paths(report=evaluated.html)
-    if not evaluated.verdict.passed:
-        raise typer.Exit(1)
+    show_verdict(evaluated, json_out)
 
 
 @app.command()

@@ -153,3 +153,30 @@ def rule_mark(rule: dict[str, Any]) -> str:
     text, kind = rule_badge(rule)
     flagged = " [yellow](flagged timings)[/]" if rule.get("flags") else ""
     return f"[{_BADGE_STYLE[kind]}]{escape(text)}[/]{flagged}"
+
+
+def show_evaluation(evaluated: Any, json_out: bool, predictions: Path | None = None) -> None:
+    """An evaluation run (``assay eval``, ``assay llm eval``): its document as JSON, or its measurements
+    table and the paths it wrote."""
+    if json_out:
+        emit_json({**evaluated.document, "report": str(evaluated.html), "run_id": evaluated.run_id})
+        return
+    out.print(measurement_table(evaluated.document["measurements"], evaluated.document["title"]))
+    if predictions is not None:
+        print_paths(predictions=predictions)
+    print_paths(report=evaluated.html)
+
+
+def show_verdict(evaluated: Any, json_out: bool) -> None:
+    """A gate run (``assay gate``, ``assay llm gate``): its document as JSON, or the rules and the
+    headline; exit code 1 when it failed."""
+    assert evaluated.verdict is not None
+    if json_out:
+        emit_json({**evaluated.document, "report": str(evaluated.html), "run_id": evaluated.run_id})
+    else:
+        out.print(verdict_table(evaluated.document["verdict"]))
+        style = "bold green" if evaluated.verdict.passed else "bold red"
+        out.print(f"[{style}]{escape(evaluated.document['summary']['headline'])}[/]")
+        print_paths(report=evaluated.html)
+    if not evaluated.verdict.passed:
+        raise typer.Exit(1)

@@ -25,10 +25,9 @@ from assay.cli.common import (
     emit_json,
     err,
     friendly,
-    measurement_table,
     out,
-    print_paths,
-    verdict_table,
+    show_evaluation,
+    show_verdict,
     workspace,
 )
 
@@ -148,11 +147,7 @@ def llm_eval(
         out_dir=out_dir,
         progress=not json_out,
     )
-    if json_out:
-        emit_json({**evaluated.document, "report": str(evaluated.html), "run_id": evaluated.run_id})
-        return
-    out.print(measurement_table(evaluated.document["measurements"], evaluated.document["title"]))
-    print_paths(report=evaluated.html)
+    show_evaluation(evaluated, json_out)
 
 
 @llm_app.command("gate")
@@ -191,16 +186,7 @@ def llm_gate(
         out_dir=out_dir,
         progress=not json_out,
     )
-    assert evaluated.verdict is not None
-    if json_out:
-        emit_json({**evaluated.document, "report": str(evaluated.html), "run_id": evaluated.run_id})
-    else:
-        out.print(verdict_table(evaluated.document["verdict"]))
-        style = "bold green" if evaluated.verdict.passed else "bold red"
-        out.print(f"[{style}]{escape(evaluated.document['summary']['headline'])}[/]")
-        print_paths(report=evaluated.html)
-    if not evaluated.verdict.passed:
-        raise typer.Exit(1)
+    show_verdict(evaluated, json_out)
 
 
 @llm_app.command("quantize")
