@@ -217,3 +217,21 @@ def test_a_promotion_during_streaming_loses_no_stream(tmp_path: Path) -> None:
         assert texts == [old] * 3  # finished on the version they began on, none dropped
         after = c.completions.create(model="tiny", prompt=prompt, max_tokens=6, temperature=0)
         assert after.choices[0].text == new
+
+
+def test_a_non_streamed_request_whose_client_leaves_frees_its_slot(tmp_path: Path) -> None:
+    ws = registry(tmp_path)
+    server = LanguageModelServer(ws, "tiny", "production", LanguageServeConfig(max_sequences=2))
+    with running(server) as url:
+        slowed(server, 0.05)  # 200 tokens would take 10 s
+        body = {"model": "tiny", "prompt": "the cat sat", "max_tokens": 200, "temperature": 0}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/v1/completions", json=body, timeout=1.0)  # the client gives up after 1 s
+        engine = server.engine
+        assert engine is not None
+        deadline = time.monotonic() + 5  # well before the 10 s the generation would take
+        while engine.running + engine.waiting > 0:
+            assert time.monotonic() < deadline, "the abandoned request kept its slot"
+            time.sleep(0.02)
+    cancelled = server.metrics.registry.get_sample_value("assay_llm_finished_total", {"reason": "cancelled"})
+    assert cancelled == 1

@@ -348,18 +348,22 @@ def create_llm_app(server: LanguageModelServer) -> FastAPI:
                 media_type="text/event-stream",
             )
         text, final = [], {}
+        checked = time.monotonic()
         try:
             while True:
                 try:
                     event = await asyncio.wait_for(events.get(), timeout=DISCONNECT_POLL_S)
                 except TimeoutError:
-                    if await request.is_disconnected():
-                        return Response(status_code=499)  # nobody reads it; the slot frees below
-                    continue
+                    event = {}
                 if "finish_reason" in event:
                     final = event
                     break
-                text.append(event["delta"])
+                text.append(event.get("delta", ""))
+                # every DISCONNECT_POLL_S, whether tokens keep coming or not
+                if time.monotonic() - checked >= DISCONNECT_POLL_S:
+                    checked = time.monotonic()
+                    if await request.is_disconnected():
+                        return Response(status_code=499)  # nobody reads it; the slot frees below
         finally:
             if sequence.finish_reason is None:
                 engine.cancel(sequence)  # the client went away while waiting
