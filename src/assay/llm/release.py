@@ -247,6 +247,7 @@ def assess_language_model(
     task: Task,
     *,
     generation: GenerationTask | None = None,
+    model: causal.LanguageModel | None = None,
     max_length: int = MAX_LENGTH,
     n_boot: int = 1000,
     seed: int = 0,
@@ -257,7 +258,7 @@ def assess_language_model(
     and the generation task's exact match (where one is given) with its evidence per item."""
     from assay.train.loop import progress_bar
 
-    model = load_version(ws, version)
+    model = model or load_version(ws, version)  # ``model``: the version's, already loaded by the caller
     texts, ids = [str(t) for t in data.test.x], [str(i) for i in data.test.ids]
     window = min(max_length, model.context_length)
     with progress_bar(progress) as bar:

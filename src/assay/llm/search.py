@@ -119,30 +119,33 @@ def search_language_model(
     data = load_corpus(corpus or own_corpus(parent, limit))
     task, generation = corpus_task(data), generation_task(data)
 
-    def assessed(version: VersionInfo) -> Any:
+    def assessed(version: VersionInfo, lm: causal.LanguageModel) -> Any:
         return assess_language_model(
             ws,
             version,
             data,
             task,
             generation=generation,
+            model=lm,
             n_boot=policy.n_bootstrap,
             seed=policy.seed,
             progress=progress,
         )
 
-    base = assessed(parent)
-    result = LanguageSearch(_point(ws, parent, None))
+    lm = load_version(ws, parent)  # each model loads once, for its scores and its timing
+    base = assessed(parent, lm)
+    result = LanguageSearch(_point(parent, lm, None))
     for precision in precisions:
         variant = quantize_language_model(ws, parent.ref, precision)
-        cand = assessed(variant)
+        lm = load_version(ws, variant)
+        cand = assessed(variant, lm)
         run = record_comparison(ws, base, cand, policy, dataset_record(data, task, generation),
                                 baseline_version=parent, candidate_version=variant)  # fmt: skip
         verdict = run.document["verdict"]
         result.variants.append(
             _point(
-                ws,
                 variant,
+                lm,
                 bool(verdict["passed"]),
                 _delta(verdict, "nll_per_token"),
                 _delta(verdict, "accuracy"),
@@ -152,6 +155,5 @@ def search_language_model(
     return result
 
 
-def _point(ws: Workspace, version: VersionInfo, passed: bool | None, *deltas: Any) -> Point:
-    lm = load_version(ws, version)
+def _point(version: VersionInfo, lm: causal.LanguageModel, passed: bool | None, *deltas: Any) -> Point:
     return Point(version.ref, lm.precision, passed, decode_rate(lm), weight_bytes_read(lm.model), *deltas)
