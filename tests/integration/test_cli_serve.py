@@ -25,10 +25,21 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built once and never opened again: each test copies it (copying a store someone has open can meet
+    its write-ahead log half-gone)."""
     home = tmp_path_factory.mktemp("cli-serve") / "home"
     make_registry(home).store.close()
     return home
+
+
+@pytest.fixture
+def home(registry: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    mine = tmp_path / "home"
+    shutil.copytree(registry, mine)
+    return mine
 
 
 def invoke(home: Path, *args: str) -> tuple[int, str, str]:
@@ -43,17 +54,14 @@ def test_serving_needs_an_alias_that_exists(home: Path) -> None:
     assert code == 2 and "has no alias 'staging'" in stderr
     code, _, stderr = invoke(home, "serve", "nope")
     assert code == 2 and "No model named 'nope'" in stderr
+    assert not (home / "assay.db-wal").exists()  # the command closed the store it opened
 
 
-def test_incidents_list_show_ack(tmp_path: Path, home: Path) -> None:
-    import shutil
-
-    mine = tmp_path / "home"
-    shutil.copytree(home, mine)
-    code, stdout, _ = invoke(mine, "incidents", "list", "--json")
+def test_incidents_list_show_ack(home: Path) -> None:
+    code, stdout, _ = invoke(home, "incidents", "list", "--json")
     assert code == 0 and json.loads(stdout) == []
     now = datetime.now(UTC)
-    with Workspace.open(mine).store as store:
+    with Workspace.open(home).store as store:
         store.open_incident(
             MODEL, "production", 2, detector="features", statistic=12.0, threshold=4.5, window=7,
             window_start=now, window_end=now, rollback_after=None,
@@ -62,23 +70,23 @@ def test_incidents_list_show_ack(tmp_path: Path, home: Path) -> None:
                        "detectors": {"features": {"statistic": 12.0, "threshold": 4.5, "alarm": True,
                                                   "why": "most shifted: std"}}},
         )  # fmt: skip
-    code, stdout, _ = invoke(mine, "incidents", "list")
+    code, stdout, _ = invoke(home, "incidents", "list")
     assert code == 0 and "features" in stdout and "open" in stdout
-    shown = json.loads(invoke(mine, "incidents", "show", "1", "--json")[1])
+    shown = json.loads(invoke(home, "incidents", "show", "1", "--json")[1])
     assert (shown["version"], shown["status"], shown["detections"]) == (2, "open", 1)
-    code, stdout, _ = invoke(mine, "incidents", "show", "1")
+    code, stdout, _ = invoke(home, "incidents", "show", "1")
     assert code == 0 and "12 > 4.5" in stdout and "feedback" in stdout
     assert "most shifted: std" in " ".join(stdout.replace("│", " ").split())  # the cell wraps at 80 columns
     acked = json.loads(
-        invoke(mine, "incidents", "ack", "1", "--note", "upstream camera fault", "--by", "ana", "--json")[1]
+        invoke(home, "incidents", "ack", "1", "--note", "upstream camera fault", "--by", "ana", "--json")[1]
     )
     assert (acked["status"], acked["acked_by"], acked["ack_note"]) == (
         "acknowledged",
         "ana",
         "upstream camera fault",
     )
-    assert json.loads(invoke(mine, "incidents", "list", "--open", "--json")[1]) == []
-    code, _, stderr = invoke(mine, "incidents", "show", "99")
+    assert json.loads(invoke(home, "incidents", "list", "--open", "--json")[1]) == []
+    code, _, stderr = invoke(home, "incidents", "show", "99")
     assert code == 2 and "No incident with id 99" in stderr
 
 
@@ -122,16 +130,12 @@ def _consistent(store: object) -> None:
 
 
 def test_a_kill_during_an_incident_leaves_a_consistent_store_and_the_restart_carries_on(
-    tmp_path: Path, home: Path
+    home: Path,
 ) -> None:
-    import shutil
-
-    mine = tmp_path / "home"
-    shutil.copytree(home, mine)
     port = _free_port()
     url = f"http://127.0.0.1:{port}/v1/models/{MODEL}/predict"
-    server = _serve(mine, port)
-    store = Workspace.open(mine).store
+    server = _serve(home, port)
+    store = Workspace.open(home).store
     try:
         assert (
             httpx.post(url, json={"inputs": traffic(100, seed=1, shift="noise").tolist()}).status_code == 200
@@ -145,7 +149,7 @@ def test_a_kill_during_an_incident_leaves_a_consistent_store_and_the_restart_car
         _consistent(store)
         assert store.current_alias(MODEL, "production").version == 2  # type: ignore[union-attr]
 
-        server = _serve(mine, port)  # the restart, on the same store
+        server = _serve(home, port)  # the restart, on the same store
         for seed in range(10, 13):
             httpx.post(url, json={"inputs": traffic(100, seed=seed, shift="noise").tolist()}, timeout=30)
         deadline = time.monotonic() + 60

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from contextvars import ContextVar
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -37,6 +38,11 @@ out = _console()  # results
 err = _console(stderr=True)  # progress, notes, errors
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The workspaces a command opened, closed when it ends: a store left to the garbage collector keeps its
+# SQLite write-ahead log open for as long as the process lives (a test's CliRunner, a notebook), and
+# closes it whenever the collector runs, under whoever is copying or reading the folder.
+_opened: ContextVar[list[Any] | None] = ContextVar("assay_cli_workspaces", default=None)
 
 HomeOpt = Annotated[
     Path | None, typer.Option("--home", help="Store folder (default $ASSAY_HOME or ./.assay).")
@@ -63,6 +69,7 @@ def friendly(fn: F) -> F:
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        opened = _opened.set([])
         try:
             return fn(*args, **kwargs)
         except RefusedError as e:  # the rules said no (a failed gate): the same answer as a failed gate
@@ -75,6 +82,10 @@ def friendly(fn: F) -> F:
         except KeyboardInterrupt:
             err.print("interrupted: nothing was half-written (artifacts and runs are written atomically).")
             raise typer.Exit(130) from None
+        finally:
+            for ws in _opened.get() or []:
+                ws.store.close()
+            _opened.reset(opened)
 
     return wrapper  # type: ignore[return-value]
 
@@ -98,9 +109,14 @@ def emit_json(obj: Any) -> None:
 
 
 def workspace(home: Path | None) -> Any:
+    """The workspace at ``home``; a command wrapped in :func:`friendly` closes it when it ends."""
     from assay.workspace import Workspace
 
-    return Workspace.open(home)
+    ws = Workspace.open(home)
+    opened = _opened.get()
+    if opened is not None:
+        opened.append(ws)
+    return ws
 
 
 def data_spec(data: str | None, limit: int | None, target: str | None, text: str | None = None) -> Any:
