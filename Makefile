@@ -75,6 +75,7 @@ bench: setup
 	$(BIN)/python benchmarks/serve_load.py
 	$(BIN)/python benchmarks/llm_decode.py
 	$(BIN)/python benchmarks/llm_serve.py
+	$(BIN)/python benchmarks/llm_monitor.py
 
 clean:
 	rm -rf $(VENV) .assay runs reports

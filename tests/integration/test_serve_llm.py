@@ -44,6 +44,12 @@ def registry(tmp_path: Path, versions: int = 1) -> Workspace:
     return ws
 
 
+def unmonitored(**settings: float) -> LanguageServeConfig:
+    """What these tests serve with: monitoring is tested on a corpus large enough for it
+    (test_serve_llm_monitor.py); this one's test split is too small to calibrate a window."""
+    return LanguageServeConfig(monitor=None, **settings)  # type: ignore[arg-type]
+
+
 def running(server: LanguageModelServer) -> AbstractContextManager[str]:
     return serving(create_llm_app(server))
 
@@ -74,7 +80,7 @@ def greedy(ws: Workspace, ref: str, ids: list[int], n: int) -> str:
 
 def test_the_openai_client_completes_chats_and_streams(tmp_path: Path) -> None:
     ws = registry(tmp_path)
-    server = LanguageModelServer(ws, "tiny", "production")
+    server = LanguageModelServer(ws, "tiny", "production", unmonitored())
     with running(server) as url:
         c = client(url)
         assert [m.id for m in c.models.list().data] == ["tiny"]
@@ -140,9 +146,7 @@ def test_the_openai_client_completes_chats_and_streams(tmp_path: Path) -> None:
 
 def test_under_load_cancelled_streams_free_slots_and_over_capacity_gets_429(tmp_path: Path) -> None:
     ws = registry(tmp_path)
-    server = LanguageModelServer(
-        ws, "tiny", "production", LanguageServeConfig(max_sequences=2, max_waiting=2)
-    )
+    server = LanguageModelServer(ws, "tiny", "production", unmonitored(max_sequences=2, max_waiting=2))
     with running(server) as url:
         body = {"model": "tiny", "prompt": "the cat sat", "max_tokens": 200, "temperature": 0, "stream": True}
         with httpx.Client(timeout=60) as http:
@@ -189,7 +193,7 @@ def test_under_load_cancelled_streams_free_slots_and_over_capacity_gets_429(tmp_
 
 def test_a_promotion_during_streaming_loses_no_stream(tmp_path: Path) -> None:
     ws = registry(tmp_path, versions=2)
-    server = LanguageModelServer(ws, "tiny", "production", LanguageServeConfig(poll_s=0.05))
+    server = LanguageModelServer(ws, "tiny", "production", unmonitored(poll_s=0.05))
     prompt = "the plot was boring"
     with running(server) as url:
         slowed(server, 0.05)  # 60 tokens take 3 s on v1: the promotion lands mid-stream
@@ -221,7 +225,7 @@ def test_a_promotion_during_streaming_loses_no_stream(tmp_path: Path) -> None:
 
 def test_a_non_streamed_request_whose_client_leaves_frees_its_slot(tmp_path: Path) -> None:
     ws = registry(tmp_path)
-    server = LanguageModelServer(ws, "tiny", "production", LanguageServeConfig(max_sequences=2))
+    server = LanguageModelServer(ws, "tiny", "production", unmonitored(max_sequences=2))
     with running(server) as url:
         slowed(server, 0.05)  # 200 tokens would take 10 s
         body = {"model": "tiny", "prompt": "the cat sat", "max_tokens": 200, "temperature": 0}

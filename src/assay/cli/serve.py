@@ -97,7 +97,16 @@ def serve_cmd(
     ws = workspace(home)
     if ws.store.resolve(f"{name}@{alias}").spec.get("task") == "causal-lm":
         batch = 16 if max_batch == 64 else max_batch  # 64 is the classifiers' default
-        _serve_language_model(ws, name, alias, host, port, batch, max_queue, max_batch_tokens, threads)
+        from assay.serve.openai_api import LanguageServeConfig
+        from assay.serve.served import MonitorSettings
+
+        settings = MonitorSettings(window=window, false_alarm_windows=false_alarm_windows)
+        llm_config = LanguageServeConfig(
+            max_sequences=batch, max_batch_tokens=max_batch_tokens, max_waiting=max_queue,
+            monitor=settings if monitor else None, rollback_after=rollback_after or None,
+            max_rollbacks=max_rollbacks, webhook=webhook,
+        )  # fmt: skip
+        _serve_language_model(ws, name, alias, host, port, llm_config, threads)
         return
     # One thread per core, as torch sets by default: measured on 2 cores, batches run 1.5x faster than with
     # one core left to the event loop (docs/benchmarks.md); only batch-1 serving prefers a single thread.
@@ -133,25 +142,26 @@ def serve_cmd(
 
 
 def _serve_language_model(
-    ws: Any, name: str, alias: str, host: str, port: int, sequences: int, queue: int, tokens: int,
-    threads: int | None,
-) -> None:  # fmt: skip
+    ws: Any, name: str, alias: str, host: str, port: int, config: Any, threads: int | None
+) -> None:
     """``assay serve`` for a language model: the OpenAI-compatible server (:mod:`assay.serve.openai_api`)."""
     import torch
     import uvicorn
 
-    from assay.serve.openai_api import LanguageModelServer, LanguageServeConfig, create_llm_app
+    from assay.serve.openai_api import LanguageModelServer, create_llm_app
 
     if threads is not None:
         torch.set_num_threads(threads)
-    config = LanguageServeConfig(max_sequences=sequences, max_batch_tokens=tokens, max_waiting=queue)
     server = LanguageModelServer(ws, name, alias, config)
-    err.print(f"loading {name}@{alias}")
-    server.load()  # here, so a broken version is one line and exit 2
+    err.print(f"loading {name}@{alias}" + (", scoring its gating corpus's prompts" if config.monitor else ""))
+    server.load(
+        progress=True
+    )  # here, so a broken version or a corpus too small to monitor is one line, exit 2
     ref = server.version.ref if server.version else alias
+    err.print(f"monitoring: {escape(server.monitoring)}")
     err.print(
         f"serving {name}@{alias} ({ref}) with an OpenAI-compatible API on http://{host}:{port}/v1 (metrics "
-        f"at /metrics); up to {sequences} sequences decoded together"
+        f"at /metrics, monitoring at /monitor); up to {config.max_sequences} sequences decoded together"
     )
     uvicorn.run(create_llm_app(server), host=host, port=port, log_level="warning", access_log=False)
 

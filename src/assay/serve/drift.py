@@ -256,16 +256,19 @@ def fit_baseline(
     """Prepare the comparison rows ``rows`` of ``reference`` for windows of ``window`` rows."""
     inputs = reference.inputs[rows]
     m = rows.size
-    conf = reference.probs[rows].max(axis=1)
-    preds = reference.probs[rows].argmax(axis=1)
-    c = reference.n_classes
+    # a reference without class outputs (a language model's prompts) compares its inputs alone: the
+    # class-output fields stay empty and the detectors that read them are not supported
+    probs = reference.probs[rows] if reference.probs is not None else np.full((m, 1), 1.0)
+    conf = probs.max(axis=1)
+    preds = probs.argmax(axis=1)
+    c = max(reference.n_classes, 1)
     # +0.5 per class: a class never predicted on the reference still has a finite expected count
     share = (np.bincount(preds, minlength=c) + 0.5) / (m + 0.5 * c)
     frequent = share * window >= MIN_EXPECTED
     bin_of_class = np.where(frequent, np.cumsum(frequent) - 1, int(frequent.sum()))
     n_bins = int(bin_of_class.max()) + 1
     bin_share = np.bincount(bin_of_class, weights=share, minlength=n_bins)
-    ood = reference.ood[rows]
+    ood = reference.ood[rows] if reference.ood is not None else np.zeros(m)
     threshold = float(np.quantile(ood, OOD_QUANTILE))
     accuracy = None
     if reference.labels is not None:
@@ -478,7 +481,7 @@ def _resampled_batch(
 ) -> Batch:
     b, n = idx.shape
     take = rows[idx]
-    probs = reference.probs[take]
+    probs = reference.probs[take] if reference.probs is not None else np.ones((b, n, 1))
     preds = probs.argmax(axis=2)
     phi_sum = None
     if phi is not None:
@@ -495,7 +498,7 @@ def _resampled_batch(
         inputs=reference.inputs[take],
         confidence=probs.max(axis=2),
         predictions=preds,
-        ood=reference.ood[take],
+        ood=reference.ood[take] if reference.ood is not None else np.zeros((b, n)),
         phi_sum=phi_sum,
         n_correct=n_correct,
         n_labelled=n_labelled,
@@ -745,6 +748,10 @@ def _always(reference: Reference) -> bool:
     return True
 
 
+def _has_class_outputs(reference: Reference) -> bool:
+    return reference.probs is not None
+
+
 def _window_rows(batch: Batch) -> int:
     return int(batch.confidence.shape[1])
 
@@ -888,9 +895,15 @@ for _name, _detector in (
             lambda r: r.embeddings is not None, _embeddings_statistic, _embeddings_details, _embeddings_line
         ),
     ),
-    ("predictions", Detector(_always, _predictions_statistic, _predictions_details, _predictions_line)),
-    ("confidence", Detector(_always, _confidence_statistic, _confidence_details, _confidence_line)),
-    ("ood_rate", Detector(_always, _ood_rate_statistic, _ood_rate_details, _ood_rate_line)),
+    (
+        "predictions",
+        Detector(_has_class_outputs, _predictions_statistic, _predictions_details, _predictions_line),
+    ),
+    (
+        "confidence",
+        Detector(_has_class_outputs, _confidence_statistic, _confidence_details, _confidence_line),
+    ),
+    ("ood_rate", Detector(_has_class_outputs, _ood_rate_statistic, _ood_rate_details, _ood_rate_line)),
     (
         "accuracy",
         Detector(

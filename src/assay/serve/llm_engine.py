@@ -27,12 +27,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from assay.llm.causal import LanguageModel
+from assay.llm.perplexity import mean_token_nll
 
 Event = dict[
     str, Any
@@ -63,6 +64,8 @@ class Sequence:
     submitted: float = field(default_factory=time.perf_counter)
     first_token: float | None = None
     generator: torch.Generator | None = None
+    framing: Literal["completions", "chat"] = "completions"  # the endpoint that framed the prompt
+    prompt_nll: float | None = None  # the model's mean NLL per prompt token (nats), from the prefill
 
     @property
     def budget(self) -> int:
@@ -81,7 +84,8 @@ class Engine:
     """The model's thread and its batch (see the module docstring). ``observe`` receives the figures the
     metrics record: ``("prefill", seconds)``, ``("step", seconds, batch)``, ``("ttft", seconds)``,
     ``("tpot", seconds)`` (a finished sequence's mean time per token after its first),
-    ``("finished", reason, prompt_tokens, completion_tokens)``, ``("queue", n)``."""
+    ``("finished", reason, prompt_tokens, completion_tokens)``, ``("queue", n)``, and ``("prompt",
+    sequence)`` after each prefill (its ``prompt_nll`` set: what the monitor reads)."""
 
     def __init__(
         self,
@@ -208,11 +212,14 @@ class Engine:
         started = time.perf_counter()
         ids = torch.tensor([sequence.prompt])
         cache: Any = DynamicCache(config=self._config)
-        logits = self.lm.model(input_ids=ids, cache=cache, use_cache=True).logits[:, -1]
+        logits = self.lm.model(input_ids=ids, cache=cache, use_cache=True).logits
+        # the prefill scored every prompt token already: its mean NLL is the monitor's OOD signal
+        sequence.prompt_nll = mean_token_nll(logits[0], ids[0])
         self.observe("prefill", time.perf_counter() - started)
+        self.observe("prompt", sequence)
         if sequence.seed is not None:
             sequence.generator = torch.Generator().manual_seed(sequence.seed)
-        token = self._choose(logits, [sequence])
+        token = self._choose(logits[:, -1], [sequence])
         if self._deliver(sequence, int(token[0])):
             return  # done at its first token: it never joins
         mask = torch.ones((1, len(sequence.prompt)), dtype=torch.long)

@@ -32,13 +32,15 @@ from assay.outputs import softmax
 from assay.serve.drift import Calibration, DetectorResult, Window, baseline_for, evaluate
 from assay.serve.reference import Reference, input_summaries, ood_scores, summary_names
 
-__all__ = ["DetectorResult", "Monitor", "Stream", "WindowResult"]
+__all__ = ["DetectorResult", "Monitor", "Stream", "WindowBuffer", "WindowResult"]
 
 # Staged inputs are summarised once they reach this size, so staging never holds more than about this
 # much (plus one batch): a window of small images is summarised whole, large images batch by batch.
 STAGE_BYTES = 8 * 2**20
 
-Stream = Literal["traffic", "feedback"]  # windows of served rows / of labels sent after the prediction
+# windows of served rows / of labels sent after the prediction / a language model's prompts, by the
+# endpoint that framed them (assay.serve.llm_monitor)
+Stream = Literal["traffic", "feedback", "completions", "chat"]
 
 
 @dataclass(frozen=True)
@@ -155,16 +157,18 @@ class _Labelled:
         )
 
 
-class _Splittable(Protocol):
+class Splittable(Protocol):
+    """Rows a window buffer holds: their count, and a split into the first ``k`` and the rest."""
+
     def __len__(self) -> int: ...
 
     def split(self, k: int) -> tuple[Self, Self]: ...
 
 
-T = TypeVar("T", bound=_Splittable)
+T = TypeVar("T", bound=Splittable)
 
 
-class _Buffer(Generic[T]):
+class WindowBuffer(Generic[T]):
     """Rows waiting for their window, in arrival order, and the index of the next window to close."""
 
     def __init__(self) -> None:
@@ -236,8 +240,8 @@ class Monitor:
         self._lock = threading.Lock()
         self._staged: list[_Staged] = []  # checked batches not summarised yet
         self._staged_rows = self._staged_bytes = 0
-        self._traffic: _Buffer[_Rows] = _Buffer()
-        self._feedback: _Buffer[_Labelled] = _Buffer()
+        self._traffic: WindowBuffer[_Rows] = WindowBuffer()
+        self._feedback: WindowBuffer[_Labelled] = WindowBuffer()
         self._rows_seen = 0
         self._recent: dict[Stream, list[WindowResult]] = {"traffic": [], "feedback": []}
 

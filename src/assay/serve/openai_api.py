@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import queue
 import secrets
 import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -36,8 +39,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from pydantic import BaseModel, ConfigDict, Field
 
 from assay.llm.causal import LanguageModel
+from assay.serve.guard import RollbackGuard
 from assay.serve.llm_engine import Engine, EngineConfig, Overloaded, Sequence
+from assay.serve.llm_monitor import PromptMonitor, prompt_references
+from assay.serve.monitor import WindowResult
+from assay.serve.served import MonitorSettings
 from assay.store.records import VersionInfo
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions
 # Chat without max_tokens: OpenAI's is the rest of the context, which reserves a whole context of the
@@ -102,6 +111,10 @@ class LanguageServeConfig:
     max_batch_tokens: int = 16384
     max_waiting: int = 64
     poll_s: float = 2.0  # how often the alias is checked for a promotion
+    monitor: MonitorSettings | None = field(default_factory=MonitorSettings)  # None: not monitored
+    rollback_after: int | None = 3  # consecutive alarmed windows that roll the alias back (None: never)
+    max_rollbacks: int = 1
+    webhook: str | None = None
 
 
 class Metrics:
@@ -134,6 +147,25 @@ class Metrics:
         self.finished = Counter("assay_llm_finished", "Finished sequences by reason", ["reason"], registry=r)
         self.prompt_tokens = Counter("assay_llm_prompt_tokens", "Prompt tokens", registry=r)
         self.generated_tokens = Counter("assay_llm_generated_tokens", "Generated tokens", registry=r)
+        lengths = (1, 4, 16, 64, 256, 1024, 4096, 16384)
+        self.prompt_length = Histogram(
+            "assay_llm_prompt_length_tokens", "Tokens of a prompt", buckets=lengths, registry=r
+        )
+        self.output_length = Histogram(
+            "assay_llm_output_length_tokens",
+            "Tokens a finished sequence generated",
+            buckets=lengths,
+            registry=r,
+        )
+        self.prompt_nll = Histogram(
+            "assay_llm_prompt_nll_per_token",
+            "The served model's mean NLL per prompt token, nats",
+            buckets=(0.5, 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 12),
+            registry=r,
+        )
+        self.windows = Counter(
+            "assay_llm_monitor_windows", "Closed monitoring windows", ["stream", "alarm"], registry=r
+        )
 
     def observe(self, kind: str, *values: Any) -> None:
         if kind == "queue":
@@ -152,10 +184,23 @@ class Metrics:
             self.finished.labels(values[0]).inc()
             self.prompt_tokens.inc(values[1])
             self.generated_tokens.inc(values[2])
+            self.output_length.observe(values[2])
+        elif kind == "prompt":
+            sequence: Sequence = values[0]
+            self.prompt_length.observe(len(sequence.prompt))
+            if sequence.prompt_nll is not None:
+                self.prompt_nll.observe(sequence.prompt_nll)
 
 
 class LanguageModelServer:
-    """The served alias of a language model: its version, model and engine, swapped on promotion."""
+    """The served alias of a language model: its version, model, engine and prompt monitor, swapped on
+    promotion and on a guarded rollback.
+
+    Monitoring (:mod:`assay.serve.llm_monitor`) runs on a thread of its own: the engine hands it each
+    prefilled prompt through a queue and goes on decoding; the monitor thread closes windows, and the
+    :class:`~assay.serve.guard.RollbackGuard` turns alarmed ones into incidents and, by policy, rolls the
+    alias back (the server then loads the version it rolled back to).
+    """
 
     def __init__(self, ws: Any, name: str, alias: str, config: LanguageServeConfig | None = None) -> None:
         self.ws, self.name, self.alias = ws, name, alias
@@ -164,33 +209,92 @@ class LanguageModelServer:
         self.version: VersionInfo | None = None
         self.lm: LanguageModel | None = None
         self.engine: Engine | None = None
+        self.monitor: PromptMonitor | None = None
+        self.monitoring = "not monitored (--no-monitor)"
         self._retired: list[Engine] = []
         self._lock = threading.Lock()
+        self._loading = threading.Lock()  # the poll and a rollback may both load
+        self.guard: RollbackGuard | None = None
+        self._prompts: queue.SimpleQueue[tuple[int, PromptMonitor, Sequence] | None] = queue.SimpleQueue()
+        self._monitor_thread: threading.Thread | None = None
+        if self.config.monitor is not None:
+            self.guard = RollbackGuard(
+                ws.store, name, alias, rollback_after=self.config.rollback_after,
+                max_rollbacks=self.config.max_rollbacks, webhook=self.config.webhook,
+                on_rollback=lambda _: self.load(),
+            )  # fmt: skip
 
-    def load(self) -> None:
-        """Load the alias's version (and start its engine) if it is not the one served."""
+    def load(self, progress: bool = False) -> None:
+        """Load the alias's version (its model, prompt monitor and engine) if it is not the one served;
+        ``progress``: a bar while the corpus is scored for the monitor's reference."""
         from assay.llm.release import load_version
 
-        version = self.ws.store.resolve(f"{self.name}@{self.alias}")
-        if self.version is not None and version.id == self.version.id:
-            return
-        lm = load_version(self.ws, version)
-        engine = Engine(
-            lm,
-            EngineConfig(self.config.max_sequences, self.config.max_batch_tokens, self.config.max_waiting),
-            observe=self.metrics.observe,
-        )
-        engine.start()
-        with self._lock:
-            old, self.version, self.lm, self.engine = self.engine, version, lm, engine
-        if old is not None:
-            old.close()  # its streams finish on the old version
-            self._retired.append(old)
-        self._retired = [e for e in self._retired if not e.finished]
+        with self._loading:
+            if self.guard is not None and self.version is None:
+                self.guard.recover()  # a rollback decided before a crash is finished before serving
+            version = self.ws.store.resolve(f"{self.name}@{self.alias}")
+            if self.version is not None and version.id == self.version.id:
+                return
+            lm = load_version(self.ws, version)
+            monitor = None
+            if self.config.monitor is not None:
+                references = prompt_references(
+                    self.ws, version, lm, seed=self.config.monitor.seed, progress=progress
+                )
+                monitor = PromptMonitor(references, self.config.monitor, version.ref)
+                self._start_monitoring()
+            engine = Engine(
+                lm,
+                EngineConfig(
+                    self.config.max_sequences, self.config.max_batch_tokens, self.config.max_waiting
+                ),
+                observe=partial(self._observe, version.version, monitor),
+            )
+            engine.start()
+            with self._lock:
+                old, self.version, self.lm, self.engine = self.engine, version, lm, engine
+                self.monitor = monitor
+                if monitor is not None:
+                    self.monitoring = monitor.monitoring
+            if old is not None:
+                old.close()  # its streams finish on the old version
+                self._retired.append(old)
+            self._retired = [e for e in self._retired if not e.finished]
 
     def stop(self) -> None:
         for engine in [*self._retired, *([self.engine] if self.engine else [])]:
             engine.stop()
+        if self._monitor_thread is not None:
+            self._prompts.put(None)
+            self._monitor_thread.join(timeout=30)
+
+    def _observe(self, version: int, monitor: PromptMonitor | None, kind: str, *values: Any) -> None:
+        """The engine's hook (on its thread): metrics now, prompts queued for the monitor thread."""
+        self.metrics.observe(kind, *values)
+        if kind == "prompt" and monitor is not None:
+            self._prompts.put((version, monitor, values[0]))
+
+    def _start_monitoring(self) -> None:
+        if self._monitor_thread is None:
+            self._monitor_thread = threading.Thread(
+                target=self._monitor_loop, name="assay-llm-monitor", daemon=True
+            )
+            self._monitor_thread.start()
+
+    def _monitor_loop(self) -> None:
+        while (item := self._prompts.get()) is not None:
+            version, monitor, sequence = item
+            try:
+                windows = monitor.observe(sequence.framing, len(sequence.prompt), sequence.prompt_nll)
+                self._on_windows(version, windows)
+            except Exception:  # monitoring must never stop serving: logged, and the next prompt goes on
+                logger.exception("monitoring a prompt failed")
+
+    def _on_windows(self, version: int, windows: list[WindowResult]) -> None:
+        for window in windows:
+            self.metrics.windows.labels(window.stream, str(window.alarm).lower()).inc()
+        if windows and self.guard is not None:
+            self.guard.on_windows(version, windows)
 
     def check_model(self, model: str) -> None:
         assert self.version is not None
@@ -209,13 +313,7 @@ def _prompt_ids(lm: LanguageModel, body: CompletionBody | ChatBody) -> list[int]
             raise ApiError(
                 400, "This model has no chat template; send a prompt to /v1/completions.", param="messages"
             )
-        ids = lm.tokenizer.apply_chat_template(
-            [m.model_dump() for m in body.messages],
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=False,
-        )
-        return [int(i) for i in (ids["input_ids"] if isinstance(ids, dict) else ids)]
+        return lm.encode_chat([m.model_dump() for m in body.messages])
     prompt = body.prompt
     if isinstance(prompt, list) and prompt and all(isinstance(p, int) for p in prompt):
         vocab = len(lm.tokenizer)
@@ -225,7 +323,7 @@ def _prompt_ids(lm: LanguageModel, body: CompletionBody | ChatBody) -> list[int]
     if isinstance(prompt, list) and len(prompt) != 1:
         raise ApiError(400, "One prompt per request (a list of one string, or a string).", param="prompt")
     text = prompt[0] if isinstance(prompt, list) else prompt
-    ids = list(lm.tokenizer(str(text))["input_ids"])
+    ids = lm.encode(str(text))
     if not ids:
         raise ApiError(400, "The prompt is empty.", param="prompt")
     return ids
@@ -265,8 +363,9 @@ def _sequence(
     if len(stop) > 4 or any(not s for s in stop):
         raise ApiError(400, "stop takes up to 4 non-empty strings.", param="stop")
     sequence = Sequence(
-        prompt=ids, max_tokens=max_tokens, emit=emit, temperature=body.temperature, stop=stop, seed=body.seed
-    )
+        prompt=ids, max_tokens=max_tokens, emit=emit, temperature=body.temperature, stop=stop, seed=body.seed,
+        framing="chat" if isinstance(body, ChatBody) else "completions",
+    )  # fmt: skip
     return engine, sequence
 
 
@@ -312,6 +411,26 @@ def create_llm_app(server: LanguageModelServer) -> FastAPI:
     @api.get("/metrics")
     async def metrics() -> Response:
         return Response(generate_latest(server.metrics.registry), media_type="text/plain; version=0.0.4")
+
+    @api.get("/monitor")
+    async def monitoring(n: int = 20) -> dict[str, Any]:
+        """The served version's monitoring: its line, and each framing's window size and last windows."""
+        with server._lock:
+            version, monitor = server.version, server.monitor
+        streams = {}
+        if monitor is not None:
+            streams = {
+                framing: {
+                    "window": monitor.window(framing),
+                    "windows": [w.to_dict() for w in monitor.recent(framing, max(0, min(n, 1000)))],
+                }
+                for framing in monitor.streams
+            }
+        return {
+            "version": version.ref if version else None,
+            "monitoring": server.monitoring,
+            "streams": streams,
+        }
 
     @api.get("/v1/models")
     async def models() -> dict[str, Any]:

@@ -3,8 +3,10 @@
 A :class:`Reference` holds, per example of the gating set (subsampled to ``max_rows``):
 
     inputs      a few input summaries: a table's columns, or per-image statistics (:func:`input_summaries`)
-    probs       predicted probabilities (softmax of the logits)
-    ood         OOD score, the negative of assay's energy score (``−logsumexp(logits)``): higher = more OOD
+    probs       predicted probabilities (softmax of the logits); None for a model without class outputs
+                (a language model's prompts: their statistics are the inputs, n_classes is 0)
+    ood         OOD score, the negative of assay's energy score (``−logsumexp(logits)``): higher = more OOD;
+                None with probs
     embeddings  penultimate-layer features, when the model exposes them
     labels      the true labels, when known (the gating set always has them)
 
@@ -48,8 +50,8 @@ class Reference:
     n_classes: int
     feature_names: tuple[str, ...]
     inputs: np.ndarray
-    probs: np.ndarray
-    ood: np.ndarray
+    probs: np.ndarray | None
+    ood: np.ndarray | None
     embeddings: np.ndarray | None
     labels: np.ndarray | None
     agreement: float | None = None
@@ -115,8 +117,8 @@ class Reference:
                 n_classes=int(meta["n_classes"]),
                 feature_names=tuple(str(n) for n in meta["feature_names"]),
                 inputs=arrays["inputs"],
-                probs=arrays["probs"],
-                ood=arrays["ood"],
+                probs=arrays.get("probs"),
+                ood=arrays.get("ood"),
                 embeddings=arrays.get("embeddings"),
                 labels=arrays.get("labels"),
                 agreement=None if meta.get("agreement") is None else float(meta["agreement"]),
@@ -136,12 +138,11 @@ class Reference:
         }
 
     def _arrays(self) -> dict[str, np.ndarray]:
-        arrays = {"inputs": self.inputs, "probs": self.probs, "ood": self.ood}
-        if self.embeddings is not None:
-            arrays["embeddings"] = self.embeddings
-        if self.labels is not None:
-            arrays["labels"] = self.labels
-        return arrays
+        arrays = {
+            "inputs": self.inputs, "probs": self.probs, "ood": self.ood,
+            "embeddings": self.embeddings, "labels": self.labels,
+        }  # fmt: skip
+        return {name: a for name, a in arrays.items() if a is not None}
 
 
 def _validate(ref: Reference) -> None:
@@ -154,10 +155,14 @@ def _validate(ref: Reference) -> None:
         raise DataError(
             f"Reference inputs have {ref.inputs.shape[1]} columns but {len(ref.feature_names)} feature names."
         )
-    if ref.probs.shape != (n, ref.n_classes) or ref.n_classes < 2:
+    if ref.probs is None:
+        if ref.ood is not None or ref.n_classes != 0:
+            raise DataError("A reference without class outputs has no OOD scores and n_classes 0.")
+    elif ref.probs.shape != (n, ref.n_classes) or ref.n_classes < 2:
         raise DataError(f"Reference probs must have shape ({n}, n_classes >= 2); got {ref.probs.shape}.")
-    if ref.ood.shape != (n,):
-        raise DataError(f"Reference OOD scores must have shape ({n},); got {ref.ood.shape}.")
+    elif ref.ood is None or ref.ood.shape != (n,):
+        got = None if ref.ood is None else ref.ood.shape
+        raise DataError(f"Reference OOD scores must have shape ({n},); got {got}.")
     if ref.embeddings is not None and (ref.embeddings.ndim != 2 or ref.embeddings.shape[0] != n):
         raise DataError(f"Reference embeddings must have shape ({n}, d); got {ref.embeddings.shape}.")
     if ref.labels is not None and ref.labels.shape != (n,):

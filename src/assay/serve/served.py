@@ -119,10 +119,14 @@ class MonitorSettings:
     seed: int = 0
 
 
-def monitoring_window(n_reference: int, requested: int | None, ref: str) -> tuple[int, str]:
+def monitoring_window(
+    n_reference: int, requested: int | None, ref: str, smallest: int = SMALLEST_CHOSEN_WINDOW
+) -> tuple[int, str]:
     """The monitor's window for a release reference of ``n_reference`` rows, and one line saying how it
     came about: ``requested`` (--window) when the reference can calibrate it, else 500, or a sixth of a
-    reference under 3,000 rows. A refusal names the flag and value to pass.
+    reference under 3,000 rows, if that is ``smallest`` or more (a classifier's default, the fewest
+    labelled rows the accuracy detector tests; a reference without labels may go down to the
+    detectors' own smallest window). A refusal names the flag and value to pass.
 
     Why a sixth. The calibration splits the reference into a comparison half and a calibration half, and
     scores windows drawn from the calibration half against the comparison half
@@ -151,26 +155,31 @@ def monitoring_window(n_reference: int, requested: int | None, ref: str) -> tupl
             )
         return requested, f"windows of {requested} examples (--window)"
     window = min(DEFAULT_WINDOW, n_reference // ROWS_PER_WINDOW_ROW)
-    if window >= SMALLEST_CHOSEN_WINDOW:
+    if window >= smallest:
         if window == DEFAULT_WINDOW:
             return window, f"windows of {window} examples (the default; --window to choose)"
         return window, (
             f"windows of {window} examples (a sixth of {ref}'s release reference of {n_reference} rows; "
             "--window to choose)"
         )
+    why = (
+        " (the fewest labelled rows the accuracy detector tests)"
+        if smallest == SMALLEST_CHOSEN_WINDOW
+        else ""
+    )
     raise UsageError(
         f"{ref}'s release reference has {n_reference} rows, too few for the smallest window assay chooses, "
-        f"{SMALLEST_CHOSEN_WINDOW} examples (the fewest labelled rows the accuracy detector tests), which "
-        f"needs {ROWS_PER_WINDOW_ROW * SMALLEST_CHOSEN_WINDOW} ({ROWS_PER_WINDOW_ROW} reference rows a "
-        f"window row). Pass {_window_flag(n_reference)}; or gate the version on a larger test split."
+        f"{smallest} examples{why}, which needs {ROWS_PER_WINDOW_ROW * smallest} ({ROWS_PER_WINDOW_ROW} "
+        f"reference rows a window row). Pass {_window_flag(n_reference, smallest)}; or gate the version on "
+        "a larger test split."
     )
 
 
-def _window_flag(n_reference: int) -> str:
+def _window_flag(n_reference: int, smallest: int = SMALLEST_CHOSEN_WINDOW) -> str:
     """What to pass to serve a reference of ``n_reference`` rows: the window assay would choose, else the
     largest window that keeps a sixth (too small for the accuracy detector), else no monitoring."""
     sixth = min(DEFAULT_WINDOW, n_reference // ROWS_PER_WINDOW_ROW)
-    if sixth >= SMALLEST_CHOSEN_WINDOW:
+    if sixth >= smallest:
         return f"--window {sixth}"
     if sixth >= SMALLEST_WINDOW:
         return (
