@@ -206,19 +206,26 @@ def test_the_search_gates_and_times_each_precision_and_keeps_the_frontier(tiny: 
     corpus = ("--corpus", tiny["corpus"], "--text", "text", "--target", "topic")
     code, _, err = invoke("llm", "import", "tiny", tiny["folder"], *corpus, *home)
     assert code == 0, err
-    code, out, err = invoke("llm", "search", "tiny@v1", "--precisions", "bf16,int8_weight_only_bf16", *home,
-                            "--json")  # fmt: skip
+    precisions = "bf16,int8_weight_only_bf16,gguf_q4_0"
+    code, out, err = invoke("llm", "search", "tiny@v1", "--precisions", precisions, *home, "--json")
     assert code in (0, 1), err
     result = json.loads(out)
     variants = {v["precision"]: v for v in result["variants"]}
-    assert variants.keys() == {"bf16", "int8_weight_only_bf16"}
-    assert [v["ref"] for v in result["variants"]] == ["tiny@v2", "tiny@v3"]
+    assert variants.keys() == {"bf16", "int8_weight_only_bf16", "gguf_q4_0"}
+    assert [v["ref"] for v in result["variants"]] == ["tiny@v2", "tiny@v3", "tiny@v4"]
+    gguf = variants.pop("gguf_q4_0")  # gated, not timed; its bytes as Q4_0 stores them
+    assert (
+        gguf["tokens_per_second"] is None
+        and gguf["run_id"] is not None
+        and gguf["ref"] not in result["frontier"]
+    )
+    assert gguf["weight_bytes"] < variants["int8_weight_only_bf16"]["weight_bytes"]
     for v in variants.values():
         assert v["tokens_per_second"] > 0 and v["run_id"] is not None and v["nll_per_token_delta"] is not None
     assert variants["bf16"]["weight_bytes"] < result["parent"]["weight_bytes"]
     passing = [v for v in result["variants"] if v["passed"]]
     assert set(result["frontier"]) <= {v["ref"] for v in passing}
-    faster = [v for v in passing if v["tokens_per_second"] > result["parent"]["tokens_per_second"]]
+    faster = [v for v in passing if (v["tokens_per_second"] or 0) > result["parent"]["tokens_per_second"]]
     assert code == (0 if faster else 1)
     assert result["best"] == (max(faster, key=lambda v: v["tokens_per_second"])["ref"] if faster else None)
 
@@ -232,6 +239,9 @@ def test_the_frontier_keeps_the_passing_variants_nothing_beats_on_both_axes() ->
         Point("m@v3", "a", True, 40.0, 300),  # fastest
         Point("m@v4", "b", True, 25.0, 100),  # smallest
         Point("m@v5", "c", False, 90.0, 50),  # fails the gate: never on the frontier
+        Point(
+            "m@v6", "gguf_q4_0", True, None, 20
+        ),  # passes, untimed (llama.cpp's): neither frontier nor best
     ]
     search = LanguageSearch(parent, variants)
     assert [p.ref for p in search.frontier] == ["m@v3", "m@v4"]

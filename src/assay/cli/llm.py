@@ -194,7 +194,11 @@ def llm_gate(
 def llm_quantize(
     ref: Annotated[str, typer.Argument(help="The fp32 language-model version to make a variant of.")],
     precision: Annotated[
-        str, typer.Option(help="bf16, int8_weight_only, int8_dynamic or int4_weight_only.")
+        str,
+        typer.Option(
+            help="bf16, int8_weight_only, int8_weight_only_bf16, int8_dynamic, int4_weight_only, or a "
+            "GGUF type gated for quality: gguf_q8_0, gguf_q5_1, gguf_q5_0, gguf_q4_1, gguf_q4_0."
+        ),
     ] = "int8_weight_only",
     home: HomeOpt = None,
     json_out: JsonOpt = False,
@@ -255,14 +259,15 @@ def llm_search(
             nll = _interval(p.nll_per_token_delta, "{:+.4f}")
             acc = _interval(p.accuracy_delta, "{:+.1%}")
             mark = " *" if p.ref in frontier else ""
-            table.add_row(escape(p.ref + mark), p.precision, gate, nll, acc, f"{p.tokens_per_second:.1f}",
+            rate = "llama.cpp" if p.tokens_per_second is None else f"{p.tokens_per_second:.1f}"
+            table.add_row(escape(p.ref + mark), p.precision, gate, nll, acc, rate,
                           f"{p.weight_bytes / 2**20:.1f}")  # fmt: skip
         out.print(table)
         verdict = "No passing variant decodes faster than the parent."
         if best is not None:
             verdict = (
-                f"Fastest passing: {escape(best.ref)} at {best.tokens_per_second:.1f} tok/s against the "
-                f"parent's {result.parent.tokens_per_second:.1f}."
+                f"Fastest passing: {escape(best.ref)} at {best.tokens_per_second or 0:.1f} tok/s against the "
+                f"parent's {result.parent.tokens_per_second or 0:.1f}."
             )
         out.print(f"* on the frontier of passing variants (tokens/s, weight bytes). {verdict}")
     if best is None:

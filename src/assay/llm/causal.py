@@ -36,11 +36,15 @@ import torch
 from torch import nn
 
 from assay.errors import DataError, MissingExtraError, UsageError
+from assay.llm.gguf_types import GGUF_PRECISIONS
 from assay.models.adapters import hf
 from assay.models.adapters.files import copy_into, inside, sha256_file, versions_of
 
 GENERATION_CONFIG = "generation_config.json"
-PRECISIONS = ("fp32", "bf16", "int8_weight_only", "int8_weight_only_bf16", "int8_dynamic", "int4_weight_only")
+PRECISIONS = (
+    "fp32", "bf16", "int8_weight_only", "int8_weight_only_bf16", "int8_dynamic", "int4_weight_only",
+    *GGUF_PRECISIONS,
+)  # fmt: skip
 TORCHAO_PRECISIONS = ("int8_weight_only", "int8_dynamic", "int4_weight_only")  # assay.models.backends
 GGUF_SUFFIX = ".gguf"
 
@@ -265,6 +269,10 @@ def with_precision(model: nn.Module, precision: str) -> nn.Module:
         from assay.llm.int8 import quantize_int8_weights
 
         return quantize_int8_weights(model)
+    if precision in GGUF_PRECISIONS:
+        from assay.llm.gguf_types import round_trip
+
+        return round_trip(model, precision)
     if precision in TORCHAO_PRECISIONS:
         from assay.models.backends import quantize_torchao
 

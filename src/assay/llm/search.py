@@ -1,6 +1,7 @@
 """The variants of a language model as one search: each precision registered as a variant, gated against
 the parent on the same documents and task items, its decoding timed, and the frontier of the passing ones
-by tokens per second and weight bytes.
+by tokens per second and weight bytes. A GGUF type (``gguf_q4_0`` and the like, :mod:`assay.llm.gguf_types`)
+is gated but not timed: it runs in llama.cpp, and its weight bytes are the type's.
 
 The parent is scored once; each variant's gate is recorded as a run (and lets ``assay models promote``
 move an alias to it) as ``assay llm gate`` records it. Decoding is timed as ``benchmarks/llm_decode.py``
@@ -21,6 +22,7 @@ from assay.data import DataSpec
 from assay.gate import Policy
 from assay.llm import causal
 from assay.llm.decoding import GreedyDecoder, weight_bytes_read
+from assay.llm.gguf_types import GGUF_PRECISIONS, stored_bytes
 from assay.llm.release import (
     LANGUAGE_MODEL_POLICY,
     assess_language_model,
@@ -47,7 +49,7 @@ class Point:
     ref: str
     precision: str
     passed: bool | None
-    tokens_per_second: float
+    tokens_per_second: float | None  # None: not run by assay (a GGUF type runs in llama.cpp)
     weight_bytes: int
     nll_per_token_delta: tuple[float, float, float] | None = None  # value, low, high
     accuracy_delta: tuple[float, float, float] | None = None
@@ -64,22 +66,20 @@ class LanguageSearch:
 
     @property
     def frontier(self) -> list[Point]:
-        """The passing variants no other passing one beats on both tokens/s and weight bytes."""
-        passing = [p for p in self.variants if p.passed]
+        """The passing timed variants no other one beats on both tokens/s and weight bytes."""
+        passing = [(p, p.tokens_per_second) for p in self.variants if p.passed and p.tokens_per_second]
         return [
-            p for p in passing
-            if not any(q.tokens_per_second >= p.tokens_per_second and q.weight_bytes <= p.weight_bytes
-                       and (q.tokens_per_second, q.weight_bytes) != (p.tokens_per_second, p.weight_bytes)
-                       for q in passing)
+            p for p, rate in passing
+            if not any(r >= rate and q.weight_bytes <= p.weight_bytes
+                       and (r, q.weight_bytes) != (rate, p.weight_bytes) for q, r in passing)
         ]  # fmt: skip
 
     @property
     def best(self) -> Point | None:
         """The fastest passing variant, if it decodes faster than the parent."""
-        faster = [
-            p for p in self.variants if p.passed and p.tokens_per_second > self.parent.tokens_per_second
-        ]
-        return max(faster, key=lambda p: p.tokens_per_second, default=None)
+        parent = self.parent.tokens_per_second or 0.0
+        faster = [p for p in self.variants if p.passed and (p.tokens_per_second or 0.0) > parent]
+        return max(faster, key=lambda p: p.tokens_per_second or 0.0, default=None)
 
     def to_dict(self) -> dict[str, Any]:
         best = self.best
@@ -156,4 +156,6 @@ def search_language_model(
 
 
 def _point(version: VersionInfo, lm: causal.LanguageModel, passed: bool | None, *deltas: Any) -> Point:
+    if lm.precision in GGUF_PRECISIONS:  # rounded to the type, run in float32: llama.cpp's speed, not ours
+        return Point(version.ref, lm.precision, passed, None, stored_bytes(lm.model, lm.precision), *deltas)
     return Point(version.ref, lm.precision, passed, decode_rate(lm), weight_bytes_read(lm.model), *deltas)
