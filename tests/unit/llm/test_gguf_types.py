@@ -73,3 +73,26 @@ def test_every_type_loads_as_a_precision_and_coarser_types_move_the_logits_more(
             errors[precision] = float((got - want).abs().mean())
     assert errors["gguf_q8_0"] < errors["gguf_q5_0"] < errors["gguf_q4_0"]
     assert errors["gguf_q5_1"] < errors["gguf_q4_1"]
+
+
+def test_the_smollm2_files_own_tensors_are_fixed_points_of_their_types() -> None:
+    """llama.cpp wrote SmolLM2's file: its Q4_1 and Q8_0 tensors, dequantized and rounded again through
+    the same type, come back bit for bit, so the rounding here is llama.cpp's."""
+    from gguf import GGUFReader, quants
+
+    from assay.errors import UsageError
+    from assay.llm.causal import packaged_smollm2
+
+    try:
+        path = packaged_smollm2()
+    except UsageError as e:
+        pytest.skip(str(e))
+    seen = set()
+    for tensor in GGUFReader(str(path)).tensors:
+        qtype = tensor.tensor_type
+        if qtype.name not in ("Q4_1", "Q8_0") or qtype.name in seen:
+            continue
+        seen.add(qtype.name)
+        w = quants.dequantize(tensor.data, qtype).astype(np.float32)
+        np.testing.assert_array_equal(quants.dequantize(quants.quantize(w, qtype), qtype), w)
+    assert seen == {"Q4_1", "Q8_0"}
