@@ -134,3 +134,29 @@ def test_serving_a_corpus_too_small_to_monitor_says_so_and_what_to_pass(tmp_path
     result = CliRunner().invoke(app, ["serve", "tiny", "--home", str(tmp_path / "home")])
     assert result.exit_code == 2 and "Traceback" not in result.stderr
     assert "18 rows" in result.stderr and "--no-monitor" in result.stderr
+
+
+def test_a_rollback_decided_before_a_crash_is_carried_out_when_the_server_starts(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    ws = two_versions(tmp_path)
+    now = datetime.now(UTC)
+    due = ws.store.open_incident(
+        "tiny", "production", 2, detector="features", statistic=9.0, threshold=4.0, window=3,
+        window_start=now, window_end=now, rollback_after=1,
+        detection={"window": 3, "stream": "completions", "alarms": ["features"], "detectors": {}},
+    )  # fmt: skip
+    assert due.action == "rollback_due"  # the process died before it rolled back
+    config = LanguageServeConfig(monitor=MonitorSettings(window=WINDOW))
+    server = LanguageModelServer(ws, "tiny", "production", config)
+    try:
+        import threading
+
+        loading = threading.Thread(target=server.load, daemon=True)  # a deadlock fails, not hangs
+        loading.start()
+        loading.join(timeout=120)
+        assert not loading.is_alive(), "loading never finished (the recovery's reload deadlocked)"
+        assert server.version is not None and server.version.ref == "tiny@v1"
+        assert ws.store.list_incidents("tiny")[0].action == "rolled_back"
+    finally:
+        server.stop()

@@ -213,7 +213,9 @@ class LanguageModelServer:
         self.monitoring = "not monitored (--no-monitor)"
         self._retired: list[Engine] = []
         self._lock = threading.Lock()
-        self._loading = threading.Lock()  # the poll and a rollback may both load
+        # the poll and a rollback may both load; re-entrant, as the first load's recovery of a rollback
+        # decided before a crash loads the version rolled back to from inside it
+        self._loading = threading.RLock()
         self.guard: RollbackGuard | None = None
         self._prompts: queue.SimpleQueue[tuple[int, PromptMonitor, Sequence] | None] = queue.SimpleQueue()
         self._monitor_thread: threading.Thread | None = None
