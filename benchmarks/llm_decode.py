@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from assay.cost.machine import memory_bandwidth
 from assay.env import cpu_info, package_versions
 from assay.llm import causal
-from assay.llm.decoding import DecodeTiming, GreedyDecoder, Roofline, memory_bandwidth, roofline
+from assay.llm.decoding import DecodeTiming, GreedyDecoder, Roofline, roofline
 
 PROMPT = (
     "The man who goes alone can start today; but he who travels with another must wait till that other "

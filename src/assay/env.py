@@ -45,6 +45,15 @@ def cpu_info() -> dict[str, Any]:
     return {"model": model, "flags": [f for f in CPU_FLAGS if f in flags], "logical_cores": os.cpu_count()}
 
 
+WATTS_PER_CORE = 10.0  # a server core under full load: TDP / cores for current x86 parts
+
+
+def watts_per_core() -> float:
+    """The power figure assay estimates a busy core's draw with where nothing measures it:
+    ``ASSAY_WATTS_PER_CORE`` from the environment, else ``WATTS_PER_CORE``."""
+    return float(os.environ.get("ASSAY_WATTS_PER_CORE", WATTS_PER_CORE))
+
+
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where bf16 autocast pays off."""
     flags = cpu_info()["flags"]

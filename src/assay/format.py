@@ -255,6 +255,27 @@ def trim(x: float, decimals: int) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+def significant(x: float, digits: int = 3) -> str:
+    """``x`` to ``digits`` significant figures in positional notation: ``significant(1.613e-5)`` ->
+    ``"0.0000161"`` (a cost per 1,000 inferences is often a few millionths of a dollar)."""
+    if x == 0:
+        return "0"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(x))))
+    return f"{x:,.{decimals}f}"
+
+
+def format_usd(value: Any) -> str:
+    """``"$0.0000161"``: US dollars to 3 significant figures."""
+    x = _finite(value)
+    return DASH if x is None else f"${significant(x)}"
+
+
+def format_wh(value: Any) -> str:
+    """``"0.0139 Wh"``: watt-hours to 3 significant figures."""
+    x = _finite(value)
+    return DASH if x is None else f"{significant(x)} Wh"
+
+
 def format_duration(seconds: Any) -> str:
     x = _finite(seconds)
     if x is None:

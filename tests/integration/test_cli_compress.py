@@ -32,9 +32,27 @@ def test_compress_then_list_variants(tmp_path: Path) -> None:
     # A variant's gate status is its verdict: promoting a passed one works like any gated version.
     code, _, stderr = invoke("models", "promote", onnx["version"])
     assert code == 0, stderr
+    # What the search's models cost: this machine's figures are its timings priced, the rest projected.
+    cost = ok_json("cost", "digits")
+    assert cost["search"] == doc["json"]
+    assert [t["method"] for t in cost["targets"]] == ["measured"] + ["projected"] * (len(cost["targets"]) - 1)
+    assert len(cost["targets"]) >= 3
+    local = cost["targets"][0]
+    root_b1 = cost["rows"][0]["costs"]["this machine"]["b1"]
+    latency_s = doc["root"]["metrics"]["latency_p50_b1"]["value"] / 1e3
+    assert root_b1["usd"] == pytest.approx(1000 * latency_s / 3600 * local["usd_per_hour"])
+    assert all(r["costs"]["raspberry-pi-5"]["b1"]["method"] == "projected" for r in cost["rows"])
+    assert cost["cheapest"]["this machine"]["b1"] in {
+        "root",
+        *(t["key"] for t in doc["trials"] if t["status"] == "passed"),
+    }
+    code, stdout, stderr = invoke("cost", "digits@v1", "--search", doc["json"])
+    assert code == 0, stderr
+    assert "USD per 1,000 inferences at batch 1" in stdout and "cheapest passing model per target" in stdout
+    assert "raspberry-pi-5" in stdout and "never measured there" in stdout
 
 
-def test_compress_bad_arguments_exit_2() -> None:
+def test_compress_bad_arguments_exit_2(tmp_path: Path) -> None:
     ok_json(*TRAIN)
     code, _, stderr = invoke("compress", "digits@v1", "--only", "no_such_candidate")
     assert code == 2 and "unknown candidates ['no_such_candidate']" in stderr and "Traceback" not in stderr
@@ -44,6 +62,14 @@ def test_compress_bad_arguments_exit_2() -> None:
     assert code == 2 and "No model named 'nosuch'" in stderr
     code, stdout, _ = invoke("variants", "list", "digits")
     assert code == 0 and "no compressed variants yet" in stdout
+    code, _, stderr = invoke("cost", "digits")
+    assert code == 2 and "No compression search of digits in " in stderr and "Traceback" not in stderr
+    code, _, stderr = invoke("cost", "nosuch")
+    assert code == 2 and "No model named 'nosuch'" in stderr
+    bad = tmp_path / "targets.toml"
+    bad.write_text("schema = 1\n")
+    code, _, stderr = invoke("cost", "digits", "--targets", str(bad))
+    assert code == 2 and f"{bad}: 'defaults': Field required (got {{'schema': 1}})" in stderr
 
 
 LENIENT = """

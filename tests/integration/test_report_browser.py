@@ -78,9 +78,11 @@ def test_compression_report_renders_in_the_browser(tmp_path: Path) -> None:
     page = write_compression_report(compression_document(tmp_path), tmp_path, "compress").html
     result = run_chromium(tmp_path, "--dump-dom", page.as_uri())
     assert result.returncode == 0, result.stderr[-2000:]
-    for section_id in ("summary", "frontier", "trials", "hardware"):
+    for section_id in ("summary", "frontier", "trials", "cost", "hardware"):
         assert f'<section id="{section_id}"' in result.stdout
-    assert len(re.findall(r"<svg\b[^>]*\bclass=\"plot\"", result.stdout)) == 4
+    assert len(re.findall(r"<svg\b[^>]*\bclass=\"plot\"", result.stdout)) == 5
+    cost = result.stdout[result.stdout.index('<section id="cost"') :].split("</section>")[0]
+    assert cost.count("<tr>") >= 1 + 5 and "projected" in cost and "aws-g4dn.xlarge" in cost
     png = tmp_path / "compress.png"
     result = run_chromium(tmp_path, f"--screenshot={png}", page.as_uri())
     assert result.returncode == 0, result.stderr[-2000:]

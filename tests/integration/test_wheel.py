@@ -72,6 +72,7 @@ def test_wheel_holds_every_package_file(tmp_path: Path) -> None:
         "assay/report/templates/style.css",
         "assay/serve/templates/dashboard.html.j2",
         "assay/data/audit/templates/audit.html.j2",
+        "assay/cost/targets.toml",
     ):
         assert needed in names
     in_tree = {

@@ -7,12 +7,12 @@ User errors print one line, never a traceback. ``--json`` prints the result docu
     common.py     what every command shares (consoles, options, errors, JSON, tables)
     commands.py   demo, run, train, eval, gate, report, policy, models ...
     data.py       assay data ...          trust.py     assay trust
-    serve.py      assay serve, incidents  compress.py  assay compress, variants
+    serve.py      assay serve, incidents  compress.py  assay compress, variants, cost
     llm.py        assay llm ...
 """
 
 from assay.cli.commands import app
-from assay.cli.compress import compress_cmd, variants_app
+from assay.cli.compress import compress_cmd, cost_cmd, variants_app
 from assay.cli.data import data_app
 from assay.cli.llm import llm_app
 from assay.cli.serve import incidents_app, serve_cmd
@@ -24,6 +24,7 @@ app.command("serve")(serve_cmd)
 app.add_typer(incidents_app, name="incidents")
 app.command("compress")(compress_cmd)
 app.add_typer(variants_app, name="variants")
+app.command("cost")(cost_cmd)
 app.add_typer(llm_app, name="llm")
 
 

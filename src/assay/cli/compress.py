@@ -1,5 +1,5 @@
-"""``assay compress MODEL`` and ``assay variants list MODEL``: the compression search (see
-:mod:`assay.compress`) and the variants it registered.
+"""``assay compress MODEL``, ``assay variants list MODEL`` and ``assay cost MODEL``: the compression search
+(see :mod:`assay.compress`), the variants it registered, and what they cost per 1,000 inferences.
 
 Exit codes as everywhere: 0 a variant passed and improves on the parent for the objective, 1 none did
 (the search says which came closest), 2 bad arguments or data (one line), 130 interrupted (the search
@@ -130,6 +130,83 @@ def _variants_table(trials: list[dict[str, Any]], root: dict[str, Any] | None, o
         ]  # fmt: skip
         table.add_row(*(escape(cell) for cell in cells))
     return table
+
+
+@friendly
+def cost_cmd(
+    model: Annotated[
+        str, typer.Argument(help="A model name (its newest search) or ref (that version's newest search).")
+    ],
+    targets: Annotated[
+        Path | None,
+        typer.Option(help="Target catalogue TOML (default: the one assay ships, whose path `--json` shows)."),
+    ] = None,
+    search: Annotated[
+        Path | None, typer.Option(help="A compression search's JSON document, instead of the newest.")
+    ] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Cost and energy per 1,000 inferences of MODEL's compression search variants: measured on this
+    machine, projected on every catalogue target; and the cheapest passing variant per target."""
+    import json
+
+    from assay.compress import latest_search, search_cost
+    from assay.cost import load_catalogue
+
+    catalogue = load_catalogue(targets)
+    if search is not None:
+        try:
+            document = json.loads(search.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--search {search}: not a readable JSON document ({e}).") from None
+        path = search
+    else:
+        path, document = latest_search(workspace(home), model)
+    table = search_cost(document, catalogue)
+    if json_out:
+        emit_json({"model": model, "search": str(path), **table})
+        return
+    out.print(escape(f"search: {path}"), highlight=False, soft_wrap=True)
+    for mode, words in (("b1", "batch 1"), ("batch", "the throughput batch")):
+        out.print(_cost_table(table, mode, f"USD per {table['per']:,} inferences at {words}"))
+    out.print(_cheapest_table(table))
+    out.print("projected: carried from this machine's timings by a roofline model, never measured there:")
+    for line in table["assumptions"]:
+        out.print(escape(f"  - {line}"), highlight=False, soft_wrap=True)
+
+
+def _cost_table(table: dict[str, Any], mode: str, title: str) -> Table:
+    from assay.format import format_usd
+
+    grid = Table(title=title)
+    grid.add_column("model", overflow="fold")
+    grid.add_column("gate")
+    for t in table["targets"]:
+        grid.add_column(f"{t['name']}\n({t['method']})", justify="right")
+    for row in table["rows"]:
+        cells = [format_usd(row["costs"][t["name"]].get(mode, {}).get("usd")) for t in table["targets"]]
+        grid.add_row(escape(row["key"]), row["status"], *cells)
+    return grid
+
+
+def _cheapest_table(table: dict[str, Any]) -> Table:
+    from assay.format import format_usd, format_wh
+
+    rows = {r["key"]: r for r in table["rows"]}
+    cheapest = Table(title=f"cheapest passing model per target, per {table['per']:,} inferences")
+    for column in ("target", "batch 1", "USD", "Wh", "throughput batch", "USD ", "Wh "):
+        cheapest.add_column(
+            column, justify="left" if column in ("target", "batch 1", "throughput batch") else "right"
+        )
+    for t in table["targets"]:
+        cells = [t["name"]]
+        for mode in ("b1", "batch"):
+            key = table["cheapest"][t["name"]][mode]
+            c = rows[key]["costs"][t["name"]][mode] if key else {}
+            cells += [escape(key or "-"), format_usd(c.get("usd")), format_wh(c.get("wh"))]
+        cheapest.add_row(*cells)
+    return cheapest
 
 
 @variants_app.command("list")

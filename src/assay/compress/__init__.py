@@ -6,7 +6,8 @@ compressors (registered plugins: COMPRESSORS)     quantize.py  onnx_fp32, ort_dy
                                                   distill.py   distill
 text.py     TEXT_COMPRESSORS for Hugging Face text classifiers: onnx_fp32, ort_dynamic_int8 (and the
             "ORT defaults" anchor), ort_static_int8, bf16, torchao
-search.py   the accuracy-aware search: plan -> build -> evaluate -> gate -> register, Pareto frontier
+search.py   the accuracy-aware search: plan -> build -> evaluate -> gate -> register, Pareto frontier,
+            and the cost of its models per 1,000 inferences on every target (assay.cost)
 hardware.py FLOPs and the instruction set's peak ratios, for flagging implausible speedups
 """
 
@@ -19,7 +20,9 @@ from assay.compress.search import (
     SearchResult,
     compress,
     default_plan,
+    latest_search,
     list_variants,
+    search_cost,
 )
 
 __all__ = [
@@ -33,5 +36,7 @@ __all__ = [
     "Skipped",
     "compress",
     "default_plan",
+    "latest_search",
     "list_variants",
+    "search_cost",
 ]

@@ -21,6 +21,7 @@ along a chain. Its lineage names the model it was built from as parent, and the 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -43,8 +44,10 @@ from assay.compress.text import (
     text_flops,
 )
 from assay.compress.text import layer_sensitivity as text_layer_sensitivity
+from assay.cost import Catalogue, Machine, cost_table, load_catalogue
+from assay.cost.machine import measure_machine
 from assay.env import environment
-from assay.errors import AssayError, UsageError
+from assay.errors import AssayError, NotFoundError, UsageError
 from assay.evaluate import Assessment
 from assay.format import format_delta, format_interval
 from assay.gate import Policy
@@ -230,6 +233,8 @@ def _point(assessment: Assessment) -> dict[str, dict[str, Any]]:
     for m in assessment.measurements:
         if m.name in POINT_METRICS and m.status == "ok" and m.value is not None:
             out[m.name] = {"value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high, "unit": m.unit}
+            if "batch_size" in m.details:  # a timing: the batch it was taken at (the cost table's)
+                out[m.name]["batch_size"] = m.details["batch_size"]
     return out
 
 
@@ -432,6 +437,7 @@ class Search:
         progress: bool = False,
         out_dir: Path | None = None,
         on_trial: Callable[[Trial], None] | None = None,
+        targets: Catalogue | None = None,
     ) -> None:
         if objective not in OBJECTIVES:
             raise UsageError(f"Unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}.")
@@ -440,6 +446,7 @@ class Search:
         self.finetune_epochs, self.progress = finetune_epochs, progress
         self.out_dir = out_dir or ws.reports_dir
         self.on_trial = on_trial
+        self.catalogue = targets or load_catalogue()  # the cost table's targets, read before any work
         self.trials: list[Trial] = []
         self.root_point: dict[str, Any] | None = None  # set by run(), once the root is measured
         self._text_flops: dict[str, int] = {}  # TextSource.key() -> FLOPs
@@ -493,6 +500,7 @@ class Search:
             )
         )
         self.root_notes = [n for n in [busy_machine()] if n]
+        self.machine = measure_machine()  # the rates the cost table projects these timings with
         self.baseline = self._assess(self.root, loaded)
         self.root_point = {
             "key": "root",
@@ -741,6 +749,8 @@ class Search:
             "best": outcome.best,
             "outcome": asdict(outcome),
             "frontier": {axis: pareto_front(points, axis) for axis in COST_AXES},
+            "machine": self.machine.to_dict(),
+            "cost": cost_table(points, self.catalogue, self.machine) if root else None,
             "started_at": self.started_at,
             "updated_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
             "environment": environment(),
@@ -755,6 +765,41 @@ class Search:
 def compress(ws: Workspace, ref: str, policy: Policy, **options: Any) -> SearchResult:
     """``assay compress``: search variants of ``ref`` under ``policy``; see :class:`Search` for options."""
     return Search(ws, ref, policy, **options).run()
+
+
+def latest_search(ws: Workspace, model: str, folder: Path | None = None) -> tuple[Path, dict[str, Any]]:
+    """The newest compression search document of ``model`` (a name: any of its versions; a ref: that
+    version) in ``folder`` (default: the workspace's reports), and its path."""
+    versions = [ws.store.resolve(model)] if "@" in model else ws.store.list_versions(model)
+    wanted = {v.ref for v in versions}
+    found = []
+    for path in Path(folder or ws.reports_dir).glob("compress-*.json"):
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not a search document (or being replaced): the others still count
+        if doc.get("kind") == "compression" and (doc.get("root") or {}).get("version") in wanted:
+            found.append((str(doc.get("updated_at", "")), path, doc))
+    if not found:
+        raise NotFoundError(
+            f"No compression search of {model} in {folder or ws.reports_dir}; run `assay compress {model}` "
+            "first (or pass --search FILE for a search document written elsewhere)."
+        )
+    _, path, doc = max(found, key=lambda f: (f[0], str(f[1])))
+    return path, doc
+
+
+def search_cost(document: dict[str, Any], catalogue: Catalogue | None = None) -> dict[str, Any]:
+    """The cost table of a search document on ``catalogue``'s targets (default: assay's), projected from
+    the rates of the machine that timed the search (recorded in the document)."""
+    if not document.get("machine") or not document.get("root"):
+        raise UsageError(
+            "This search document records no machine rates (written by an older assay, or before the "
+            "parent was measured); run `assay compress` again to cost its variants."
+        )
+    evaluated = [t for t in document["trials"] if t["status"] in ("passed", "failed")]
+    return cost_table([document["root"], *evaluated], catalogue or load_catalogue(),
+                      Machine.from_dict(document["machine"]))  # fmt: skip
 
 
 def list_variants(ws: Workspace, name: str) -> list[dict[str, Any]]:

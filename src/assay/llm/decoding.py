@@ -23,8 +23,6 @@ from torch import nn
 
 from assay.llm.causal import LanguageModel, weight_bytes
 
-BANDWIDTH_BUFFER_MIB = 512  # well past every cache level of the machines assay runs on
-
 
 @dataclass(frozen=True)
 class DecodeTiming:
@@ -142,19 +140,6 @@ def bytes_per_token(lm: LanguageModel, context: int) -> int:
     """What a batch-1 decode step reads at ``context`` tokens: the weights (:func:`weight_bytes_read`) and
     the KV cache."""
     return weight_bytes_read(lm.model) + kv_cache_bytes(lm, context)
-
-
-def memory_bandwidth(mib: int = BANDWIDTH_BUFFER_MIB, repeats: int = 7) -> float:
-    """The machine's read bandwidth (bytes/s) with torch's threads: the best of ``repeats`` sums of a
-    float32 buffer of ``mib`` MiB, each of which reads the whole buffer once from memory."""
-    buffer = torch.ones(mib * 2**20 // 4, dtype=torch.float32)
-    buffer.sum()  # pages touched before timing
-    best = float("inf")
-    for _ in range(repeats):
-        begin = time.perf_counter()
-        buffer.sum()
-        best = min(best, time.perf_counter() - begin)
-    return buffer.numel() * 4 / best
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,15 @@ from typing import Any
 
 from markupsafe import Markup
 
-from assay.format import DASH, format_delta, format_duration, format_interval, format_value
+from assay.format import (
+    DASH,
+    format_delta,
+    format_duration,
+    format_interval,
+    format_usd,
+    format_value,
+    format_wh,
+)
 from assay.report import plots
 from assay.report.render import ReportPaths, _json, template_environment, to_json_safe, write_pair
 
@@ -170,6 +178,80 @@ def _figures(doc: Mapping[str, Any], here: Path) -> list[tuple[str, Markup]]:
     return out
 
 
+COST_MODES = {"b1": "batch 1", "batch": "the throughput batch"}
+LOCAL_TARGET = "this machine"  # the cost table's name for the machine that timed the models
+
+
+def _cost_figure(cost: Mapping[str, Any], doc: Mapping[str, Any], here: Path) -> tuple[str, Markup] | None:
+    """Accuracy against the cost per 1,000 inferences on this machine at batch 1 (the cost axis)."""
+    points = {p["key"]: p for p in [doc.get("root") or {}, *doc["trials"]] if p}
+    front = set(cost["frontier"][LOCAL_TARGET]["b1"])
+    series = [
+        plots.ParetoPoint(
+            label="parent" if r["key"] == "root" else r["key"],
+            cost=float(r["costs"][LOCAL_TARGET]["b1"]["usd"]),
+            accuracy=float(r["accuracy"]),
+            ci_low=float(points[r["key"]]["metrics"]["accuracy"]["ci_low"]),
+            ci_high=float(points[r["key"]]["metrics"]["accuracy"]["ci_high"]),
+            status="root" if r["key"] == "root" else str(r["status"]),
+            on_front=r["key"] in front,
+            url=_link(points[r["key"]], here) or None,
+        )
+        for r in cost["rows"]
+        if r["accuracy"] is not None and "b1" in r["costs"][LOCAL_TARGET]
+    ]
+    if not series:
+        return None
+    title = f"cost per {cost['per']:,} inferences on this machine at batch 1 (USD)"
+    svg = plots.pareto_svg(series, key="pareto-cost", title=f"Accuracy against {title}", xlabel=title)
+    return f"Accuracy against {title}", Markup(svg)
+
+
+def _cost(doc: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The cost section: the cheapest passing model per target, then every model on every target."""
+    cost = doc.get("cost")
+    if not cost:
+        return None
+    rows = {r["key"]: r for r in cost["rows"]}
+
+    def cell(key: str | None, target: str, mode: str) -> dict[str, str]:
+        c = rows[key]["costs"][target].get(mode) if key else None
+        if not c:
+            return {"key": DASH, "usd": DASH, "wh": DASH, "ms": DASH, "method": ""}
+        return {
+            "key": key or DASH,
+            "usd": format_usd(c["usd"]),
+            "wh": format_wh(c["wh"]),
+            "ms": format_value(c["ms_per_call"], "latency_p50_b1", "ms"),
+            "method": c["method"] + (f", {c['bound']}-bound" if c.get("bound") else ""),
+        }
+
+    targets = cost["targets"]
+    return {
+        "per": f"{cost['per']:,}",
+        "modes": COST_MODES,
+        "targets": [
+            {**t, "usd_per_hour": format_usd(t["usd_per_hour"]), "watts": f"{t['watts']:g} W"}
+            for t in targets
+        ],
+        "cheapest": [
+            {
+                "target": t["name"],
+                **{m: cell(cost["cheapest"][t["name"]][m], t["name"], m) for m in COST_MODES},
+            }
+            for t in targets
+        ],
+        "grid": {
+            mode: [
+                {"key": key, "status": r["status"], "cells": [cell(key, t["name"], mode) for t in targets]}
+                for key, r in rows.items()
+            ]
+            for mode in COST_MODES
+        },
+        "assumptions": cost["assumptions"],
+    }
+
+
 def _summary(doc: Mapping[str, Any]) -> dict[str, Any]:
     trials = doc["trials"]
     counts = {s: sum(t["status"] == s for t in trials) for s in ("passed", "failed", "skipped", "error")}
@@ -215,6 +297,8 @@ def render_compression_html(document: Mapping[str, Any], here: Path) -> str:
     doc = to_json_safe(document)
     root = doc.get("root")
     rows = [_row(t, root, doc["frontier"], here) for t in doc["trials"]]
+    figures = _figures(doc, here)
+    cost_figure = _cost_figure(doc["cost"], doc, here) if doc.get("cost") else None
     return (
         template_environment()
         .get_template("compression.html.j2")
@@ -228,7 +312,8 @@ def render_compression_html(document: Mapping[str, Any], here: Path) -> str:
             if root
             else None,
             rows=rows,
-            figures=_figures(doc, here),
+            figures=figures + ([cost_figure] if cost_figure else []),
+            cost=_cost(doc),
             hardware=_hardware(doc),
             policy=doc["policy"],
         )

@@ -17,6 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from assay.env import watts_per_core
+
 RAPL_ROOT = Path("/sys/class/powercap")
 
 
@@ -78,7 +80,7 @@ class EnergyMeter:
             method: Literal["measured", "estimated"] = "measured"
             source = "RAPL package counters (whole CPU package, not only this process)"
         else:
-            watts = float(os.environ.get("ASSAY_WATTS_PER_CORE", 10.0))
+            watts = watts_per_core()
             joules, method = cpu * watts, "estimated"
             source = f"process CPU time x {watts:g} W per core (RAPL counters not readable)"
         return EnergyReading(joules, method, source, wall, cpu, joules / 3.6e6 * grid, grid)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
+from assay.cost import Machine, cost_table, load_catalogue
 from assay.data.sources import FASHION_MNIST_CLASSES
 from assay.measurement import Measurement
 
@@ -685,6 +686,7 @@ def _trial_point(
                 "ci_low": latency * 38,
                 "ci_high": latency * 42,
                 "unit": "ms",
+                "batch_size": 256,
             },
             "size_on_disk": {"value": size, "ci_low": None, "ci_high": None, "unit": "bytes"},
             "peak_memory": {"value": 12.0, "ci_low": 11.0, "ci_high": 13.0, "unit": "MiB"},
@@ -722,6 +724,10 @@ def compression_document(out_dir: Path) -> dict[str, Any]:
         ),
         {**skipped, "metrics": {}},
     ]  # fmt: skip
+    machine = Machine(
+        gflops={"fp32": 130.0, "bf16": 330.0, "int8": 600.0}, bandwidth_gb_s=52.0, clock_ghz=2.6, threads=2
+    )
+    evaluated = [t for t in trials if t["status"] in ("passed", "failed")]
     return {
         "schema": "assay.compression/1",
         "kind": "compression",
@@ -741,6 +747,8 @@ def compression_document(out_dir: Path) -> dict[str, Any]:
             "size_on_disk": ["root", "pruned50+ort_static_int8"],
             "peak_memory": ["root"],
         },
+        "machine": machine.to_dict(),
+        "cost": cost_table([root, *evaluated], load_catalogue(), machine),
         "started_at": "2026-12-01T15:00:00+00:00",
         "updated_at": "2026-12-01T15:10:00+00:00",
         "environment": {"cpu": {"model": "AMD EPYC", "flags": ["avx2"], "torch_threads": 2},

@@ -17,12 +17,29 @@ def test_page_shows_best_frontier_and_every_trial(tmp_path: Path) -> None:
     doc = compression_document(tmp_path)
     html = render_compression_html(doc, tmp_path)
     assert "Best passing variant for latency_b1: pruned50+ort_static_int8" in html
-    assert len(re.findall(r'<svg class="plot"', html)) == 4  # one Pareto plot per cost axis
+    assert len(re.findall(r'<svg class="plot"', html)) == 5  # one Pareto plot per cost axis, and money
     for trial in doc["trials"]:
         assert f"<b>{trial['key']}</b>" in html
     assert '<a href="gate-onnx.html">' in html  # relative: the folder can be moved or served as is
-    assert html.count('<a xlink:href="gate-onnx.html"') == 4  # the point in each Pareto plot links too
+    assert html.count('<a xlink:href="gate-onnx.html"') == 5  # the point in each Pareto plot links too
     assert "this CPU has no native bf16" in html and "FAIL: 1 of 3 gated rule(s) failed" in html
+
+
+def test_cost_section_names_the_cheapest_trusted_passing_model_per_target(tmp_path: Path) -> None:
+    doc = compression_document(tmp_path)
+    html = render_compression_html(doc, tmp_path)
+    section = html[html.index('<section id="cost">') :].split("</section>")[0]
+    cheapest = section[section.index('class="data cost-cheapest"') :].split("</table>")[0]
+    for target in [t["name"] for t in doc["cost"]["targets"]]:
+        row = cheapest[cheapest.index(f"<td><b>{target}</b></td>") :].split("</tr>")[0]
+        # torchao's 0.002 ms is cheaper but flagged implausible; ort_static_int8 failed its gate.
+        assert (
+            "pruned50+ort_static_int8" in row and "torchao" not in row and "<td>ort_static_int8<" not in row
+        )
+        assert ("measured" if target == "this machine" else "projected") in row
+    local = doc["cost"]["rows"][2]["costs"]["this machine"]["b1"]  # pruned50: 0.05 ms a call
+    assert f"{local['usd']:.3g}" == f"{0.05 / 1e3 * 1000 / 3600 * 0.11592:.3g}"
+    assert "never measured there" in section and "aws.amazon.com/ec2/pricing" in section
 
 
 def test_implausible_speedup_is_not_printed(tmp_path: Path) -> None:
