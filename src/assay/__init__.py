@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 # The verbs load on first use: ``import assay`` stays light (no store, no report, no torch), and the API
 # module may import the rest of assay, which reads ``assay.__version__``.
-_API = ("import_model", "load_model", "promote", "rollback", "open_workspace")
+_API = ("import_model", "load_model", "promote", "rollback", "open_workspace", "cost")
 
 
 def __getattr__(name: str) -> object:

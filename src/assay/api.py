@@ -1,11 +1,11 @@
 """The verbs a user scripts, in Python: import or load a model, fine-tune it, evaluate, gate, promote,
-roll back.
+roll back, cost a compression search's variants.
 
 Each is what one CLI command does (``assay models import``, ``assay finetune``, ``assay eval``, ``assay
-gate``, ``assay models promote|rollback``), on the store under ``home`` (default ``$ASSAY_HOME`` or
-``./.assay``). Errors are :class:`~assay.errors.AssayError` subclasses that name the parameter and the
-value. Evaluating or gating predictions files imports no PyTorch: a team whose models run elsewhere
-gets the paired gate without it.
+gate``, ``assay models promote|rollback``, ``assay cost``), on the store under ``home`` (default
+``$ASSAY_HOME`` or ``./.assay``). Errors are :class:`~assay.errors.AssayError` subclasses that name the
+parameter and the value. Evaluating or gating predictions files imports no PyTorch: a team whose models
+run elsewhere gets the paired gate without it.
 
 Example: two models' predictions on the same examples, gated under the default policy.
 
@@ -234,6 +234,38 @@ def promote(
     """Point ``alias`` at ``ref``; refused (:class:`~assay.errors.RefusedError`) when its gate failed,
     unless ``force`` (recorded as forced)."""
     return open_workspace(home).store.promote(ref, alias, force=force, reason=reason)
+
+
+def cost(
+    model: str,
+    *,
+    targets: str | Path | None = None,
+    search: str | Path | None = None,
+    home: str | Path | None = None,
+) -> dict[str, Any]:
+    """What ``model``'s compression search variants cost per 1,000 inferences (see :mod:`assay.cost`):
+    measured on the machine that timed them, projected on each target of the catalogue ``targets``
+    (default: assay's own). ``model``: a name (its newest search) or a ref (that version's newest);
+    ``search``: a search's JSON document instead. The table names the search document it read."""
+    import json
+
+    from assay.compress import latest_search, search_cost
+    from assay.cost import load_catalogue
+
+    catalogue = load_catalogue(Path(targets) if targets else None)
+    if search is not None:
+        path = Path(search)
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise UsageError(f"search={str(search)!r}: not a readable JSON document ({e}).") from None
+    else:
+        ws = open_workspace(home)
+        try:
+            path, document = latest_search(ws, model)
+        finally:
+            ws.store.close()
+    return {"model": model, "search": str(path), **search_cost(document, catalogue)}
 
 
 def rollback(

@@ -149,25 +149,13 @@ def cost_cmd(
 ) -> None:
     """Cost and energy per 1,000 inferences of MODEL's compression search variants: measured on this
     machine, projected on every catalogue target; and the cheapest passing variant per target."""
-    import json
+    from assay.api import cost
 
-    from assay.compress import latest_search, search_cost
-    from assay.cost import load_catalogue
-
-    catalogue = load_catalogue(targets)
-    if search is not None:
-        try:
-            document = json.loads(search.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise UsageError(f"--search {search}: not a readable JSON document ({e}).") from None
-        path = search
-    else:
-        path, document = latest_search(workspace(home), model)
-    table = search_cost(document, catalogue)
+    table = cost(model, targets=targets, search=search, home=home)
     if json_out:
-        emit_json({"model": model, "search": str(path), **table})
+        emit_json(table)
         return
-    out.print(escape(f"search: {path}"), highlight=False, soft_wrap=True)
+    out.print(escape(f"search: {table['search']}"), highlight=False, soft_wrap=True)
     for mode, words in (("b1", "batch 1"), ("batch", "the throughput batch")):
         out.print(_cost_table(table, mode, f"USD per {table['per']:,} inferences at {words}"))
     out.print(_cheapest_table(table))
