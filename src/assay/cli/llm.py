@@ -5,6 +5,7 @@
     assay llm gate BASELINE CANDIDATE                paired per document and item; exit 0 pass, 1 fail
     assay llm quantize REF --precision P             a cheaper variant, registered with its parent
     assay llm search REF                             every precision as a variant, gated, timed; frontier
+    assay llm moe CONFIG                             an MoE config's parameters, traffic and roofline
 
 Promotion and rollback are the models' (``assay models promote``): a passing gate run lets it promote.
 """
@@ -272,3 +273,72 @@ def llm_search(
         out.print(f"* on the frontier of passing variants (tokens/s, weight bytes). {verdict}")
     if best is None:
         raise typer.Exit(1)
+
+
+@llm_app.command("moe")
+@friendly
+def llm_moe(
+    config: Annotated[Path, typer.Argument(help="A mixture-of-experts model's config.json (or its folder).")],
+    batches: Annotated[str, typer.Option(help="Comma-separated decode batch sizes.")] = "1,4,16,64",
+    bandwidth: Annotated[
+        float | None, typer.Option(help="Memory bandwidth in GB/s (default: this machine's, measured).")
+    ] = None,
+    bytes_per_parameter: Annotated[
+        float, typer.Option(help="Bytes a weight takes: 4 fp32, 2 bf16, 1 int8, about 0.56 Q4_0.")
+    ] = 2.0,
+    context: Annotated[int, typer.Option(min=0, help="Tokens in the KV cache a step reads.")] = 0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Total and active parameters of an MoE config, the experts a decode batch touches, the bytes a
+    token reads and the tokens/s the memory bandwidth allows."""
+    import json
+
+    from rich.table import Table
+
+    from assay.errors import UsageError
+    from assay.llm.moe import MoEShape
+
+    path = config / "config.json" if config.is_dir() else config
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: not a readable config.json ({e}).") from None
+    try:
+        sizes = [int(b) for b in batches.split(",") if b.strip()]
+    except ValueError:
+        raise UsageError(
+            f"--batches {batches!r}: give whole numbers separated by commas, e.g. 1,4,16."
+        ) from None
+    if not sizes or min(sizes) < 1:
+        raise UsageError(f"--batches {batches!r}: every batch size must be at least 1.")
+    if bandwidth is None:
+        from assay.cost.machine import memory_bandwidth
+
+        bandwidth = memory_bandwidth() / 1e9
+    shape = MoEShape.from_config(raw)
+    lines = [shape.roofline(b, bandwidth, bytes_per_parameter, context) for b in sizes]
+    if json_out:
+        settings = {
+            "bandwidth_gb_s": bandwidth,
+            "bytes_per_parameter": bytes_per_parameter,
+            "context": context,
+        }
+        emit_json({"config": str(path), **shape.to_dict(), **settings, "roofline": lines})
+        return
+    out.print(
+        f"{shape.family}: {shape.total() / 1e9:.2f} B parameters, {shape.active() / 1e9:.2f} B active per "
+        f"token ({shape.top_k} of {shape.experts} experts in {shape.moe_layers} of {shape.layers} layers)"
+    )
+    table = Table(
+        title=f"decode at {bandwidth:.1f} GB/s, {bytes_per_parameter:g} bytes a weight, {context} tokens of "
+        "context"
+    )
+    for column in ("batch", "experts touched / layer", "GB read / step", "MB / token", "tok/s limit"):
+        table.add_column(column, justify="right")
+    for line in lines:
+        table.add_row(
+            str(line["batch"]), f"{line['expected_experts_per_layer']:.2f}",
+            f"{line['weight_bytes_per_step'] / 1e9:.2f}", f"{line['bytes_per_token'] / 1e6:.1f}",
+            f"{line['limit_tokens_per_second']:.1f}",
+        )  # fmt: skip
+    out.print(table)
