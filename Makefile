@@ -76,6 +76,7 @@ bench: setup
 	$(BIN)/python benchmarks/llm_decode.py
 	$(BIN)/python benchmarks/llm_serve.py
 	$(BIN)/python benchmarks/llm_monitor.py
+	$(BIN)/python benchmarks/moe_dense.py
 
 clean:
 	rm -rf $(VENV) .assay runs reports
