@@ -228,6 +228,15 @@ def test_the_search_gates_and_times_each_precision_and_keeps_the_frontier(tiny: 
     faster = [v for v in passing if (v["tokens_per_second"] or 0) > result["parent"]["tokens_per_second"]]
     assert code == (0 if faster else 1)
     assert result["best"] == (max(faster, key=lambda v: v["tokens_per_second"])["ref"] if faster else None)
+    # Priced per 1,000 generated tokens: a token a decode step at batch 1; llama.cpp's type is not priced.
+    cost = result["cost"]
+    assert cost["unit"] == "generated tokens"
+    assert [r["version"] for r in cost["rows"]] == ["tiny@v1", "tiny@v2", "tiny@v3"]
+    local = cost["targets"][0]
+    for row, timed in zip(cost["rows"], [result["parent"], *variants.values()], strict=True):
+        cell = row["costs"]["this machine"]["b1"]
+        assert cell["usd"] == pytest.approx(1000 / timed["tokens_per_second"] / 3600 * local["usd_per_hour"])
+        assert "batch" not in row["costs"]["this machine"]
 
 
 def test_the_frontier_keeps_the_passing_variants_nothing_beats_on_both_axes() -> None:

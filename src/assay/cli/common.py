@@ -196,3 +196,44 @@ def show_verdict(evaluated: Any, json_out: bool) -> None:
         print_paths(report=evaluated.html)
     if not evaluated.verdict.passed:
         raise typer.Exit(1)
+
+
+COST_MODES = {"b1": "batch 1", "batch": "the throughput batch"}
+
+
+def print_cost(table: dict[str, Any]) -> None:
+    """A cost table (:func:`assay.cost.cost_table`): USD per 1,000 per model and target for each batch
+    mode timed, the cheapest passing model per target, and the projection's assumptions."""
+    from assay.format import format_usd, format_wh
+
+    per = f"{table['per']:,} {table['unit']}"
+    modes = {m: w for m, w in COST_MODES.items() if any(m in r["costs"][t["name"]] for r in table["rows"]
+                                                         for t in table["targets"])}  # fmt: skip
+    for mode, words in modes.items():
+        grid = Table(title=f"USD per {per} at {words}")
+        grid.add_column("model", overflow="fold")
+        grid.add_column("gate")
+        for t in table["targets"]:
+            grid.add_column(f"{t['name']}\n({t['method']})", justify="right")
+        for row in table["rows"]:
+            cells = [format_usd(row["costs"][t["name"]].get(mode, {}).get("usd")) for t in table["targets"]]
+            grid.add_row(escape(row["key"]), row["status"], *cells)
+        out.print(grid)
+    rows = {r["key"]: r for r in table["rows"]}
+    cheapest = Table(title=f"cheapest passing model per target, per {per}")
+    cheapest.add_column("target")
+    for words in modes.values():
+        cheapest.add_column(f"at {words}", overflow="fold")
+        cheapest.add_column("USD", justify="right")
+        cheapest.add_column("Wh", justify="right")
+    for t in table["targets"]:
+        cells = [t["name"]]
+        for mode in modes:
+            key = table["cheapest"][t["name"]][mode]
+            c = rows[key]["costs"][t["name"]][mode] if key else {}
+            cells += [escape(key or "-"), format_usd(c.get("usd")), format_wh(c.get("wh"))]
+        cheapest.add_row(*cells)
+    out.print(cheapest)
+    out.print("projected: carried from this machine's timings by a roofline model, never measured there:")
+    for line in table["assumptions"]:
+        out.print(escape(f"  - {line}"), highlight=False, soft_wrap=True)

@@ -18,7 +18,17 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from assay.cli.common import HomeOpt, JsonOpt, emit_json, err, friendly, out, print_paths, workspace
+from assay.cli.common import (
+    HomeOpt,
+    JsonOpt,
+    emit_json,
+    err,
+    friendly,
+    out,
+    print_cost,
+    print_paths,
+    workspace,
+)
 from assay.errors import UsageError
 
 variants_app = typer.Typer(no_args_is_help=True, help="Compressed variants of a model and their verdicts.")
@@ -156,45 +166,7 @@ def cost_cmd(
         emit_json(table)
         return
     out.print(escape(f"search: {table['search']}"), highlight=False, soft_wrap=True)
-    for mode, words in (("b1", "batch 1"), ("batch", "the throughput batch")):
-        out.print(_cost_table(table, mode, f"USD per {table['per']:,} inferences at {words}"))
-    out.print(_cheapest_table(table))
-    out.print("projected: carried from this machine's timings by a roofline model, never measured there:")
-    for line in table["assumptions"]:
-        out.print(escape(f"  - {line}"), highlight=False, soft_wrap=True)
-
-
-def _cost_table(table: dict[str, Any], mode: str, title: str) -> Table:
-    from assay.format import format_usd
-
-    grid = Table(title=title)
-    grid.add_column("model", overflow="fold")
-    grid.add_column("gate")
-    for t in table["targets"]:
-        grid.add_column(f"{t['name']}\n({t['method']})", justify="right")
-    for row in table["rows"]:
-        cells = [format_usd(row["costs"][t["name"]].get(mode, {}).get("usd")) for t in table["targets"]]
-        grid.add_row(escape(row["key"]), row["status"], *cells)
-    return grid
-
-
-def _cheapest_table(table: dict[str, Any]) -> Table:
-    from assay.format import format_usd, format_wh
-
-    rows = {r["key"]: r for r in table["rows"]}
-    cheapest = Table(title=f"cheapest passing model per target, per {table['per']:,} inferences")
-    for column in ("target", "batch 1", "USD", "Wh", "throughput batch", "USD ", "Wh "):
-        cheapest.add_column(
-            column, justify="left" if column in ("target", "batch 1", "throughput batch") else "right"
-        )
-    for t in table["targets"]:
-        cells = [t["name"]]
-        for mode in ("b1", "batch"):
-            key = table["cheapest"][t["name"]][mode]
-            c = rows[key]["costs"][t["name"]][mode] if key else {}
-            cells += [escape(key or "-"), format_usd(c.get("usd")), format_wh(c.get("wh"))]
-        cheapest.add_row(*cells)
-    return cheapest
+    print_cost(table)
 
 
 @variants_app.command("list")

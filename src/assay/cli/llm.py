@@ -27,6 +27,7 @@ from assay.cli.common import (
     err,
     friendly,
     out,
+    print_cost,
     show_evaluation,
     show_verdict,
     workspace,
@@ -271,6 +272,8 @@ def llm_search(
                 f"parent's {result.parent.tokens_per_second or 0:.1f}."
             )
         out.print(f"* on the frontier of passing variants (tokens/s, weight bytes). {verdict}")
+        if result.cost:
+            print_cost(result.cost)
     if best is None:
         raise typer.Exit(1)
 

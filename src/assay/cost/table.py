@@ -137,13 +137,16 @@ def _frontier(rows: list[dict[str, Any]], target: str, mode: str) -> list[str]:
     ]  # fmt: skip
 
 
-def cost_table(points: Sequence[Mapping[str, Any]], catalogue: Catalogue, here: Machine) -> dict[str, Any]:
+def cost_table(
+    points: Sequence[Mapping[str, Any]], catalogue: Catalogue, here: Machine, *, unit: str = "inferences"
+) -> dict[str, Any]:
     """Every point (the root first, then the variants) costed on this machine and each catalogue target.
 
     ``points``: search points (``root`` and trials, as in the compression document), with their
     measurements; ``here``: the rates of the machine that timed them. Rows for failed variants and
     flagged timings are kept (they show what the gate refused, or what cannot be trusted) but never named
-    cheapest."""
+    cheapest. ``unit``: what a call's ``batch`` counts (a language model's decode step makes one
+    generated token per sequence)."""
     targets = _targets(catalogue, here)
     machines = {t.name: target_machine(t) for t in catalogue.targets}
     rows = []
@@ -182,7 +185,7 @@ def cost_table(points: Sequence[Mapping[str, Any]], catalogue: Catalogue, here: 
             cheapest[t["name"]][mode] = None if best is None else best["key"]
     return {
         "per": PER,
-        "unit": "inferences",
+        "unit": unit,
         "currency": "USD",
         "catalogue": catalogue.path,
         "electricity_usd_per_kwh": catalogue.electricity_usd_per_kwh,

@@ -142,7 +142,7 @@ def import_language_model(
         folder = Path(tmp) / "model"
         manifest = {**causal.stage(source, folder), "adapter": "causal_lm"}
         model = causal.load(folder, manifest)
-        manifest["spec"] = {**manifest["spec"], "n_parameters": _parameters(model)}
+        manifest["spec"] = {**manifest["spec"], "n_parameters": parameter_count(model)}
         (folder / SPEC).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         probe = _probe(model, data)
         files = file_digests(folder)
@@ -190,7 +190,8 @@ def load_corpus(spec: DataSpec) -> Dataset:
     return data
 
 
-def _parameters(model: causal.LanguageModel) -> int:
+def parameter_count(model: causal.LanguageModel) -> int:
+    """The model's parameters, a tied weight counted once."""
     unique = {p.data_ptr(): p.numel() for p in model.model.parameters()}  # tied weights once
     return int(sum(unique.values()))
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from assay.cost import Catalogue, cost_table, load_catalogue
+from assay.cost.machine import measure_machine
 from assay.data import DataSpec
 from assay.gate import Policy
 from assay.llm import causal
@@ -32,6 +34,7 @@ from assay.llm.release import (
     load_corpus,
     load_version,
     own_corpus,
+    parameter_count,
     quantize_language_model,
     resolve_language_model,
 )
@@ -54,15 +57,47 @@ class Point:
     nll_per_token_delta: tuple[float, float, float] | None = None  # value, low, high
     accuracy_delta: tuple[float, float, float] | None = None
     run_id: int | None = None
+    parameters: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def cost_point(self, key: str) -> dict[str, Any] | None:
+        """The point the cost table prices: a batch-1 decode step per generated token, its arithmetic
+        2 FLOPs a parameter, its reads the weights (None when assay did not time it)."""
+        if not self.tokens_per_second:
+            return None
+        status = "root" if self.passed is None else ("passed" if self.passed else "failed")
+        compute = (
+            "int8" if self.precision == "int8_dynamic" else "bf16" if "bf16" in self.precision else "fp32"
+        )
+        return {
+            "key": key,
+            "version": self.ref,
+            "status": status,
+            "precision": compute,  # weight-only int8 computes in its activations' precision
+            "flops": 2 * self.parameters,
+            "metrics": {
+                "size_on_disk": {"value": float(self.weight_bytes)},
+                "latency_p50_b1": {"value": 1e3 / self.tokens_per_second},
+            },
+        }
 
 
 @dataclass
 class LanguageSearch:
     parent: Point
     variants: list[Point] = field(default_factory=list)
+    cost: dict[str, Any] | None = None  # USD and Wh per 1,000 generated tokens (assay.cost), once timed
+
+    def price(self, catalogue: Catalogue | None = None) -> None:
+        """Set :attr:`cost`: the timed models priced per 1,000 generated tokens on this machine and
+        projected on the catalogue's targets."""
+        keyed = [self.parent.cost_point("root"), *(p.cost_point(p.ref) for p in self.variants)]
+        points = [p for p in keyed if p is not None]
+        self.cost = cost_table(
+            points, catalogue or load_catalogue(), measure_machine(), unit="generated tokens"
+        )
 
     @property
     def frontier(self) -> list[Point]:
@@ -88,6 +123,7 @@ class LanguageSearch:
             "variants": [p.to_dict() for p in self.variants],
             "frontier": [p.ref for p in self.frontier],
             "best": None if best is None else best.ref,
+            "cost": self.cost,
         }
 
 
@@ -152,10 +188,21 @@ def search_language_model(
                 run.run_id,
             )
         )
+    result.price()
     return result
 
 
-def _point(version: VersionInfo, lm: causal.LanguageModel, passed: bool | None, *deltas: Any) -> Point:
+def _point(
+    version: VersionInfo,
+    lm: causal.LanguageModel,
+    passed: bool | None,
+    nll: tuple[float, float, float] | None = None,
+    accuracy: tuple[float, float, float] | None = None,
+    run_id: int | None = None,
+) -> Point:
+    parameters = parameter_count(lm)
     if lm.precision in GGUF_PRECISIONS:  # rounded to the type, run in float32: llama.cpp's speed, not ours
-        return Point(version.ref, lm.precision, passed, None, stored_bytes(lm.model, lm.precision), *deltas)
-    return Point(version.ref, lm.precision, passed, decode_rate(lm), weight_bytes_read(lm.model), *deltas)
+        stored = stored_bytes(lm.model, lm.precision)
+        return Point(version.ref, lm.precision, passed, None, stored, nll, accuracy, run_id, parameters)
+    rate, read = decode_rate(lm), weight_bytes_read(lm.model)
+    return Point(version.ref, lm.precision, passed, rate, read, nll, accuracy, run_id, parameters)
