@@ -8,6 +8,7 @@ the timings of a model used. A few hundred milliseconds in all; measured once pe
 from __future__ import annotations
 
 import functools
+import os
 import re
 import time
 from pathlib import Path
@@ -80,6 +81,7 @@ def measure_machine() -> Machine:
         threads=torch.get_num_threads(),
         basis=(
             f"best of {REPEATS} {MATMUL_SIZE}x{MATMUL_SIZE} matrix products per precision; best of 7 sums "
-            f"of a {BANDWIDTH_BUFFER_MIB} MiB float32 buffer"
+            f"of a {BANDWIDTH_BUFFER_MIB} MiB float32 buffer; load average {os.getloadavg()[0]:.1f} on "
+            f"{os.cpu_count()} CPUs (other work lowers both, bandwidth most)"
         ),
     )
