@@ -11,6 +11,9 @@ shares (attention, norms, router, shared experts, dense layers, the output head;
 only the B rows it looks up, left out) once, plus every touched expert once. At batch 1 an MoE reads
 little more than a dense model of its active size; at large batches it reads nearly all of itself.
 
+Served, the router's choices are a monitored statistic: :func:`expert_shares` gives, per prompt and
+routed layer, the share of its tokens' k choices each expert took (``assay.serve.llm_monitor``).
+
 Families: Mixtral (``num_local_experts``), OLMoE and Qwen-MoE (``num_experts``; Qwen's shared expert and
 its gate, dense layers by ``decoder_sparse_step`` and ``mlp_only_layers``). Expert MLPs are gated
 (gate, up and down projections, no biases).
@@ -25,9 +28,11 @@ Example (Mixtral-8x7B's published config; its model card says 46.7 B parameters,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import numpy as np
 
 from assay.errors import UsageError
 
@@ -186,3 +191,49 @@ class MoEShape:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "total": self.total(), "active": self.active(), "expert": self.expert()}
+
+
+# -- the router's load, as served -------------------------------------------------------------------
+
+
+def routing(model: Any) -> tuple[int, int] | None:
+    """``(experts, top_k)`` of a loaded transformers MoE model, None for a dense one."""
+    config = getattr(model, "config", None)
+    experts = getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None)
+    top_k = getattr(config, "num_experts_per_tok", None)
+    return (int(experts), int(top_k)) if experts and top_k and int(experts) > 1 else None
+
+
+def expert_shares(router_logits: Sequence[Any], top_k: int, mask: Any) -> np.ndarray:
+    """``(batch, routed layers, experts)``: per sequence and layer, the share of its tokens' ``top_k``
+    choices that went to each expert (each row sums to 1). ``router_logits``: transformers'
+    ``output_router_logits`` (one ``(batch x length, experts)`` tensor per routed layer); ``mask``:
+    ``(batch, length)``, 1 on real tokens, so padding routes nothing."""
+    import torch
+
+    batch, width = mask.shape
+    weights = mask.to(torch.float64)[..., None]
+    out = []
+    for logits in router_logits:
+        chosen = logits.view(batch, width, -1).topk(top_k, dim=-1).indices  # softmax keeps the order
+        counts = torch.zeros(batch, width, logits.shape[-1], dtype=torch.float64).scatter_(2, chosen, 1.0)
+        out.append((counts * weights).sum(dim=1) / (weights.sum(dim=1) * top_k))
+    return torch.stack(out, dim=1).numpy()
+
+
+def batch_expert_shares(model: Any, sequences: Sequence[Sequence[int]]) -> np.ndarray:
+    """:func:`expert_shares` of a right-padded batch of ``sequences`` through ``model`` (an MoE)."""
+    import torch
+
+    route = routing(model)
+    if route is None:
+        raise UsageError("expert shares need a mixture-of-experts model; this one is dense.")
+    width = max(len(s) for s in sequences)
+    ids = torch.zeros((len(sequences), width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.tensor(list(sequence))
+        mask[row, : len(sequence)] = 1
+    with torch.inference_mode():
+        out = model(input_ids=ids, attention_mask=mask, output_router_logits=True)
+    return expert_shares(out.router_logits, route[1], mask)

@@ -29,10 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from assay.llm.causal import LanguageModel
+from assay.llm.moe import expert_shares, routing
 from assay.llm.perplexity import mean_token_nll
 
 Event = dict[
@@ -66,6 +68,7 @@ class Sequence:
     generator: torch.Generator | None = None
     framing: Literal["completions", "chat"] = "completions"  # the endpoint that framed the prompt
     prompt_nll: float | None = None  # the model's mean NLL per prompt token (nats), from the prefill
+    expert_shares: np.ndarray | None = None  # an MoE's (routed layers, experts) load of this prompt
 
     @property
     def budget(self) -> int:
@@ -212,9 +215,15 @@ class Engine:
         started = time.perf_counter()
         ids = torch.tensor([sequence.prompt])
         cache: Any = DynamicCache(config=self._config)
-        logits = self.lm.model(input_ids=ids, cache=cache, use_cache=True).logits
-        # the prefill scored every prompt token already: its mean NLL is the monitor's OOD signal
+        route = routing(self.lm.model)
+        routed = {"output_router_logits": True} if route else {}
+        out = self.lm.model(input_ids=ids, cache=cache, use_cache=True, **routed)
+        logits = out.logits
+        # the prefill scored every prompt token already: its mean NLL is the monitor's OOD signal, and an
+        # MoE's router chose each token's experts in it
         sequence.prompt_nll = mean_token_nll(logits[0], ids[0])
+        if route is not None:
+            sequence.expert_shares = expert_shares(out.router_logits, route[1], torch.ones_like(ids))[0]
         self.observe("prefill", time.perf_counter() - started)
         self.observe("prompt", sequence)
         if sequence.seed is not None:

@@ -20,6 +20,12 @@ per statistic, Benjamini–Hochberg across the two, calibrated by resampling ref
 false-alarm budget. An alarmed window becomes an incident and, by policy, a guarded rollback
 (:class:`~assay.serve.guard.RollbackGuard`), as for a classifier.
 
+A mixture-of-experts model adds its router's load: for each routed layer and expert, the share of the
+prompt's token choices that expert took (:func:`assay.llm.moe.expert_shares`), from the same prefill.
+Prompts unlike the corpus route differently (a topic the experts did not specialise in, a language
+they route to one expert), and the window's per-layer expert-load histogram is tested, feature by
+feature, with the same KS tests and the same Benjamini–Hochberg correction and calibration.
+
 Output length is counted (the server's histograms) but not tested: how long an answer may be is each
 request's own ``max_tokens``, so the corpus says nothing of it.
 """
@@ -42,6 +48,7 @@ from rich.progress import Progress
 
 from assay.errors import DataError
 from assay.llm.causal import LanguageModel
+from assay.llm.moe import batch_expert_shares, routing
 from assay.llm.perplexity import BATCH_DOCUMENTS, next_token_logprobs
 from assay.llm.release import MAX_LENGTH, load_corpus, own_corpus
 from assay.serve.drift import (
@@ -53,6 +60,7 @@ from assay.serve.drift import (
     calibrate,
     evaluate,
 )
+from assay.serve.llm_engine import Sequence
 from assay.serve.monitor import Stream, WindowBuffer, WindowResult
 from assay.serve.reference import Reference
 from assay.serve.served import MonitorSettings, monitoring_window
@@ -73,31 +81,60 @@ def frame(lm: LanguageModel, text: str, framing: Stream) -> list[int]:
     return ids[:MAX_LENGTH]
 
 
+def prompt_feature_names(lm: LanguageModel) -> tuple[str, ...]:
+    """The statistics of a prompt: :data:`PROMPT_STATISTICS`, then for an MoE ``expert_share.L.E`` for
+    each routed layer L and expert E."""
+    route = routing(lm.model)
+    if route is None:
+        return PROMPT_STATISTICS
+    layers = len(batch_expert_shares(lm.model, [[0, 0]])[0])  # a dense layer between routed ones has none
+    return PROMPT_STATISTICS + tuple(f"expert_share.{i}.{e}" for i in range(layers) for e in range(route[0]))
+
+
 @torch.inference_mode()
 def prompt_statistics(
     lm: LanguageModel, prompts: Seq[list[int]], on_batch: Callable[[int], object] | None = None
 ) -> np.ndarray:
-    """``(n, 2)``: each prompt's tokens and the model's mean NLL per token after the first (nats), as the
-    engine computes them at prefill; prompts (of 2 tokens or more) go in padded batches of similar length.
-    ``on_batch`` gets the number of prompts each batch scored."""
+    """One row per prompt (:func:`prompt_feature_names`): its tokens, the model's mean NLL per token after
+    the first (nats) and an MoE's expert shares, as the engine computes them at prefill; prompts (of 2
+    tokens or more) go in padded batches of similar length. ``on_batch`` gets the number of prompts each
+    batch scored."""
     if any(len(p) < 2 for p in prompts):
         raise DataError("Every reference prompt needs 2 tokens or more: the first one is not predicted.")
-    out = np.zeros((len(prompts), 2))
+    moe = routing(lm.model) is not None
+    out: np.ndarray | None = None
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     for start in range(0, len(order), BATCH_DOCUMENTS):
         rows = order[start : start + BATCH_DOCUMENTS]
-        logprobs, mask = next_token_logprobs(lm.model, [prompts[i] for i in rows])
-        out[rows, 0] = [len(prompts[i]) for i in rows]
-        out[rows, 1] = (-logprobs.sum(dim=1) / mask.sum(dim=1)).numpy()
+        batch = [prompts[i] for i in rows]
+        logprobs, mask = next_token_logprobs(lm.model, batch)
+        columns = [
+            np.array([[len(p)] for p in batch], dtype=np.float64),
+            (-logprobs.sum(dim=1) / mask.sum(dim=1)).numpy()[:, None],
+        ]
+        if moe:  # a second pass for the router: the reference is built once per version and cached
+            columns.append(batch_expert_shares(lm.model, batch).reshape(len(batch), -1))
+        block = np.concatenate(columns, axis=1)
+        if out is None:
+            out = np.zeros((len(prompts), block.shape[1]))
+        out[rows] = block
         if on_batch is not None:
             on_batch(len(rows))
-    return out
+    return out if out is not None else np.zeros((0, len(PROMPT_STATISTICS)))
 
 
-def prompt_reference(stats: np.ndarray) -> Reference:
-    """The reference of prompt statistics ``(n, 2)``: inputs alone, no class outputs."""
+def prompt_row(sequence: Sequence) -> np.ndarray | None:
+    """A served prompt's statistics as the engine left them on ``sequence``, None under 2 tokens."""
+    if sequence.prompt_nll is None:
+        return None
+    shares = [] if sequence.expert_shares is None else sequence.expert_shares.ravel().tolist()
+    return np.array([len(sequence.prompt), sequence.prompt_nll, *shares], dtype=np.float64)
+
+
+def prompt_reference(stats: np.ndarray, names: Seq[str] = PROMPT_STATISTICS) -> Reference:
+    """The reference of prompt statistics ``(n, len(names))``: inputs alone, no class outputs."""
     return Reference(
-        kind="table", n_classes=0, feature_names=PROMPT_STATISTICS, inputs=np.asarray(stats, np.float64),
+        kind="table", n_classes=0, feature_names=tuple(names), inputs=np.asarray(stats, np.float64),
         probs=None, ood=None, embeddings=None, labels=None,
     )  # fmt: skip
 
@@ -136,7 +173,7 @@ def prompt_references(
         with Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task(f"scoring the corpus as {framing} prompts", total=len(prompts))
             stats = prompt_statistics(lm, prompts, on_batch=partial(bar.advance, task))
-        references[framing] = prompt_reference(stats)
+        references[framing] = prompt_reference(stats, prompt_feature_names(lm))
         references[framing].save(path)
     return references
 
@@ -145,7 +182,7 @@ def prompt_references(
 class _Prompts:
     """Consecutive prompts' statistics and arrival times."""
 
-    stats: np.ndarray  # (n, 2)
+    stats: np.ndarray  # (n, statistics)
     arrived: np.ndarray
 
     def __len__(self) -> int:
@@ -157,6 +194,7 @@ class _Prompts:
 
 @dataclass
 class _Framing:
+    names: tuple[str, ...]
     baseline: Baseline
     calibration: Calibration
     buffer: WindowBuffer[_Prompts] = field(default_factory=WindowBuffer)
@@ -183,7 +221,9 @@ class PromptMonitor:
             calibration = calibrate(
                 reference, window=window, false_alarm_windows=settings.false_alarm_windows, seed=settings.seed
             )
-            self._streams[framing] = _Framing(baseline_for(reference, calibration), calibration)
+            self._streams[framing] = _Framing(
+                tuple(reference.feature_names), baseline_for(reference, calibration), calibration
+            )
             lines.append(f"{framing} prompts in {line}")
         self.monitoring = "; ".join(lines) + " against the gating corpus"
         self._lock = threading.Lock()
@@ -195,13 +235,15 @@ class PromptMonitor:
     def window(self, framing: Stream) -> int:
         return self._streams[framing].calibration.window
 
-    def observe(self, framing: Stream, tokens: int, nll_per_token: float | None) -> list[WindowResult]:
-        """Add one prompt; return the window it closed, if any. A prompt of one token (no NLL) or of a
-        framing without a reference is not monitored."""
+    def observe(self, framing: Stream, row: np.ndarray | None) -> list[WindowResult]:
+        """Add one prompt's statistics (:func:`prompt_row`); return the window it closed, if any. A prompt
+        of one token (``None``: no NLL) or of a framing without a reference is not monitored."""
         stream = self._streams.get(framing)
-        if stream is None or nll_per_token is None:
+        if stream is None or row is None:
             return []
-        rows = _Prompts(np.array([[tokens, nll_per_token]], dtype=np.float64), np.array([time.time()]))
+        if len(row) != len(stream.names):
+            raise DataError(f"a prompt row of {len(row)} statistics for a reference of {len(stream.names)}.")
+        rows = _Prompts(np.asarray(row, dtype=np.float64)[None], np.array([time.time()]))
         with self._lock:
             closed = stream.buffer.add(rows, stream.calibration.window)
         results = [self._evaluate(framing, stream, index, parts) for index, parts in closed]
@@ -224,8 +266,15 @@ class PromptMonitor:
         window = Window(stats, empty, np.empty(0, dtype=np.int64), empty)
         results = evaluate(stream.baseline, stream.calibration, window)
         summary: dict[str, Any] = {
-            "input_means": dict(zip(PROMPT_STATISTICS, stats.mean(axis=0).tolist(), strict=True)),
-            "input_medians": dict(zip(PROMPT_STATISTICS, np.median(stats, axis=0).tolist(), strict=True)),
+            "input_means": dict(zip(PROMPT_STATISTICS, stats[:, :2].mean(axis=0).tolist(), strict=True)),
+            "input_medians": dict(
+                zip(PROMPT_STATISTICS, np.median(stats[:, :2], axis=0).tolist(), strict=True)
+            ),
         }
+        if stats.shape[1] > 2:  # the window's expert-load histogram per routed layer, and the corpus's
+            experts = 1 + max(int(n.rsplit(".", 1)[1]) for n in stream.names[2:])
+            summary["expert_load"] = stats[:, 2:].mean(axis=0).reshape(-1, experts).tolist()
+            reference = stream.baseline.inputs_sorted[2:].mean(axis=1)  # (features, rows), sorted per feature
+            summary["expert_load_reference"] = reference.reshape(-1, experts).tolist()
         started = float(parts[0].arrived[0])
         return WindowResult(index, len(stats), started, time.time(), results, summary, stream=framing)

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from assay.llm.causal import LanguageModel
 from assay.serve.guard import RollbackGuard
 from assay.serve.llm_engine import Engine, EngineConfig, Overloaded, Sequence
-from assay.serve.llm_monitor import PromptMonitor, prompt_references
+from assay.serve.llm_monitor import PromptMonitor, prompt_references, prompt_row
 from assay.serve.monitor import WindowResult
 from assay.serve.served import MonitorSettings
 from assay.store.records import VersionInfo
@@ -287,7 +287,7 @@ class LanguageModelServer:
         while (item := self._prompts.get()) is not None:
             version, monitor, sequence = item
             try:
-                windows = monitor.observe(sequence.framing, len(sequence.prompt), sequence.prompt_nll)
+                windows = monitor.observe(sequence.framing, prompt_row(sequence))
                 self._on_windows(version, windows)
             except Exception:  # monitoring must never stop serving: logged, and the next prompt goes on
                 logger.exception("monitoring a prompt failed")
