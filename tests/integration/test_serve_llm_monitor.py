@@ -22,7 +22,7 @@ from assay.serve.served import MonitorSettings
 from assay.workspace import Workspace
 from tests.integration.serving_fixtures import serving
 from tests.integration.test_llm_release import WORDS, corpus_file
-from tests.unit.llm.causal_fixtures import save_tiny_llama
+from tests.unit.llm.causal_fixtures import save_tiny_llama, save_tiny_mixtral
 
 WINDOW = 10
 
@@ -160,3 +160,35 @@ def test_a_rollback_decided_before_a_crash_is_carried_out_when_the_server_starts
         assert ws.store.list_incidents("tiny")[0].action == "rolled_back"
     finally:
         server.stop()
+
+
+def test_a_served_mixture_of_experts_reports_its_router_load_per_layer(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path / "home")
+    corpus = parse_data_arg(
+        f"jsonl:{corpus_file(tmp_path / 'corpus.jsonl', n=300)}", text="text", target="topic"
+    )
+    save_tiny_mixtral(tmp_path / "mixtral", seed=0)
+    imported = import_language_model(ws, "moe", tmp_path / "mixtral", corpus=corpus)
+    ws.store.promote(imported.version.ref, force=True, reason="test set-up")
+    config = LanguageServeConfig(monitor=MonitorSettings(window=WINDOW, false_alarm_windows=100), poll_s=0.05)
+    server = LanguageModelServer(ws, "moe", "production", config)
+    with serving(create_llm_app(server)) as url, httpx.Client(base_url=url, timeout=60) as http:
+        for text in prompts(WINDOW, (8, 20), seed=21):
+            body = {"model": "moe", "prompt": text, "max_tokens": 1, "temperature": 0}
+            assert http.post("/v1/completions", json=body).status_code == 200
+
+        def windows() -> list[dict]:
+            return http.get("/monitor").json()["streams"]["completions"]["windows"]
+
+        wait_for(lambda: len(windows()) == 1)
+        summary = windows()[0]["summary"]
+    load, reference = np.array(summary["expert_load"]), np.array(summary["expert_load_reference"])
+    assert load.shape == reference.shape == (2, 4)  # two routed layers of four experts
+    assert load.sum(axis=1) == pytest.approx([1.0, 1.0]) and reference.sum(axis=1) == pytest.approx(
+        [1.0, 1.0]
+    )
+    (cached,) = (ws.cache_dir / "llm-prompts").glob("*-completions.npz")
+    from assay.serve.reference import Reference
+
+    names = Reference.load(cached).feature_names
+    assert names[:2] == ("prompt_tokens", "prompt_nll_per_token") and names[-1] == "expert_share.1.3"

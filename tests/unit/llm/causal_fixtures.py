@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, MixtralConfig, MixtralForCausalLM
 
 from assay.models.adapters import hf
 from tests.unit.models.test_adapter_hf import tiny_tokenizer
@@ -29,6 +29,28 @@ def save_tiny_llama(folder: Path, seed: int = 0, *, tie: bool = False) -> LlamaF
     tokenizer = tiny_tokenizer(max_length=256)
     tokenizer.chat_template = CHAT_TEMPLATE
     model = tiny_llama(len(tokenizer), seed, tie=tie)
+    with hf.offline():
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+    return model
+
+
+def tiny_mixtral(vocabulary: int, seed: int) -> MixtralForCausalLM:
+    """A mixture of experts of the same size: 2 layers routing each token to 2 of 4 experts."""
+    torch.manual_seed(seed)
+    config = MixtralConfig(
+        vocab_size=vocabulary, hidden_size=32, intermediate_size=16, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, num_local_experts=4,
+        num_experts_per_tok=2,
+    )  # fmt: skip
+    return MixtralForCausalLM(config).eval()
+
+
+def save_tiny_mixtral(folder: Path, seed: int = 0) -> MixtralForCausalLM:
+    """:func:`tiny_mixtral` and its tokenizer (with a chat template) in ``folder``."""
+    tokenizer = tiny_tokenizer(max_length=256)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    model = tiny_mixtral(len(tokenizer), seed)
     with hf.offline():
         model.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)

@@ -26,6 +26,7 @@ from assay.serve.llm_monitor import (
 )
 from assay.serve.reference import Reference
 from assay.serve.served import MonitorSettings
+from tests.unit.llm.causal_fixtures import tiny_mixtral
 from tests.unit.models.test_adapter_hf import tiny_tokenizer
 from tests.unit.serving.test_llm_engine import Collector, language_model
 
@@ -128,17 +129,9 @@ def test_planted_shifts_alarm_and_unshifted_traffic_keeps_to_its_budget() -> Non
 
 
 def tiny_moe() -> causal.LanguageModel:
-    import transformers
-
     tokenizer = tiny_tokenizer(max_length=256)
-    config = transformers.MixtralConfig(
-        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, intermediate_size=16, num_local_experts=4, num_experts_per_tok=2,
-        max_position_embeddings=256,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = transformers.MixtralForCausalLM(config).eval()
-    model.generation_config.eos_token_id = None
+    model = tiny_mixtral(len(tokenizer), seed=0)
+    model.generation_config.eos_token_id = None  # random weights: no token may end a sequence early
     tokenizer.eos_token = None
     return causal.LanguageModel(model, tokenizer, {"precision": "fp32", "spec": {"context_length": 256}})
 
