@@ -25,7 +25,7 @@ $(RUNTIME): pyproject.toml constraints.txt
 	touch $@
 
 $(DEV): $(RUNTIME)
-	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[test,postgres,compress,serve,hf,llm]'
+	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[test,postgres,compress,serve,hf,llm,s3]'
 	# torchattacks, the adversarial tests' reference, without its metadata's pins (an old requests and a
 	# torchvision it does not import); see pyproject.toml.
 	$(BIN)/python -m pip install -qq --no-deps torchattacks==3.5.1
@@ -51,13 +51,14 @@ $(TEXT): $(RUNTIME)
 demo-text: $(TEXT)
 	$(BIN)/assay demo text
 
-# With PostgreSQL binaries on the machine, the whole suite runs beside a throwaway server (the store's
-# Postgres tests use it); without them those tests skip and say why.
+# The whole suite runs beside a throwaway S3-compatible endpoint (moto's server, from the test extra: the
+# object-store tests use it) and, with PostgreSQL binaries on the machine, a throwaway PostgreSQL server
+# (the store's Postgres tests); without the binaries those tests skip and say why.
 test: setup
 	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then \
-	  scripts/with-postgres.sh $(BIN)/python -m pytest -n 2 -q; \
+	  MOTO_SERVER=$(BIN)/moto_server scripts/with-s3.sh scripts/with-postgres.sh $(BIN)/python -m pytest -n 2 -q; \
 	else \
-	  $(BIN)/python -m pytest -n 2 -q; \
+	  MOTO_SERVER=$(BIN)/moto_server scripts/with-s3.sh $(BIN)/python -m pytest -n 2 -q; \
 	fi
 
 lint: setup

@@ -13,6 +13,10 @@ Every write goes to a temporary path inside ``<root>/tmp`` (same file system) an
 so a reader never sees a half-written artifact; content already present is not written again. Bytes are
 hashed as they are copied, so the digest always describes what was stored, even if the source changes
 during the copy.
+
+With a ``remote`` (:class:`~assay.store.remote.RemoteArtifacts`, an object store), every artifact
+written is also uploaded, and one this store lacks is downloaded, checked against its digest and
+published here before it is read: the local folder becomes a cache of the remote one.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from assay.errors import DataError, NotFoundError, UsageError
+from assay.store.remote import RemoteArtifacts
 
 _CHUNK = 1 << 20
 # Temporary files and folders start private (0600/0700); published artifacts are read by other
@@ -38,13 +43,14 @@ _DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class ArtifactStore:
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, remote: RemoteArtifacts | None = None) -> None:
         self.root = Path(root)
+        self.remote = remote
 
     def put_bytes(self, data: bytes) -> str:
         with self._temp_file() as (tmp, out):
             digest = _copy(io.BytesIO(data), out)
-        return self._publish(tmp, digest)
+        return self._mirror(self._publish(tmp, digest))
 
     def put_file(self, path: Path | str) -> str:
         path = Path(path)
@@ -52,7 +58,7 @@ class ArtifactStore:
             raise DataError(f"{path}: not a regular file; only regular files can be stored as artifacts.")
         with self._temp_file() as (tmp, out), path.open("rb") as src:
             digest = _copy(src, out)
-        return self._publish(tmp, digest)
+        return self._mirror(self._publish(tmp, digest))
 
     def put_dir(self, directory: Path | str) -> str:
         directory = Path(directory)
@@ -71,19 +77,30 @@ class ArtifactStore:
             if not lines:
                 raise DataError(f"{directory}: the folder holds no files; there is nothing to store.")
             digest = hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
-            return self._publish(tmp, digest)
+            return self._mirror(self._publish(tmp, digest))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # gone already if published
 
     def path(self, digest: str) -> Path:
-        """Where the artifact lies: a file, or a folder for ``put_dir`` content."""
+        """Where the artifact lies: a file, or a folder for ``put_dir`` content; fetched from the remote
+        (and checked) first when only the remote has it."""
         location = self._location(digest)
+        if not location.exists() and self.remote is not None and self.remote.exists(digest):
+            with tempfile.TemporaryDirectory(dir=self._tmp_root(), prefix="fetch-") as tmp:
+                self._publish(self.remote.download(digest, Path(tmp)), digest)
         if not location.exists():
-            raise NotFoundError(f"No artifact {digest} under {self.root}.")
+            where = f"{self.root} or {self.remote.url}" if self.remote is not None else str(self.root)
+            raise NotFoundError(f"No artifact {digest} under {where}.")
         return location
 
     def exists(self, digest: str) -> bool:
-        return self._location(digest).exists()
+        return self._location(digest).exists() or (self.remote is not None and self.remote.exists(digest))
+
+    def _mirror(self, digest: str) -> str:
+        """Upload a just-published artifact to the remote, if there is one; the digest."""
+        if self.remote is not None:
+            self.remote.upload(digest, self._location(digest))
+        return digest
 
     def _location(self, digest: str) -> Path:
         if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):

@@ -13,6 +13,7 @@ once and can be collected later), whereas the opposite order could leave a versi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -51,6 +52,7 @@ from assay.store.records import (
     VersionInfo,
 )
 from assay.store.refs import check_model_name
+from assay.store.remote import RemoteArtifacts
 from assay.store.tables import RUN_KINDS, ModelRow, RunRow, VersionRow, utcnow
 
 T = TypeVar("T")
@@ -64,15 +66,22 @@ class Store:
     """The model registry.
 
     ``home`` is the argument, else ``$ASSAY_HOME``, else ``./.assay``; artifacts live under
-    ``<home>/artifacts``. ``url`` is the argument, else ``$ASSAY_DB_URL``, else SQLite at
-    ``<home>/assay.db``. Opening brings the schema to the newest revision.
+    ``<home>/artifacts``, mirrored to the object store ``artifacts_url`` (else ``$ASSAY_ARTIFACTS_URL``,
+    an fsspec URL such as ``s3://bucket/assay``) when one is given. ``url`` is the argument, else
+    ``$ASSAY_DB_URL``, else SQLite at ``<home>/assay.db``. Opening brings the schema to the newest
+    revision.
     """
 
-    def __init__(self, url: str | None = None, home: Path | str | None = None) -> None:
+    def __init__(
+        self, url: str | None = None, home: Path | str | None = None, artifacts_url: str | None = None
+    ) -> None:
         self.home = resolve_home(home)
         self._url = resolve_url(url, self.home)
         self.url = masked(self._url)  # safe to print: the password is hidden
-        self.artifacts = ArtifactStore(self.home / "artifacts")
+        remote_url = artifacts_url or os.environ.get("ASSAY_ARTIFACTS_URL")
+        self.artifacts = ArtifactStore(
+            self.home / "artifacts", RemoteArtifacts(remote_url) if remote_url else None
+        )
         self._engine = open_engine(self._url)
         try:
             with database_errors(self._url):
