@@ -8,6 +8,8 @@ shows the scenario itself is right, whichever server is at hand.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import os
 import threading
@@ -15,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -234,3 +237,65 @@ def test_an_incident_rolls_the_alias_back_in_one_transaction(url: str, tmp_path:
         assert store.alias_history("mnist", "production")[-1].id == done.rollback_event.id
         assert store.rollback_incident(incident.id).action == "rolled_back"  # carried out once
         assert len(store.alias_history("mnist", "production")) == 3
+
+
+def _driver(url: str, home: str, rounds: int, start: Any) -> list[int]:
+    """A driver process: register a version, promote it (forced: nothing gates it here), now and then
+    roll back; the versions it was given."""
+    start.wait()
+    got = []
+    with Store(url=url, home=home) as store:
+        for i in range(rounds):
+            version = register(store)
+            got.append(version)
+            store.promote(f"mnist@{version}", force=True, reason="race")
+            if i % 3 == 2:
+                with contextlib.suppress(RefusedError):  # the other driver's rollbacks emptied the stack
+                    store.rollback("mnist", reason="race")
+    return got
+
+
+def _reader(url: str, home: str, reads: int, start: Any) -> list[tuple[int, int]]:
+    """A worker process reading while the drivers write: what production and the latest version were."""
+    start.wait()
+    seen = []
+    with Store(url=url, home=home) as store:
+        for _ in range(reads):
+            current = store.current_alias("mnist", "production")
+            latest = store.list_versions("mnist")[-1].version
+            seen.append((current.version if current else 0, latest))
+    return seen
+
+
+def test_two_drivers_racing_and_workers_reading_keep_versions_and_history_consistent(
+    url: str, tmp_path: Path
+) -> None:
+    import multiprocessing
+
+    home = str(tmp_path / "home")
+    with Store(url=url, home=home) as store:  # the schema, and a first version to read
+        register(store)
+        store.promote("mnist@1", reason="first")
+    context = multiprocessing.get_context("spawn")  # no inherited engine or lock: separate programs
+    start = context.Manager().Event()
+    rounds, reads = 9, 40
+    with context.Pool(6) as pool:
+        drivers = [pool.apply_async(_driver, (url, home, rounds, start)) for _ in range(2)]
+        readers = [pool.apply_async(_reader, (url, home, reads, start)) for _ in range(4)]
+        start.set()
+        given = [v for d in drivers for v in d.get(timeout=300)]
+        seen = [s for r in readers for s in r.get(timeout=300)]
+    # Versions: consecutive, each given once, whichever driver registered it.
+    assert sorted(given) == list(range(2, 2 + 2 * rounds))
+    with Store(url=url, home=home) as store:
+        assert [v.version for v in store.list_versions("mnist")] == list(range(1, 2 + 2 * rounds))
+        history = store.alias_history("mnist", "production")
+        current = store.current_alias("mnist", "production")
+    # The alias history is one chain: every move starts where the one before it left the alias.
+    ordered = sorted(history, key=lambda e: e.id)
+    assert ordered[0].from_version is None and ordered[0].to_version == 1
+    for before, after in itertools.pairwise(ordered):
+        assert after.from_version == before.to_version, (before, after)
+    assert current is not None and current.version == ordered[-1].to_version
+    # Every reader saw a version that existed, and production never pointed past the latest.
+    assert len(seen) == 4 * reads and all(1 <= prod <= latest for prod, latest in seen)
