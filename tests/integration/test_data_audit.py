@@ -63,6 +63,14 @@ def test_audit_writes_the_three_files_and_reports_the_planted_leak(leaky_npz: Pa
         and source["sha256"] == hashlib.sha256(leaky_npz.read_bytes()).hexdigest()
     )
     assert "6 of 60" in croissant["rai:dataLimitations"]
+    # The datasheet links to the audit's governance section, which maps the findings with their numbers.
+    assert croissant["subjectOf"]["url"] == f"{files['html'].name}#governance"
+    html = files["html"].read_text()
+    assert 'id="governance"' in html and 'href="#metric-leakage[test:train]"' in html
+    assert 'id="metric-leakage[test:train]"' in html
+    (measure_21,) = [s for s in document["governance"]["covered"] if s["id"] == "MEASURE 2.1"]
+    (audit,) = [e for e in measure_21["evidence"] if e["key"] == "data_audit"]
+    assert "A.7.4" in audit["iso"] and "leakage[test:train]" in {i["name"] for i in audit["items"]}
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:rdflib.*")

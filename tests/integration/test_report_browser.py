@@ -32,6 +32,7 @@ SECTIONS = [
     "efficiency",
     "robustness-curves",
     "training",
+    "governance",
     "environment",
 ]
 
@@ -120,7 +121,7 @@ def test_gate_report_names_tests_sides_badges_and_notes_in_the_browser(
     assert rule_tests == ["one-sided paired bootstrap"] * 4 + ["one-sided bootstrap (unpaired)"]
     # The comparison's p-value for the same metric names its own, two-sided, test.
     accuracy = _element(
-        section(dom, "metrics"), r'<tr class="row-ok">(?:(?!</tr>).)*?<code>accuracy</code>.*?</tr>'
+        section(dom, "metrics"), r'<tr class="row-ok"[^>]*>(?:(?!</tr>).)*?<code>accuracy</code>.*?</tr>'
     )
     assert re.search(r'<td class="num">[^<]+</td>\s*<td class="test">two-sided exact McNemar</td>', accuracy)
     # The policy's level is family-wise and its rules one-sided; "two-sided" is not said of them.
@@ -132,7 +133,7 @@ def test_gate_report_names_tests_sides_badges_and_notes_in_the_browser(
     assert [b for b in badges if b[0] == "info"] == [("info", "info: would pass")] * 2
     assert sorted(text for kind, text in badges if kind != "info") == ["FAIL", "FAIL", "pass"]
     # The estimate outside its interval has its note beside it, in the same cell.
-    planted = _element(dom, r'<tr class="row-ok">(?:(?!</tr>).)*?<code>classwise_mce</code>.*?</tr>')
+    planted = _element(dom, r'<tr class="row-ok"[^>]*>(?:(?!</tr>).)*?<code>classwise_mce</code>.*?</tr>')
     cell = _element(planted, r'<td class="num">(?:(?!</td>).)*?outside-note.*?</td>')
     note = f"\u26a0 estimate outside its 95% interval \u2014 {PLANTED_NOTE}"
     assert text_of(cell) == f"22.5% [23.8, 66.0] {note}"
@@ -149,3 +150,27 @@ def test_gate_report_names_tests_sides_badges_and_notes_in_the_browser(
     assert near(image, "#fef3c7") > 200  # the "flagged timings" tag on the latency rule
     # The notes' amber text was drawn (the outside-interval note, the flags), not only their tags' fill.
     assert near(image, "#92400e", 0.12) > 300
+
+
+@needs_chromium
+@pytest.mark.parametrize("kind", ["evaluation", "gate"])
+def test_the_governance_section_maps_this_runs_figures_and_lists_what_is_open(
+    kind: str, tmp_path: Path
+) -> None:
+    doc = report_document("evaluation") if kind == "evaluation" else gate_document()
+    page = write_report(doc, tmp_path, kind).html
+    result = run_chromium(tmp_path, "--dump-dom", page.as_uri())
+    assert result.returncode == 0, result.stderr[-2000:]
+    dom = result.stdout
+    governance = section(dom, "governance")
+    covered = governance[governance.index('class="data governance covered"') :].split("</table>")[0]
+    uncovered = governance[governance.index('class="data governance uncovered"') :].split("</table>")[0]
+    # MEASURE: this run's accuracy under 2.3, linked to its row in the metrics table, which exists.
+    assert "MEASURE 2.3" in covered and "MEASURE 2.5" in covered
+    assert '<a href="#metric-accuracy">accuracy</a>' in covered and 'id="metric-accuracy"' in dom
+    # MANAGE: post-deployment monitoring and incidents come from serving, so a report lists them as open.
+    for open_id in ("MANAGE 4.1", "MANAGE 4.3", "MEASURE 2.2"):
+        assert open_id in uncovered and open_id not in covered
+    assert ("MEASURE 2.13" in covered) == (kind == "gate")  # the paired gate is evidence only in a gate
+    assert "A.6.2.4" in governance and "not conformance" in text_of(governance)
+    assert 'href="#governance"' in section(dom, "models")  # the model card links to it

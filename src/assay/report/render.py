@@ -21,6 +21,7 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from assay.errors import UsageError
+from assay.governance import governance
 from assay.report import sections
 
 SCHEMA = "assay.report/1"
@@ -81,6 +82,8 @@ def _checked(document: Any) -> dict[str, Any]:
     if kind not in ("evaluation", "comparison"):
         raise UsageError(f"The report 'kind' must be 'evaluation' or 'comparison'. Got {kind!r}.")
     clean: dict[str, Any] = to_json_safe(document)
+    # Every report says which framework subcategories its evidence bears on: the JSON and the page alike.
+    clean.setdefault("governance", governance(clean))
     return clean
 
 

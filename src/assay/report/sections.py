@@ -222,6 +222,30 @@ class EnvironmentContent:
 
 
 @dataclass(frozen=True)
+class EvidenceItem:
+    name: str
+    value: str
+    href: str
+
+
+@dataclass(frozen=True)
+class Subcategory:
+    id: str
+    title: str
+    evidence: list[tuple[str, list[str], list[EvidenceItem]]]  # (what, ISO controls, its figures)
+    can_supply: list[str]  # for one without evidence: what of assay's would bear on it
+
+
+@dataclass(frozen=True)
+class GovernanceContent:
+    covered: list[Subcategory]
+    uncovered: list[Subcategory]
+    controls: list[tuple[str, str]]
+    sources: list[tuple[str, str]]  # (source, url)
+    note: str
+
+
+@dataclass(frozen=True)
 class Section:
     """One numbered section: its content, and ``missing``, the reason it (or its core) was not measured."""
 
@@ -892,6 +916,27 @@ def _node(key: str, value: Any) -> Node:
     return Node(name, DASH if value is None else str(value))
 
 
+def _evidence(e: Mapping[str, Any]) -> tuple[str, list[str], list[EvidenceItem]]:
+    return str(e["title"]), list(e["iso"]), [EvidenceItem(**i) for i in e["items"]]
+
+
+def _governance(ctx: _Context) -> Section:
+    title = "Governance"
+    g = ctx.doc.get("governance") or {}
+    if not g:
+        return Section("governance", title, missing="the document carries no governance map.")
+    covered = [
+        Subcategory(s["id"], s["title"], [_evidence(e) for e in s["evidence"]], []) for s in g["covered"]
+    ]
+    uncovered = [Subcategory(s["id"], s["title"], [], list(s["assay_can_supply"])) for s in g["uncovered"]]
+    frameworks = g.get("frameworks") or {}
+    sources = [(str(f.get("source", "")), str(f.get("url", ""))) for f in frameworks.values()]
+    controls = [(c["id"], c["title"]) for c in g.get("iso_controls") or []]
+    return Section(
+        "governance", title, GovernanceContent(covered, uncovered, controls, sources, str(g["note"]))
+    )
+
+
 def _environment(ctx: _Context) -> Section:
     environment = ctx.doc.get("environment") or {}
     report = {
@@ -917,6 +962,7 @@ def build(doc: Doc) -> dict[str, Any]:
         _efficiency(ctx),
         _robustness_curves(ctx),
         _training(ctx),
+        _governance(ctx),
         _environment(ctx),
     ]
     if ctx.comparison:

@@ -28,6 +28,7 @@ SECTIONS = [
     "efficiency",
     "robustness-curves",
     "training",
+    "governance",
     "environment",
 ]
 
@@ -213,9 +214,9 @@ def test_skipped_and_error_measurements_show_their_reason(rendered: Rendered) ->
         html = rendered(kind)
         metrics = section(html, "metrics")
         assert re.search(
-            r'<tr class="row-skipped">.*?needs at least 6 classes in the predictions file', metrics, re.S
+            r'<tr class="row-skipped"[^>]*>.*?needs at least 6 classes in the predictions file', metrics, re.S
         )
-        assert re.search(r'<tr class="row-error">.*?ValueError: bins must be increasing', metrics, re.S)
+        assert re.search(r'<tr class="row-error"[^>]*>.*?ValueError: bins must be increasing', metrics, re.S)
         assert "RAPL counters are not readable on this machine" in section(html, "efficiency")
 
 
@@ -264,7 +265,7 @@ def test_robustness_curves_are_drawn_when_the_trust_suite_ran() -> None:
 def _row(html: str, name: str) -> str:
     """The table row of the metric ``name`` (its <code> label), as HTML."""
     match = re.search(
-        rf"<tr class=\"row-[a-z]+\">(?:(?!</tr>).)*?<code>{re.escape(name)}</code>.*?</tr>", html, re.S
+        rf"<tr class=\"row-[a-z]+\"[^>]*>(?:(?!</tr>).)*?<code>{re.escape(name)}</code>.*?</tr>", html, re.S
     )
     assert match, f"no row {name}"
     return match.group(0)

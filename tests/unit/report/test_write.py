@@ -14,6 +14,7 @@ import pytest
 
 from assay.errors import UsageError
 from assay.measurement import Measurement
+from assay.governance import governance
 from assay.report import ReportPaths, render_json, write_report
 from assay.report import render as render_module
 
@@ -45,9 +46,11 @@ def test_writes_html_and_json_and_nothing_else(make_document: MakeDocument, tmp_
         "gate-fmnist.json",
     ]
     assert paths.html.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
-    assert _strict_loads(paths.json.read_text()) == doc
+    # The document as given, key order kept, and the governance map of its evidence added at the end.
+    expected = {**doc, "governance": governance(doc)}
+    assert _strict_loads(paths.json.read_text()) == expected
     text = paths.json.read_text()
-    assert text == json.dumps(doc, indent=2, sort_keys=False) + "\n"  # key order kept as given
+    assert text == json.dumps(expected, indent=2, sort_keys=False) + "\n"
 
 
 def test_files_get_the_permissions_of_any_new_file(make_document: MakeDocument, tmp_path: Path) -> None:

@@ -182,8 +182,11 @@ def measured_facts(result: AuditResult) -> dict[str, list[str]]:
     return facts
 
 
-def croissant(result: AuditResult, declared: Declared | None = None) -> dict[str, Any]:
-    """The Croissant 1.0 JSON-LD document of the audited dataset."""
+def croissant(
+    result: AuditResult, declared: Declared | None = None, report: str | None = None
+) -> dict[str, Any]:
+    """The Croissant 1.0 JSON-LD document of the audited dataset; ``report``: the audit page beside it,
+    linked (schema.org ``subjectOf``) with its governance section."""
     declared = declared or Declared()
     data: AuditData = result.context.data
     facts = measured_facts(result)
@@ -243,6 +246,18 @@ def croissant(result: AuditResult, declared: Declared | None = None) -> dict[str
         "rai:personalSensitiveInformation": join(*facts["pii"]),
         "rai:dataSocialImpact": join(declared.social_impact),
         "rai:dataReleaseMaintenancePlan": join(declared.maintenance),
+        **(
+            {
+                "subjectOf": {
+                    "@type": "sc:CreativeWork",
+                    "name": "assay data audit, with what its findings bear on in the NIST AI RMF 1.0 and "
+                    "ISO/IEC 42001 Annex A",
+                    "url": f"{report}#governance",
+                }
+            }
+            if report
+            else {}
+        ),
     }
 
 

@@ -32,6 +32,7 @@ from assay.data.audit.registry import CHECKS
 from assay.data.audit.run import AuditResult, summary
 from assay.env import environment
 from assay.errors import UsageError
+from assay.governance import governance
 from assay.measurement import Measurement
 from assay.report.render import template_environment, to_json_safe, write_temp
 
@@ -87,6 +88,7 @@ def build_document(
         "environment": environment({"audit": ctx.config.seed}),
     }
     clean: dict[str, Any] = to_json_safe(document)
+    clean["governance"] = governance(clean)  # what the findings bear on (NIST AI RMF, ISO/IEC 42001)
     return clean
 
 
@@ -158,7 +160,8 @@ def write_audit(
         raise UsageError(f"The audit file stem must be a plain file name. Got {stem!r}.")
     document = build_document(result, declared, scores)
     texts = {
-        "croissant": json.dumps(to_json_safe(croissant(result, declared)), indent=2) + "\n",
+        "croissant": json.dumps(to_json_safe(croissant(result, declared, report=f"{stem}.html")), indent=2)
+        + "\n",
         "html": render_html(result, document),
         "json": json.dumps(document, indent=2, allow_nan=False) + "\n",
     }

@@ -1,0 +1,86 @@
+"""The governance map: every tag names a real subcategory or control, a bad map is refused by entry, and
+a report's section lists this run's own figures under the subcategories they bear on."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from assay import catalogue
+from assay.errors import ConfigError
+from assay.format import format_interval
+from assay.governance import ISO_ID, NIST_ID, default_map_path, governance, load_map, parse_map
+from assay.trust import TRUST_FAMILIES
+from tests.unit.report.conftest import gate_document
+
+# The subcategories the issue names: MEASURE 2 (validity, reliability, safety, security, privacy,
+# fairness, environmental impact, ...) and MANAGE 4 (post-deployment monitoring, incident response).
+EXPECTED = {f"MEASURE 2.{i}" for i in range(1, 14)} | {f"MANAGE 4.{i}" for i in range(1, 4)}
+
+
+def test_every_tag_names_a_subcategory_or_control_of_the_catalogue() -> None:
+    gmap = load_map()
+    assert set(gmap.subcategories) >= EXPECTED
+    assert all(NIST_ID.fullmatch(s) for s in gmap.subcategories)
+    assert all(ISO_ID.fullmatch(c) for c in gmap.controls)
+    families = {e.family for e in catalogue.entries().values()} | set(TRUST_FAMILIES.names()) | {"data"}
+    for e in gmap.evidence:
+        assert set(e.nist) <= set(gmap.subcategories) and set(e.iso) <= set(gmap.controls), e.key
+        assert set(e.families) <= families, e.key  # a family that no measurement carries never matches
+    # Every control is some evidence's; of the subcategories, assay has nothing for human-subject
+    # evaluations (2.2) or explanations (2.9): listed so a report names them as open.
+    assert {t for e in gmap.evidence for t in e.iso} == set(gmap.controls)
+    assert set(gmap.subcategories) - {t for e in gmap.evidence for t in e.nist} == {
+        "MEASURE 2.2",
+        "MEASURE 2.9",
+    }
+    assert gmap.subcategories["MEASURE 2.11"].startswith("Fairness and bias are evaluated")
+    assert gmap.controls["A.6.2.4"] == "AI system verification and validation"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda r: r["evidence"][0]["nist"].append("MEASURE 2.99"), "names ['MEASURE 2.99'], which the file"),
+        (lambda r: r["evidence"][0]["iso"].append("A.99.1"), "names ['A.99.1']"),
+        (lambda r: r["nist"]["subcategories"].update({"Measure 2.1": "x"}), "'Measure 2.1' is not a NIST"),
+        (lambda r: r["iso"]["controls"].update({"6.2.4": "x"}), "'6.2.4' is not an ISO/IEC 42001"),
+        (lambda r: r["evidence"][0].update({"section": "models"}), "needs either families or a section"),
+        (lambda r: r["evidence"][-1].update({"section": "nowhere"}), "section 'nowhere' is not one of"),
+        (lambda r: r.pop("iso"), "needs [nist.subcategories], [iso.controls] and [[evidence]]"),
+    ],
+)
+def test_a_bad_map_is_refused_naming_the_entry(edit, message: str) -> None:  # type: ignore[no-untyped-def]
+    raw = tomllib.loads(default_map_path().read_text())
+    edit(raw)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_map(raw, Path("governance.toml"))
+
+
+def test_a_gate_report_lists_its_own_figures_and_the_subcategories_it_leaves_open() -> None:
+    doc = gate_document()  # a gate assay ran itself: quality, calibration, efficiency, a verdict
+    section = governance(doc)
+    covered = {s["id"]: s for s in section["covered"]}
+    uncovered = {s["id"]: s for s in section["uncovered"]}
+    assert set(covered) | set(uncovered) == set(load_map().subcategories) and not set(covered) & set(
+        uncovered
+    )
+    # MEASURE 2.3: the candidate's accuracy, as the report formats it, linked to its row.
+    accuracy = next(m for m in doc["measurements"] if m["name"] == "accuracy")
+    items = [i for e in covered["MEASURE 2.3"]["evidence"] for i in e["items"]]
+    assert {"name": "accuracy", "value": format_interval(accuracy), "href": "#metric-accuracy"} in items
+    gate = [i for e in covered["MEASURE 2.13"]["evidence"] for i in e["items"]]
+    passed = "passed" if doc["verdict"]["passed"] else "failed"
+    assert gate == [
+        {"name": "gate", "value": f"{passed}, {len(doc['verdict']['rules'])} rule(s)", "href": "#gate"}
+    ]
+    # No privacy or fairness family ran, and serving evidence is never part of a gate report.
+    for open_id in ("MEASURE 2.10", "MEASURE 2.11", "MEASURE 2.4", "MANAGE 4.1", "MANAGE 4.3"):
+        assert open_id in uncovered, open_id
+    assert any("assay serve" in s for s in uncovered["MANAGE 4.1"]["assay_can_supply"])
+    assert uncovered["MEASURE 2.2"]["assay_can_supply"] == []  # human subjects: nothing of assay's
+    assert "not conformance" in section["note"]
+    assert {c["id"] for c in section["iso_controls"]} >= {"A.6.2.4", "A.6.2.5"}
