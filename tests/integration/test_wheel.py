@@ -73,6 +73,7 @@ def test_wheel_holds_every_package_file(tmp_path: Path) -> None:
         "assay/serve/templates/dashboard.html.j2",
         "assay/data/audit/templates/audit.html.j2",
         "assay/cost/targets.toml",
+        "assay/governance.toml",
     ):
         assert needed in names
     in_tree = {
