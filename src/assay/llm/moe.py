@@ -225,15 +225,12 @@ def batch_expert_shares(model: Any, sequences: Sequence[Sequence[int]]) -> np.nd
     """:func:`expert_shares` of a right-padded batch of ``sequences`` through ``model`` (an MoE)."""
     import torch
 
+    from assay.llm.perplexity import right_padded  # torch: only when a model is there to run
+
     route = routing(model)
     if route is None:
         raise UsageError("expert shares need a mixture-of-experts model; this one is dense.")
-    width = max(len(s) for s in sequences)
-    ids = torch.zeros((len(sequences), width), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, sequence in enumerate(sequences):
-        ids[row, : len(sequence)] = torch.tensor(list(sequence))
-        mask[row, : len(sequence)] = 1
+    ids, mask = right_padded(sequences)
     with torch.inference_mode():
         out = model(input_ids=ids, attention_mask=mask, output_router_logits=True)
     return expert_shares(out.router_logits, route[1], mask)

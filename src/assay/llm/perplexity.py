@@ -159,18 +159,24 @@ def score_documents(
     )
 
 
-def next_token_logprobs(
-    model: nn.Module, sequences: Sequence[Sequence[int]]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``lp[k, t] = log P(sequences[k][t + 1] | sequences[k][: t + 1])`` (float64) for a right-padded batch
-    of the sequences, and the mask of the entries that are real tokens (the attention mask hides the
-    padding from every real one)."""
+def right_padded(sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The token ids of ``sequences`` as one batch, right-padded with 0, and its attention mask."""
     width = max(len(s) for s in sequences)
     ids = torch.zeros((len(sequences), width), dtype=torch.long)
     mask = torch.zeros_like(ids)
     for row, sequence in enumerate(sequences):
         ids[row, : len(sequence)] = torch.tensor(list(sequence))
         mask[row, : len(sequence)] = 1
+    return ids, mask
+
+
+def next_token_logprobs(
+    model: nn.Module, sequences: Sequence[Sequence[int]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``lp[k, t] = log P(sequences[k][t + 1] | sequences[k][: t + 1])`` (float64) for a right-padded batch
+    of the sequences, and the mask of the entries that are real tokens (the attention mask hides the
+    padding from every real one)."""
+    ids, mask = right_padded(sequences)
     logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
     picked = torch.log_softmax(logits, dim=-1).gather(2, ids[:, 1:, None])[..., 0]
     return picked.double() * mask[:, 1:], mask[:, 1:]
