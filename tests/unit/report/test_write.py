@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from assay.errors import UsageError
-from assay.measurement import Measurement
 from assay.governance import governance
+from assay.measurement import Measurement
 from assay.report import ReportPaths, render_json, write_report
 from assay.report import render as render_module
 
