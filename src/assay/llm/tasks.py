@@ -144,6 +144,8 @@ def choice_loglikelihoods(
     model: nn.Module, tokenizer: object, context: str, choices: Sequence[str]
 ) -> np.ndarray:
     """The summed log-probability (nats) of each choice's tokens after ``context``."""
+    import torch
+
     from assay.llm.perplexity import next_token_logprobs  # torch, only where a model runs
 
     encode = tokenizer  # a transformers tokenizer: called on a string, it gives input_ids
@@ -157,7 +159,8 @@ def choice_loglikelihoods(
             whole = context_ids + list(encode(choice, add_special_tokens=False)["input_ids"])  # type: ignore[operator]
         sequences.append(whole)
         starts.append(start)
-    logprobs, _ = next_token_logprobs(model, sequences)
+    with torch.inference_mode():  # scores, never gradients, whoever calls
+        logprobs, _ = next_token_logprobs(model, sequences)
     out = np.empty(len(sequences))
     for k, (s, start) in enumerate(zip(sequences, starts, strict=True)):
         out[k] = float(logprobs[k, start - 1 : len(s) - 1].sum())  # entry t predicts token t + 1
