@@ -29,11 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from assay.errors import ConfigError
-from assay.format import format_interval
+from assay.format import format_count, format_interval, format_value
 
 NIST_ID = re.compile(r"(GOVERN|MAP|MEASURE|MANAGE) \d+\.\d+")
 ISO_ID = re.compile(r"A\.\d+(\.\d+){1,2}")
 SECTIONS = ("training_energy", "verdict", "dataset", "models", "serving")  # evidence found outside families
+# A trust run has dozens of qualified figures of one kind (65 corruption_accuracy[c@s], 84 OOD detection
+# figures); past this many, the section gives their count and range, and the metrics table keeps each one.
+LISTED = 6
 NOT_CONFORMANCE = (
     "Evidence toward a subcategory is not conformance with it: the frameworks also ask for policies, roles "
     "and processes that no measurement replaces. Subcategories without evidence here are what a reviewer "
@@ -43,16 +46,22 @@ NOT_CONFORMANCE = (
 
 @dataclass(frozen=True)
 class Evidence:
+    """One kind of evidence: found in a report by measurement ``families`` or in a document ``section``,
+    bearing on ``nist`` subcategories and ``iso`` controls; ``run`` says what produces it."""
+
     key: str
     title: str
     families: tuple[str, ...]
     section: str | None
     nist: tuple[str, ...]
     iso: tuple[str, ...]
+    run: str = ""
 
 
 @dataclass(frozen=True)
 class GovernanceMap:
+    """The parsed governance.toml: both frameworks' catalogues (id -> title) and the evidence map."""
+
     nist_source: str
     nist_url: str
     subcategories: dict[str, str]  # id -> title
@@ -63,6 +72,7 @@ class GovernanceMap:
 
 
 def default_map_path() -> Path:
+    """The map assay ships (package data, so it is in the wheel)."""
     return Path(str(resources.files("assay") / "governance.toml"))
 
 
@@ -109,6 +119,7 @@ def parse_map(raw: Mapping[str, Any], path: Path) -> GovernanceMap:
                 section,
                 tuple(entry.get("nist", ())),
                 tuple(entry.get("iso", ())),
+                str(entry.get("run", "")),
             )
         )
     return GovernanceMap(
@@ -128,15 +139,47 @@ def load_map(path: Path | None = None) -> GovernanceMap:
     return parse_map(raw, path)
 
 
+def _figures(measured: list[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Each measurement as the report writes it (value and interval), linked to its row of the metrics
+    table; more than :data:`LISTED` qualified figures of one kind (``recall[...]``) as count and range."""
+    kinds: dict[str, list[Mapping[str, Any]]] = {}
+    for m in measured:
+        name = str(m["name"])
+        kinds.setdefault(f"{name.partition('[')[0]}[\u2026]" if "[" in name else name, []).append(m)
+    items = []
+    for kind, ms in kinds.items():
+        if len(ms) > LISTED:
+            low, high = min(ms, key=lambda m: m["value"]), max(ms, key=lambda m: m["value"])
+            span = [
+                format_value(m["value"], str(m["name"]), m.get("unit"), family=m.get("family"))
+                for m in (low, high)
+            ]
+            items.append(
+                {
+                    "name": kind,
+                    "value": f"{len(ms)} figures, {span[0]} to {span[1]}",
+                    "href": f"#metric-{ms[0]['name']}",
+                }
+            )
+        else:
+            items += [
+                {"name": str(m["name"]), "value": format_interval(m), "href": f"#metric-{m['name']}"}
+                for m in ms
+            ]
+    return items
+
+
 def _items(evidence: Evidence, doc: Mapping[str, Any]) -> list[dict[str, str]]:
     """What ``doc`` holds of ``evidence``: each figure in words, with the anchor it has in the report."""
     if evidence.families:
-        measured = [m for m in doc.get("measurements") or [] if m.get("family") in evidence.families]
-        return [
-            {"name": str(m["name"]), "value": format_interval(m), "href": f"#metric-{m['name']}"}
-            for m in measured
-            if m.get("status", "ok") == "ok" and m.get("value") is not None
+        measured = [
+            m
+            for m in doc.get("measurements") or []
+            if m.get("family") in evidence.families
+            and m.get("status", "ok") == "ok"
+            and m.get("value") is not None
         ]
+        return _figures(measured)
     if evidence.section == "verdict":
         verdict = doc.get("verdict") or {}
         if verdict.get("passed") is None:
@@ -148,7 +191,7 @@ def _items(evidence: Evidence, doc: Mapping[str, Any]) -> list[dict[str, str]]:
         dataset = doc.get("dataset") or {}
         if not dataset.get("fingerprint"):
             return []
-        value = f"{dataset.get('name')} / {dataset.get('split')}, n={dataset.get('n')}"
+        value = f"{dataset.get('name')} / {dataset.get('split')}, n={format_count(dataset.get('n'))}"
         return [{"name": "dataset", "value": value, "href": "#models"}]
     models = doc.get("models") or {}
     if evidence.section == "models":
@@ -159,7 +202,12 @@ def _items(evidence: Evidence, doc: Mapping[str, Any]) -> list[dict[str, str]]:
         for info in models.values():
             training = ((info or {}).get("card") or {}).get("training") or {}
             if training.get("energy_j") is not None:
-                value = f"{training['energy_j']:,.0f} J ({training.get('energy_method', 'stated')})"
+                # As the model card writes it (report.sections), with the carbon where it was recorded.
+                value = format_value(training["energy_j"], "energy", "J")
+                if training.get("energy_method"):
+                    value += f" ({training['energy_method']})"
+                if training.get("co2_g") is not None:
+                    value += f", {format_value(training['co2_g'], 'co2', 'g CO2e')}"
                 out.append(
                     {"name": f"training energy of {info.get('ref')}", "value": value, "href": "#models"}
                 )
@@ -184,7 +232,7 @@ def governance(doc: Mapping[str, Any], gmap: GovernanceMap | None = None) -> dic
         if present:
             covered.append({**entry, "evidence": present})
         else:
-            sources = [e.title for e in bearing]
+            sources = [f"{e.title} ({e.run})" if e.run else e.title for e in bearing]
             uncovered.append({**entry, "assay_can_supply": sources})
     controls = sorted({c for e in gmap.evidence if e.key in found for c in e.iso})
     return {

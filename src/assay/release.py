@@ -259,6 +259,7 @@ def model_info(version: VersionInfo, model: LoadedModel) -> dict[str, Any]:
                 "precision": training.get("precision"),
                 "energy_j": training.get("energy_j"),
                 "energy_method": training.get("energy_method"),
+                "co2_g": training.get("co2_g"),
                 "seed": version.lineage.get("recipe", {}).get("train", {}).get("seed"),
             },
         },

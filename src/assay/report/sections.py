@@ -635,6 +635,7 @@ _TRAINING_FIELDS = {
     "seconds": "Training time",
     "precision": "Precision",
     "energy_j": "Energy",
+    "co2_g": "Carbon",
     "seed": "Seed",
 }
 
@@ -655,6 +656,8 @@ def _training_value(key: str, training: Mapping[str, Any]) -> Text:
     if key == "energy_j":
         method = training.get("energy_method")
         return Text(format_value(value, "energy", "J") + (f" ({method})" if method else ""))
+    if key == "co2_g":  # from the energy and ASSAY_GRID_G_PER_KWH (assay.train.energy)
+        return Text(format_value(value, "co2", "g CO2e"))
     return Text(str(value))
 
 

@@ -323,6 +323,7 @@ def model_info(version: int, name: str = "fmnist-cnn") -> dict[str, Any]:
                 "precision": "bf16",
                 "energy_j": 4210.0 * version,
                 "energy_method": "estimated",
+                "co2_g": 0.468 * version,  # 4,210 J per version at 400 g CO2e/kWh
                 "seed": version,
             },
         },
