@@ -88,8 +88,10 @@ class RemoteArtifacts:
         location = self._location(digest)
         if local.is_dir():
             lines = []
-            for path in sorted(p for p in local.rglob("*") if p.is_file()):
-                rel = path.relative_to(local).as_posix()
+            # sorted by the relative path's text, as the local manifest is (not by Path, whose order differs
+            # for "sub.txt" against "sub/x"), so the two manifests are the same bytes
+            files = sorted((p.relative_to(local).as_posix(), p) for p in local.rglob("*") if p.is_file())
+            for rel, path in files:
                 self.fs.put_file(str(path), f"{location}/{rel}")
                 lines.append(f"{_sha256(path)}  {rel}\n")
             manifest = "".join(lines)

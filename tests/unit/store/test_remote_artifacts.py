@@ -28,6 +28,7 @@ def model_folder(tmp_path: Path) -> Path:
     (folder / "weights.safetensors").write_bytes(bytes(range(256)) * 64)
     (folder / "spec.json").write_text('{"arch": "mlp"}')
     (folder / "sub" / "tokenizer.json").write_text("{}")
+    (folder / "sub.txt").write_text("sorts before sub/ as text, after it as a path")
     return folder
 
 
