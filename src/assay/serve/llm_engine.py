@@ -100,6 +100,7 @@ class Engine:
         self.observe = observe or (lambda *_: None)
         self.eos = _eos_ids(lm)
         self._config: Any = lm.model.config  # transformers' config, for the caches
+        self._route = routing(lm.model)  # an MoE's (experts, top_k): its prefill returns the router's choices
         self._waiting: deque[Sequence] = deque()
         self._wake = threading.Condition()
         self._running = False
@@ -215,15 +216,14 @@ class Engine:
         started = time.perf_counter()
         ids = torch.tensor([sequence.prompt])
         cache: Any = DynamicCache(config=self._config)
-        route = routing(self.lm.model)
-        routed = {"output_router_logits": True} if route else {}
+        routed = {"output_router_logits": True} if self._route else {}
         out = self.lm.model(input_ids=ids, cache=cache, use_cache=True, **routed)
         logits = out.logits
         # the prefill scored every prompt token already: its mean NLL is the monitor's OOD signal, and an
         # MoE's router chose each token's experts in it
         sequence.prompt_nll = mean_token_nll(logits[0], ids[0])
-        if route is not None:
-            sequence.expert_shares = expert_shares(out.router_logits, route[1], torch.ones_like(ids))[0]
+        if self._route is not None:
+            sequence.expert_shares = expert_shares(out.router_logits, self._route[1], torch.ones_like(ids))[0]
         self.observe("prefill", time.perf_counter() - started)
         self.observe("prompt", sequence)
         if sequence.seed is not None:

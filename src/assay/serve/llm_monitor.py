@@ -81,14 +81,10 @@ def frame(lm: LanguageModel, text: str, framing: Stream) -> list[int]:
     return ids[:MAX_LENGTH]
 
 
-def prompt_feature_names(lm: LanguageModel) -> tuple[str, ...]:
-    """The statistics of a prompt: :data:`PROMPT_STATISTICS`, then for an MoE ``expert_share.L.E`` for
-    each routed layer L and expert E."""
-    route = routing(lm.model)
-    if route is None:
-        return PROMPT_STATISTICS
-    layers = len(batch_expert_shares(lm.model, [[0, 0]])[0])  # a dense layer between routed ones has none
-    return PROMPT_STATISTICS + tuple(f"expert_share.{i}.{e}" for i in range(layers) for e in range(route[0]))
+def prompt_feature_names(experts: int = 0, layers: int = 0) -> tuple[str, ...]:
+    """The statistics of a prompt: :data:`PROMPT_STATISTICS`, then for an MoE of ``experts`` experts in
+    ``layers`` routed layers, ``expert_share.L.E`` for each routed layer L and expert E."""
+    return PROMPT_STATISTICS + tuple(f"expert_share.{i}.{e}" for i in range(layers) for e in range(experts))
 
 
 @torch.inference_mode()
@@ -173,7 +169,10 @@ def prompt_references(
         with Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task(f"scoring the corpus as {framing} prompts", total=len(prompts))
             stats = prompt_statistics(lm, prompts, on_batch=partial(bar.advance, task))
-        references[framing] = prompt_reference(stats, prompt_feature_names(lm))
+        # the routed layers are the shares' columns over the experts (a dense layer between them has none)
+        experts = route[0] if (route := routing(lm.model)) else 0
+        names = prompt_feature_names(experts, (stats.shape[1] - 2) // experts if experts else 0)
+        references[framing] = prompt_reference(stats, names)
         references[framing].save(path)
     return references
 
@@ -194,9 +193,10 @@ class _Prompts:
 
 @dataclass
 class _Framing:
-    names: tuple[str, ...]
     baseline: Baseline
     calibration: Calibration
+    experts: int  # an MoE's experts per routed layer (0: a dense model, no shares)
+    reference_load: list[list[float]] | None  # the corpus's expert load per routed layer
     buffer: WindowBuffer[_Prompts] = field(default_factory=WindowBuffer)
     recent: list[WindowResult] = field(default_factory=list)
 
@@ -221,9 +221,12 @@ class PromptMonitor:
             calibration = calibrate(
                 reference, window=window, false_alarm_windows=settings.false_alarm_windows, seed=settings.seed
             )
-            self._streams[framing] = _Framing(
-                tuple(reference.feature_names), baseline_for(reference, calibration), calibration
-            )
+            baseline = baseline_for(reference, calibration)
+            shares = [n for n in reference.feature_names if n.startswith("expert_share.")]
+            experts = len({n.rsplit(".", 1)[1] for n in shares})
+            # the comparison half's mean share of each expert (inputs_sorted: features x rows)
+            load = baseline.inputs_sorted[2:].mean(axis=1).reshape(-1, experts).tolist() if experts else None
+            self._streams[framing] = _Framing(baseline, calibration, experts, load)
             lines.append(f"{framing} prompts in {line}")
         self.monitoring = "; ".join(lines) + " against the gating corpus"
         self._lock = threading.Lock()
@@ -241,8 +244,9 @@ class PromptMonitor:
         stream = self._streams.get(framing)
         if stream is None or row is None:
             return []
-        if len(row) != len(stream.names):
-            raise DataError(f"a prompt row of {len(row)} statistics for a reference of {len(stream.names)}.")
+        names = stream.baseline.feature_names
+        if len(row) != len(names):
+            raise DataError(f"a prompt row of {len(row)} statistics for a reference of {len(names)}.")
         rows = _Prompts(np.asarray(row, dtype=np.float64)[None], np.array([time.time()]))
         with self._lock:
             closed = stream.buffer.add(rows, stream.calibration.window)
@@ -271,10 +275,8 @@ class PromptMonitor:
                 zip(PROMPT_STATISTICS, np.median(stats[:, :2], axis=0).tolist(), strict=True)
             ),
         }
-        if stats.shape[1] > 2:  # the window's expert-load histogram per routed layer, and the corpus's
-            experts = 1 + max(int(n.rsplit(".", 1)[1]) for n in stream.names[2:])
-            summary["expert_load"] = stats[:, 2:].mean(axis=0).reshape(-1, experts).tolist()
-            reference = stream.baseline.inputs_sorted[2:].mean(axis=1)  # (features, rows), sorted per feature
-            summary["expert_load_reference"] = reference.reshape(-1, experts).tolist()
+        if stream.experts:  # the window's expert-load histogram per routed layer, and the corpus's
+            summary["expert_load"] = stats[:, 2:].mean(axis=0).reshape(-1, stream.experts).tolist()
+            summary["expert_load_reference"] = stream.reference_load
         started = float(parts[0].arrived[0])
         return WindowResult(index, len(stats), started, time.time(), results, summary, stream=framing)

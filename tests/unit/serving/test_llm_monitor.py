@@ -141,7 +141,7 @@ def test_expert_shares_count_each_tokens_top_k_choices_and_the_engine_agrees() -
     rng = np.random.default_rng(0)
     prompts = [rng.integers(5, len(lm.tokenizer), size=int(n)).tolist() for n in (2, 9, 23)]
     got = prompt_statistics(lm, prompts)
-    assert prompt_feature_names(lm) == (*PROMPT_STATISTICS, *(f"expert_share.{i}.{e}" for i in range(2)
+    assert prompt_feature_names(4, 2) == (*PROMPT_STATISTICS, *(f"expert_share.{i}.{e}" for i in range(2)
                                                                for e in range(4)))  # fmt: skip
     assert got.shape == (3, 2 + 2 * 4)
     for row, prompt in zip(got, prompts, strict=True):
