@@ -198,17 +198,14 @@ def show_verdict(evaluated: Any, json_out: bool) -> None:
         raise typer.Exit(1)
 
 
-COST_MODES = {"b1": "batch 1", "batch": "the throughput batch"}
-
-
 def print_cost(table: dict[str, Any]) -> None:
     """A cost table (:func:`assay.cost.cost_table`): USD per 1,000 per model and target for each batch
     mode timed, the cheapest passing model per target, and the projection's assumptions."""
     from assay.format import format_usd, format_wh
 
     per = f"{table['per']:,} {table['unit']}"
-    modes = {m: w for m, w in COST_MODES.items() if any(m in r["costs"][t["name"]] for r in table["rows"]
-                                                         for t in table["targets"])}  # fmt: skip
+    modes = {m: w for m, w in table["modes"].items() if any(m in r["costs"][t["name"]] for r in table["rows"]
+                                                             for t in table["targets"])}  # fmt: skip
     for mode, words in modes.items():
         grid = Table(title=f"USD per {per} at {words}")
         grid.add_column("model", overflow="fold")

@@ -31,6 +31,7 @@ from assay.env import watts_per_core
 
 LOCAL = "this machine"
 MODES = {"b1": "latency_p50_b1", "batch": "latency_p50_batch"}  # cost mode -> the timing it reads
+MODE_WORDS = {"b1": "batch 1", "batch": "the throughput batch"}  # each mode as a table's title says it
 
 ASSUMPTIONS = (
     "measured: this machine's own timings of each model (p50); projected: those timings carried to the "
@@ -192,6 +193,7 @@ def cost_table(
         "targets": targets,
         "rows": rows,
         "cheapest": cheapest,
+        "modes": MODE_WORDS,
         "frontier": {t["name"]: {m: _frontier(rows, t["name"], m) for m in MODES} for t in targets},
         "assumptions": list(ASSUMPTIONS),
     }

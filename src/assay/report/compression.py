@@ -151,6 +151,21 @@ def _link(point: Mapping[str, Any], here: Path) -> str:
     return os.path.relpath(report, here) if report else ""
 
 
+def _pareto_point(point: Mapping[str, Any], cost: float, on_front: bool, here: Path) -> plots.ParetoPoint:
+    """A search point on an accuracy-against-cost plot, linked to its gate report."""
+    accuracy = point["metrics"]["accuracy"]
+    return plots.ParetoPoint(
+        label="parent" if point["key"] == "root" else point["key"],
+        cost=cost,
+        accuracy=float(accuracy["value"]),
+        ci_low=float(accuracy["ci_low"]),
+        ci_high=float(accuracy["ci_high"]),
+        status="root" if point["key"] == "root" else point["status"],
+        on_front=on_front,
+        url=_link(point, here) or None,
+    )
+
+
 def _figures(doc: Mapping[str, Any], here: Path) -> list[tuple[str, Markup]]:
     root = doc.get("root")
     points = ([root] if root else []) + [t for t in doc["trials"] if t["status"] in ("passed", "failed")]
@@ -160,45 +175,21 @@ def _figures(doc: Mapping[str, Any], here: Path) -> list[tuple[str, Markup]]:
         if not usable:
             continue
         front = set(doc["frontier"].get(axis, []))
-        series = [
-            plots.ParetoPoint(
-                label="parent" if p["key"] == "root" else p["key"],
-                cost=float(_value(p, axis) or 0),
-                accuracy=float(p["metrics"]["accuracy"]["value"]),
-                ci_low=float(p["metrics"]["accuracy"]["ci_low"]),
-                ci_high=float(p["metrics"]["accuracy"]["ci_high"]),
-                status="root" if p["key"] == "root" else p["status"],
-                on_front=p["key"] in front,
-                url=_link(p, here) or None,
-            )
-            for p in usable
-        ]
+        series = [_pareto_point(p, float(_value(p, axis) or 0), p["key"] in front, here) for p in usable]
         svg = plots.pareto_svg(series, key=f"pareto-{axis}", title=f"Accuracy against {title}", xlabel=title)
         out.append((f"Accuracy against {title}", Markup(svg)))
     return out
 
 
-COST_MODES = {"b1": "batch 1", "batch": "the throughput batch"}
-LOCAL_TARGET = "this machine"  # the cost table's name for the machine that timed the models
-
-
 def _cost_figure(cost: Mapping[str, Any], doc: Mapping[str, Any], here: Path) -> tuple[str, Markup] | None:
     """Accuracy against the cost per 1,000 inferences on this machine at batch 1 (the cost axis)."""
     points = {p["key"]: p for p in [doc.get("root") or {}, *doc["trials"]] if p}
-    front = set(cost["frontier"][LOCAL_TARGET]["b1"])
+    local = next(t["name"] for t in cost["targets"] if t["kind"] == "local")
+    front = set(cost["frontier"][local]["b1"])
     series = [
-        plots.ParetoPoint(
-            label="parent" if r["key"] == "root" else r["key"],
-            cost=float(r["costs"][LOCAL_TARGET]["b1"]["usd"]),
-            accuracy=float(r["accuracy"]),
-            ci_low=float(points[r["key"]]["metrics"]["accuracy"]["ci_low"]),
-            ci_high=float(points[r["key"]]["metrics"]["accuracy"]["ci_high"]),
-            status="root" if r["key"] == "root" else str(r["status"]),
-            on_front=r["key"] in front,
-            url=_link(points[r["key"]], here) or None,
-        )
+        _pareto_point(points[r["key"]], float(r["costs"][local]["b1"]["usd"]), r["key"] in front, here)
         for r in cost["rows"]
-        if r["accuracy"] is not None and "b1" in r["costs"][LOCAL_TARGET]
+        if r["accuracy"] is not None and "b1" in r["costs"][local]
     ]
     if not series:
         return None
@@ -229,7 +220,7 @@ def _cost(doc: Mapping[str, Any]) -> dict[str, Any] | None:
     targets = cost["targets"]
     return {
         "per": f"{cost['per']:,}",
-        "modes": COST_MODES,
+        "modes": cost["modes"],
         "targets": [
             {**t, "usd_per_hour": format_usd(t["usd_per_hour"]), "watts": f"{t['watts']:g} W"}
             for t in targets
@@ -237,7 +228,7 @@ def _cost(doc: Mapping[str, Any]) -> dict[str, Any] | None:
         "cheapest": [
             {
                 "target": t["name"],
-                **{m: cell(cost["cheapest"][t["name"]][m], t["name"], m) for m in COST_MODES},
+                **{m: cell(cost["cheapest"][t["name"]][m], t["name"], m) for m in cost["modes"]},
             }
             for t in targets
         ],
@@ -246,7 +237,7 @@ def _cost(doc: Mapping[str, Any]) -> dict[str, Any] | None:
                 {"key": key, "status": r["status"], "cells": [cell(key, t["name"], mode) for t in targets]}
                 for key, r in rows.items()
             ]
-            for mode in COST_MODES
+            for mode in cost["modes"]
         },
         "assumptions": cost["assumptions"],
     }
