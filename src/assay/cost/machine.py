@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from assay.cost.projection import Machine
+from assay.cost.targets import PRECISIONS
 
 BANDWIDTH_BUFFER_MIB = 512  # well past every cache level of the machines assay runs on
 MATMUL_SIZE = 1024  # large enough for the kernels' steady state, small enough to stay in the caches
@@ -75,7 +76,7 @@ def measure_machine() -> Machine:
     except OSError:
         cpuinfo = ""
     return Machine(
-        gflops={p: matmul_gflops(p) for p in ("fp32", "bf16", "int8")},
+        gflops={p: matmul_gflops(p) for p in PRECISIONS},
         bandwidth_gb_s=memory_bandwidth() / 1e9,
         clock_ghz=base_clock_ghz(cpuinfo),
         threads=torch.get_num_threads(),

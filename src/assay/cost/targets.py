@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from assay.config import validation_message
 from assay.errors import ConfigError, NotFoundError
 
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("fp32", "bf16", "int8")  # the rates a target states, and this machine's probes measure
 HOURS_PER_YEAR = 24 * 365
 
 
