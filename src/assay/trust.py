@@ -49,6 +49,7 @@ from assay import catalogue
 from assay.compare import PerExample
 from assay.data import Dataset, Split
 from assay.errors import UsageError
+from assay.executor import Executor, LocalExecutor
 from assay.inference import infer
 from assay.measurement import Measurement
 from assay.metrics import (
@@ -557,33 +558,52 @@ def run_trust(
     outputs_of: Callable[[Split], Outputs] | None = None,
     parent: LoadedModel | None = None,
     baseline: LoadedModel | None = None,
+    executor: Executor | None = None,
 ) -> TrustResult:
     """Every family in ``config.families`` on ``model`` and ``data.split(split)``.
 
     ``outputs_of`` runs (or reads from a cache) the model on a split; by default it runs it. ``parent``
     is the fp32 model that gradient-free variants are attacked through; ``baseline`` the model CE is
-    relative to. Never raises for a failing check: it becomes an ``error`` measurement.
+    relative to. Never raises for a failing check: it becomes an ``error`` measurement. Each family is one
+    unit of ``executor`` (default: run here, one after another); every family seeds its own subsets and
+    attacks from ``config.seed``, so the result is the same whichever executor ran them, in whatever order.
     """
     config = config or TrustConfig()
     unknown = [family for family in config.families if family not in TRUST_FAMILIES]
     if unknown:
         known = ", ".join(TRUST_FAMILIES.in_order())
         raise UsageError(f"Unknown trust families {unknown}. Known: {known}.")
+    executor = executor or LocalExecutor()
     run = outputs_of or (lambda s: _run_outputs(model, s.x, s.y, "trust", s))
     target = data.split(split)
-    ctx = TrustContext(model, data, target, run(target), config, run, parent, baseline)
+    ctx = executor.share(TrustContext(model, data, target, run(target), config, run, parent, baseline))
     result = TrustResult(measurements=[])
-    for family in config.families:
-        start = time.perf_counter()
-        try:
-            result.measurements.extend(TRUST_FAMILIES.get(family)(ctx))
-        except Exception as e:  # one failing family must not stop the suite, and must say so
-            logger.warning("trust family %s failed", family, exc_info=True)
-            result.measurements.append(Measurement.error(family, family, f"{type(e).__name__}: {e}"))
-        result.seconds[family] = time.perf_counter() - start
-    result.plots = ctx.plots
-    result.per_example = ctx.per_example
+    families = list(config.families)
+    for family, found in zip(
+        families, executor.map(_family, [(ctx, f) for f in families], families), strict=True
+    ):
+        result.measurements.extend(found.measurements)
+        result.plots.update(found.plots)
+        result.per_example.update(found.per_example)
+        result.seconds[family] = found.seconds[family]
     return result
+
+
+def _family(ctx: TrustContext, family: str) -> TrustResult:
+    """One family on ``ctx``: its measurements, and the plot data and per-example evidence it added."""
+    plots, kept = set(ctx.plots), set(ctx.per_example)
+    start = time.perf_counter()
+    try:
+        found = TRUST_FAMILIES.get(family)(ctx)
+    except Exception as e:  # one failing family must not stop the suite, and must say so
+        logger.warning("trust family %s failed", family, exc_info=True)
+        found = [Measurement.error(family, family, f"{type(e).__name__}: {e}")]
+    return TrustResult(
+        measurements=found,
+        plots={k: v for k, v in ctx.plots.items() if k not in plots},
+        seconds={family: time.perf_counter() - start},
+        per_example={k: v for k, v in ctx.per_example.items() if k not in kept},
+    )
 
 
 def cached_outputs(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from assay.data import DataSpec
+from assay.executor import Executor, LocalExecutor
 from assay.release import assess_version, check_fits, data_for, model_of
 from assay.trust import TrustConfig, TrustResult, cached_outputs, run_trust
 from assay.workspace import Workspace, dataset_info, record_evaluation
@@ -42,6 +43,7 @@ def trust_version(
     out_dir: Path | None = None,
     against_parent: bool = True,
     progress: bool = False,
+    executor: Executor | None = None,
 ) -> TrustRun:
     """``assay trust``: the suite on a registered version, recorded as an evaluation run with a report.
 
@@ -50,7 +52,8 @@ def trust_version(
     parent in the lineage, the parent is the baseline for corruption error and, for a variant without
     gradients, the model its transfer attack is crafted on. The report is the standard evaluation
     report: its metrics sections group the trust families, and its robustness-curves section draws
-    robust accuracy against eps and accuracy against corruption severity.
+    robust accuracy against eps and accuracy against corruption severity. ``executor`` runs the families
+    (:func:`assay.trust.run_trust`); this process alone records the run.
     """
     config = config or TrustConfig()
     version = ws.store.resolve(target)
@@ -68,11 +71,19 @@ def trust_version(
         ws, version, data, split, efficiency=False, n_boot=config.n_boot, seed=config.seed,
         progress=progress, model=model,
     )  # fmt: skip
-    outputs_of = cached_outputs(model, ws.cache_dir, version.artifact_digest)
+    executor = executor or LocalExecutor()
+    # A worker on another machine has no workspace to cache outputs in: it runs the model.
+    cache = ws.cache_dir if executor.shares_disk else None
+    outputs_of = cached_outputs(model, cache, version.artifact_digest)
     result = run_trust(
-        model, data, split=split, config=config, outputs_of=outputs_of, parent=parent, baseline=parent
-    )
-    about = {"config": config.__dict__, "baseline": version.parent if parent else None}
+        model, data, split=split, config=config, outputs_of=outputs_of, parent=parent, baseline=parent,
+        executor=executor,
+    )  # fmt: skip
+    about = {
+        "config": config.__dict__,
+        "baseline": version.parent if parent else None,
+        "executor": executor.describe(),
+    }
     assessment = standard.with_trust(result, about)
     evaluated = record_evaluation(ws, assessment, dataset_info(data, split), version=version, out_dir=out_dir)
     return TrustRun(result, evaluated.document, evaluated.html, evaluated.json, evaluated.run_id)

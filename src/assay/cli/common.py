@@ -39,10 +39,10 @@ err = _console(stderr=True)  # progress, notes, errors
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# The workspaces a command opened, closed when it ends: a store left to the garbage collector keeps its
-# SQLite write-ahead log open for as long as the process lives (a test's CliRunner, a notebook), and
-# closes it whenever the collector runs, under whoever is copying or reading the folder.
-_opened: ContextVar[list[Any] | None] = ContextVar("assay_cli_workspaces", default=None)
+# What a command opened (workspaces, executors), closed when it ends: a store left to the garbage
+# collector keeps its SQLite write-ahead log open for as long as the process lives (a test's CliRunner, a
+# notebook), and closes it whenever the collector runs, under whoever is copying or reading the folder.
+_opened: ContextVar[list[Callable[[], None]] | None] = ContextVar("assay_cli_opened", default=None)
 
 HomeOpt = Annotated[
     Path | None, typer.Option("--home", help="Store folder (default $ASSAY_HOME or ./.assay).")
@@ -54,6 +54,20 @@ LabelColumnOpt = Annotated[
 ]
 TextColumnOpt = Annotated[
     str | None, typer.Option("--text", help="The text column of a CSV, Parquet or JSONL file (text models).")
+]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        help="Run the independent units as Ray tasks on this cluster: a head node (host:6379, "
+        "ray://host:10001), or auto (this machine's cluster, else a new local one). Needs assay[ray].",
+    ),
+]
+RayCpusOpt = Annotated[
+    float, typer.Option("--ray-cpus", min=0.01, help="CPUs each Ray task declares; its torch threads.")
+]
+RayMemoryOpt = Annotated[
+    float, typer.Option("--ray-memory", min=0.01, help="GiB of memory each Ray task declares.")
 ]
 ForceDataOpt = Annotated[
     bool,
@@ -83,8 +97,8 @@ def friendly(fn: F) -> F:
             err.print("interrupted: nothing was half-written (artifacts and runs are written atomically).")
             raise typer.Exit(130) from None
         finally:
-            for ws in _opened.get() or []:
-                ws.store.close()
+            for close in _opened.get() or []:
+                close()
             _opened.reset(opened)
 
     return wrapper  # type: ignore[return-value]
@@ -115,8 +129,20 @@ def workspace(home: Path | None) -> Any:
     ws = Workspace.open(home)
     opened = _opened.get()
     if opened is not None:
-        opened.append(ws)
+        opened.append(ws.store.close)
     return ws
+
+
+def executor(ray: str | None, cpus: float, memory_gb: float, json_out: bool) -> Any:
+    """The executor ``--ray`` names (none: this process), its task bar shown unless ``--json``; a
+    command wrapped in :func:`friendly` closes it when it ends."""
+    from assay.executor import executor_for
+
+    made = executor_for(ray, cpus=cpus, memory_gb=memory_gb, progress=not json_out)
+    opened = _opened.get()
+    if opened is not None:
+        opened.append(made.close)
+    return made
 
 
 def data_spec(data: str | None, limit: int | None, target: str | None, text: str | None = None) -> Any:

@@ -21,8 +21,12 @@ from rich.table import Table
 from assay.cli.common import (
     HomeOpt,
     JsonOpt,
+    RayCpusOpt,
+    RayMemoryOpt,
+    RayOpt,
     emit_json,
     err,
+    executor,
     friendly,
     out,
     print_cost,
@@ -55,6 +59,9 @@ def compress_cmd(
     ] = None,
     finetune_epochs: Annotated[int, typer.Option(min=1, help="Fine-tune epochs after pruning.")] = 3,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Folder for the reports.")] = None,
+    ray: RayOpt = None,
+    ray_cpus: RayCpusOpt = 1,
+    ray_memory: RayMemoryOpt = 2,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -86,6 +93,7 @@ def compress_cmd(
     result = run_search(
         ws, model, policy, objective=objective, plan=plan, budget=budget, finetune_epochs=finetune_epochs,
         progress=not json_out, out_dir=out_dir, on_trial=note,
+        executor=executor(ray, ray_cpus, ray_memory, json_out),
     )  # fmt: skip
     doc = result.document
     if json_out:

@@ -16,7 +16,18 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from assay.cli.common import JsonOpt, emit_json, err, friendly, out, print_paths
+from assay.cli.common import (
+    JsonOpt,
+    RayCpusOpt,
+    RayMemoryOpt,
+    RayOpt,
+    emit_json,
+    err,
+    executor,
+    friendly,
+    out,
+    print_paths,
+)
 from assay.errors import DataError, UsageError
 
 data_app = typer.Typer(
@@ -176,6 +187,9 @@ def audit_cmd(
             help="Folder of the audit's files: audit-<dataset>-<suffix>.json, .html, .croissant.json.",
         ),
     ] = None,
+    ray: RayOpt = None,
+    ray_cpus: RayCpusOpt = 1,
+    ray_memory: RayMemoryOpt = 2,
     json_out: JsonOpt = False,
 ) -> None:
     """Audit a dataset: duplicates, leakage, contamination, label issues, balance, PII; write a datasheet."""
@@ -206,7 +220,7 @@ def audit_cmd(
                 highlight=False,
             )
 
-    result = run_audit(ctx, names, on_check=on_check)
+    result = run_audit(ctx, names, on_check=on_check, executor=executor(ray, ray_cpus, ray_memory, json_out))
     scores = []
     if outputs is not None:
         for tag in ("leakage", "contamination"):

@@ -16,9 +16,13 @@ from rich.markup import escape
 from assay.cli.common import (
     HomeOpt,
     JsonOpt,
+    RayCpusOpt,
+    RayMemoryOpt,
+    RayOpt,
     data_spec,
     emit_json,
     err,
+    executor,
     friendly,
     measurement_table,
     out,
@@ -78,6 +82,9 @@ def trust_cmd(
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Folder for the report (default: the store's).")
     ] = None,
+    ray: RayOpt = None,
+    ray_cpus: RayCpusOpt = 1,
+    ray_memory: RayMemoryOpt = 2,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -107,6 +114,7 @@ def trust_cmd(
         out_dir=out_dir,
         against_parent=parent,
         progress=not json_out,
+        executor=executor(ray, ray_cpus, ray_memory, json_out),
     )
     if json_out:
         emit_json(

@@ -17,27 +17,29 @@ on the better side. When no passing variant does, the search names none and says
 Every variant is gated against the root (the model being compressed), also when it is built on another
 variant (pruned, then quantized): non-inferiority must hold against what is in production, not drift
 along a chain. Its lineage names the model it was built from as parent, and the root in its recipe.
+
+Building and assessing are units of an executor (:mod:`assay.compress.units`, :mod:`assay.executor`):
+here, one after another; on Ray, every candidate whose base is done at once, each in a task. This
+process alone registers, gates and writes, and the document lists the trials in the plan's order.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
-import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from assay.compress.base import COMPRESSORS, Built, Context, Skipped
+from assay.compress import units
+from assay.compress.base import Built, Context, Skipped
 from assay.compress.hardware import flops, speedup_bound
 from assay.compress.quantize import layer_sensitivity
 from assay.compress.text import (
-    TEXT_COMPRESSORS,
     TextContext,
     TextSource,
     is_text_model,
@@ -45,10 +47,10 @@ from assay.compress.text import (
 )
 from assay.compress.text import layer_sensitivity as text_layer_sensitivity
 from assay.cost import Catalogue, Machine, cost_table, load_catalogue
-from assay.cost.machine import measure_machine
 from assay.env import environment
 from assay.errors import AssayError, NotFoundError, UsageError
 from assay.evaluate import Assessment
+from assay.executor import Executor, LocalExecutor, PackedFolder, Task
 from assay.format import format_delta, format_interval
 from assay.gate import Policy
 from assay.measurement import Comparison
@@ -58,7 +60,6 @@ from assay.models.loaded import LoadedModel
 from assay.release import (
     Workspace,
     _hash,
-    assess_version,
     data_for,
     dataset_info,
     model_of,
@@ -412,13 +413,15 @@ def plausibility_flags(
     ]
 
 
-def busy_machine() -> str:
-    """A note when other work competes for the cores: timings taken then are inflated, often wildly
-    (threads waiting for each other), and comparisons with timings from a quiet moment mislead."""
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if load <= cores:
-        return ""
-    return f"timed on a busy machine (load {load:.1f} on {cores} cores): latencies may be inflated"
+@dataclass
+class _Running:
+    """A candidate out with the executor: being built, or (once registered as ``version``) assessed."""
+
+    candidate: Candidate
+    started: float
+    version: VersionInfo | None = None
+    loaded: LoadedModel | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 class Search:
@@ -438,6 +441,7 @@ class Search:
         out_dir: Path | None = None,
         on_trial: Callable[[Trial], None] | None = None,
         targets: Catalogue | None = None,
+        executor: Executor | None = None,
     ) -> None:
         if objective not in OBJECTIVES:
             raise UsageError(f"Unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}.")
@@ -447,7 +451,10 @@ class Search:
         self.out_dir = out_dir or ws.reports_dir
         self.on_trial = on_trial
         self.catalogue = targets or load_catalogue()  # the cost table's targets, read before any work
-        self.trials: list[Trial] = []
+        self.executor = executor or LocalExecutor()
+        self.trials: list[Trial] = []  # in the order they finished
+        self.tried = 0  # candidates started, the budget's count
+        self.order: list[str] = []  # the plan's keys, each fallback after the candidate it retries
         self.root_point: dict[str, Any] | None = None  # set by run(), once the root is measured
         self._text_flops: dict[str, int] = {}  # TextSource.key() -> FLOPs
         self.dataset: dict[str, Any] | None = None
@@ -499,9 +506,18 @@ class Search:
                 self.data, seed=self.policy.seed, progress=self.progress, finetune_epochs=self.finetune_epochs
             )
         )
-        self.root_notes = [n for n in [busy_machine()] if n]
-        self.machine = measure_machine()  # the rates the cost table projects these timings with
-        self.baseline = self._assess(self.root, loaded)
+        # What the units read, sent to a cluster once; a worker's own bars would not reach this terminal.
+        local = isinstance(self.executor, LocalExecutor)
+        self.work_ctx = self.executor.share(self.ctx if local else replace(self.ctx, progress=False))
+        self.cache_dir = self.ws.cache_dir if self.executor.shares_disk else None
+        self.order = [c.key for c in queue]
+        # The root is timed where the variants are, so the gate compares timings from like machines; the
+        # cost table projects them with that machine's rates.
+        machine = self.executor.submit(units.machine, label="machine")
+        assessed = self._assess_root(loaded)
+        self.machine = machine.result()
+        self.root_notes = [n for n in [assessed.busy] if n]
+        self.baseline = assessed.assessment
         self.root_point = {
             "key": "root",
             "version": self.root.ref,
@@ -516,38 +532,77 @@ class Search:
         self.sources: dict[str, ZooModel | TextSource] = {}  # fp32 models later candidates build on
         self.versions: dict[str, VersionInfo] = {}
         clock = time.monotonic()
+        running: dict[Task[Any], _Running] = {}
         try:
             self._save()
-            while queue:
-                reason = self.budget.exhausted(len(self.trials), clock)
-                if reason:
-                    self.stop_reason = f"{reason}; not tried: {', '.join(c.key for c in queue)}"
+            while queue or running:
+                exhausted = self._start(queue, running, clock)
+                if not running:
+                    if exhausted and queue:
+                        self.stop_reason = f"{exhausted}; not tried: {', '.join(c.key for c in queue)}"
                     break
-                candidate = queue.pop(0)
-                trial = self._trial(candidate)
-                self.trials.append(trial)
-                if self.on_trial:
-                    self.on_trial(trial)
-                queue[0:0] = self._fallbacks(candidate, trial, {c.key for c in queue})
-                self._save()
+                self._finish(self.executor.wait(list(running)), running, queue)
         except KeyboardInterrupt:
+            self.executor.cancel(list(running))
             self.status, self.stop_reason = "interrupted", "interrupted by the user"
             self._save()
             raise
         self.status = "complete"
         return self._save()
 
-    def _trial(self, c: Candidate) -> Trial:
+    def _assess_root(self, loaded: LoadedModel) -> units.Assessed:
+        task = self.executor.submit(
+            units.assess, loaded, self.root, self.work_ctx, self.policy.n_bootstrap, self.policy.seed,
+            self.cache_dir, label="root",
+        )  # fmt: skip
+        return cast(units.Assessed, task.result())
+
+    def _start(self, queue: list[Candidate], running: dict[Task[Any], _Running], clock: float) -> str | None:
+        """Start the queued candidates whose base is done, in plan order, while the executor has room and
+        the budget allows; a candidate whose base was not evaluated is recorded skipped. Returns why the
+        budget stopped it, if it did."""
+        waiting = {c.key for c in queue} | {r.candidate.key for r in running.values()}
+        for c in list(queue):
+            if len(running) >= self.executor.slots:
+                return None
+            reason = self.budget.exhausted(self.tried, clock)
+            if reason:
+                return reason
+            if c.base is not None and c.base in waiting:
+                continue  # its base is still to be built and gated
+            queue.remove(c)
+            waiting.discard(c.key)
+            self.tried += 1
+            started = time.monotonic()
+            try:
+                source = self._source(c)
+            except Skipped as e:
+                self._record(c, Trial(c.key, c.method, c.params, c.base, "skipped", str(e)), started, queue)
+                continue
+            task = self.executor.submit(units.build, c.method, c.params, source, self.work_ctx, label=c.key)
+            running[task] = _Running(c, started)
+        return None
+
+    def _finish(self, task: Task[Any], running: dict[Task[Any], _Running], queue: list[Candidate]) -> None:
+        """What the finished unit returned: a built candidate is registered and sent to be assessed; an
+        assessed one is gated and recorded, with its fallbacks queued next."""
+        job = running.pop(task)
+        c = job.candidate
         trial = Trial(key=c.key, method=c.method, params=c.params, base=c.base, status="skipped")
-        started = time.monotonic()
         try:
-            source = self._source(c)
-            with tempfile.TemporaryDirectory() as tmp:
-                out = Path(tmp) / "model"
-                built = self._build(c, source, out)
-                version = self._register(c, out, built.spec, built.training, built.notes)
-            trial.notes = built.notes
-            self._evaluate(trial, version)
+            if job.version is None:
+                built, files = cast(tuple[Built, PackedFolder], task.result())
+                version = self._register(c, files.unpacked(), built.spec, built.training, built.notes)
+                loaded = model_of(self.ws, version)
+                again = self.executor.submit(
+                    units.assess, loaded, version, self.work_ctx, self.policy.n_bootstrap, self.policy.seed,
+                    self.cache_dir, label=c.key,
+                )  # fmt: skip
+                running[again] = replace(job, version=version, loaded=loaded, notes=built.notes)
+                return
+            assert job.loaded is not None
+            trial.notes = job.notes
+            self._evaluate(trial, job.version, job.loaded, cast(units.Assessed, task.result()))
         except Skipped as e:
             trial.status, trial.reason = "skipped", str(e)
         except AssayError as e:
@@ -555,16 +610,18 @@ class Search:
         except Exception as e:  # a plugin's own failure must not lose the search (Ctrl-C is no Exception)
             log.debug("candidate %s failed", c.key, exc_info=True)
             trial.status, trial.reason = "error", f"{type(e).__name__}: {e}"
-        trial.seconds = round(time.monotonic() - started, 2)
-        return trial
+        self._record(c, trial, job.started, queue)
 
-    def _build(self, c: Candidate, source: ZooModel | TextSource, out: Path) -> Built:
-        """``c``'s compressor on ``source``: a text compressor for a text model, else an image one."""
-        if isinstance(source, TextSource):
-            assert isinstance(self.ctx, TextContext)
-            return TEXT_COMPRESSORS.get(c.method)(source, self.ctx, out, dict(c.params))
-        assert isinstance(self.ctx, Context)
-        return COMPRESSORS.get(c.method)(source, self.ctx, out, dict(c.params))
+    def _record(self, c: Candidate, trial: Trial, started: float, queue: list[Candidate]) -> None:
+        trial.seconds = round(time.monotonic() - started, 2)
+        self.trials.append(trial)
+        if self.on_trial:
+            self.on_trial(trial)
+        fallbacks = self._fallbacks(c, trial, {k for k in self.order})
+        queue[0:0] = fallbacks
+        at = self.order.index(c.key) + 1
+        self.order[at:at] = [f.key for f in fallbacks]
+        self._save()
 
     def _flops(self, spec: dict[str, Any], source: TextSource | None = None) -> int:
         """FLOPs of one example. For a text model: of one text of ``TEXT_TOKENS`` tokens (the timed
@@ -633,18 +690,12 @@ class Search:
         self.versions[c.key] = version
         return version
 
-    def _assess(self, version: VersionInfo, model: LoadedModel | None = None) -> Assessment:
-        return assess_version(
-            self.ws, version, self.data, "test", n_boot=self.policy.n_bootstrap, seed=self.policy.seed,
-            progress=self.progress, model=model,
-        )  # fmt: skip
-
-    def _evaluate(self, trial: Trial, version: VersionInfo) -> None:
-        busy = busy_machine()
-        if busy:
-            trial.notes.append(busy)
-        loaded = model_of(self.ws, version)
-        assessment = self._assess(version, loaded)
+    def _evaluate(
+        self, trial: Trial, version: VersionInfo, loaded: LoadedModel, assessed: units.Assessed
+    ) -> None:
+        if assessed.busy:
+            trial.notes.append(assessed.busy)
+        assessment = assessed.assessment
         assert self.dataset is not None  # run() measured the root first
         gated = record_comparison(
             self.ws,
@@ -725,7 +776,8 @@ class Search:
     # -- the document ---------------------------------------------------------------------------------
 
     def document(self) -> dict[str, Any]:
-        trials = [asdict(t) for t in self.trials]
+        # In plan order, whichever finished first: a cluster's documents read as the local run's.
+        trials = [asdict(t) for t in sorted(self.trials, key=lambda t: self.order.index(t.key))]
         root = self.root_point
         evaluated = [t for t in trials if t["status"] in ("passed", "failed")]
         points = ([root] if root else []) + evaluated
@@ -750,6 +802,7 @@ class Search:
             "outcome": asdict(outcome),
             "frontier": {axis: pareto_front(points, axis) for axis in COST_AXES},
             "machine": self.machine.to_dict(),
+            "executor": self.executor.describe(),
             "cost": cost_table(points, self.catalogue, self.machine) if root else None,
             "started_at": self.started_at,
             "updated_at": datetime.now(UTC).replace(microsecond=0).isoformat(),

@@ -42,6 +42,7 @@ from assay.compress.base import Built, Skipped, calibration_rows, ort_quantizati
 from assay.data import Dataset
 from assay.env import cpu_supports_bf16
 from assay.errors import MissingExtraError
+from assay.executor import PackedFolder
 from assay.models.adapters import hf
 from assay.models.adapters.files import sha256_file
 from assay.models.adapters.hf_runtimes import (
@@ -89,6 +90,14 @@ class TextSource:
     def key(self) -> str:
         """Identity of the weights, whichever folder holds them: what the context's caches are keyed by."""
         return hashlib.sha256(sha256_file(self.folder / hf.WEIGHTS).encode()).hexdigest()[:24]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its folder's files, so that it reaches a worker on another machine."""
+        return (_unpacked_source, (PackedFolder.of(self.folder), self.manifest))
+
+
+def _unpacked_source(packed: PackedFolder, manifest: dict[str, Any]) -> TextSource:
+    return TextSource(packed.unpacked(), manifest)
 
 
 def is_text_model(manifest: dict[str, Any]) -> bool:

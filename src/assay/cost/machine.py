@@ -68,9 +68,14 @@ def base_clock_ghz(cpuinfo: str) -> float:
     return float(found.group(1)) / 1e3 if found else 0.0
 
 
-@functools.cache
 def measure_machine() -> Machine:
-    """This machine's rates, measured once per process (they do not change within one)."""
+    """This machine's rates with torch's present thread count, measured once per process and count (a
+    Ray task runs on the threads it declared CPUs for)."""
+    return _measure(torch.get_num_threads())
+
+
+@functools.cache
+def _measure(threads: int) -> Machine:
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -79,7 +84,7 @@ def measure_machine() -> Machine:
         gflops={p: matmul_gflops(p) for p in PRECISIONS},
         bandwidth_gb_s=memory_bandwidth() / 1e9,
         clock_ghz=base_clock_ghz(cpuinfo),
-        threads=torch.get_num_threads(),
+        threads=threads,
         basis=(
             f"best of {REPEATS} {MATMUL_SIZE}x{MATMUL_SIZE} matrix products per precision; best of 7 sums "
             f"of a {BANDWIDTH_BUFFER_MIB} MiB float32 buffer; load average {os.getloadavg()[0]:.1f} on "

@@ -24,6 +24,7 @@ from typing import Any
 
 from torch import nn
 
+from assay.executor import PackedFolder
 from assay.models.predictor import FastTorchPredictor, Predictor
 from assay.models.zoo import ZooModel
 
@@ -37,6 +38,14 @@ class LoadedModel:
     weights: Path
     module: ZooModel | None
     network: nn.Module | None = None
+    folder: Path | None = None  # the folder it was loaded from (load_artifact sets it)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """A model pickles as its folder's files and loads again from them, through the same adapter
+        and its checks: how it reaches a worker on another machine (:mod:`assay.executor`)."""
+        if self.folder is None:
+            raise TypeError("only a model loaded from its folder (load_artifact) can be sent to a worker")
+        return (_load_packed, (PackedFolder.of(self.folder),))
 
     @property
     def adapter(self) -> str:
@@ -69,3 +78,9 @@ class LoadedModel:
             assert self.module is not None
             return FastTorchPredictor(self.module)
         return self.predictor
+
+
+def _load_packed(packed: PackedFolder) -> LoadedModel:
+    from assay.models.adapters import load_artifact
+
+    return load_artifact(packed.unpacked())

@@ -13,6 +13,7 @@ import numpy as np
 from assay.data.audit.findings import FAMILY, unreliable
 from assay.data.audit.registry import CHECKS, AuditContext
 from assay.errors import UsageError
+from assay.executor import Executor, LocalExecutor
 from assay.measurement import Measurement
 from assay.outputs import Outputs
 
@@ -48,34 +49,46 @@ def run_audit(
     checks: Sequence[str] | None = None,
     *,
     on_check: Callable[[str], None] | None = None,
+    executor: Executor | None = None,
 ) -> AuditResult:
     """Run ``checks`` (default: every registered one) in a stable order; a check that raises becomes an
-    ``error`` measurement and the others go on. ``KeyboardInterrupt`` is not caught: nothing is written."""
+    ``error`` measurement and the others go on. ``KeyboardInterrupt`` is not caught: nothing is written.
+
+    Each check is one unit of ``executor`` (default: here, one after another, sharing the context's
+    cached work, such as the neighbour search that leakage and near-duplicates both read); on Ray each
+    task has its own copy of the context, and what a check hands the datasheet comes back with it."""
     names = select_checks(checks)
+    executor = executor or LocalExecutor()
+    shared = executor.share(ctx)
+    found = executor.map(_check, [(shared, name) for name in names], names, on_start=on_check)
     measurements: list[Measurement] = []
     seconds: dict[str, float] = {}
-    for name in names:
-        check = CHECKS.get(name)
-        if on_check is not None:
-            on_check(name)
-        started = time.perf_counter()
-        if ctx.data.kind not in check.kinds:
-            found = [
-                Measurement.skipped(name, FAMILY, f"applies to {' and '.join(sorted(check.kinds))} data")
-            ]
-        elif check.needs == "reference" and ctx.reference is None and ctx.reference_texts is None:
-            found = [Measurement.skipped(name, FAMILY, "no reference corpus (--reference)")]
-        else:
-            try:
-                found = check.run(ctx)
-            except UsageError:
-                raise  # a bad threshold is the user's to fix, not a finding
-            except Exception as e:
-                logger.debug("audit check %s failed", name, exc_info=True)
-                found = [Measurement.error(name, FAMILY, f"{type(e).__name__}: {e}")]
-        seconds[name] = time.perf_counter() - started
-        measurements += found
+    for name, (ms, extra, took) in zip(names, found, strict=True):
+        measurements += ms
+        ctx.extra.update(extra)
+        seconds[name] = took
     return AuditResult(measurements, seconds, ctx)
+
+
+def _check(ctx: AuditContext, name: str) -> tuple[list[Measurement], dict[str, Any], float]:
+    """One check on ``ctx``: its measurements, what it added to ``ctx.extra``, its wall time (s)."""
+    check = CHECKS.get(name)
+    before = set(ctx.extra)
+    started = time.perf_counter()
+    if ctx.data.kind not in check.kinds:
+        found = [Measurement.skipped(name, FAMILY, f"applies to {' and '.join(sorted(check.kinds))} data")]
+    elif check.needs == "reference" and ctx.reference is None and ctx.reference_texts is None:
+        found = [Measurement.skipped(name, FAMILY, "no reference corpus (--reference)")]
+    else:
+        try:
+            found = check.run(ctx)
+        except UsageError:
+            raise  # a bad threshold is the user's to fix, not a finding
+        except Exception as e:
+            logger.debug("audit check %s failed", name, exc_info=True)
+            found = [Measurement.error(name, FAMILY, f"{type(e).__name__}: {e}")]
+    added = {k: v for k, v in ctx.extra.items() if k not in before}
+    return found, added, time.perf_counter() - started
 
 
 def clean_scores(outputs: Outputs, flagged_ids: Sequence[str], tag: str) -> list[Measurement]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -69,7 +70,7 @@ def load_artifact(directory: str | Path) -> LoadedModel:
     """A stored model folder as a model, through the adapter its manifest names (``zoo`` by default)."""
     directory = Path(directory)
     manifest = read_manifest(directory)
-    return ADAPTERS.get(manifest["adapter"]).load(directory, manifest)
+    return replace(ADAPTERS.get(manifest["adapter"]).load(directory, manifest), folder=directory)
 
 
 def adapter_for(source: str, name: str | None = None) -> Adapter:
