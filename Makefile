@@ -71,6 +71,7 @@ bench: setup
 	$(BIN)/python benchmarks/training_precision.py
 	$(BIN)/python benchmarks/eval_overhead.py
 	$(BIN)/python benchmarks/compress_search.py
+	$(BIN)/python benchmarks/compress_ray.py
 	$(BIN)/python benchmarks/data_audit.py
 	$(BIN)/python benchmarks/trust_suite.py
 	$(BIN)/python benchmarks/serve_load.py

@@ -2,16 +2,19 @@
 time, whether the two agree, and what Ray costs per task.
 
     python benchmarks/compress_ray.py [--limit 20000] [--epochs 2] [--finetune-epochs 1] [--cpus N]
+                                      [--local-threads 1]
 
 Trains a demo CNN on a stratified subset of Fashion-MNIST (``--limit`` examples per split), then runs the
-default plan (21 candidates) twice with the default policy: in this process (torch on every core, as
-``assay compress`` runs), and as Ray tasks of one CPU each on a local cluster of ``--cpus`` CPUs (default:
-every core), as ``assay compress --ray auto`` runs. It prints both wall times, the verdicts of each side
-and whether they agree, then the per-task overhead: starting the cluster, a no-op task's round trip, a
-batch of no-op tasks, and sending the search's dataset and the model to the workers.
+default plan (20 candidates for this CNN) twice with the default policy: in this process with torch on
+``--local-threads`` threads, and as Ray tasks of one CPU each on a local cluster of ``--cpus`` CPUs
+(default: every core), as ``assay compress --ray auto`` runs. It prints both wall times, each candidate's
+verdict and accuracy on both sides, then the per-task overhead: starting the cluster, a no-op task's round
+trip, a batch of no-op tasks, and sending the search's dataset and the model to the workers.
 
-The two runs' timings differ (the local run times each model on two threads, a one-CPU task on one), so
-the frontier on the timed axes may differ; the verdicts, the accuracy and the sizes must not.
+With one local thread, as in each one-CPU task, the models are built byte for byte alike and every
+verdict and accuracy must agree. With more local threads the fine-tuned candidates differ in the last
+float bits (another summation order), which moves an accuracy by an example or two. Timings differ
+between any two runs, so the frontier on the timed axes may differ.
 """
 
 from __future__ import annotations
@@ -75,7 +78,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--finetune-epochs", type=int, default=1)
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 1, help="the local cluster's CPUs")
+    parser.add_argument("--local-threads", type=int, default=1, help="torch threads of the local run")
     args = parser.parse_args()
+    torch.set_num_threads(args.local_threads)
     import ray
 
     cpu = cpu_info()
@@ -117,8 +122,13 @@ def main() -> None:
                 same = "same" if other == (status, accuracy) else f"DIFFERS: ray {other}"
                 shown = "-" if accuracy is None else f"{accuracy:.4f}"
                 print(f"  {key:<44} {status:<7} accuracy {shown} {same}")
-            agree = mine == theirs and remote["frontier"]["size_on_disk"] == local["frontier"]["size_on_disk"]
-            print(f"\nverdicts, accuracies and the size frontier agree: {agree}")
+            verdicts = sum(mine[k][0] == v[0] for k, v in theirs.items())
+            accuracies = sum(mine[k][1] == v[1] for k, v in theirs.items())
+            sizes = remote["frontier"]["size_on_disk"] == local["frontier"]["size_on_disk"]
+            print(
+                f"\nsame verdict: {verdicts} of {len(theirs)}; same accuracy: {accuracies} of {len(theirs)}; "
+                f"same size frontier: {sizes}"
+            )
             print(f"frontier (latency b1): local {local['frontier']['latency_p50_b1']}, "
                   f"ray {remote['frontier']['latency_p50_b1']}\n")  # fmt: skip
             ctx = Context(data, finetune_epochs=args.finetune_epochs)

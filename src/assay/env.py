@@ -26,6 +26,7 @@ PACKAGES = (
     "onnx",
     "onnxruntime",
     "torchao",
+    "ray",
 )
 CPU_FLAGS = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 

@@ -28,17 +28,16 @@ Example (a local executor runs the unit at once)::
 
 from __future__ import annotations
 
-import atexit
-import hashlib
 import logging
-import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from assay.errors import MissingExtraError, UsageError
@@ -205,8 +204,8 @@ class RayExecutor(Executor):
         self._remote = ray.remote(_in_worker)
         self._progress = Progress(
             TextColumn("[bold]ray tasks"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            disable=not progress, transient=False,
-        )  # fmt: skip
+            console=Console(stderr=True), disable=not progress, transient=False,
+        )  # fmt: skip  # on stderr, beside the command's own progress lines
         self._bar = self._progress.add_task("ray tasks", total=0)
 
     def share(self, obj: T) -> T:
@@ -275,7 +274,10 @@ class PackedFolder:
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     _ = (Path(tmp) / "weights.bin").write_bytes(b"\\x00\\x01")
     ...     packed = PackedFolder.of(Path(tmp))
-    >>> (packed.unpacked() / "weights.bin").read_bytes()
+    >>> class Model:
+    ...     def __init__(self, folder: Path) -> None:
+    ...         self.weights = (folder / "weights.bin").read_bytes()
+    >>> packed.load(Model).weights
     b'\\x00\\x01'
     """
 
@@ -287,29 +289,22 @@ class PackedFolder:
             {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
         )
 
-    def digest(self) -> str:
-        h = hashlib.sha256()
-        for rel, data in sorted(self.files.items()):
-            h.update(f"{hashlib.sha256(data).hexdigest()}  {rel}\n".encode())
-        return h.hexdigest()
+    def write_to(self, folder: Path) -> Path:
+        """These files under ``folder`` (made if missing); returns ``folder``."""
+        for rel, data in self.files.items():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_bytes(data)
+        return folder
 
-    def unpacked(self) -> Path:
-        """These files in a folder of this process's own, one per content, removed when it exits."""
-        target = _scratch() / self.digest()
-        if not target.is_dir():
-            staging = Path(tempfile.mkdtemp(dir=_scratch()))
-            for rel, data in self.files.items():
-                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-                (staging / rel).write_bytes(data)
-            os.replace(staging, target)  # whole or not at all: a half-written folder is never loaded
-        return target
-
-
-_SCRATCH: list[Path] = []
-
-
-def _scratch() -> Path:
-    if not _SCRATCH:
-        _SCRATCH.append(Path(tempfile.mkdtemp(prefix="assay-worker-")))
-        atexit.register(shutil.rmtree, _SCRATCH[0], True)
-    return _SCRATCH[0]
+    def load(self, loader: Callable[[Path], T]) -> T:
+        """``loader`` on these files in a private folder, which lives as long as what it returned (an
+        object that takes a weak reference, as any class instance does): a worker that loads many models
+        keeps none of their files once it has dropped them."""
+        folder = Path(tempfile.mkdtemp(prefix="assay-unpacked-"))
+        try:
+            loaded = loader(self.write_to(folder))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        weakref.finalize(loaded, shutil.rmtree, folder, True)
+        return loaded

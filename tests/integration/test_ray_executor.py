@@ -191,3 +191,36 @@ def test_data_audit_on_ray_equals_the_local_audit(cluster: RayExecutor, tmp_path
         return [(m["name"], m["status"], m["value"], m.get("details")) for m in doc["measurements"]]
 
     assert findings(remote) == findings(local)
+
+
+def test_a_text_search_on_ray_builds_on_transformers_folders_sent_as_files(
+    cluster: RayExecutor, tmp_path: Path
+) -> None:
+    """A transformers classifier reaches the workers as its folder's files, and so does the dropped-layer
+    model that later candidates build on: the verdicts and untimed figures equal the local run's."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("onnxruntime")
+    from tests.unit.compress.test_text import write_reviews
+    from tests.unit.models.test_adapter_hf import tiny_classifier
+
+    path = write_reviews(tmp_path / "reviews.csv")
+    tiny_classifier(tmp_path / "bert")
+    home = ["--home", str(tmp_path / "home")]
+    data = ["--data", f"csv:{path}", "--text", "review", "--target", "label"]
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["models", "import", "reviews", str(tmp_path / "bert"), *data, *home, "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    only = ["--only", "onnx_fp32,half_layers,half_layers+ort_defaults"]
+    documents = []
+    for where in ([], ["--ray", "auto"]):
+        args = ["compress", "reviews@v1", *only, *home, "--out", str(tmp_path / "reports"), "--json", *where]
+        result = runner.invoke(app, args)
+        assert result.exit_code in (0, 1), result.output
+        documents.append(json.loads(result.stdout))
+    local, remote = documents
+    assert remote["executor"]["kind"] == "ray"
+    for mine, theirs in zip(remote["trials"], local["trials"], strict=True):
+        assert mine["key"] == theirs["key"] and mine["status"] == theirs["status"] in ("passed", "failed")
+        assert _points(mine["metrics"]) == _points(theirs["metrics"]) and mine["flops"] == theirs["flops"]

@@ -3,6 +3,7 @@ folder packs and unpacks whole, and a loaded model pickles as its files and pred
 
 from __future__ import annotations
 
+import gc
 import pickle
 import sys
 from pathlib import Path
@@ -39,20 +40,31 @@ def test_a_failed_unit_keeps_its_exception_for_result() -> None:
         task.result()
 
 
-def test_a_packed_folder_unpacks_whole_once_per_content(tmp_path: Path) -> None:
+class _Holder:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+
+def test_a_packed_folder_loads_whole_and_its_files_go_with_what_it_loaded(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     (tmp_path / "a.bin").write_bytes(b"\x00" * 10)
     (tmp_path / "sub" / "b.json").write_text('{"k": 1}')
-    packed = PackedFolder.of(tmp_path)
+    packed = pickle.loads(pickle.dumps(PackedFolder.of(tmp_path)))
     assert set(packed.files) == {"a.bin", "sub/b.json"}
-    folder = pickle.loads(pickle.dumps(packed)).unpacked()
-    assert (folder / "a.bin").read_bytes() == b"\x00" * 10 and (
-        folder / "sub" / "b.json"
-    ).read_text() == '{"k": 1}'
-    assert packed.unpacked() == folder  # the same content, the same folder: unpacked once
-    (tmp_path / "a.bin").write_bytes(b"\x01")
-    changed = PackedFolder.of(tmp_path)
-    assert changed.digest() != packed.digest() and changed.unpacked() != folder
+    holder = packed.load(_Holder)
+    folder = holder.folder
+    assert folder != tmp_path and (folder / "a.bin").read_bytes() == b"\x00" * 10
+    assert (folder / "sub" / "b.json").read_text() == '{"k": 1}'
+    del holder
+    gc.collect()
+    assert not folder.exists()  # dropped with the object that used it
+
+    def refuses(folder: Path) -> None:
+        raise ValueError(f"no model in {folder}")
+
+    with pytest.raises(ValueError, match="no model in") as e:
+        packed.load(refuses)
+    assert not Path(str(e.value).removeprefix("no model in ")).exists()  # nothing left behind
 
 
 def test_a_loaded_model_pickles_as_its_files_and_predicts_the_same(tmp_path: Path) -> None:
@@ -60,7 +72,12 @@ def test_a_loaded_model_pickles_as_its_files_and_predicts_the_same(tmp_path: Pat
     save_model(build_model(spec), tmp_path / "model")
     model = load_artifact(tmp_path / "model")
     copy = pickle.loads(pickle.dumps(model))
-    assert copy.folder != model.folder and copy.spec == model.spec and copy.parameters == model.parameters
+    assert (
+        copy.folder is not None
+        and copy.folder != model.folder
+        and copy.spec == model.spec
+        and copy.parameters == model.parameters
+    )
     x = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
     np.testing.assert_array_equal(
         copy.predictor.logits_and_features(x)[0], model.predictor.logits_and_features(x)[0]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -513,9 +514,7 @@ class Search:
         self.order = [c.key for c in queue]
         # The root is timed where the variants are, so the gate compares timings from like machines; the
         # cost table projects them with that machine's rates.
-        machine = self.executor.submit(units.machine, label="machine")
-        assessed = self._assess_root(loaded)
-        self.machine = machine.result()
+        assessed, self.machine = self._measure_root(loaded)
         self.root_notes = [n for n in [assessed.busy] if n]
         self.baseline = assessed.assessment
         self.root_point = {
@@ -550,12 +549,19 @@ class Search:
         self.status = "complete"
         return self._save()
 
-    def _assess_root(self, loaded: LoadedModel) -> units.Assessed:
-        task = self.executor.submit(
-            units.assess, loaded, self.root, self.work_ctx, self.policy.n_bootstrap, self.policy.seed,
-            self.cache_dir, label="root",
-        )  # fmt: skip
-        return cast(units.Assessed, task.result())
+    def _measure_root(self, loaded: LoadedModel) -> tuple[units.Assessed, Machine]:
+        tasks: list[Task[Any]] = [
+            self.executor.submit(
+                units.assess, loaded, self.root, self.work_ctx, self.policy.n_bootstrap, self.policy.seed,
+                self.cache_dir, label="root",
+            ),
+            self.executor.submit(units.machine, label="machine"),
+        ]  # fmt: skip
+        try:
+            return cast(units.Assessed, tasks[0].result()), cast(Machine, tasks[1].result())
+        except BaseException:
+            self.executor.cancel(tasks)
+            raise
 
     def _start(self, queue: list[Candidate], running: dict[Task[Any], _Running], clock: float) -> str | None:
         """Start the queued candidates whose base is done, in plan order, while the executor has room and
@@ -592,7 +598,9 @@ class Search:
         try:
             if job.version is None:
                 built, files = cast(tuple[Built, PackedFolder], task.result())
-                version = self._register(c, files.unpacked(), built.spec, built.training, built.notes)
+                with tempfile.TemporaryDirectory() as tmp:
+                    out = files.write_to(Path(tmp) / "model")
+                    version = self._register(c, out, built.spec, built.training, built.notes)
                 loaded = model_of(self.ws, version)
                 again = self.executor.submit(
                     units.assess, loaded, version, self.work_ctx, self.policy.n_bootstrap, self.policy.seed,

@@ -97,7 +97,7 @@ class TextSource:
 
 
 def _unpacked_source(packed: PackedFolder, manifest: dict[str, Any]) -> TextSource:
-    return TextSource(packed.unpacked(), manifest)
+    return packed.load(lambda folder: TextSource(folder, manifest))
 
 
 def is_text_model(manifest: dict[str, Any]) -> bool:

@@ -83,4 +83,4 @@ class LoadedModel:
 def _load_packed(packed: PackedFolder) -> LoadedModel:
     from assay.models.adapters import load_artifact
 
-    return load_artifact(packed.unpacked())
+    return packed.load(load_artifact)

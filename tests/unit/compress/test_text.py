@@ -143,14 +143,19 @@ def test_dropping_layers_keeps_the_bottom_ones_and_the_parent_untouched(
         build("drop_layers", tiny, ctx, tmp_path / "all", keep=2)
 
 
-def test_the_search_on_an_imported_text_model_records_every_candidate(
-    tmp_path: Path, isolated_home: Path
-) -> None:
+def write_reviews(path: Path) -> Path:
+    """150 seeded texts of the tiny vocabulary in a CSV (``review``, ``label``: three labels in turn)."""
     rng = np.random.default_rng(0)
     words = [w for w in WORDS if not w.startswith("##")]
     rows = [" ".join(rng.choice(words, size=rng.integers(2, 12))) for _ in range(150)]
-    path = tmp_path / "reviews.csv"
     pd.DataFrame({"review": rows, "label": [f"label{i % 3}" for i in range(150)]}).to_csv(path, index=False)
+    return path
+
+
+def test_the_search_on_an_imported_text_model_records_every_candidate(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    path = write_reviews(tmp_path / "reviews.csv")
     tiny_classifier(tmp_path / "bert")
     runner = CliRunner()
     data = ("--data", f"csv:{path}", "--text", "review", "--target", "label")
