@@ -288,8 +288,11 @@ def render_compression_html(document: Mapping[str, Any], here: Path) -> str:
     doc = to_json_safe(document)
     root = doc.get("root")
     rows = [_row(t, root, doc["frontier"], here) for t in doc["trials"]]
-    figures = _figures(doc, here)
-    cost_figure = _cost_figure(doc["cost"], doc, here) if doc.get("cost") else None
+    # The search rewrites its report after every trial; drawing the figures each time cost it seconds a
+    # trial, growing with the trials, so they are drawn once it has ended (or was interrupted).
+    final = doc["status"] != "running"
+    figures = _figures(doc, here) if final else []
+    cost_figure = _cost_figure(doc["cost"], doc, here) if final and doc.get("cost") else None
     return (
         template_environment()
         .get_template("compression.html.j2")

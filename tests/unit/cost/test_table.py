@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 
-from assay.cost.machine import base_clock_ghz, matmul_gflops, measure_machine, memory_bandwidth
+from assay.cost.machine import (
+    CALL_SECONDS,
+    MATMUL_SIZES,
+    base_clock_ghz,
+    matmul_gflops,
+    measure_machine,
+    memory_bandwidth,
+)
 from assay.cost.projection import Call, Machine, per_thousand, project
 from assay.cost.table import LOCAL, calls, cost_table, target_machine
 from assay.cost.targets import load_catalogue
@@ -105,7 +112,11 @@ def test_probes_measure_this_machine() -> None:
     # Arithmetic against the FLOPs of the product: a rate too high means the timing did not cover the work
     # (an upper bound no CPU assay runs on reaches: 64 FLOP/cycle x 6 GHz x 256 cores).
     for precision in ("fp32", "bf16", "int8"):
-        assert 0.05 < matmul_gflops(precision, n=128) < 64 * 6 * 256
+        rate, n = matmul_gflops(precision, n=128)
+        assert n == 128 and 0.05 < rate < 64 * 6 * 256
+    rate, n = matmul_gflops("fp32")  # sized here: a product that is seconds where a precision is emulated
+    assert n in MATMUL_SIZES and 0.05 < rate < 64 * 6 * 256
+    assert n == MATMUL_SIZES[-1] or 8 * 2 * n**3 / (rate * 1e9) > CALL_SECONDS  # larger would be slower
     assert 1e8 < memory_bandwidth(mib=64, repeats=2) < 1e13
     assert base_clock_ghz("processor\t: 0\ncpu MHz\t\t: 2596.124\n") == pytest.approx(2.596124)
     assert base_clock_ghz("no clock here") == 0.0

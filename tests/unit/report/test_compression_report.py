@@ -112,6 +112,15 @@ def test_nothing_passed_and_interrupted_are_said(tmp_path: Path) -> None:
     assert "No variant passed the gate" in html and "stopped: interrupted by the user" in html
 
 
+def test_a_running_search_lists_its_trials_and_draws_the_figures_once_it_ends(tmp_path: Path) -> None:
+    doc = {**compression_document(tmp_path), "status": "running"}
+    html = render_compression_html(doc, tmp_path)
+    assert 'class="plot"' not in html and "The figures are drawn when the search ends" in html
+    assert all(f"<b>{trial['key']}</b>" in html for trial in doc["trials"])
+    interrupted = render_compression_html({**doc, "status": "interrupted"}, tmp_path)
+    assert len(re.findall(r'<svg class="plot"', interrupted)) == 5
+
+
 def test_written_pair_is_the_document(tmp_path: Path) -> None:
     doc = compression_document(tmp_path)
     paths = write_compression_report(doc, tmp_path, "compress-x")
