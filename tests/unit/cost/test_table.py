@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from assay.cost import machine
 from assay.cost.machine import (
     CALL_SECONDS,
     MATMUL_SIZES,
@@ -108,15 +109,29 @@ def test_a_point_without_a_batch_size_is_costed_at_batch_1_only() -> None:
     assert calls(old)["b1"] == Call(0.0005, 2e6, 4e5, "fp32", 1)
 
 
+@pytest.mark.parametrize(("gflops", "size"), [(100.0, 1024), (15.0, 512), (2.0, 256)])
+def test_each_precision_takes_the_largest_product_that_stays_quick(
+    monkeypatch: pytest.MonkeyPatch, gflops: float, size: int
+) -> None:
+    # A kernel of a known rate: an n x n product takes 2 n^3 / rate. At 100 GFLOP/s 1024 takes 21 ms; at
+    # 15 GFLOP/s 512 takes 18 ms and 1024 would take 143; at 2 GFLOP/s (a precision without hardware
+    # support) 256 takes 17 ms and 512 would take 134.
+    monkeypatch.setattr(machine, "_product", lambda precision, n: lambda: n)  # the product answers its size
+    monkeypatch.setattr(machine, "_seconds", lambda fn: 2 * fn() ** 3 / (gflops * 1e9))
+    rate, n = matmul_gflops("bf16")
+    assert n == size and rate == pytest.approx(gflops)
+    assert n == MATMUL_SIZES[-1] or 2 * (2 * n) ** 3 / (gflops * 1e9) > CALL_SECONDS  # twice n: too slow
+    assert matmul_gflops("bf16", n=128) == (pytest.approx(gflops), 128)  # a stated size is kept
+
+
 def test_probes_measure_this_machine() -> None:
     # Arithmetic against the FLOPs of the product: a rate too high means the timing did not cover the work
     # (an upper bound no CPU assay runs on reaches: 64 FLOP/cycle x 6 GHz x 256 cores).
     for precision in ("fp32", "bf16", "int8"):
         rate, n = matmul_gflops(precision, n=128)
         assert n == 128 and 0.05 < rate < 64 * 6 * 256
-    rate, n = matmul_gflops("fp32")  # sized here: a product that is seconds where a precision is emulated
+    rate, n = matmul_gflops("fp32")  # sized here
     assert n in MATMUL_SIZES and 0.05 < rate < 64 * 6 * 256
-    assert n == MATMUL_SIZES[-1] or 8 * 2 * n**3 / (rate * 1e9) > CALL_SECONDS  # larger would be slower
     assert 1e8 < memory_bandwidth(mib=64, repeats=2) < 1e13
     assert base_clock_ghz("processor\t: 0\ncpu MHz\t\t: 2596.124\n") == pytest.approx(2.596124)
     assert base_clock_ghz("no clock here") == 0.0
