@@ -205,10 +205,12 @@ def gate(
     home: str | Path | None = None,
 ) -> Evaluated:
     """Gate ``candidate`` against ``baseline`` on the same examples under ``policy`` (a TOML file or a
-    :class:`~assay.gate.Policy`; default :meth:`Policy.default`). Each is a model ref or a predictions
-    file. The result's ``verdict.passed`` is the decision; a failed gate is a result, not an error.
+    :class:`~assay.gate.Policy`; default :meth:`Policy.default`, or for two lm-eval generation logs
+    :data:`~assay.workspace.GENERATION_LOG_POLICY_TOML`). Each is a model ref or a predictions file. The
+    result's ``verdict.passed`` is the decision; a failed gate is a result, not an error.
     """
-    ws, rules, out = open_workspace(home), _policy(policy), None if out_dir is None else Path(out_dir)
+    ws, out = open_workspace(home), None if out_dir is None else Path(out_dir)
+    rules = None if policy is None else _policy(policy)
     if is_predictions(str(baseline)) and is_predictions(str(candidate)):
         if data is not None:
             raise UsageError("The 'data' parameter applies to models; both targets are predictions files.")

@@ -36,6 +36,9 @@ class Assessment:
     training_curve: dict[str, list[float]] | None = None
     # Evidence behind measurements beyond the outputs (the trust suite's), for paired gate rules.
     per_example: dict[str, PerExample] = field(default_factory=dict)
+    # False where the outputs hold no probabilities (an lm-eval generation log's hits): the gate compares
+    # no metric of the outputs, only the per-example evidence.
+    output_metrics: bool = True
 
     def with_trust(self, result: TrustResult, about: dict[str, Any] | None = None) -> Assessment:
         """This assessment plus the trust suite's ``result``: its measurements (for the report), its
@@ -158,6 +161,7 @@ def compare(baseline: Assessment, candidate: Assessment, policy: Policy) -> Verd
         candidate_efficiency=candidate.efficiency,
         baseline_per_example=baseline.per_example,
         candidate_per_example=candidate.per_example,
+        output_metrics=baseline.output_metrics and candidate.output_metrics,
     )
 
 

@@ -853,11 +853,13 @@ def _mde(paired: Mapping[str, PairedResult | str], n: int, alpha: float) -> dict
 
 
 def _compare_per_example(
-    policy: Policy, baseline: Mapping[str, PerExample], candidate: Mapping[str, PerExample]
+    policy: Policy, baseline: Mapping[str, PerExample], candidate: Mapping[str, PerExample], every: bool
 ) -> dict[str, PairedResult | str]:
-    """Paired comparisons of the per-example evidence both models have, for the metrics rules name."""
+    """Paired comparisons of the per-example evidence both models have, for the metrics rules name, or
+    for all of it (``every``: where it is all there is, as for lm-eval's generation logs)."""
+    named = set(baseline) if every else {rule.metric for rule in policy.rules}
     out: dict[str, PairedResult | str] = {}
-    for name in sorted({rule.metric for rule in policy.rules} & baseline.keys() & candidate.keys()):
+    for name in sorted(named & baseline.keys() & candidate.keys()):
         try:
             out[name] = compare_per_example(
                 baseline[name], candidate[name], n_boot=policy.n_bootstrap, seed=policy.seed
@@ -876,12 +878,16 @@ def evaluate_policy(
     candidate_efficiency: Sequence[Measurement] = (),
     baseline_per_example: Mapping[str, PerExample] | None = None,
     candidate_per_example: Mapping[str, PerExample] | None = None,
+    output_metrics: bool = True,
 ) -> Verdict:
     """Judge ``candidate`` against ``baseline`` under ``policy``.
 
     ``*_per_example``: evidence for measurements beyond the outputs, by name (the trust suite's robust
     and corruption accuracies and OOD metrics, :attr:`assay.trust.TrustResult.per_example`); a rule on
-    such a metric is judged on the paired comparison of the two models' evidence.
+    such a metric is judged on the paired comparison of the two models' evidence. ``output_metrics``:
+    False where the outputs carry no probabilities (an lm-eval generation log's hits), so that no metric
+    of the outputs is compared (the outputs then only pair the examples and give the churn), and every
+    per-example metric both sides have is, whether or not a rule names it.
 
     Raises :class:`~assay.errors.DataError` only when the two outputs are not on the same examples;
     every statistical outcome, and every metric that cannot be computed, is part of the verdict.
@@ -889,9 +895,11 @@ def evaluate_policy(
     baseline, candidate = align(baseline, candidate)
     n_boot, seed = policy.n_bootstrap, policy.seed
     base_eff, cand_eff = _efficiency_index(baseline_efficiency), _efficiency_index(candidate_efficiency)
-    paired = _compare_registered(baseline, candidate, n_boot, seed)
+    paired = _compare_registered(baseline, candidate, n_boot, seed) if output_metrics else {}
     paired |= _compare_efficiency(base_eff, cand_eff, n_boot, seed)
-    paired |= _compare_per_example(policy, baseline_per_example or {}, candidate_per_example or {})
+    paired |= _compare_per_example(
+        policy, baseline_per_example or {}, candidate_per_example or {}, every=not output_metrics
+    )
     families = {name: e.measurement.family for name, e in (baseline_per_example or {}).items()}
     rules = judge(policy, paired, candidate_efficiency)
     comparisons = [

@@ -175,16 +175,17 @@ def load_predictions(path: str | Path) -> Outputs:
 
     Columns: ``label`` (int), ``probs`` or ``logits`` (N x C; in parquet, a list column), optional
     ``id`` and ``group``; an ``.npz`` may also carry ``features``. A ``.jsonl`` file is read as the
-    per-sample log of an lm-evaluation-harness multiple-choice task (:mod:`assay.llm.lmeval`).
+    per-sample log of an lm-evaluation-harness multiple-choice task, ``FILE.jsonl#FILTER`` its lines of
+    one filter (:mod:`assay.llm.lmeval`).
     """
+    from assay.llm import lmeval  # numpy only; the module is below this one in nothing but its file type
+
+    if lmeval.names_samples(path):
+        return lmeval.read_samples(path)
     path = Path(path)
     if not path.is_file():
         raise DataError(f"Predictions file not found: {path}.")
     suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        from assay.llm.lmeval import read_samples
-
-        return read_samples(path)
     if suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as z:

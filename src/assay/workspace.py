@@ -20,8 +20,11 @@ import numpy as np
 from assay.compare import align
 from assay.data import Dataset
 from assay.env import environment
+from assay.errors import DataError
 from assay.evaluate import Assessment, assess, compare, comparison_document, evaluation_document
 from assay.gate import Policy, Verdict
+from assay.llm import lmeval
+from assay.llm.items import log_measurements
 from assay.outputs import PREDICTION_SUFFIXES, Outputs, load_predictions
 from assay.report import write_report
 from assay.serve.reference import build_reference
@@ -69,23 +72,44 @@ def dataset_info(data: Dataset, split: str) -> dict[str, Any]:
     }
 
 
+def _file_info(path: Path, architecture: str) -> dict[str, Any]:
+    return {"ref": path.name, "name": path.stem, "version": None, "card": {"architecture": architecture}}
+
+
 def assess_predictions(path: Path, outputs: Outputs, *, n_boot: int = 1000, seed: int = 0) -> Assessment:
-    info = {
-        "ref": path.name,
-        "name": path.stem,
-        "version": None,
-        "card": {"architecture": "external predictions"},
-    }
-    return assess(outputs, info=info, n_boot=n_boot, seed=seed)
+    return assess(outputs, info=_file_info(path, "external predictions"), n_boot=n_boot, seed=seed)
 
 
-def predictions_dataset_info(path: Path, outputs: Outputs) -> dict[str, Any]:
+def assess_generation_log(path: Path, *, n_boot: int = 1000, seed: int = 0) -> Assessment:
+    """An lm-eval generation task's log: each per-document metric with its interval and evidence, and
+    outputs that hold only each document's hit (:meth:`~assay.llm.lmeval.GenerationLog.outputs`), so no
+    metric of the outputs is measured or compared (they have no probabilities)."""
+    log = lmeval.read_generation_samples(path)
+    measurements, evidence = log_measurements(log, n_boot=n_boot, seed=seed)
+    info = _file_info(path, "lm-evaluation-harness generation log")
+    info["lm_eval"] = {
+        "task": log.task, "filter": log.filter, "metrics": list(log.scores), "outcome": log.primary,
+    }  # fmt: skip
+    return Assessment(
+        info=info, outputs=log.outputs(), measurements=measurements, plots={}, per_example=evidence,
+        output_metrics=False,
+    )  # fmt: skip
+
+
+def is_generation_log(path: str | Path) -> bool:
+    return lmeval.names_samples(path) and lmeval.kind(path) == "generation"
+
+
+def predictions_dataset_info(path: Path, assessment: Assessment) -> dict[str, Any]:
+    outputs = assessment.outputs
     return {
         "name": path.stem,
         "split": "predictions",
         "n": outputs.n,
         "fingerprint": outputs.fingerprint(),
-        "class_names": [str(c) for c in range(outputs.n_classes)],
+        "class_names": [str(c) for c in range(outputs.n_classes)]
+        if assessment.output_metrics
+        else lmeval.HIT_CLASSES,
         "source": str(path),
         "licence": "not declared",
     }
@@ -185,34 +209,68 @@ def record_comparison(
 
 
 def is_predictions(target: str) -> bool:
-    """A target naming a .npz/.parquet file is a predictions file; anything else is a model ref."""
-    return Path(target).suffix.lower() in PREDICTION_SUFFIXES
+    """A target naming a .npz/.parquet file or an lm-eval log (.jsonl, perhaps with ``#FILTER``) is a
+    predictions file; anything else is a model ref."""
+    return Path(target).suffix.lower() in PREDICTION_SUFFIXES or lmeval.names_samples(target)
 
 
 def evaluate_predictions(
     ws: Workspace, path: Path, *, n_boot: int = 1000, seed: int = 0, out_dir: Path | None = None
 ) -> Evaluated:
-    """``assay eval FILE``: a predictions file evaluated and recorded (no model runs)."""
-    outputs = load_predictions(path)
-    assessment = assess_predictions(path, outputs, n_boot=n_boot, seed=seed)
+    """``assay eval FILE``: a predictions file, or an lm-eval log, evaluated and recorded (no model runs)."""
+    if is_generation_log(path):
+        assessment = assess_generation_log(path, n_boot=n_boot, seed=seed)
+    else:
+        assessment = assess_predictions(path, load_predictions(path), n_boot=n_boot, seed=seed)
     return record_evaluation(
-        ws, assessment, predictions_dataset_info(path, outputs), version=None, out_dir=out_dir
+        ws, assessment, predictions_dataset_info(path, assessment), version=None, out_dir=out_dir
     )
 
 
 def gate_predictions(
-    ws: Workspace, baseline: Path, candidate: Path, policy: Policy, *, out_dir: Path | None = None
+    ws: Workspace, baseline: Path, candidate: Path, policy: Policy | None, *, out_dir: Path | None = None
 ) -> Evaluated:
-    """``assay gate A.npz B.npz``: two predictions files paired by example id and gated under ``policy``."""
-    stats = {"n_boot": policy.n_bootstrap, "seed": policy.seed}
-    b_out, c_out = align(load_predictions(baseline), load_predictions(candidate))  # fail fast if unpaired
+    """``assay gate A.npz B.npz``: two predictions files paired by example id and gated under ``policy``.
+    Two lm-eval generation logs are gated on their per-document metrics, by default under
+    :data:`GENERATION_LOG_POLICY_TOML`; ``None``: the default policy for the files."""
+    generation = [is_generation_log(p) for p in (baseline, candidate)]
+    if any(generation):
+        if not all(generation):
+            raise DataError(
+                f"{baseline if generation[0] else candidate} is an lm-eval generation log and the other file "
+                "is not; gate a generation log against a log of the same task."
+            )
+        policy = policy or generation_log_policy()
+        stats = {"n_boot": policy.n_bootstrap, "seed": policy.seed}
+        b, c = (assess_generation_log(p, **stats) for p in (baseline, candidate))
+        align(b.outputs, c.outputs)  # fail fast if unpaired
+    else:
+        policy = policy or Policy.default()
+        stats = {"n_boot": policy.n_bootstrap, "seed": policy.seed}
+        b_out, c_out = align(load_predictions(baseline), load_predictions(candidate))  # fail fast if unpaired
+        b, c = assess_predictions(baseline, b_out, **stats), assess_predictions(candidate, c_out, **stats)
     return record_comparison(
-        ws,
-        assess_predictions(baseline, b_out, **stats),
-        assess_predictions(candidate, c_out, **stats),
-        policy,
-        predictions_dataset_info(candidate, c_out),
-        baseline_version=None,
-        candidate_version=None,
-        out_dir=out_dir,
-    )
+        ws, b, c, policy, predictions_dataset_info(candidate, c),
+        baseline_version=None, candidate_version=None, out_dir=out_dir,
+    )  # fmt: skip
+
+
+GENERATION_LOG_POLICY_TOML = """\
+# assay's default policy for two lm-evaluation-harness generation logs of the same task: on the same
+# documents, exact match (as the task scored it) may not drop by 1 point or more.
+[policy]
+name = "generation-log"
+alpha = 0.05
+n_bootstrap = 1000
+seed = 0
+
+[[rules]]
+metric = "exact_match"
+kind = "non_inferiority"
+margin = 0.01
+"""
+
+
+def generation_log_policy() -> Policy:
+    """:data:`GENERATION_LOG_POLICY_TOML`."""
+    return Policy.from_toml_text(GENERATION_LOG_POLICY_TOML, source="default generation-log policy")

@@ -366,7 +366,12 @@ def gate(
     baseline: Annotated[str, typer.Argument(help="Baseline: a model ref or a predictions file.")],
     candidate: Annotated[str, typer.Argument(help="Candidate: a model ref or a predictions file.")],
     policy_file: Annotated[
-        Path | None, typer.Option("--policy", help="Policy TOML (default: the documented default policy).")
+        Path | None,
+        typer.Option(
+            "--policy",
+            help="Policy TOML (default: the documented default policy; for two lm-eval generation logs, "
+            "exact match within 1 point).",
+        ),
     ] = None,
     data: Annotated[
         str | None, typer.Option(help="Compare on this data instead of the candidate's own.")
@@ -383,7 +388,7 @@ def gate(
     from assay.gate import Policy
     from assay.release import gate_targets
 
-    policy = Policy.from_toml(policy_file) if policy_file else Policy.default()
+    policy = Policy.from_toml(policy_file) if policy_file else None
     evaluated = gate_targets(
         workspace(home),
         baseline,

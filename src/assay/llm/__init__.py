@@ -1,5 +1,6 @@
-"""Language models in the release loop (the LLM stage of DESIGN.md section 8).
-
-So far: :mod:`assay.llm.lmeval`, lm-evaluation-harness per-sample logs read as per-example outputs, so
-two models evaluated by lm-eval are gated paired by assay.
+"""Language models in the release loop (the LLM stage of DESIGN.md section 8): the door in
+(:mod:`~assay.llm.causal`), evaluation with intervals (:mod:`~assay.llm.perplexity`,
+:mod:`~assay.llm.tasks`, :mod:`~assay.llm.generation`), the gate and cheaper variants
+(:mod:`~assay.llm.release`, :mod:`~assay.llm.search`), decoding (:mod:`~assay.llm.decoding`), and
+lm-evaluation-harness per-sample logs read for the paired gate (:mod:`~assay.llm.lmeval`).
 """

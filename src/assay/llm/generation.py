@@ -27,12 +27,11 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from assay.catalogue import LANGUAGE_MODELING
 from assay.compare import PerExample
 from assay.errors import DataError
+from assay.llm.items import item_mean
 from assay.llm.jsonl import check_unique_ids, read_objects
 from assay.measurement import Measurement
-from assay.stats import bootstrap_ci
 
 if TYPE_CHECKING:
     from torch import nn
@@ -142,18 +141,11 @@ def exact_match(
 ) -> tuple[Measurement, PerExample]:
     """The share of items answered right, with its percentile-bootstrap interval over items, and the
     per-item evidence (0/1: the gate tests it with exact McNemar)."""
-    values = correct.astype(np.float64)
-    result = bootstrap_ci(lambda rows: values[rows].mean(axis=-1), len(values), n_boot=n_boot, seed=seed,
-                          vectorized=True)  # fmt: skip
-    measurement = Measurement(
-        name=METRIC, family=LANGUAGE_MODELING, value=result.estimate, ci_low=result.ci_low,
-        ci_high=result.ci_high, n=len(values), unit=None, higher_is_better=True,
-        estimator=f"share of {task.name} items whose answer matches the target after the normaliser; "
-        "percentile bootstrap over items",
-        details={"task": task.name, "items": len(values)},
-    )  # fmt: skip
     ids = np.array([item.id for item in task.items]).astype(str)
-    return measurement, PerExample.mean(measurement, ids, correct.astype(bool))
+    estimator = f"share of {task.name} items whose answer matches the target after the normaliser"
+    return item_mean(
+        METRIC, task.name, ids, correct.astype(bool), estimator=estimator, n_boot=n_boot, seed=seed
+    )
 
 
 __all__ = [

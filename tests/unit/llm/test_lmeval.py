@@ -89,7 +89,7 @@ def test_documents_with_fewer_choices_get_zero_probability_for_the_rest(tmp_path
         (lambda x: x.update(target="0"), "lm-eval scored acc"),  # gold is 1: lm-eval's acc disagrees
         (lambda x: x.update(target="7"), "out of range for 4 choices"),
         (lambda x: x.update(target="no such choice", acc=0.0), "neither a choice's index"),
-        (lambda x: x.update(filtered_resps=["Paris"]), "generation tasks"),
+        (lambda x: x.update(filtered_resps=["Paris"]), "generation task.s log"),
         (lambda x: x.update(filtered_resps=[["-inf", "False"]] * 4), "log-likelihood is '-inf'"),
         (lambda x: x.pop("doc_id"), "no 'doc_id'"),
         (lambda x: x.update(filter="strict-match"), "2 filters"),
