@@ -56,9 +56,9 @@ demo-text: $(TEXT)
 # (the store's Postgres tests); without the binaries those tests skip and say why.
 test: setup
 	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then \
-	  MOTO_SERVER=$(BIN)/moto_server scripts/with-s3.sh scripts/with-postgres.sh $(BIN)/python -m pytest -n 2 -q; \
+	  MOTO_SERVER=$(BIN)/moto_server scripts/with-s3.sh scripts/with-postgres.sh $(BIN)/python -m pytest -n 2 --dist loadgroup -q; \
 	else \
-	  MOTO_SERVER=$(BIN)/moto_server scripts/with-s3.sh $(BIN)/python -m pytest -n 2 -q; \
+	  MOTO_SERVER=$(BIN)/moto_server scripts/with-s3.sh $(BIN)/python -m pytest -n 2 --dist loadgroup -q; \
 	fi
 
 lint: setup

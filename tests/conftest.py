@@ -9,6 +9,11 @@ import pytest
 
 from assay.data.sources import FASHION_MNIST_DIR
 
+# The xdist group of the tests that keep both cores busy for minutes (a local Ray cluster, SmolLM2's
+# gate). `make test` runs pytest with --dist loadgroup, so they run one after another on one worker while
+# the other worker takes the rest; side by side they took twice as long as alone.
+BOTH_CORES = "both-cores"
+
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -28,6 +28,7 @@ from typer.testing import CliRunner
 from assay.cli import app
 from assay.errors import UsageError
 from assay.llm.causal import packaged_smollm2
+from tests.conftest import BOTH_CORES
 from tests.unit.llm.causal_fixtures import save_tiny_llama
 from tests.unit.models.test_adapter_hf import WORDS, tiny_tokenizer
 
@@ -172,6 +173,7 @@ def smollm2_file() -> Path:
         pytest.skip(str(e))
 
 
+@pytest.mark.xdist_group(BOTH_CORES)  # 137 s alone, 295 s beside the Ray cluster's tasks
 def test_smollm2_gguf_int8_weight_only_is_gated_against_its_parent(tmp_path: Path) -> None:
     pytest.importorskip("gguf")
     pytest.importorskip("accelerate")

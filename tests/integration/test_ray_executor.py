@@ -32,11 +32,14 @@ from assay.release import Workspace, train_version
 from assay.train import TrainConfig
 from assay.trust import TrustConfig
 from assay.trust_runs import trust_version
-from tests.conftest import write_bars
+from tests.conftest import BOTH_CORES, write_bars
 from tests.unit.compress.conftest import TINY_CNN
 from tests.unit.data.audit.conftest import smooth_images
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install 'assay[ray]'")
+# The cluster takes both cores: its tests run on one pytest worker, one at a time, never beside the other
+# tests that need them (see tests/conftest.py: BOTH_CORES).
+pytestmark = pytest.mark.xdist_group(BOTH_CORES)
 
 POLICY = """
 [policy]
