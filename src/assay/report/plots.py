@@ -11,15 +11,21 @@ inline in HTML. Three things make that safe and reproducible:
 - Matplotlib names elements ``figure_1``, ``patch_2``, ... in every figure; several SVGs in one HTML page
   would share those ids (and markers, clip paths), so every id and every reference to one gets a
   per-figure prefix.
+
+Because the same inputs give the same SVG, the per-model figures are remembered by their inputs: a
+compression search writes one gate report per candidate, and each of them draws the same parent's
+reliability diagram and confusion matrix, which are drawn once.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import io
+import json
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -107,6 +113,26 @@ def _svg(fig: Figure, key: str, title: str) -> str:
     return _inline(buffer.getvalue(), key, title)
 
 
+def _remembered(draw: Callable[..., str]) -> Callable[..., str]:
+    """``draw`` with its last figures remembered by their inputs (plain lists and strings, as the report
+    document holds them), which decide the SVG byte for byte."""
+
+    @functools.lru_cache(maxsize=32)
+    def by_key(key: str) -> str:
+        args, kwargs = json.loads(key)
+        return draw(*args, **kwargs)
+
+    @functools.wraps(draw)
+    def remembered(*args: Any, **kwargs: Any) -> str:
+        try:
+            key = json.dumps([args, kwargs], sort_keys=True)
+        except TypeError:  # inputs that are not plain JSON (numpy values): drawn, not remembered
+            return draw(*args, **kwargs)
+        return by_key(key)
+
+    return remembered
+
+
 def _floats(values: Sequence[Any]) -> np.ndarray:
     """Lists from JSON may hold null for empty bins: they become NaN, which matplotlib leaves out."""
     return np.array([np.nan if v is None else float(v) for v in values], dtype=float)
@@ -119,6 +145,7 @@ def _percent_axis(ax: Axes, axis: str = "y") -> None:
     target.set_major_formatter(mpl.ticker.PercentFormatter(xmax=1.0, decimals=None))
 
 
+@_remembered
 def reliability_svg(
     bins: Mapping[str, Sequence[Any]], *, key: str, heading: str, title: str, color: str = CANDIDATE
 ) -> str:
@@ -189,6 +216,7 @@ def reliability_svg(
         return _svg(fig, key, title)
 
 
+@_remembered
 def confusion_svg(
     matrix: Sequence[Sequence[Any]], class_names: Sequence[str], *, key: str, heading: str, title: str
 ) -> str:
