@@ -178,7 +178,7 @@ def load_predictions(path: str | Path) -> Outputs:
     per-sample log of an lm-evaluation-harness multiple-choice task, ``FILE.jsonl#FILTER`` its lines of
     one filter (:mod:`assay.llm.lmeval`).
     """
-    from assay.llm import lmeval  # numpy only; the module is below this one in nothing but its file type
+    from assay.llm import lmeval  # lm-eval's logs are a predictions format; their reader needs no torch
 
     if lmeval.names_samples(path):
         return lmeval.read_samples(path)
