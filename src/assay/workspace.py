@@ -80,11 +80,12 @@ def assess_predictions(path: Path, outputs: Outputs, *, n_boot: int = 1000, seed
     return assess(outputs, info=_file_info(path, "external predictions"), n_boot=n_boot, seed=seed)
 
 
-def assess_generation_log(path: Path, *, n_boot: int = 1000, seed: int = 0) -> Assessment:
+def assess_generation_log(
+    path: Path, log: lmeval.GenerationLog, *, n_boot: int = 1000, seed: int = 0
+) -> Assessment:
     """An lm-eval generation task's log: each per-document metric with its interval and evidence, and
     outputs that hold only each document's hit (:meth:`~assay.llm.lmeval.GenerationLog.outputs`), so no
     metric of the outputs is measured or compared (they have no probabilities)."""
-    log = lmeval.read_generation_samples(path)
     measurements, evidence = log_measurements(log, n_boot=n_boot, seed=seed)
     info = _file_info(path, "lm-evaluation-harness generation log")
     info["lm_eval"] = {
@@ -96,8 +97,9 @@ def assess_generation_log(path: Path, *, n_boot: int = 1000, seed: int = 0) -> A
     )  # fmt: skip
 
 
-def is_generation_log(path: str | Path) -> bool:
-    return lmeval.names_samples(path) and lmeval.kind(path) == "generation"
+def read_file(path: Path) -> Outputs | lmeval.GenerationLog:
+    """A predictions file as outputs; an lm-eval log as outputs or, of a generation task, its metrics."""
+    return lmeval.read_log(path) if lmeval.names_samples(path) else load_predictions(path)
 
 
 def predictions_dataset_info(path: Path, assessment: Assessment) -> dict[str, Any]:
@@ -218,10 +220,11 @@ def evaluate_predictions(
     ws: Workspace, path: Path, *, n_boot: int = 1000, seed: int = 0, out_dir: Path | None = None
 ) -> Evaluated:
     """``assay eval FILE``: a predictions file, or an lm-eval log, evaluated and recorded (no model runs)."""
-    if is_generation_log(path):
-        assessment = assess_generation_log(path, n_boot=n_boot, seed=seed)
+    read = read_file(path)
+    if isinstance(read, lmeval.GenerationLog):
+        assessment = assess_generation_log(path, read, n_boot=n_boot, seed=seed)
     else:
-        assessment = assess_predictions(path, load_predictions(path), n_boot=n_boot, seed=seed)
+        assessment = assess_predictions(path, read, n_boot=n_boot, seed=seed)
     return record_evaluation(
         ws, assessment, predictions_dataset_info(path, assessment), version=None, out_dir=out_dir
     )
@@ -233,21 +236,22 @@ def gate_predictions(
     """``assay gate A.npz B.npz``: two predictions files paired by example id and gated under ``policy``.
     Two lm-eval generation logs are gated on their per-document metrics, by default under
     :data:`GENERATION_LOG_POLICY_TOML`; ``None``: the default policy for the files."""
-    generation = [is_generation_log(p) for p in (baseline, candidate)]
-    if any(generation):
-        if not all(generation):
-            raise DataError(
-                f"{baseline if generation[0] else candidate} is an lm-eval generation log and the other file "
-                "is not; gate a generation log against a log of the same task."
-            )
+    b_read, c_read = read_file(baseline), read_file(candidate)
+    if isinstance(b_read, lmeval.GenerationLog) and isinstance(c_read, lmeval.GenerationLog):
         policy = policy or generation_log_policy()
         stats = {"n_boot": policy.n_bootstrap, "seed": policy.seed}
-        b, c = (assess_generation_log(p, **stats) for p in (baseline, candidate))
+        b = assess_generation_log(baseline, b_read, **stats)
+        c = assess_generation_log(candidate, c_read, **stats)
         align(b.outputs, c.outputs)  # fail fast if unpaired
+    elif isinstance(b_read, lmeval.GenerationLog) or isinstance(c_read, lmeval.GenerationLog):
+        raise DataError(
+            f"{baseline if isinstance(b_read, lmeval.GenerationLog) else candidate} is an lm-eval generation "
+            "log and the other file is not; gate a generation log against a log of the same task."
+        )
     else:
         policy = policy or Policy.default()
         stats = {"n_boot": policy.n_bootstrap, "seed": policy.seed}
-        b_out, c_out = align(load_predictions(baseline), load_predictions(candidate))  # fail fast if unpaired
+        b_out, c_out = align(b_read, c_read)  # fail fast if unpaired
         b, c = assess_predictions(baseline, b_out, **stats), assess_predictions(candidate, c_out, **stats)
     return record_comparison(
         ws, b, c, policy, predictions_dataset_info(candidate, c),

@@ -51,7 +51,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +62,6 @@ from assay.outputs import Outputs, from_arrays
 
 SUFFIX = ".jsonl"
 FILTER_MARK = "#"  # FILE.jsonl#FILTER: the lines of one filter
-Kind = Literal["multiple_choice", "generation"]
 HIT_CLASSES = ["no match", "match"]  # the classes of a generation log's outputs: the document's hit
 _TASK = re.compile(r"^samples_(?P<task>.+?)_\d{4}-\d{2}-\d{2}T")
 
@@ -81,17 +80,29 @@ def names_samples(path: str | Path) -> bool:
     return split_target(path)[0].suffix.lower() == SUFFIX
 
 
-def kind(path: str | Path) -> Kind:
-    """What task the log is of, from its first document's ``filtered_resps``: one
-    ``[log-likelihood, is_greedy]`` pair per choice, or the generated text."""
-    _, row = _rows(path)[0]
-    return "generation" if _generated(row.get("filtered_resps")) is not None else "multiple_choice"
+def read_log(path: str | Path) -> Outputs | GenerationLog:
+    """One lm-eval samples file of either kind, told by its first document's ``filtered_resps`` (one
+    ``[log-likelihood, is_greedy]`` pair per choice, or the generated text): a multiple-choice task's as
+    outputs over its choices, a generation task's as its per-document metrics."""
+    rows = _rows(path)
+    if _generated(rows[0][1].get("filtered_resps")) is not None:
+        return _generation_log(path, rows)
+    return _choice_outputs(path, rows)
 
 
 def read_samples(path: str | Path) -> Outputs:
     """One lm-eval samples file of a multiple-choice task as outputs over its choices (see the module)."""
+    return _choice_outputs(path, _rows(path))
+
+
+def read_generation_samples(path: str | Path) -> GenerationLog:
+    """One lm-eval samples file of a generation task (see the module)."""
+    return _generation_log(path, _rows(path))
+
+
+def _choice_outputs(path: str | Path, rows: list[tuple[str, dict[str, Any]]]) -> Outputs:
     ids, labels, scores = [], [], []
-    for where, row in _rows(path):
+    for where, row in rows:
         lls = _choice_loglikelihoods(row.get("filtered_resps"), where)
         gold = _gold(row, lls, where)
         if "acc" in row and bool(float(row["acc"])) != (int(np.argmax(lls)) == gold):
@@ -136,17 +147,16 @@ class GenerationLog:
         return from_arrays(np.ones(len(hit), dtype=np.int64), probs=probs, ids=self.ids, source=self.source)
 
 
-def read_generation_samples(path: str | Path) -> GenerationLog:
-    """One lm-eval samples file of a generation task (see the module)."""
-    rows = _rows(path)
+def _generation_log(path: str | Path, rows: list[tuple[str, dict[str, Any]]]) -> GenerationLog:
     file, _ = split_target(path)
     names = _metric_names(*rows[0])
     ids, values = [], []
     for where, row in rows:
         if _generated(row.get("filtered_resps")) is None:
-            raise DataError(f"{where}: 'filtered_resps' is not generated text, as the first line's is.")
-        if _metric_names(where, row) != names:
-            raise DataError(f"{where}: scored by {_metric_names(where, row)}, the first line by {names}.")
+            raise DataError(f"{where}: 'filtered_resps' is not generated text, as a generation task's is.")
+        scored_by = _metric_names(where, row)
+        if scored_by != names:
+            raise DataError(f"{where}: scored by {scored_by}, the first line by {names}.")
         ids.append(str(row["doc_id"]))
         values.append([_number(row.get(name), f"{where}: {name!r}") for name in names])
     match = _TASK.match(file.name)

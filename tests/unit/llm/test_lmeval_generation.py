@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from assay.cli import app
 from assay.errors import DataError
-from assay.llm.lmeval import kind, read_generation_samples, read_samples
+from assay.llm.lmeval import GenerationLog, read_generation_samples, read_log, read_samples
 
 N = 220
 
@@ -76,7 +76,7 @@ def test_a_generation_log_reads_each_metric_per_document(tmp_path: Path) -> None
     lines = [gen_line(i, bool(h), f1=float(f)) for i, (h, f) in enumerate(zip(hits, f1, strict=True))]
     lines[3]["filtered_resps"] = [lines[3]["filtered_resps"]]  # [["text"]], as some versions write it
     path = write(tmp_path / "samples_gsm8k_2026-12-01T10-00-00.123.jsonl", lines)
-    assert kind(path) == "generation"
+    assert isinstance(read_log(path), GenerationLog)
     log = read_generation_samples(path)
     assert (log.task, log.filter, list(log.scores)) == ("gsm8k", "strict-match", ["exact_match", "f1"])
     np.testing.assert_array_equal(log.scores["exact_match"], hits.astype(float))
