@@ -208,13 +208,19 @@ def test_the_search_gates_and_times_each_precision_and_keeps_the_frontier(tiny: 
     corpus = ("--corpus", tiny["corpus"], "--text", "text", "--target", "topic")
     code, _, err = invoke("llm", "import", "tiny", tiny["folder"], *corpus, *home)
     assert code == 0, err
-    precisions = "bf16,int8_weight_only_bf16,gguf_q4_0"
+    precisions = "bf16,int8_weight_only_bf16,kv_fp8,gguf_q4_0"
     code, out, err = invoke("llm", "search", "tiny@v1", "--precisions", precisions, *home, "--json")
     assert code in (0, 1), err
     result = json.loads(out)
     variants = {v["precision"]: v for v in result["variants"]}
-    assert variants.keys() == {"bf16", "int8_weight_only_bf16", "gguf_q4_0"}
-    assert [v["ref"] for v in result["variants"]] == ["tiny@v2", "tiny@v3", "tiny@v4"]
+    assert variants.keys() == {"bf16", "int8_weight_only_bf16", "kv_fp8", "gguf_q4_0"}
+    assert [v["ref"] for v in result["variants"]] == ["tiny@v2", "tiny@v3", "tiny@v4", "tiny@v5"]
+    # The fp8 cache holds a byte a value where the parent's holds four: 2 x 2 layers x 2 KV heads x 8
+    # dimensions x 256 positions (the tiny model's context) x 3 bytes saved; the weights are the parent's.
+    fp8, parent = variants["kv_fp8"], result["parent"]
+    assert fp8["weight_bytes"] == parent["weight_bytes"]
+    assert parent["memory_bytes"] - fp8["memory_bytes"] == 2 * 2 * 2 * 8 * 256 * 3
+    assert fp8["nll_per_token_delta"][0] != 0.0  # scored through the quantized cache
     gguf = variants.pop("gguf_q4_0")  # gated, not timed; its bytes as Q4_0 stores them
     assert (
         gguf["tokens_per_second"] is None
@@ -222,6 +228,7 @@ def test_the_search_gates_and_times_each_precision_and_keeps_the_frontier(tiny: 
         and gguf["ref"] not in result["frontier"]
     )
     assert gguf["weight_bytes"] < variants["int8_weight_only_bf16"]["weight_bytes"]
+    assert gguf["memory_bytes"] is None
     for v in variants.values():
         assert v["tokens_per_second"] > 0 and v["run_id"] is not None and v["nll_per_token_delta"] is not None
     assert variants["bf16"]["weight_bytes"] < result["parent"]["weight_bytes"]
@@ -233,7 +240,7 @@ def test_the_search_gates_and_times_each_precision_and_keeps_the_frontier(tiny: 
     # Priced per 1,000 generated tokens: a token a decode step at batch 1; llama.cpp's type is not priced.
     cost = result["cost"]
     assert cost["unit"] == "generated tokens"
-    assert [r["version"] for r in cost["rows"]] == ["tiny@v1", "tiny@v2", "tiny@v3"]
+    assert [r["version"] for r in cost["rows"]] == ["tiny@v1", "tiny@v2", "tiny@v3", "tiny@v4"]
     local = cost["targets"][0]
     for row, timed in zip(cost["rows"], [result["parent"], *variants.values()], strict=True):
         cell = row["costs"]["this machine"]["b1"]
@@ -241,7 +248,7 @@ def test_the_search_gates_and_times_each_precision_and_keeps_the_frontier(tiny: 
         assert "batch" not in row["costs"]["this machine"]
 
 
-def test_the_frontier_keeps_the_passing_variants_nothing_beats_on_both_axes() -> None:
+def test_the_frontier_keeps_the_passing_variants_nothing_beats_on_every_axis() -> None:
     from assay.llm.search import LanguageSearch, Point
 
     parent = Point("m@v1", "fp32", None, 10.0, 400)
@@ -256,5 +263,8 @@ def test_the_frontier_keeps_the_passing_variants_nothing_beats_on_both_axes() ->
     ]
     search = LanguageSearch(parent, variants)
     assert [p.ref for p in search.frontier] == ["m@v3", "m@v4"]
+    # Memory is the third axis: a slower variant of the same weights that holds less (an fp8 cache) joins.
+    lean = Point("m@v7", "b+kv_fp8", True, 24.0, 100, memory_bytes=50)
+    assert [p.ref for p in LanguageSearch(parent, [*variants, lean]).frontier] == ["m@v3", "m@v4", "m@v7"]
     assert search.best is not None and search.best.ref == "m@v3"
     assert LanguageSearch(parent, [Point("m@v2", "x", True, 9.0, 100)]).best is None

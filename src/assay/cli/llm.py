@@ -199,7 +199,8 @@ def llm_quantize(
         str,
         typer.Option(
             help="bf16, int8_weight_only, int8_weight_only_bf16, int8_dynamic, int4_weight_only, or a "
-            "GGUF type gated for quality: gguf_q8_0, gguf_q5_1, gguf_q5_0, gguf_q4_1, gguf_q4_0."
+            "GGUF type gated for quality: gguf_q8_0, gguf_q5_1, gguf_q5_0, gguf_q4_1, gguf_q4_0; kv_fp8 "
+            "for an fp8 KV cache, alone or after a precision (int8_weight_only_bf16+kv_fp8)."
         ),
     ] = "int8_weight_only",
     home: HomeOpt = None,
@@ -226,8 +227,11 @@ def llm_quantize(
 def llm_search(
     ref: Annotated[str, typer.Argument(help="The fp32 language-model version to make variants of.")],
     precisions: Annotated[
-        str, typer.Option(help="Comma-separated precisions to try.")
-    ] = "bf16,int8_weight_only_bf16,int8_weight_only,int8_dynamic",
+        str,
+        typer.Option(
+            help="Comma-separated variants to try: precisions, kv_fp8 (an fp8 KV cache), or PRECISION+kv_fp8."
+        ),
+    ] = "bf16,int8_weight_only_bf16,int8_weight_only,int8_dynamic,int8_weight_only_bf16+kv_fp8",
     policy_file: Annotated[
         Path | None, typer.Option("--policy", help="Policy TOML (default: the language-model policy).")
     ] = None,
@@ -236,7 +240,8 @@ def llm_search(
     json_out: JsonOpt = False,
 ) -> None:
     """Register each precision as a variant of REF, gate it against REF, time its decoding, and report the
-    frontier by tokens/s and weight bytes. Exit 0 when a passing variant decodes faster than REF."""
+    frontier by tokens/s, weight bytes and memory (weights and one sequence's KV cache at the full context).
+    Exit 0 when a passing variant decodes faster than REF."""
     from rich.table import Table
 
     from assay.gate import Policy
@@ -253,7 +258,9 @@ def llm_search(
         emit_json(result.to_dict())
     else:
         table = Table(title=f"variants of {result.parent.ref}")
-        for column in ("version", "precision", "gate", "nll/token delta", "accuracy delta", "tok/s", "MiB"):
+        columns = ("version", "precision", "gate", "nll/token delta", "accuracy delta", "tok/s",
+                   "weights MiB", "memory MiB")  # fmt: skip
+        for column in columns:
             table.add_column(column)
         frontier = {p.ref for p in result.frontier}
         for p in [result.parent, *result.variants]:
@@ -262,8 +269,9 @@ def llm_search(
             acc = _interval(p.accuracy_delta, "{:+.1%}")
             mark = " *" if p.ref in frontier else ""
             rate = "llama.cpp" if p.tokens_per_second is None else f"{p.tokens_per_second:.1f}"
+            memory = "" if p.memory_bytes is None else f"{p.memory_bytes / 2**20:.1f}"
             table.add_row(escape(p.ref + mark), p.precision, gate, nll, acc, rate,
-                          f"{p.weight_bytes / 2**20:.1f}")  # fmt: skip
+                          f"{p.weight_bytes / 2**20:.1f}", memory)  # fmt: skip
         out.print(table)
         verdict = "No passing variant decodes faster than the parent."
         if best is not None:
@@ -271,7 +279,7 @@ def llm_search(
                 f"Fastest passing: {escape(best.ref)} at {best.tokens_per_second or 0:.1f} tok/s against the "
                 f"parent's {result.parent.tokens_per_second or 0:.1f}."
             )
-        out.print(f"* on the frontier of passing variants (tokens/s, weight bytes). {verdict}")
+        out.print(f"* on the frontier of passing variants (tokens/s, weight bytes, memory). {verdict}")
         if result.cost:
             print_cost(result.cost)
     if best is None:

@@ -20,7 +20,9 @@ manifest names its ``precision``: ``fp32``; ``bf16`` (weights and activations); 
 ``int8_weight_only`` (float32 activations), ``int8_dynamic`` (int8 weights and per-token int8 activations)
 and ``int4_weight_only`` (int4 in groups of 32 weights), applied to the linear layers when the folder is
 loaded; ``int8_weight_only_bf16``: int8 weights per output channel with bf16 activations on PyTorch's own
-CPU kernel for them (:mod:`assay.llm.int8`), the fastest decoding here.
+CPU kernel for them (:mod:`assay.llm.int8`), the fastest decoding here. A manifest's ``kv`` says how
+the KV cache keeps keys and values (:mod:`assay.llm.kv_cache`): ``model`` (the default) or ``fp8``; a
+variant is named by both (:func:`parse_variant`), ``int8_weight_only_bf16+kv_fp8`` or ``kv_fp8`` alone.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from torch import nn
 
 from assay.errors import DataError, MissingExtraError, UsageError
 from assay.llm.gguf_types import GGUF_PRECISIONS
+from assay.llm.kv_cache import KV_PRECISIONS
 from assay.models.adapters import hf
 from assay.models.adapters.files import copy_into, inside, sha256_file, versions_of
 
@@ -46,6 +49,7 @@ PRECISIONS = (
     *GGUF_PRECISIONS,
 )  # fmt: skip
 TORCHAO_PRECISIONS = ("int8_weight_only", "int8_dynamic", "int4_weight_only")  # assay.models.backends
+KV_FP8 = "kv_fp8"  # the part of a variant's name that puts its KV cache in fp8
 GGUF_SUFFIX = ".gguf"
 
 
@@ -61,6 +65,16 @@ class LanguageModel:
     @property
     def precision(self) -> str:
         return str(self.manifest.get("precision", "fp32"))
+
+    @property
+    def kv(self) -> str:
+        """How the KV cache keeps keys and values: ``model`` or ``fp8`` (:mod:`assay.llm.kv_cache`)."""
+        return str(self.manifest.get("kv", "model"))
+
+    @property
+    def variant(self) -> str:
+        """The variant's name: its precision, and ``+kv_fp8`` with an fp8 cache (:func:`parse_variant`)."""
+        return variant_name(self.precision, self.kv)
 
     @property
     def context_length(self) -> int:
@@ -82,6 +96,38 @@ class LanguageModel:
             messages, add_generation_prompt=True, tokenize=True, return_dict=False
         )
         return [int(i) for i in (ids["input_ids"] if isinstance(ids, dict) else ids)]
+
+
+def parse_variant(name: str) -> tuple[str, str]:
+    """The weights' precision and the KV cache of the variant ``name``: a precision of
+    :data:`PRECISIONS`, ``kv_fp8`` (float32 weights, an fp8 cache), or the two joined by ``+``.
+
+    Example:
+        >>> parse_variant("int8_weight_only_bf16+kv_fp8"), parse_variant("kv_fp8"), parse_variant("bf16")
+        (('int8_weight_only_bf16', 'fp8'), ('fp32', 'fp8'), ('bf16', 'model'))
+    """
+    parts = name.split("+")
+    kv = "fp8" if parts[-1] == KV_FP8 else "model"
+    weights = parts[:-1] if kv == "fp8" else parts
+    precision = weights[0] if weights else "fp32"
+    if len(weights) > 1 or precision not in PRECISIONS:
+        raise UsageError(
+            f"Unknown variant {name!r}: name a precision ({', '.join(PRECISIONS)}), {KV_FP8} for an fp8 KV "
+            f"cache, or both as PRECISION+{KV_FP8}."
+        )
+    if kv == "fp8" and precision in GGUF_PRECISIONS:
+        raise UsageError(
+            f"{name!r}: a GGUF type is gated for llama.cpp, whose KV cache types are its own; "
+            f"{KV_FP8} goes with assay's precisions."
+        )
+    return precision, kv
+
+
+def variant_name(precision: str, kv: str) -> str:
+    """The name :func:`parse_variant` reads back as ``(precision, kv)``."""
+    if kv == "model":
+        return precision
+    return KV_FP8 if precision == "fp32" else f"{precision}+{KV_FP8}"
 
 
 def check_causal_config(root: Path) -> tuple[str, dict[str, Any]]:
@@ -253,6 +299,11 @@ def load(folder: Path, manifest: dict[str, Any]) -> LanguageModel:
         raise DataError(
             f"{folder / hf.CONFIG}: names {architecture!r}, but the manifest was made for "
             f"{manifest.get('architecture')!r}; the folder was changed after it was staged."
+        )
+    if manifest.get("kv", "model") not in KV_PRECISIONS:
+        raise DataError(
+            f"{folder}: the manifest's kv {manifest['kv']!r} is none of {', '.join(KV_PRECISIONS)}; "
+            "quantize the variant again from its parent."
         )
     model = hf.load_pretrained(folder, architecture, manifest.get("source"))
     model = with_precision(model, str(manifest.get("precision", "fp32")))

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from assay.llm.causal import LanguageModel, weight_bytes
+from assay.llm.kv_cache import check_kv, new_cache
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,6 @@ class DecodeTiming:
 
 
 DECODE_MODES = ("dynamic", "static", "compiled")
-# How the KV cache stores keys and values: as the model computes them, or in 8-bit floating point
-# (transformers' own QuantizedCache "fp8" backend: e4m3 with one scale per layer, set by the prefill).
-KV_PRECISIONS = ("model", "fp8")
 
 
 class GreedyDecoder:
@@ -74,7 +72,8 @@ class GreedyDecoder:
     the decode step compiled by ``torch.compile`` (fixed shapes: one compilation, paid on the first
     run). End-of-sequence is ignored: the length is the experiment's.
 
-    ``kv``: ``model``, keys and values kept as the model computes them; ``fp8``, kept in 8-bit floating
+    ``kv`` (the variant's own, :attr:`LanguageModel.kv`, by default): ``model``, keys and values kept as
+    the model computes them; ``fp8``, kept in 8-bit floating
     point (a quarter of fp32's bytes) by transformers' ``QuantizedCache(backend="fp8")``, whose scale per
     layer is set by the prefill (later values past it saturate). The prefill attends to its own keys
     unquantized, so the first token is the full cache's; every later step reads the dequantized cache.
@@ -82,12 +81,13 @@ class GreedyDecoder:
     """
 
     def __init__(
-        self, lm: LanguageModel, mode: str = "dynamic", max_context: int = 512, kv: str = "model"
+        self, lm: LanguageModel, mode: str = "dynamic", max_context: int = 512, kv: str | None = None
     ) -> None:
+        kv = lm.kv if kv is None else kv
         if mode not in DECODE_MODES:
             raise ValueError(f"mode {mode!r}: one of {', '.join(DECODE_MODES)}")
-        if kv not in KV_PRECISIONS or (kv != "model" and mode != "dynamic"):
-            raise ValueError(f"kv {kv!r}: one of {', '.join(KV_PRECISIONS)}, and fp8 in dynamic mode only")
+        if check_kv(kv) != "model" and mode != "dynamic":
+            raise ValueError(f"kv {kv!r}: fp8 in dynamic mode only")
         self.lm, self.mode, self.max_context, self.kv = lm, mode, max_context, kv
         self._step = torch.compile(self._forward, dynamic=False) if mode == "compiled" else self._forward
 
@@ -96,13 +96,11 @@ class GreedyDecoder:
         return out.logits[:, -1:]
 
     def _cache(self) -> Any:
-        from transformers import DynamicCache, QuantizedCache, StaticCache
+        from transformers import StaticCache
 
         config: Any = self.lm.model.config
-        if self.kv == "fp8":
-            return QuantizedCache(backend="fp8", config=config)
         if self.mode == "dynamic":
-            return DynamicCache(config=config)
+            return new_cache(config, self.kv)
         return StaticCache(config=config, max_cache_len=self.max_context)
 
     @torch.inference_mode()
@@ -141,10 +139,11 @@ def weight_bytes_read(model: nn.Module) -> int:
     return weight_bytes(model) - table_bytes + row_bytes
 
 
-def kv_cache_bytes(lm: LanguageModel, context: int, batch: int = 1, kv: str = "model") -> int:
+def kv_cache_bytes(lm: LanguageModel, context: int, batch: int = 1, kv: str | None = None) -> int:
     """Bytes of keys and values a step reads at ``context`` tokens: 2 x layers x KV heads x head size x
     context x batch, in the activations' precision (bf16 for the bf16 precisions, else float32), or one
-    byte each in an ``fp8`` cache (its per-layer scales aside)."""
+    byte each in an ``fp8`` cache (its per-layer scales aside). ``kv``: the model's own by default."""
+    kv = lm.kv if kv is None else kv
     config: Any = lm.model.config
     heads = int(getattr(config, "num_key_value_heads", None) or config.num_attention_heads)
     head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
@@ -152,7 +151,7 @@ def kv_cache_bytes(lm: LanguageModel, context: int, batch: int = 1, kv: str = "m
     return 2 * int(config.num_hidden_layers) * heads * head_dim * context * batch * size
 
 
-def bytes_per_token(lm: LanguageModel, context: int, kv: str = "model") -> int:
+def bytes_per_token(lm: LanguageModel, context: int, kv: str | None = None) -> int:
     """What a batch-1 decode step reads at ``context`` tokens: the weights (:func:`weight_bytes_read`) and
     the KV cache."""
     return weight_bytes_read(lm.model) + kv_cache_bytes(lm, context, kv=kv)
@@ -183,7 +182,7 @@ class Roofline:
         }
 
 
-def roofline(lm: LanguageModel, timing: DecodeTiming, bandwidth: float, kv: str = "model") -> Roofline:
+def roofline(lm: LanguageModel, timing: DecodeTiming, bandwidth: float, kv: str | None = None) -> Roofline:
     """The measured decode rate against the bandwidth limit at the mean context of its steps."""
     context = timing.prompt_tokens + timing.tokens // 2
     return Roofline(bytes_per_token(lm, context, kv), bandwidth, timing.tokens_per_second)

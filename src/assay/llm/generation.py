@@ -108,10 +108,17 @@ def extract(generated: str, answer: Answer) -> str:
 
 
 def generate_answers(
-    model: nn.Module, tokenizer: object, task: GenerationTask, on_item: Callable[[], object] | None = None
+    model: nn.Module,
+    tokenizer: object,
+    task: GenerationTask,
+    on_item: Callable[[], object] | None = None,
+    kv: str = "model",
 ) -> list[str]:
-    """Each item's greedy generation (up to the task's ``max_new_tokens``), decoded, before extraction."""
+    """Each item's greedy generation (up to the task's ``max_new_tokens``) through a ``kv`` cache
+    (:mod:`assay.llm.kv_cache`), decoded, before extraction."""
     import torch
+
+    from assay.llm.kv_cache import new_cache  # torch, only where a model runs
 
     answers = []
     pad = getattr(tokenizer, "pad_token_id", None) or getattr(tokenizer, "eos_token_id", None) or 0
@@ -120,7 +127,7 @@ def generate_answers(
         with torch.inference_mode():
             out = model.generate(  # type: ignore[operator]
                 input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=task.max_new_tokens,
-                do_sample=False, pad_token_id=pad,
+                do_sample=False, pad_token_id=pad, cache=new_cache(model.config, kv),
             )  # fmt: skip
         answers.append(str(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)))  # type: ignore[attr-defined]
         if on_item is not None:

@@ -12,6 +12,10 @@ of Hugging Face's perplexity guide). The statistics are ratios of sums over docu
 total tokens or bytes), not means of per-document ratios, so a long document weighs by its length; the
 bootstrap resamples documents, which keeps the dependence between a document's tokens.
 
+With an fp8 KV cache (``kv="fp8"``, :mod:`assay.llm.kv_cache`) each document, or window, is scored as it
+would be decoded: its first half (up to 32 tokens) as the prompt, every later token attending to the
+quantized cache. Such documents go one at a time, since the cache's scales are set by each one's prompt.
+
 Bits per byte divide by the UTF-8 bytes of the text rather than by tokens, so models with different
 tokenizers compare on the same footing.
 """
@@ -30,6 +34,7 @@ from torch import nn
 from assay.catalogue import LANGUAGE_MODEL_METRICS, LANGUAGE_MODELING
 from assay.compare import PerExample
 from assay.errors import DataError, UsageError
+from assay.llm.kv_cache import cached_logits, prompt_tokens
 from assay.measurement import Measurement
 from assay.stats import bootstrap_ci
 
@@ -113,10 +118,12 @@ def score_documents(
     max_length: int = 1024,
     stride: int | None = None,
     on_document: Callable[[], object] | None = None,
+    kv: str = "model",
 ) -> DocumentScores:
     """The NLL of every document of ``texts`` under ``model`` (a transformers causal LM in eval mode),
-    windows of ``max_length`` tokens moving by ``stride`` (default half of it) for longer documents.
-    ``on_document`` is called after each document (a progress bar's step)."""
+    windows of ``max_length`` tokens moving by ``stride`` (default half of it) for longer documents,
+    decoded through a ``kv`` cache (:mod:`assay.llm.kv_cache`). ``on_document`` is called after each
+    document (a progress bar's step)."""
     stride = stride or max(1, max_length // 2)
     if max_length < 2 or not 0 < stride < max_length:
         raise UsageError(
@@ -141,12 +148,13 @@ def score_documents(
     short.sort(key=lambda i: len(encoded[i]))
     for start in range(0, len(short), BATCH_DOCUMENTS):
         rows = short[start : start + BATCH_DOCUMENTS]
-        nll[rows] = _batch_nll(model, [encoded[i] for i in rows])
+        logprobs, _ = next_token_logprobs(model, [encoded[i] for i in rows], kv)
+        nll[rows] = -logprobs.sum(dim=1).numpy()
         if on_document is not None:
             for _ in rows:
                 on_document()
     for i in (i for i, e in enumerate(encoded) if len(e) > max_length):
-        nll[i], scored = _document_nll(model, torch.tensor(encoded[i]), max_length, stride)
+        nll[i], scored = _document_nll(model, torch.tensor(encoded[i]), max_length, stride, kv)
         assert scored == tokens[i]  # every token but the first, once
         if on_document is not None:
             on_document()
@@ -171,15 +179,31 @@ def right_padded(sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torc
 
 
 def next_token_logprobs(
-    model: nn.Module, sequences: Sequence[Sequence[int]]
+    model: nn.Module,
+    sequences: Sequence[Sequence[int]],
+    kv: str = "model",
+    prompts: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``lp[k, t] = log P(sequences[k][t + 1] | sequences[k][: t + 1])`` (float64) for a right-padded batch
     of the sequences, and the mask of the entries that are real tokens (the attention mask hides the
-    padding from every real one)."""
+    padding from every real one). In an fp8 KV cache, sequence k is decoded with its first
+    ``prompts[k]`` tokens as the prompt (default :func:`assay.llm.kv_cache.prompt_tokens`), one
+    sequence at a time."""
     ids, mask = right_padded(sequences)
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-    picked = torch.log_softmax(logits, dim=-1).gather(2, ids[:, 1:, None])[..., 0]
-    return picked.double() * mask[:, 1:], mask[:, 1:]
+    if kv == "model":
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        return _picked(logits, ids[:, 1:]) * mask[:, 1:], mask[:, 1:]
+    picked = torch.zeros(ids.shape[0], ids.shape[1] - 1, dtype=torch.float64)
+    for k, sequence in enumerate(sequences):
+        row = ids[k : k + 1, : len(sequence)]
+        prompt = prompt_tokens(len(sequence)) if prompts is None else prompts[k]
+        picked[k, : len(sequence) - 1] = _picked(cached_logits(model, row, kv, prompt)[:, :-1], row[:, 1:])[0]
+    return picked, mask[:, 1:]
+
+
+def _picked(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``log_softmax(logits)`` at ``targets`` (``(B, L, V)`` and ``(B, L)``), in float64."""
+    return torch.log_softmax(logits.float(), dim=-1).gather(2, targets[..., None])[..., 0].double()
 
 
 def mean_token_nll(logits: torch.Tensor, ids: torch.Tensor, chunk: int = 256) -> float | None:
@@ -197,19 +221,16 @@ def mean_token_nll(logits: torch.Tensor, ids: torch.Tensor, chunk: int = 256) ->
     return total / (n - 1)
 
 
-def _batch_nll(model: nn.Module, documents: list[list[int]]) -> np.ndarray:
-    """Summed NLL (nats) of tokens 1..n-1 of each document, scored in one padded batch."""
-    logprobs, _ = next_token_logprobs(model, documents)
-    return -logprobs.sum(dim=1).numpy()
-
-
-def _document_nll(model: nn.Module, ids: torch.Tensor, max_length: int, stride: int) -> tuple[float, int]:
-    """Summed NLL (nats) and number of scored tokens of one document: positions 1..n-1, each once."""
+def _document_nll(
+    model: nn.Module, ids: torch.Tensor, max_length: int, stride: int, kv: str
+) -> tuple[float, int]:
+    """Summed NLL (nats) and number of scored tokens of one document: positions 1..n-1, each once, each
+    window decoded through a ``kv`` cache."""
     n, total, scored, scored_to = len(ids), 0.0, 0, 1  # ``scored_to``: the first position not yet scored
     for begin in range(0, n, stride):
         end = min(begin + max_length, n)
         window = ids[begin:end]
-        logits = model(input_ids=window[None, :]).logits[0].float()
+        logits = cached_logits(model, window[None, :], kv, prompt_tokens(len(window)))[0].float()
         log_probs = torch.log_softmax(logits[:-1], dim=-1)  # row r predicts position begin + r + 1
         first = scored_to - begin - 1  # the row that predicts ``scored_to``
         picked = log_probs[first:].gather(1, window[first + 1 :, None])[:, 0]

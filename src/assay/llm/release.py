@@ -277,11 +277,16 @@ def assess_language_model(
             ids=ids,
             max_length=window,
             on_document=lambda: bar.advance(job),
+            kv=model.kv,
         )
-        outputs = score_task(model.model, model.tokenizer, task, progress=lambda: bar.advance(job))
+        outputs = score_task(
+            model.model, model.tokenizer, task, progress=lambda: bar.advance(job), kv=model.kv
+        )
         answers = None
         if generation is not None:
-            answers = generate_answers(model.model, model.tokenizer, generation, lambda: bar.advance(job))
+            answers = generate_answers(
+                model.model, model.tokenizer, generation, lambda: bar.advance(job), kv=model.kv
+            )
         seconds = time.perf_counter() - started
     perplexity = scores.measurements(n_boot=n_boot, seed=seed)
     info = {
@@ -291,6 +296,7 @@ def assess_language_model(
         "card": {
             "architecture": version.spec.get("architecture"),
             "precision": model.precision,
+            "kv_cache": model.kv,
             "parameters": version.spec.get("n_parameters"),
             "weight_bytes": causal.weight_bytes(model.model),
             "gguf": version.lineage.get("gguf"),
@@ -418,25 +424,30 @@ def own_corpus(version: VersionInfo, limit: int | None = None) -> DataSpec:
 
 def quantize_language_model(ws: Workspace, ref: str, precision: str) -> VersionInfo:
     """A cheaper variant of a language-model version: the same files with ``precision`` applied when it
-    loads (:func:`assay.llm.causal.with_precision`), registered as the next version with its parent."""
+    loads (:func:`assay.llm.causal.with_precision`), registered as the next version with its parent.
+    ``precision`` names a variant (:func:`assay.llm.causal.parse_variant`): the weights' precision, an
+    fp8 KV cache (``kv_fp8``), or both (``int8_weight_only_bf16+kv_fp8``)."""
     parent = resolve_language_model(ws, ref)
-    if precision not in causal.PRECISIONS or precision == "fp32":
+    weights, kv = causal.parse_variant(precision)
+    if (weights, kv) == ("fp32", "model"):
         raise UsageError(
-            f"Unknown precision {precision!r}; choose one of {', '.join(causal.PRECISIONS[1:])}."
+            f"fp32 is the parent's own precision; choose one of {', '.join(causal.PRECISIONS[1:])} "
+            f"or {causal.KV_FP8}."
         )
     source = ws.store.artifacts.path(str(parent.artifact_digest))
     manifest = read_manifest(source)
-    if manifest.get("precision", "fp32") != "fp32":
-        raise UsageError(
-            f"{parent.ref} is already a {manifest['precision']} variant; quantize its fp32 parent."
-        )
+    current = causal.variant_name(str(manifest.get("precision", "fp32")), str(manifest.get("kv", "model")))
+    if current != "fp32":
+        raise UsageError(f"{parent.ref} is already a {current} variant; quantize its fp32 parent.")
     with tempfile.TemporaryDirectory(prefix="assay-llm-variant-") as tmp:
         folder = Path(tmp) / "model"
         folder.mkdir()
         for path in source.iterdir():  # the parent's files as they are (the store copies them again)
             if path.name != SPEC:
                 _link_or_copy(path, folder / path.name)
-        manifest = {**manifest, "precision": precision, "source": f"{precision} of {parent.ref}"}
+        manifest = {**manifest, "precision": weights, "source": f"{precision} of {parent.ref}"}
+        if kv != "model":
+            manifest["kv"] = kv
         (folder / SPEC).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         model = causal.load(folder, manifest)  # the precision applies here, or the variant is refused
         recipe = {

@@ -1,7 +1,9 @@
 """The variants of a language model as one search: each precision registered as a variant, gated against
 the parent on the same documents and task items, its decoding timed, and the frontier of the passing ones
-by tokens per second and weight bytes. A GGUF type (``gguf_q4_0`` and the like, :mod:`assay.llm.gguf_types`)
-is gated but not timed: it runs in llama.cpp, and its weight bytes are the type's.
+by tokens per second, weight bytes and memory (the weights and one sequence's KV cache at the model's
+full context, where an fp8 cache, ``+kv_fp8``, pays). A GGUF type (``gguf_q4_0`` and the like,
+:mod:`assay.llm.gguf_types`) is gated but not timed: it runs in llama.cpp, and its weight bytes are the
+type's.
 
 The parent is scored once; each variant's gate is recorded as a run (and lets ``assay models promote``
 move an alias to it) as ``assay llm gate`` records it. Decoding is timed as ``benchmarks/llm_decode.py``
@@ -23,7 +25,7 @@ from assay.cost.machine import measure_machine
 from assay.data import DataSpec
 from assay.gate import Policy
 from assay.llm import causal
-from assay.llm.decoding import GreedyDecoder, weight_bytes_read
+from assay.llm.decoding import GreedyDecoder, kv_cache_bytes, weight_bytes_read
 from assay.llm.gguf_types import GGUF_PRECISIONS, stored_bytes
 from assay.llm.release import (
     LANGUAGE_MODEL_POLICY,
@@ -41,7 +43,9 @@ from assay.llm.release import (
 from assay.store.records import VersionInfo
 from assay.workspace import Workspace, record_comparison
 
-DEFAULT_PRECISIONS = ("bf16", "int8_weight_only_bf16", "int8_weight_only", "int8_dynamic")
+DEFAULT_PRECISIONS = (
+    "bf16", "int8_weight_only_bf16", "int8_weight_only", "int8_dynamic", "int8_weight_only_bf16+kv_fp8",
+)  # fmt: skip
 PROMPT_TOKENS, NEW_TOKENS, RUNS = 16, 24, 3
 
 
@@ -58,6 +62,9 @@ class Point:
     accuracy_delta: tuple[float, float, float] | None = None
     run_id: int | None = None
     parameters: int = 0
+    # what decoding one sequence at the model's full context holds: every weight as stored and the KV
+    # cache (None: run in llama.cpp, not by assay)
+    memory_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -101,12 +108,15 @@ class LanguageSearch:
 
     @property
     def frontier(self) -> list[Point]:
-        """The passing timed variants no other one beats on both tokens/s and weight bytes."""
-        passing = [(p, p.tokens_per_second) for p in self.variants if p.passed and p.tokens_per_second]
+        """The passing timed variants no other one beats on tokens/s, weight bytes and memory at once."""
+        costs = [
+            (p, (p.tokens_per_second, -p.weight_bytes, -(p.memory_bytes or p.weight_bytes)))
+            for p in self.variants if p.passed and p.tokens_per_second
+        ]  # fmt: skip
         return [
-            p for p, rate in passing
-            if not any(r >= rate and q.weight_bytes <= p.weight_bytes
-                       and (r, q.weight_bytes) != (rate, p.weight_bytes) for q, r in passing)
+            p for p, mine in costs
+            if not any(all(a >= b for a, b in zip(theirs, mine, strict=True)) and theirs != mine
+                       for _, theirs in costs)
         ]  # fmt: skip
 
     @property
@@ -203,6 +213,7 @@ def _point(
     parameters = parameter_count(lm)
     if lm.precision in GGUF_PRECISIONS:  # rounded to the type, run in float32: llama.cpp's speed, not ours
         stored = stored_bytes(lm.model, lm.precision)
-        return Point(version.ref, lm.precision, passed, None, stored, nll, accuracy, run_id, parameters)
+        return Point(version.ref, lm.variant, passed, None, stored, nll, accuracy, run_id, parameters)
     rate, read = decode_rate(lm), weight_bytes_read(lm.model)
-    return Point(version.ref, lm.precision, passed, rate, read, nll, accuracy, run_id, parameters)
+    memory = causal.weight_bytes(lm.model) + kv_cache_bytes(lm, lm.context_length)
+    return Point(version.ref, lm.variant, passed, rate, read, nll, accuracy, run_id, parameters, memory)

@@ -124,15 +124,18 @@ def cloze_task(
     return Task(name, tuple(items))
 
 
-def score_task(model: nn.Module, tokenizer: object, task: Task, *, progress: object = None) -> Outputs:
+def score_task(
+    model: nn.Module, tokenizer: object, task: Task, *, progress: object = None, kv: str = "model"
+) -> Outputs:
     """Each item's choices scored by their summed log-likelihood after the context (one forward pass per
-    item, its choices as one padded batch); the outputs hold them as logits."""
+    item, its choices as one padded batch; in an fp8 KV cache, the context is the prompt and the choice
+    attends to the quantized cache); the outputs hold them as logits."""
     import torch
 
     scores = []
     for item in task.items:
         with torch.inference_mode():
-            scores.append(choice_loglikelihoods(model, tokenizer, item.context, item.choices))
+            scores.append(choice_loglikelihoods(model, tokenizer, item.context, item.choices, kv))
         if callable(progress):
             progress()
     return choice_outputs(
@@ -141,7 +144,7 @@ def score_task(model: nn.Module, tokenizer: object, task: Task, *, progress: obj
 
 
 def choice_loglikelihoods(
-    model: nn.Module, tokenizer: object, context: str, choices: Sequence[str]
+    model: nn.Module, tokenizer: object, context: str, choices: Sequence[str], kv: str = "model"
 ) -> np.ndarray:
     """The summed log-probability (nats) of each choice's tokens after ``context``."""
     import torch
@@ -160,7 +163,7 @@ def choice_loglikelihoods(
         sequences.append(whole)
         starts.append(start)
     with torch.inference_mode():  # scores, never gradients, whoever calls
-        logprobs, _ = next_token_logprobs(model, sequences)
+        logprobs, _ = next_token_logprobs(model, sequences, kv, prompts=starts)
     out = np.empty(len(sequences))
     for k, (s, start) in enumerate(zip(sequences, starts, strict=True)):
         out[k] = float(logprobs[k, start - 1 : len(s) - 1].sum())  # entry t predicts token t + 1

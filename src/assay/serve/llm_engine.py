@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from assay.errors import UsageError
 from assay.llm.causal import LanguageModel
 from assay.llm.moe import expert_shares, routing
 from assay.llm.perplexity import mean_token_nll
@@ -96,6 +97,14 @@ class Engine:
         config: EngineConfig | None = None,
         observe: Callable[..., None] | None = None,
     ) -> None:
+        if lm.kv != "model":
+            # the batch's cache is one tensor per layer over every row, where an fp8 cache keeps one scale
+            # per layer, set by one sequence's prefill: rows from different prompts cannot share it
+            raise UsageError(
+                f"{lm.variant} keeps its KV cache in fp8, which the server's continuous batching cannot "
+                f"hold (one scale per layer, set by each sequence's own prompt); serve a variant of the "
+                f"same weights with the model's cache ({lm.precision})."
+            )
         self.lm, self.config = lm, config or EngineConfig()
         self.observe = observe or (lambda *_: None)
         self.eos = _eos_ids(lm)

@@ -64,7 +64,8 @@ def test_the_last_word_task_asks_for_each_texts_last_word() -> None:
     assert hits(task, [" spent"]).tolist() == [False]
 
 
-def test_the_answers_are_the_greedy_continuations() -> None:
+@pytest.mark.parametrize("kv", ["model", "fp8"])
+def test_the_answers_are_the_greedy_continuations(kv: str) -> None:
     tokenizer = tiny_tokenizer(max_length=256)
     model = tiny_llama(len(tokenizer), seed=2)
     model.generation_config.eos_token_id = None
@@ -72,10 +73,10 @@ def test_the_answers_are_the_greedy_continuations() -> None:
     task = GenerationTask(
         "t", (GenerationItem("a", "the cat sat on", "mat"), GenerationItem("b", "a very", "good")), 5
     )
-    answers = generate_answers(model, tokenizer, task)
+    answers = generate_answers(model, tokenizer, task, kv=kv)
     for item, answer in zip(task.items, answers, strict=True):
         ids = list(tokenizer(item.prompt)["input_ids"])
-        tokens = GreedyDecoder(lm).run([ids], 5).generated[0].tolist()
+        tokens = GreedyDecoder(lm, kv=kv).run([ids], 5).generated[0].tolist()
         assert answer == tokenizer.decode(tokens, skip_special_tokens=True)
 
 

@@ -17,6 +17,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
+from assay.errors import UsageError
 from assay.llm import causal
 from assay.llm.decoding import GreedyDecoder
 from assay.serve.llm_engine import Engine, EngineConfig, Overloaded, Sequence
@@ -113,6 +114,13 @@ def test_a_cancelled_sequence_leaves_and_the_others_go_on() -> None:
     assert long.finish_reason == "cancelled" and len(long.generated) < 200
     assert short.finish_reason == "length" and len(short.generated) == 30
     assert short.generated == GreedyDecoder(lm).run([short.prompt], 30).generated[0].tolist()
+
+
+def test_a_variant_with_an_fp8_kv_cache_is_refused_with_what_to_serve() -> None:
+    lm = language_model()
+    lm.manifest["kv"] = "fp8"
+    with pytest.raises(UsageError, match=r"kv_fp8 keeps its KV cache in fp8.*\(fp32\)"):
+        Engine(lm)
 
 
 def test_a_full_queue_refuses_at_once() -> None:
