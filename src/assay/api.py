@@ -52,12 +52,6 @@ def _data(data: str | DataSpec | None, parameter: str = "data") -> DataSpec | No
     return parse_data_arg(data)
 
 
-def _policy(policy: str | Path | Policy | None) -> Policy:
-    if policy is None:
-        return Policy.default()
-    return policy if isinstance(policy, Policy) else Policy.from_toml(policy)
-
-
 def open_workspace(home: str | Path | None = None, *, url: str | None = None) -> Workspace:
     """The store under ``home`` (or at the database ``url``) with its report and outputs folders."""
     return Workspace.open(home, url=url)
@@ -210,18 +204,17 @@ def gate(
     result's ``verdict.passed`` is the decision; a failed gate is a result, not an error.
     """
     ws, out = open_workspace(home), None if out_dir is None else Path(out_dir)
-    rules = None if policy is None else _policy(policy)
     if is_predictions(str(baseline)) and is_predictions(str(candidate)):
         if data is not None:
             raise UsageError("The 'data' parameter applies to models; both targets are predictions files.")
-        return gate_predictions(ws, Path(baseline), Path(candidate), rules, out_dir=out)
+        return gate_predictions(ws, Path(baseline), Path(candidate), policy, out_dir=out)
     from assay.release import gate_targets
 
     return gate_targets(
         ws,
         str(baseline),
         str(candidate),
-        rules,
+        policy,
         data_spec=_data(data),
         efficiency=efficiency,
         out_dir=out,

@@ -405,6 +405,23 @@ class Policy:
         """The documented default policy, :data:`DEFAULT_POLICY_TOML`."""
         return cls.from_toml_text(DEFAULT_POLICY_TOML, source="default policy")
 
+    @classmethod
+    def load(
+        cls,
+        source: Policy | str | Path | None,
+        *,
+        default: Callable[[], Policy] | None = None,
+        extra_metrics: Iterable[str] = (),
+    ) -> Policy:
+        """``source`` as a policy: itself, the TOML file it names (its rules may also name
+        ``extra_metrics``: a gate reads the file once it knows what its inputs measure, such as the
+        metrics of an lm-eval log), or for None ``default()`` (:meth:`default` unless given)."""
+        if source is None:
+            return (default or cls.default)()
+        if isinstance(source, Policy):
+            return source
+        return cls.from_toml(source, extra_metrics=extra_metrics)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -407,7 +407,7 @@ def gate_targets(
     ws: Workspace,
     baseline: str,
     candidate: str,
-    policy: Policy | None,
+    policy: Policy | str | Path | None,
     *,
     data_spec: DataSpec | None = None,
     efficiency: bool = True,
@@ -415,8 +415,9 @@ def gate_targets(
     progress: bool = False,
     force_data: bool = False,
 ) -> Evaluated:
-    """``assay gate``: two model refs, two predictions files, or one of each, under ``policy`` (None: the
-    default policy, :meth:`Policy.default`, or for two lm-eval generation logs theirs).
+    """``assay gate``: two model refs, two predictions files, or one of each, under ``policy`` (a policy
+    or its TOML file; None: the default policy, :meth:`Policy.default`, or for two lm-eval generation
+    logs theirs).
 
     Model refs run on the same examples (the candidate's data, or the baseline's when the candidate is a
     file, unless ``data_spec`` names other data), each made into inputs by its own input contract; data
@@ -425,7 +426,7 @@ def gate_targets(
     """
     if is_predictions(baseline) and is_predictions(candidate):
         return gate_predictions(ws, Path(baseline), Path(candidate), policy, out_dir=out_dir)
-    policy = policy or Policy.default()
+    policy = Policy.load(policy)
     stats = {"n_boot": policy.n_bootstrap, "seed": policy.seed}
     files = {t: Path(t) for t in (baseline, candidate) if is_predictions(t)}
     versions = {t: ws.store.resolve(t) for t in (baseline, candidate) if t not in files}

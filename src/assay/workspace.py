@@ -231,14 +231,21 @@ def evaluate_predictions(
 
 
 def gate_predictions(
-    ws: Workspace, baseline: Path, candidate: Path, policy: Policy | None, *, out_dir: Path | None = None
+    ws: Workspace,
+    baseline: Path,
+    candidate: Path,
+    policy: Policy | str | Path | None,
+    *,
+    out_dir: Path | None = None,
 ) -> Evaluated:
-    """``assay gate A.npz B.npz``: two predictions files paired by example id and gated under ``policy``.
-    Two lm-eval generation logs are gated on their per-document metrics, by default under
-    :data:`GENERATION_LOG_POLICY_TOML`; ``None``: the default policy for the files."""
+    """``assay gate A.npz B.npz``: two predictions files paired by example id and gated under ``policy``
+    (a policy or its TOML file; ``None``: the default policy for the files). Two lm-eval generation logs
+    are gated on their per-document metrics, by default under :data:`GENERATION_LOG_POLICY_TOML`, and a
+    policy file's rules may name any metric the logs hold (``f1``, ``pass@1``)."""
     b_read, c_read = read_file(baseline), read_file(candidate)
     if isinstance(b_read, lmeval.GenerationLog) and isinstance(c_read, lmeval.GenerationLog):
-        policy = policy or generation_log_policy()
+        logged = {*b_read.scores, *c_read.scores}
+        policy = Policy.load(policy, default=generation_log_policy, extra_metrics=logged)
         stats = {"n_boot": policy.n_bootstrap, "seed": policy.seed}
         b = assess_generation_log(baseline, b_read, **stats)
         c = assess_generation_log(candidate, c_read, **stats)
@@ -249,7 +256,7 @@ def gate_predictions(
             "log and the other file is not; gate a generation log against a log of the same task."
         )
     else:
-        policy = policy or Policy.default()
+        policy = Policy.load(policy)
         stats = {"n_boot": policy.n_bootstrap, "seed": policy.seed}
         b_out, c_out = align(b_read, c_read)  # fail fast if unpaired
         b, c = assess_predictions(baseline, b_out, **stats), assess_predictions(candidate, c_out, **stats)

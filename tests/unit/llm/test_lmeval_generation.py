@@ -142,6 +142,29 @@ def test_a_non_binary_metric_is_paired_on_the_documents_differences(
     assert paired["f1"]["p_value"] < 0.01  # a shift of 0.05 at a spread of 0.1 over 220 documents
 
 
+def test_a_policy_may_gate_a_metric_the_logs_hold_and_is_refused_one_they_lack(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    """F1 is no metric of assay's catalogue: a policy file may still name it, since the gate reads the
+    policy once it knows the logs' metrics. A drop of 0.05 against a margin of 0.02 fails (exit 1)."""
+    rng = np.random.default_rng(6)
+    f1_a = np.round(rng.random(N), 4)
+    f1_b = np.clip(np.round(f1_a - rng.normal(0.05, 0.05, N), 4), 0, 1)
+    a = write(tmp_path / "a.jsonl", [gen_line(i, True, f1=float(f)) for i, f in enumerate(f1_a)])
+    b = write(tmp_path / "b.jsonl", [gen_line(i, True, f1=float(f)) for i, f in enumerate(f1_b)])
+    policy = tmp_path / "f1.toml"
+    policy.write_text('[policy]\nname = "f1"\n\n[[rules]]\nmetric = "f1"\nkind = "non_inferiority"\n'
+                      'margin = 0.02\n')  # fmt: skip
+    code, document, err = gate(str(a), str(b), "--policy", str(policy))
+    assert code == 1, err
+    (rule,) = document["verdict"]["rules"]
+    assert rule["metric"] == "f1" and rule["status"] == "ok" and rule["passed"] is False
+    assert rule["delta"] == pytest.approx((f1_b - f1_a).mean()) and rule["delta_ci_high"] < -0.02
+    policy.write_text(policy.read_text().replace('"f1"', '"pass@1"'))
+    code, _, err = gate(str(a), str(b), "--policy", str(policy))
+    assert code == 2 and "unknown metric 'pass@1'" in err and "f1" in err
+
+
 def test_a_log_of_two_filters_is_read_one_filter_at_a_time(tmp_path: Path, isolated_home: Path) -> None:
     base, cand = paired_hits(seed=7, lost=2, won=6)
     strict = [gen_line(i, bool(h)) for i, h in enumerate(base)]
