@@ -90,18 +90,26 @@ class GreedyDecoder:
             raise ValueError(f"kv {kv!r}: fp8 in dynamic mode only")
         self.lm, self.mode, self.max_context, self.kv = lm, mode, max_context, kv
         self._step = torch.compile(self._forward, dynamic=False) if mode == "compiled" else self._forward
+        # A static cache is allocated once per batch size and reset between runs: the compiled step keeps
+        # its buffers' addresses (transformers marks them static), so a new cache each run would not be
+        # the one a frozen graph writes to
+        self._static: dict[int, Any] = {}
 
     def _forward(self, ids: torch.Tensor, position: torch.Tensor, cache: Any) -> torch.Tensor:
         out = self.lm.model(input_ids=ids, cache=cache, use_cache=True, cache_position=position)
         return out.logits[:, -1:]
 
-    def _cache(self) -> Any:
+    def _cache(self, batch: int) -> Any:
         from transformers import StaticCache
 
         config: Any = self.lm.model.config
         if self.mode == "dynamic":
             return new_cache(config, self.kv)
-        return StaticCache(config=config, max_cache_len=self.max_context)
+        if batch in self._static:
+            self._static[batch].reset()
+        else:
+            self._static[batch] = StaticCache(config=config, max_cache_len=self.max_context)
+        return self._static[batch]
 
     @torch.inference_mode()
     def run(self, prompts: list[list[int]], new_tokens: int) -> DecodeTiming:
@@ -110,7 +118,7 @@ class GreedyDecoder:
             raise ValueError("timing decode steps needs at least 2 new tokens")
         if len({len(p) for p in prompts}) != 1 or len(prompts[0]) + new_tokens > self.max_context:
             raise ValueError(f"prompts of one length, and prompt plus new tokens within {self.max_context}")
-        ids, cache = torch.tensor(prompts), self._cache()
+        ids, cache = torch.tensor(prompts), self._cache(len(prompts))
         length = ids.shape[1]
         started = time.perf_counter()
         token = self._forward(ids, torch.arange(length), cache).argmax(-1)
