@@ -7,6 +7,7 @@ it, new requests get the new one)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -239,3 +240,26 @@ def test_a_non_streamed_request_whose_client_leaves_frees_its_slot(tmp_path: Pat
             time.sleep(0.02)
     cancelled = server.metrics.registry.get_sample_value("assay_llm_finished_total", {"reason": "cancelled"})
     assert cancelled == 1
+
+
+def test_a_promoted_version_that_cannot_be_served_is_said_once_and_the_served_one_stays(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An fp8-KV-cache variant gates and promotes, but the server's batch cannot hold its cache: the
+    served version keeps answering, and the reason is logged once however many polls retry it."""
+    from assay.llm.release import quantize_language_model
+
+    ws = registry(tmp_path)
+    variant = quantize_language_model(ws, "tiny@v1", "kv_fp8")
+    server = LanguageModelServer(ws, "tiny", "production", unmonitored(poll_s=0.02))
+    with caplog.at_level(logging.WARNING, logger="assay.serve.openai_api"), running(server) as url:
+        ws.store.promote(variant.ref, force=True, reason="test: a variant the server refuses")
+        deadline = time.monotonic() + 30
+        while not any("keeping the served version" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, "no poll said why it kept the served version"
+            time.sleep(0.02)
+        time.sleep(0.2)  # more polls, each one refused again
+        answer = client(url).completions.create(model="tiny", prompt="the cat", max_tokens=4, temperature=0)
+        assert answer.choices[0].text and server.version is not None and server.version.ref == "tiny@v1"
+    said = [r.getMessage() for r in caplog.records if "keeping the served version" in r.getMessage()]
+    assert len(said) == 1 and "kv_fp8 keeps its KV cache in fp8" in said[0]

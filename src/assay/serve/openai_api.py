@@ -375,12 +375,16 @@ def create_llm_app(server: LanguageModelServer) -> FastAPI:
     """The ASGI application over ``server`` (loaded on start-up)."""
 
     async def poll() -> None:
+        failed = ""  # the last failure's message: said once, not at every poll
         while True:
             await asyncio.sleep(server.config.poll_s)
             try:
                 await asyncio.to_thread(server.load)
-            except Exception:  # a failed swap keeps the served version; the next poll retries
-                continue
+                failed = ""
+            except Exception as e:  # a failed swap keeps the served version; the next poll retries
+                if str(e) != failed:
+                    logger.warning("keeping the served version; the alias's version does not load: %s", e)
+                failed = str(e)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
