@@ -124,6 +124,8 @@ def main() -> None:
         )
         for t in doc["trials"]:
             print(_line(t, root_point, anchor))
+            if t["status"] == "failed":
+                print(f"    {t['reason']}")
         print()
         for axis, keys in doc["frontier"].items():
             print(f"frontier ({axis}): {', '.join(keys)}")

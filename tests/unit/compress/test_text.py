@@ -129,7 +129,7 @@ def test_dropping_layers_keeps_the_bottom_ones_and_the_parent_untouched(
     before = {k: v.clone() for k, v in source.model().state_dict().items()}
     for distill in (False, True):
         loaded = build("drop_layers", tiny, ctx, tmp_path / str(distill), keep=1, lr=1e-30, epochs=1,
-                       distill=distill, precision="fp32")  # fmt: skip
+                       distill=distill, precision="fp32", calibrate=False)  # fmt: skip
         student = loaded.predictor.model  # type: ignore[attr-defined]  # a TextPredictor
         assert student.config.num_hidden_layers == 1 and len(student.bert.encoder.layer) == 1
         got = student.state_dict()
@@ -141,6 +141,30 @@ def test_dropping_layers_keeps_the_bottom_ones_and_the_parent_untouched(
     assert all(torch.equal(v, source.model().state_dict()[k]) for k, v in before.items())
     with pytest.raises(Skipped, match="keep=2"):
         build("drop_layers", tiny, ctx, tmp_path / "all", keep=2)
+
+
+def test_a_student_is_temperature_scaled_on_validation_in_its_head(ctx: TextContext, tmp_path: Path) -> None:
+    """With calibration, the student's logits are the uncalibrated student's divided by the T that
+    minimises its validation NLL (checked against T nudged either way), its predictions unchanged."""
+    tiny_classifier(tmp_path / "bert", num_labels=2)
+    loaded = stage_and_load(tmp_path / "bert", tmp_path / "staged")
+    source = TextSource(loaded.weights.parent, loaded.manifest)
+    common = {"keep": 1, "lr": 1e-30, "epochs": 1, "precision": "fp32"}
+    TEXT_COMPRESSORS.get("drop_layers")(source, ctx, tmp_path / "raw", {**common, "calibrate": False})
+    built = TEXT_COMPRESSORS.get("drop_layers")(source, ctx, tmp_path / "scaled", common)
+    temperature = built.training["calibration_temperature"]
+    assert any("temperature scaling" in note for note in built.notes)
+    raw, scaled = load_artifact(tmp_path / "raw").predictor, load_artifact(tmp_path / "scaled").predictor
+
+    def val_nll(t: float) -> float:
+        z = torch.from_numpy(raw.logits_and_features(ctx.data.val.x)[0]).double() / t
+        return float(torch.nn.functional.cross_entropy(z, torch.from_numpy(ctx.data.val.y).long()))
+
+    assert val_nll(temperature) < min(val_nll(temperature * 1.05), val_nll(temperature / 1.05))
+    texts = ctx.data.test.x
+    raw_logits, scaled_logits = raw.logits_and_features(texts)[0], scaled.logits_and_features(texts)[0]
+    np.testing.assert_allclose(scaled_logits, raw_logits / temperature, rtol=1e-4, atol=1e-5)
+    assert (scaled_logits.argmax(1) == raw_logits.argmax(1)).all()
 
 
 def write_reviews(path: Path) -> Path:

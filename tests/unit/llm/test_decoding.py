@@ -29,9 +29,13 @@ def language_model(precision: str = "fp32", tie: bool = False) -> causal.Languag
     return causal.LanguageModel(model, tokenizer, {"precision": precision, "spec": {"context_length": 256}})
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("mode", ["dynamic", "static"])
 @pytest.mark.parametrize("precision", ["fp32", "int8_weight_only_bf16"])
-def test_the_decoder_makes_the_tokens_greedy_generate_makes(mode: str, precision: str) -> None:
+def test_the_decoder_makes_the_tokens_greedy_generate_makes(
+    mode: str, precision: str, attention: str
+) -> None:
+    """Whichever attention the decoder runs, its tokens are those of generate with PyTorch's SDPA."""
     lm = language_model(precision)
     prompts = [
         lm.tokenizer("the cat sat on the mat")["input_ids"],
@@ -39,9 +43,11 @@ def test_the_decoder_makes_the_tokens_greedy_generate_makes(mode: str, precision
     ]
     width = min(len(p) for p in prompts)
     prompts = [p[:width] for p in prompts]
-    decoder = GreedyDecoder(lm, mode, max_context=64)
+    decoder = GreedyDecoder(lm, mode, max_context=64, attention=attention)
     decoder.run(prompts, 30)  # a static cache is reset between runs, not filled on from the last
     timing = decoder.run(prompts, 12)
+    assert lm.model.config._attn_implementation == attention
+    lm.model.set_attn_implementation("sdpa")
     with torch.no_grad():
         want = lm.model.generate(
             torch.tensor(prompts), attention_mask=torch.ones(2, width, dtype=torch.long), do_sample=False,
