@@ -95,11 +95,11 @@ class GreedyDecoder:
     Dynamic mode only: the quantized cache grows by concatenation.
 
     ``attention``: transformers' attention implementation the steps run with (:data:`ATTENTION`), set on
-    the model at each run, so decoders sharing a model each get their own. ``sdpa`` calls PyTorch's fused
-    kernel; ``eager`` is plain matrix products and a softmax, which inductor fuses with the rest of the
-    compiled step into its own loops: on a 2-vCPU Zen 4 EPYC the compiled int8 step ran 1.48x faster with
-    it at batch 1 and 1.34x at batch 16, the same tokens (docs/llm.md), where SDPA's CPU kernel costs
-    more at one query than the work it does.
+    the model at each run, so decoders sharing a model each get their own; None keeps the model's. ``sdpa``
+    calls PyTorch's fused kernel once per layer; ``eager`` is plain matrix products and a softmax, which
+    inductor fuses with the rest of the compiled step into its own loops: on a 2-vCPU Zen 4 EPYC the
+    compiled int8 step ran 1.16x to 1.48x faster with it at batch 1 (two runs) and 1.34x at batch 16,
+    the same tokens (docs/llm.md).
     """
 
     def __init__(
@@ -109,7 +109,7 @@ class GreedyDecoder:
         max_context: int = 512,
         kv: str | None = None,
         compile_preset: str = "plain",
-        attention: str = "sdpa",
+        attention: str | None = None,
     ) -> None:
         kv = lm.kv if kv is None else kv
         if mode not in DECODE_MODES:
@@ -118,7 +118,7 @@ class GreedyDecoder:
             raise ValueError(f"kv {kv!r}: fp8 in dynamic mode only")
         if compile_preset not in COMPILE_PRESETS:
             raise ValueError(f"compile_preset {compile_preset!r}: one of {', '.join(COMPILE_PRESETS)}")
-        if attention not in ATTENTION:
+        if attention is not None and attention not in ATTENTION:
             raise ValueError(f"attention {attention!r}: one of {', '.join(ATTENTION)}")
         self.lm, self.mode, self.max_context, self.kv = lm, mode, max_context, kv
         self.attention = attention
@@ -154,7 +154,8 @@ class GreedyDecoder:
             raise ValueError("timing decode steps needs at least 2 new tokens")
         if len({len(p) for p in prompts}) != 1 or len(prompts[0]) + new_tokens > self.max_context:
             raise ValueError(f"prompts of one length, and prompt plus new tokens within {self.max_context}")
-        self.lm.model.set_attn_implementation(self.attention)  # type: ignore[operator]
+        if self.attention is not None:
+            self.lm.model.set_attn_implementation(self.attention)  # type: ignore[operator]
         ids, cache = torch.tensor(prompts), self._cache(len(prompts))
         length = ids.shape[1]
         started = time.perf_counter()
