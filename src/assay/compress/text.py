@@ -447,6 +447,9 @@ def drop_layers(source: TextSource, ctx: TextContext, out: Path, params: dict[st
         raise Skipped(f"keep={keep}: choose between 1 and {n - 1} of the {n} layers")
     del layers[keep:]
     model.config.num_hidden_layers = keep
+    calibrate = bool(params.get("calibrate", True))
+    if calibrate:
+        calibration_head(model, source.num_labels)  # Skipped now, not after minutes of training
     own = ("keep", "distill", "temperature", "alpha", "calibrate")
     tuning = {k: v for k, v in params.items() if k not in own}
     config = FinetuneConfig.parse({"seed": ctx.seed, **tuning})
@@ -463,9 +466,7 @@ def drop_layers(source: TextSource, ctx: TextContext, out: Path, params: dict[st
         model, source.tokenizer(), ctx.data, config, max_length=source.max_length, progress=ctx.progress,
         description=f"{keep} layers" + (", distilled" if kd else ""), distillation=kd,
     )  # fmt: skip
-    calibration = (
-        fold_temperature(result.model, source, ctx.data) if bool(params.get("calibrate", True)) else None
-    )
+    calibration = fold_temperature(result.model, source, ctx.data) if calibrate else None
     parameters = sum(p.numel() for p in result.model.parameters())
     stage_variant(
         source, out, backend="transformers", precision="fp32", weights=hf.WEIGHTS, parameters=parameters
@@ -486,6 +487,15 @@ def drop_layers(source: TextSource, ctx: TextContext, out: Path, params: dict[st
     return Built(spec=spec, training=training, notes=notes)
 
 
+def calibration_head(model: nn.Module, num_labels: int) -> nn.Linear:
+    """The head :func:`fold_temperature` scales (a dataset always has validation texts to fit it on);
+    Skipped where there is none."""
+    head = hf.classification_head(model, num_labels)
+    if head is None:
+        raise Skipped("calibrate=True needs a linear head with one output per label; pass calibrate=False")
+    return head
+
+
 def fold_temperature(model: nn.Module, source: TextSource, data: Dataset) -> float:
     """Temperature scaling (Guo et al. 2017) fitted on ``data.val`` and folded into the classification
     head (its weight and bias divided by T), so the saved model's own logits are the calibrated ones and
@@ -495,9 +505,7 @@ def fold_temperature(model: nn.Module, source: TextSource, data: Dataset) -> flo
     T = 4, not at 1): on fortunes, MiniLM's distilled 3-layer student was 1.3 points more accurate than
     its parent but more confident, at 0.05 nats more NLL; scaled (T = 1.52), 0.05 nats less
     (docs/compression.md)."""
-    head = hf.classification_head(model, source.num_labels)
-    if head is None or data.val.n == 0:
-        raise Skipped("calibrate=True needs a linear head with one output per label and validation texts")
+    head = calibration_head(model, source.num_labels)
     predictor = hf.TextPredictor(model, source.tokenizer(), source.max_length, source.num_labels)
     temperature = fit_temperature(predictor.logits_and_features(data.val.x)[0], data.val.y)
     with torch.no_grad():

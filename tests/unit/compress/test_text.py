@@ -25,6 +25,7 @@ pytest.importorskip("onnxruntime")
 from typer.testing import CliRunner
 
 from assay.cli import app
+from assay.compress import text
 from assay.compress.base import Skipped
 from assay.compress.text import (
     TEXT_COMPRESSORS,
@@ -143,7 +144,9 @@ def test_dropping_layers_keeps_the_bottom_ones_and_the_parent_untouched(
         build("drop_layers", tiny, ctx, tmp_path / "all", keep=2)
 
 
-def test_a_student_is_temperature_scaled_on_validation_in_its_head(ctx: TextContext, tmp_path: Path) -> None:
+def test_a_student_is_temperature_scaled_on_validation_in_its_head(
+    ctx: TextContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With calibration, the student's logits are the uncalibrated student's divided by the T that
     minimises its validation NLL (checked against T nudged either way), its predictions unchanged."""
     tiny_classifier(tmp_path / "bert", num_labels=2)
@@ -165,6 +168,10 @@ def test_a_student_is_temperature_scaled_on_validation_in_its_head(ctx: TextCont
     raw_logits, scaled_logits = raw.logits_and_features(texts)[0], scaled.logits_and_features(texts)[0]
     np.testing.assert_allclose(scaled_logits, raw_logits / temperature, rtol=1e-4, atol=1e-5)
     assert (scaled_logits.argmax(1) == raw_logits.argmax(1)).all()
+    headless = TextSource(source.folder, {**source.manifest, "num_labels": 5})  # no head of 5 outputs
+    monkeypatch.setattr(text, "finetune", lambda *a, **k: pytest.fail("trained before the head was checked"))
+    with pytest.raises(Skipped, match="linear head"):
+        TEXT_COMPRESSORS.get("drop_layers")(headless, ctx, tmp_path / "none", common)
 
 
 def write_reviews(path: Path) -> Path:
