@@ -45,8 +45,8 @@ from assay.models.adapters.files import copy_into, inside, sha256_file, versions
 
 GENERATION_CONFIG = "generation_config.json"
 PRECISIONS = (
-    "fp32", "bf16", "int8_weight_only", "int8_weight_only_bf16", "int8_dynamic", "int4_weight_only",
-    *GGUF_PRECISIONS,
+    "fp32", "bf16", "int8_weight_only", "int8_weight_only_bf16", "w8a8_block32", "int8_dynamic",
+    "int4_weight_only", *GGUF_PRECISIONS,
 )  # fmt: skip
 TORCHAO_PRECISIONS = ("int8_weight_only", "int8_dynamic", "int4_weight_only")  # assay.models.backends
 KV_FP8 = "kv_fp8"  # the part of a variant's name that puts its KV cache in fp8
@@ -320,6 +320,10 @@ def with_precision(model: nn.Module, precision: str) -> nn.Module:
         from assay.llm.int8 import quantize_int8_weights
 
         return quantize_int8_weights(model)
+    if precision == "w8a8_block32":
+        from assay.llm.w8a8 import quantize_w8a8
+
+        return quantize_w8a8(model)
     if precision in GGUF_PRECISIONS:
         from assay.llm.gguf_types import round_trip
 

@@ -16,8 +16,17 @@ embedding table stays bf16 and only one row of it is read a token.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
+
+
+def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per output row: ``(q, scale)`` with ``weight ~= q * scale[:, None]`` (float32)."""
+    weight = weight.detach().float()
+    scale = weight.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127.0
+    return torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8), scale
 
 
 class Int8WeightLinear(nn.Module):
@@ -25,9 +34,8 @@ class Int8WeightLinear(nn.Module):
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
-        weight = linear.weight.detach().float()
-        scale = weight.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / 127.0
-        self.register_buffer("weight", torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8))
+        weight, scale = quantize_rows(linear.weight)
+        self.register_buffer("weight", weight)
         self.register_buffer("scales", scale.to(torch.bfloat16))
         bias = linear.bias
         self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16))
@@ -45,16 +53,25 @@ class Int8WeightLinear(nn.Module):
 
 def quantize_int8_weights(model: nn.Module) -> nn.Module:
     """``model`` with every linear layer int8 (:class:`Int8WeightLinear`) and the rest in bf16, in place."""
+    return replace_linears(model, Int8WeightLinear).to(torch.bfloat16).eval()
+
+
+def replace_linears(model: nn.Module, make: Callable[[nn.Linear], nn.Module | None]) -> nn.Module:
+    """``model`` with each ``nn.Linear`` replaced by ``make(linear)`` (kept where that is None), in place.
+
+    An output head tied to the input embedding (``tie_word_embeddings``) is untied first: the head gets
+    its own quantized weights, and the embedding table, of which a step reads one row, keeps its own."""
     config = getattr(model, "config", None)
     if config is not None and getattr(config, "tie_word_embeddings", False):
-        config.tie_word_embeddings = False  # the head gets its own int8 weights; the table stays bf16
-    _swap(model)
-    return model.to(torch.bfloat16).eval()
+        config.tie_word_embeddings = False
+    _swap(model, make)
+    return model
 
 
-def _swap(module: nn.Module) -> None:
+def _swap(module: nn.Module, make: Callable[[nn.Linear], nn.Module | None]) -> None:
     for name, child in module.named_children():
-        if isinstance(child, nn.Linear):
-            setattr(module, name, Int8WeightLinear(child))
+        replacement = make(child) if isinstance(child, nn.Linear) else None
+        if replacement is not None:
+            setattr(module, name, replacement)
         else:
-            _swap(child)
+            _swap(child, make)

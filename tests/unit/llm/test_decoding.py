@@ -31,7 +31,7 @@ def language_model(precision: str = "fp32", tie: bool = False) -> causal.Languag
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("mode", ["dynamic", "static"])
-@pytest.mark.parametrize("precision", ["fp32", "int8_weight_only_bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "int8_weight_only_bf16", "w8a8_block32"])
 def test_the_decoder_makes_the_tokens_greedy_generate_makes(
     mode: str, precision: str, attention: str
 ) -> None:
