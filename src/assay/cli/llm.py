@@ -198,7 +198,8 @@ def llm_quantize(
     precision: Annotated[
         str,
         typer.Option(
-            help="bf16, int8_weight_only, int8_weight_only_bf16, int8_dynamic, int4_weight_only, or a "
+            help="bf16, int8_weight_only, int8_weight_only_bf16, w8a8_block32 (int8 weights and activations "
+            "on a kernel built for this machine), int8_dynamic, int4_weight_only, or a "
             "GGUF type gated for quality: gguf_q8_0, gguf_q5_1, gguf_q5_0, gguf_q4_1, gguf_q4_0; kv_fp8 "
             "for an fp8 KV cache, alone or after a precision (int8_weight_only_bf16+kv_fp8)."
         ),
@@ -231,7 +232,7 @@ def llm_search(
         typer.Option(
             help="Comma-separated variants to try: precisions, kv_fp8 (an fp8 KV cache), or PRECISION+kv_fp8."
         ),
-    ] = "bf16,int8_weight_only_bf16,int8_weight_only,int8_dynamic,int8_weight_only_bf16+kv_fp8",
+    ] = "bf16,int8_weight_only_bf16,w8a8_block32,int8_weight_only,int8_dynamic,int8_weight_only_bf16+kv_fp8",
     policy_file: Annotated[
         Path | None, typer.Option("--policy", help="Policy TOML (default: the language-model policy).")
     ] = None,

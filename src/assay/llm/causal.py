@@ -20,7 +20,9 @@ manifest names its ``precision``: ``fp32``; ``bf16`` (weights and activations); 
 ``int8_weight_only`` (float32 activations), ``int8_dynamic`` (int8 weights and per-token int8 activations)
 and ``int4_weight_only`` (int4 in groups of 32 weights), applied to the linear layers when the folder is
 loaded; ``int8_weight_only_bf16``: int8 weights per output channel with bf16 activations on PyTorch's own
-CPU kernel for them (:mod:`assay.llm.int8`), the fastest decoding here. A manifest's ``kv`` says how
+CPU kernel for them (:mod:`assay.llm.int8`); ``w8a8_block32``: int8 weights per output channel times
+activations rounded to int8 in blocks of 32, on a kernel assay compiles for the machine
+(:mod:`assay.llm.w8a8`), the fastest decoding here. A manifest's ``kv`` says how
 the KV cache keeps keys and values (:mod:`assay.llm.kv_cache`): ``model`` (the default) or ``fp8``; a
 variant is named by both (:func:`parse_variant`), ``int8_weight_only_bf16+kv_fp8`` or ``kv_fp8`` alone.
 """

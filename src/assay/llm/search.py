@@ -44,7 +44,8 @@ from assay.store.records import VersionInfo
 from assay.workspace import Workspace, record_comparison
 
 DEFAULT_PRECISIONS = (
-    "bf16", "int8_weight_only_bf16", "int8_weight_only", "int8_dynamic", "int8_weight_only_bf16+kv_fp8",
+    "bf16", "int8_weight_only_bf16", "w8a8_block32", "int8_weight_only", "int8_dynamic",
+    "int8_weight_only_bf16+kv_fp8",
 )  # fmt: skip
 PROMPT_TOKENS, NEW_TOKENS, RUNS = 16, 24, 3
 

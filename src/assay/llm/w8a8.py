@@ -80,7 +80,8 @@ def load_kernel(march: str = "native") -> str:
         raise UsageError(
             f"The w8a8_block32 precision compiles a small C++ kernel on this machine, and the build failed "
             f"({str(error).strip().splitlines()[-1][:300]}). Install a C++ compiler (Debian: apt-get "
-            "install g++), or choose int8_weight_only_bf16, which runs on PyTorch's own kernel."
+            "install g++), or choose int8_weight_only_bf16, which runs on PyTorch's own kernel "
+            "(in `assay llm search`, name --precisions without w8a8_block32)."
         ) from None
 
     @torch.library.register_fake(f"{namespace}::w8a8_linear")
