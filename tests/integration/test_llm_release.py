@@ -268,3 +268,17 @@ def test_the_frontier_keeps_the_passing_variants_nothing_beats_on_every_axis() -
     assert [p.ref for p in LanguageSearch(parent, [*variants, lean]).frontier] == ["m@v3", "m@v4", "m@v7"]
     assert search.best is not None and search.best.ref == "m@v3"
     assert LanguageSearch(parent, [Point("m@v2", "x", True, 9.0, 100)]).best is None
+
+
+@pytest.mark.parametrize(
+    ("precision", "compute"),
+    [("fp32", "fp32"), ("bf16", "bf16"), ("int8_weight_only_bf16", "bf16"), ("int8_weight_only", "fp32"),
+     ("int8_dynamic", "int8"), ("w8a8_block32", "int8"), ("w8a8_block32+kv_fp8", "int8")],
+)  # fmt: skip
+def test_the_cost_table_prices_each_variant_at_the_arithmetic_it_runs(precision: str, compute: str) -> None:
+    """Weight-only int8 multiplies in its activations' precision; int8 activations make int8 products."""
+    from assay.llm.search import Point
+
+    point = Point("m@v2", precision, True, 50.0, 100, parameters=10).cost_point("m@v2")
+    assert point is not None and point["precision"] == compute and point["flops"] == 20
+    assert point["metrics"]["latency_p50_b1"]["value"] == pytest.approx(20.0)  # ms a token at 50 tokens/s
