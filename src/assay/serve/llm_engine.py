@@ -20,6 +20,7 @@ token counts.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import logging
 import threading
@@ -347,6 +348,26 @@ class Engine:
             self.observe("tpot", (time.perf_counter() - sequence.first_token) / (len(sequence.generated) - 1))
         self.observe("finished", reason, usage["prompt_tokens"], usage["completion_tokens"])
         sequence.emit({"finish_reason": reason, **usage})
+
+
+def release_openmp_threads() -> bool:
+    """Free the OpenMP worker threads of the calling thread's parallel regions (OpenMP 5's
+    ``omp_pause_resource_all``), so that the engine's thread is the only one holding a team. True where
+    the OpenMP runtime torch loaded was found (libgomp, torch's on Linux), False where nothing was done.
+
+    Why: once the thread that loaded a model (the main thread, or the one that swapped a version in) has
+    a team of its own, libgomp counts more threads than CPUs and the engine's parallel regions wake their
+    threads by futex instead of spinning: a 576 x 576 int8 product took 68 us on the engine's thread
+    against 12 us, and a SmolLM2 step 38.9 ms in the server against 15.5 ms (docs/llm.md, under load).
+    A later parallel region of the calling thread makes its team again; the server calls this after
+    every load.
+    """
+    try:
+        gomp = ctypes.CDLL("libgomp.so.1")  # the one torch loaded: the same soname resolves to it
+        pause = gomp.omp_pause_resource_all
+    except (OSError, AttributeError):
+        return False
+    return int(pause(1)) == 0  # omp_pause_soft
 
 
 def _pad_left(t: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:

@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from assay.llm.causal import LanguageModel
 from assay.serve.guard import RollbackGuard
-from assay.serve.llm_engine import Engine, EngineConfig, Overloaded, Sequence
+from assay.serve.llm_engine import Engine, EngineConfig, Overloaded, Sequence, release_openmp_threads
 from assay.serve.llm_monitor import PromptMonitor, prompt_references, prompt_row
 from assay.serve.monitor import WindowResult
 from assay.serve.served import MonitorSettings
@@ -262,6 +262,7 @@ class LanguageModelServer:
                 old.close()  # its streams finish on the old version
                 self._retired.append(old)
             self._retired = [e for e in self._retired if not e.finished]
+            release_openmp_threads()  # the model ran here to load: only the engine's thread keeps a team
 
     def stop(self) -> None:
         for engine in [*self._retired, *([self.engine] if self.engine else [])]:

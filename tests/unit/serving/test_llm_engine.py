@@ -10,8 +10,11 @@ seed of the tiny model here does not hit (a regression would show as one changed
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -182,3 +185,33 @@ def test_a_failing_model_ends_its_sequences_with_error_and_the_engine_goes_on() 
         engine.stop()
     assert failed.finish_reason == "error" and failed_sink.events[-1]["finish_reason"] == "error"
     assert after.finish_reason == "length" and len(after.generated) == 6
+
+
+RELEASE = """
+import time
+from pathlib import Path
+import torch
+from assay.serve.llm_engine import release_openmp_threads
+torch.set_num_threads(2)
+threads = lambda: len(list(Path("/proc/self/task").iterdir()))
+before = threads()
+torch.ones(4_000_000).mul_(2.0)  # a parallel region: its worker stays, waiting for the next one
+with_team = threads()
+released = release_openmp_threads()
+for _ in range(200):  # the worker exits on its own; waiting for it is not a timing assertion
+    if threads() < with_team:
+        break
+    time.sleep(0.01)
+print(before, with_team, threads(), released)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc (Linux)")
+def test_releasing_openmp_ends_the_calling_threads_worker() -> None:
+    """The worker a parallel region of two threads started exits after the release, so the loading
+    thread keeps no team beside the engine's. In a fresh interpreter, where no other thread comes or goes."""
+    result = subprocess.run([sys.executable, "-c", RELEASE], capture_output=True, text=True, check=True)
+    before, with_team, after, released = result.stdout.split()
+    if released != "True":
+        pytest.skip("torch's OpenMP runtime is not libgomp here")
+    assert int(with_team) == int(before) + 1 and int(after) == int(before)
