@@ -4,8 +4,9 @@ A decode step at batch 1 reads every weight once, so its speed is how fast the w
 PyTorch's CPU kernel for int8 weights (``aten::_weight_int8pack_mm``, :mod:`assay.llm.int8`) converts each
 weight to a float before its multiply-add, and measured 10-13 GB/s over a step's weights on a 2-core EPYC
 where a plain read streams 25-33 GB/s. llama.cpp's answer, taken here: round the activations to int8 too,
-in blocks of 32 with one scale each (its Q8_0 blocks), and multiply int8 by int8, 32 products summed in one
-instruction (AVX-512 VNNI where the CPU has it, AVX2's ``maddubs`` otherwise), with software prefetching.
+in blocks of 32 with one scale each (its Q8_0 blocks), and multiply int8 by int8, 64 products summed in
+one instruction with AVX-512 VNNI (32 with AVX2's ``maddubs``, and a plain loop elsewhere), the weights
+packed so that each thread reads one stream, prefetched ahead.
 
 The arithmetic (``w8a8_kernel.cpp``, the same on every instruction set)::
 
