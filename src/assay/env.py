@@ -33,17 +33,30 @@ CPU_FLAGS = ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_t
 
 @cache
 def cpu_info() -> dict[str, Any]:
-    flags: set[str] = set()
     model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass  # not Linux: flags stay unknown and bf16 detection falls back to torch's own check
+    for line in _cpuinfo_lines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    flags = all_cpu_flags()
     return {"model": model, "flags": [f for f in CPU_FLAGS if f in flags], "logical_cores": os.cpu_count()}
+
+
+def all_cpu_flags() -> frozenset[str]:
+    """Every instruction-set flag of the first processor in ``/proc/cpuinfo`` (``flags`` on x86,
+    ``Features`` on ARM); empty where there is no such file (not Linux: bf16 detection then falls back
+    to torch's own check)."""
+    for line in _cpuinfo_lines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def _cpuinfo_lines() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
 
 
 WATTS_PER_CORE = 10.0  # a server core under full load: TDP / cores for current x86 parts

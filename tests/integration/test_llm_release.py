@@ -282,3 +282,14 @@ def test_the_cost_table_prices_each_variant_at_the_arithmetic_it_runs(precision:
     point = Point("m@v2", precision, True, 50.0, 100, parameters=10).cost_point("m@v2")
     assert point is not None and point["precision"] == compute and point["flops"] == 20
     assert point["metrics"]["latency_p50_b1"]["value"] == pytest.approx(20.0)  # ms a token at 50 tokens/s
+
+
+def test_the_cli_searches_the_default_variants_of_the_api() -> None:
+    """The CLI spells the defaults out (importing the search would load torch for every command)."""
+    import inspect
+
+    from assay.cli.llm import llm_search
+    from assay.llm.search import DEFAULT_PRECISIONS
+
+    default = inspect.signature(llm_search).parameters["precisions"].default
+    assert tuple(default.split(",")) == DEFAULT_PRECISIONS

@@ -76,7 +76,8 @@ class Point:
         if not self.tokens_per_second:
             return None
         status = "root" if self.passed is None else ("passed" if self.passed else "failed")
-        integer = self.precision.split("+")[0] in ("int8_dynamic", "w8a8_block32")  # int8 x int8 products
+        weights, _ = causal.parse_variant(self.precision)
+        integer = weights in ("int8_dynamic", "w8a8_block32")  # int8 x int8 products
         compute = "int8" if integer else "bf16" if "bf16" in self.precision else "fp32"
         return {
             "key": key,

@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from assay.env import all_cpu_flags
 from assay.errors import MissingExtraError, UsageError
 from assay.llm.int8 import quantize_rows, replace_linears
 
@@ -66,7 +67,7 @@ def load_kernel(march: str = "native") -> str:
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
     namespace = "assay" if march == "native" else "assay_" + march.replace("-", "_")
     key = hashlib.sha256(
-        SOURCE.read_bytes() + f"{march} {_cpu_flags()} {torch.__version__}".encode()
+        SOURCE.read_bytes() + f"{march} {_cpu_key()} {torch.__version__}".encode()
     ).hexdigest()[:12]
     try:
         cpp_extension.load(
@@ -92,15 +93,9 @@ def load_kernel(march: str = "native") -> str:
     return namespace
 
 
-def _cpu_flags() -> str:
-    """The CPU's instruction-set flags (a build with -march=native runs only where they match)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def _cpu_key() -> str:
+    """What a -march=native build depends on: the CPU's flags (its architecture where they are unknown)."""
+    return " ".join(sorted(all_cpu_flags())) or platform.machine()
 
 
 def pack(weight: torch.Tensor) -> torch.Tensor:
