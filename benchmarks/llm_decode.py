@@ -16,9 +16,10 @@ dynamic cache; the ``--fast`` ones also with a static cache, compiled once per `
 (``assay.llm.decoding.COMPILE_PRESETS``: ``plain`` inductor, ``frozen`` weights with the C++ wrapper,
 ``autotuned`` matrix products; the compilation's seconds are printed) with each ``--attention``
 implementation (``assay.llm.decoding.ATTENTION``; ``plain+eager``: plain inductor over transformers'
-eager attention), and at ``--batch`` sequences decoded together with the last of those, whose throughput
-is set against batch 1. Where
-``llama-cpp-python`` is installed, the same GGUF file runs through llama.cpp first, as a peer.
+eager attention), then exported and compiled ahead of time by AOTInductor (``aot+eager``, decoder mode
+``aot``; unless ``--no-compile``), and at ``--batch`` sequences decoded together with the last of those,
+whose throughput is set against batch 1. Where ``llama-cpp-python`` is installed, the same GGUF file
+runs through llama.cpp first, as a peer.
 ``--kv-fp8``: each precision also decodes with its KV cache in 8-bit floating point (mode ``dyn+fp8kv``;
 transformers' ``QuantizedCache``, fp8 backend), with the share of its tokens that equal the full cache's
 and the cache's bytes at the model's whole context.
@@ -157,7 +158,7 @@ def main() -> None:
             # (mode, preset, attention): preset and attention name a compiled row; the others run sdpa
             compiled = [] if args.no_compile else [
                 ("compiled", p, a) for p in presets for a in args.attention.split(",")
-            ]  # fmt: skip
+            ] + [("aot", "plain", "eager")]  # fmt: skip
             plain = ("plain", "sdpa")
             modes = [("dynamic", *plain), *([("static", *plain), *compiled] if precision in fast else [])]
             for mode, preset, attention in modes:
@@ -166,9 +167,9 @@ def main() -> None:
                 )
                 started = time.perf_counter()
                 decoder.run([prompt], 4)
-                label = mode
-                if mode == "compiled":
-                    label = preset if attention == "sdpa" else f"{preset}+{attention}"
+                compiled_label = preset if attention == "sdpa" else f"{preset}+{attention}"
+                label = {"compiled": compiled_label, "aot": "aot+eager"}.get(mode, mode)
+                if mode in ("compiled", "aot"):
                     seconds = time.perf_counter() - started
                     print(f"  ({precision}: compiling the decode step ({label}) took {seconds:.0f} s)")
                 single = best(decoder, [prompt], args.new, args.runs)

@@ -1,7 +1,8 @@
 """Decoding (assay.llm.decoding): the greedy decoder makes the tokens transformers' own greedy
 ``generate`` makes, in every cache mode but the compiled one (compiling takes a minute; the benchmark
-runs it); TTFT, TPOT and ITL are the stated functions of the step times; the KV-cache bytes are what
-the cache holds after a prefill; the roofline is bandwidth over bytes. No timing is asserted."""
+runs it), the step exported and compiled by AOTInductor included; TTFT, TPOT and ITL are the stated
+functions of the step times; the KV-cache bytes are what the cache holds after a prefill; the roofline
+is bandwidth over bytes. No timing is asserted."""
 
 from __future__ import annotations
 
@@ -36,6 +37,17 @@ def test_the_decoder_makes_the_tokens_greedy_generate_makes(
     mode: str, precision: str, attention: str
 ) -> None:
     """Whichever attention the decoder runs, its tokens are those of generate with PyTorch's SDPA."""
+    assert_generate_tokens(mode, precision, attention)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "w8a8_block32"])
+def test_the_aot_compiled_step_makes_the_tokens_greedy_generate_makes(precision: str) -> None:
+    """The exported step (about 10 s of AOTInductor compilation each), through aten and assay's own op:
+    its cache is the one the prefill wrote, and its position counter follows the steps."""
+    assert_generate_tokens("aot", precision, "eager")
+
+
+def assert_generate_tokens(mode: str, precision: str, attention: str) -> None:
     lm = language_model(precision)
     prompts = [
         lm.tokenizer("the cat sat on the mat")["input_ids"],
