@@ -89,7 +89,7 @@ class GreedyDecoder:
     the decode step exported by ``torch.export`` and compiled ahead of time by AOTInductor into a
     library called with the two inputs of a step (one export and compilation per batch size, on its
     first run). ``torch.compile``'s step gathers every weight and cache tensor from the modules in Python
-    and checks its guards on each call (about 2 ms of a 9 ms step on SmolLM2-135M); the library holds
+    and checks its guards on each call (2 to 3 ms of a 9 to 12 ms step on SmolLM2-135M); the library holds
     them as its constants, here the model's and the cache's own tensors (nothing is copied), and runs
     the whole step in C++. The prefill runs eagerly into the same cache. End-of-sequence is ignored: the
     length is the experiment's.
