@@ -44,10 +44,16 @@ def test_the_decoder_makes_the_tokens_greedy_generate_makes(
 def test_the_aot_compiled_step_makes_the_tokens_greedy_generate_makes(precision: str) -> None:
     """The exported step (about 10 s of AOTInductor compilation each), through aten and assay's own op:
     its cache is the one the prefill wrote, and its position counter follows the steps."""
-    assert_generate_tokens("aot", precision, "eager")
+    decoder, timing = assert_generate_tokens("aot", precision, "eager")
+    # each step writes its own position: the prompt's and every step's but the last token's rows are
+    # filled, the rest of the static cache is not (a step stuck at one position fills one row)
+    keys = decoder._static[2].layers[0].keys  # (batch, heads, max_context, head_dim)
+    filled = keys.abs().sum(dim=(0, 1, 3)) > 0
+    written = timing.prompt_tokens + timing.tokens - 1
+    assert filled[:written].all() and not filled[written:].any()
 
 
-def assert_generate_tokens(mode: str, precision: str, attention: str) -> None:
+def assert_generate_tokens(mode: str, precision: str, attention: str) -> tuple[GreedyDecoder, DecodeTiming]:
     lm = language_model(precision)
     prompts = [
         lm.tokenizer("the cat sat on the mat")["input_ids"],
@@ -68,6 +74,7 @@ def assert_generate_tokens(mode: str, precision: str, attention: str) -> None:
     assert timing.generated is not None
     np.testing.assert_array_equal(timing.generated, want.numpy())
     assert timing.batch == 2 and timing.tokens == 12 and len(timing.itl) == 11
+    return decoder, timing
 
 
 def test_the_timing_figures_are_the_stated_functions_of_the_steps() -> None:
