@@ -325,7 +325,8 @@ def with_precision(model: nn.Module, precision: str) -> nn.Module:
     if precision == "w8a8_block32":
         from assay.llm.w8a8 import quantize_w8a8
 
-        return quantize_w8a8(model)
+        # a two-token forward pass shows which layers read one input: those are fused into one product
+        return quantize_w8a8(model, probe=lambda m: m(input_ids=torch.zeros((1, 2), dtype=torch.long)))
     if precision in GGUF_PRECISIONS:
         from assay.llm.gguf_types import round_trip
 

@@ -24,7 +24,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <vector>
+#include <memory>
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -38,18 +38,70 @@ constexpr int64_t kChunk = 64;      // values of a row side by side in the packe
 constexpr int64_t kRows = 4;        // rows per group: each activation block is loaded once for four rows
 constexpr int64_t kAhead = 4096;    // bytes prefetched ahead of the read (2,048 to 8,192 measured alike)
 
-void quantize_row(const float* x, int64_t k, int8_t* q, float* d) {
-  for (int64_t b = 0; b < k / kBlock; ++b) {
-    const float* xb = x + b * kBlock;
-    float amax = 0.f;
-    for (int64_t i = 0; i < kBlock; ++i) amax = std::max(amax, std::fabs(xb[i]));
-    const float scale = amax / 127.f;
-    d[b] = scale;
-    for (int64_t i = 0; i < kBlock; ++i) {
-      // x / scale, not x * (1 / scale): the reference in the tests divides, and so must the kernel
-      q[b * kBlock + i] = scale > 0.f ? static_cast<int8_t>(std::nearbyint(xb[i] / scale)) : 0;
-    }
+#if defined(__AVX2__) && defined(__FMA__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#define ASSAY_W8A8_AVX512 1
+#endif
+
+// One block of 32 activations to int8 (q) and its scale (d): the arithmetic above, in vector registers where
+// the machine has them (a plain loop took a tenth of a decode step's kernel time: a call per value to
+// nearbyint and a division each). Division and round-half-even are exact IEEE operations, so every path
+// gives the same integers.
+inline void quantize_block(const float* xb, int8_t* q, float* d) {
+#if defined(ASSAY_W8A8_AVX512)
+  const __m512 a = _mm512_loadu_ps(xb), b = _mm512_loadu_ps(xb + 16);
+  const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+  const float scale = amax / 127.f;
+  *d = scale;
+  if (!(scale > 0.f)) {
+    std::fill(q, q + kBlock, int8_t{0});
+    return;
   }
+  const __m512 s = _mm512_set1_ps(scale);
+  constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  const __m512i qa = _mm512_cvt_roundps_epi32(_mm512_div_ps(a, s), kRound);
+  const __m512i qb = _mm512_cvt_roundps_epi32(_mm512_div_ps(b, s), kRound);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtsepi32_epi8(qa));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtsepi32_epi8(qb));
+#elif defined(__AVX2__) && defined(__FMA__)
+  __m256 v[4];
+  __m256 m = _mm256_setzero_ps();
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  for (int i = 0; i < 4; ++i) {
+    v[i] = _mm256_loadu_ps(xb + 8 * i);
+    m = _mm256_max_ps(_mm256_andnot_ps(sign, v[i]), m);
+  }
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_max_ss(h, _mm_movehdup_ps(h));
+  const float scale = _mm_cvtss_f32(h) / 127.f;
+  *d = scale;
+  if (!(scale > 0.f)) {
+    std::fill(q, q + kBlock, int8_t{0});
+    return;
+  }
+  const __m256 s = _mm256_set1_ps(scale);
+  __m256i r[4];
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_div_ps(v[i], s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  // packs interleave the 128-bit lanes; the permutation puts the 32 bytes back in order (as llama.cpp's Q8_0)
+  const __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(r[0], r[1]), _mm256_packs_epi32(r[2], r[3]));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(q),
+                      _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+#else
+  float amax = 0.f;
+  for (int64_t i = 0; i < kBlock; ++i) amax = std::max(amax, std::fabs(xb[i]));
+  const float scale = amax / 127.f;
+  *d = scale;
+  for (int64_t i = 0; i < kBlock; ++i) {
+    // x / scale, not x * (1 / scale): the reference in the tests divides, and so must the kernel
+    q[i] = scale > 0.f ? static_cast<int8_t>(std::nearbyint(xb[i] / scale)) : 0;
+  }
+#endif
+}
+
+void quantize_row(const float* x, int64_t k, int8_t* q, float* d) {
+  for (int64_t b = 0; b < k / kBlock; ++b) quantize_block(x + b * kBlock, q + b * kBlock, d + b);
 }
 
 #ifdef ASSAY_W8A8_AVX2
@@ -69,10 +121,6 @@ inline float hsum(__m256 v) {
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
-#endif
-
-#if defined(ASSAY_W8A8_AVX2) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
-#define ASSAY_W8A8_AVX512 1
 #endif
 
 // out[j] = sum_b d[b] * dot(q[b], w[j, b]) for the four rows of one packed group `g` (k values a row),
@@ -151,9 +199,9 @@ at::Tensor w8a8_linear(const at::Tensor& x, const at::Tensor& packed, const at::
   const auto xc = x.contiguous();
   const auto wc = packed.contiguous();
   const auto sc = scales.contiguous();
-  std::vector<int8_t> q(m * k);
-  std::vector<float> d(m * nb);
-  for (int64_t i = 0; i < m; ++i) quantize_row(xc.data_ptr<float>() + i * k, k, q.data() + i * k, d.data() + i * nb);
+  std::unique_ptr<int8_t[]> q(new int8_t[m * k]);  // written in full below: no zero-fill
+  std::unique_ptr<float[]> d(new float[m * nb]);
+  for (int64_t i = 0; i < m; ++i) quantize_row(xc.data_ptr<float>() + i * k, k, q.get() + i * k, d.get() + i * nb);
   auto y = at::empty({m, n}, xc.options());
   const int8_t* wp = wc.data_ptr<int8_t>();
   const float* sp = sc.data_ptr<float>();
@@ -164,7 +212,7 @@ at::Tensor w8a8_linear(const at::Tensor& x, const at::Tensor& packed, const at::
       const int64_t rows = std::min(kRows, n - g * kRows);
       for (int64_t i = 0; i < m; ++i) {
         float out[kRows];
-        group_dots(q.data() + i * k, d.data() + i * nb, k, wp + g * group_bytes, (groups - g) * group_bytes, out);
+        group_dots(q.get() + i * k, d.get() + i * nb, k, wp + g * group_bytes, (groups - g) * group_bytes, out);
         for (int64_t j = 0; j < rows; ++j) yp[i * n + g * kRows + j] = out[j] * sp[g * kRows + j];
       }
     }

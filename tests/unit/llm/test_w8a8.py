@@ -90,3 +90,62 @@ def test_the_op_compiles_and_refuses_a_matrix_it_was_not_packed_for() -> None:
     torch.testing.assert_close(compiled(x), layer(x * 2.0) + 1.0, rtol=0, atol=0)
     with pytest.raises(RuntimeError, match="packed must be int8"):
         torch.ops.assay.w8a8_linear(x, layer.weight[:, :128], layer.scales)
+
+
+class _Siblings(nn.Module):
+    """a and b read the block's input; c another tensor; d and f one tensor, changed in place between
+    them; e reads the block's input beside a and b, but twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.a, self.b, self.c, self.d, self.e, self.f = (nn.Linear(64, out) for out in (8, 6, 4, 12, 4, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x * 1.0
+        a, b, c, e = self.a(h), self.b(h), self.c(h + 1.0), self.e(h)
+        h2 = h.clone()
+        d = self.d(h2)
+        h2.mul_(2.0)
+        return torch.cat([a, b, c, e, d, self.f(h2), self.e(h2)], dim=-1)
+
+
+def test_layers_that_read_one_input_are_fused_and_give_the_same_bits() -> None:
+    """Only the layers the probe saw read one tensor, unchanged, once each are fused; the outputs are the
+    unfused layers' to the bit (each output row is its own weights times the same rounded activations)."""
+    from assay.llm.w8a8 import FusedW8A8, W8A8Part, quantize_w8a8
+
+    unfused = quantize_w8a8(_Siblings())
+    fused = quantize_w8a8(_Siblings(), probe=lambda m: m(torch.randn(2, 64)))
+    assert isinstance(fused.a, W8A8Part) and isinstance(fused.b, W8A8Part)
+    assert [type(getattr(fused, n)) for n in "cdef"] == [W8A8Linear] * 4  # alone; changed; twice; changed
+    group = fused.get_submodule("fused_a_b")
+    assert isinstance(group, FusedW8A8) and group.weight.shape == (2 + 2, 4 * 64)  # 8 + 6 rows, 4 a group
+    assert torch.equal(group.weight, torch.cat([unfused.a.weight, unfused.b.weight]))
+    x = torch.randn(3, 5, 64) * torch.logspace(-2, 1, 64)
+    with torch.no_grad():
+        assert torch.equal(fused(x), unfused(x))
+        assert group._memo is None  # the product is freed once its last part took it
+        # a part called alone, or with another input than its sibling's, computes its own product
+        assert torch.equal(fused.b(x), unfused.b(x))
+        assert torch.equal(fused.a(x), unfused.a(x)) and torch.equal(fused.b(x + 1), unfused.b(x + 1))
+
+
+def test_a_language_model_in_w8a8_calls_the_kernel_four_times_a_layer_exported_too() -> None:
+    """On the Llama architecture the probe fuses q, k, v and gate, up: one call each and one for o and
+    down, the same logits to the bit; torch.export traces the shared product as one call too."""
+    from assay.llm import causal
+    from assay.llm.w8a8 import FusedW8A8, quantize_w8a8
+    from tests.unit.llm.causal_fixtures import tiny_llama
+
+    model = causal.with_precision(tiny_llama(300, seed=0), "w8a8_block32")
+    unfused = quantize_w8a8(tiny_llama(300, seed=0))
+    layers = model.model.layers
+    assert all(isinstance(layer.self_attn.fused_q_proj_k_proj_v_proj, FusedW8A8) for layer in layers)
+    assert all(isinstance(layer.mlp.fused_gate_proj_up_proj, FusedW8A8) for layer in layers)
+    ids = torch.tensor([[5, 17, 42, 7, 99, 3]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, unfused(ids).logits)
+        program = torch.export.export(model, (ids,), {"use_cache": False}, strict=True)
+    calls = [n for n in program.graph.nodes if n.target == torch.ops.assay.w8a8_linear.default]
+    assert len(calls) == 4 * len(layers) + 1  # and the head
