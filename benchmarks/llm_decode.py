@@ -16,8 +16,9 @@ dynamic cache; the ``--fast`` ones also with a static cache, compiled once per `
 (``assay.llm.decoding.COMPILE_PRESETS``: ``plain`` inductor, ``frozen`` weights with the C++ wrapper,
 ``autotuned`` matrix products; the compilation's seconds are printed) with each ``--attention``
 implementation (``assay.llm.decoding.ATTENTION``; ``plain+eager``: plain inductor over transformers'
-eager attention), then exported and compiled ahead of time by AOTInductor (``aot+eager``, decoder mode
-``aot``; unless ``--no-compile``), and at ``--batch`` sequences decoded together with the last of those,
+eager attention), then exported and compiled ahead of time by AOTInductor (decoder mode ``aot``; unless
+``--no-compile``) with transformers' eager attention and with assay's decode attention (``aot+eager``,
+``aot+assay``, :mod:`assay.llm.attention`), and at ``--batch`` sequences decoded together with the last,
 whose throughput is set against batch 1. Where ``llama-cpp-python`` is installed, the same GGUF file
 runs through llama.cpp first, as a peer.
 ``--kv-fp8``: each precision also decodes with its KV cache in 8-bit floating point (mode ``dyn+fp8kv``;
@@ -158,7 +159,7 @@ def main() -> None:
             # (mode, preset, attention): preset and attention name a compiled row; the others run sdpa
             compiled = [] if args.no_compile else [
                 ("compiled", p, a) for p in presets for a in args.attention.split(",")
-            ] + [("aot", "plain", "eager")]  # fmt: skip
+            ] + [("aot", "plain", a) for a in ("eager", "assay")]  # fmt: skip
             plain = ("plain", "sdpa")
             modes = [("dynamic", *plain), *([("static", *plain), *compiled] if precision in fast else [])]
             for mode, preset, attention in modes:
@@ -168,7 +169,7 @@ def main() -> None:
                 started = time.perf_counter()
                 decoder.run([prompt], 4)
                 compiled_label = preset if attention == "sdpa" else f"{preset}+{attention}"
-                label = {"compiled": compiled_label, "aot": "aot+eager"}.get(mode, mode)
+                label = {"compiled": compiled_label, "aot": f"aot+{attention}"}.get(mode, mode)
                 if mode in ("compiled", "aot"):
                     seconds = time.perf_counter() - started
                     print(f"  ({precision}: compiling the decode step ({label}) took {seconds:.0f} s)")

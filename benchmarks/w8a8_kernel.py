@@ -21,7 +21,8 @@ import torch
 
 from assay.cost.machine import memory_bandwidth
 from assay.env import cpu_info
-from assay.llm.w8a8 import load_kernel, pack
+from assay.llm.kernels import load_kernels
+from assay.llm.w8a8 import pack
 
 LAYER = [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536)]  # (out, in)
 HEAD = (49152, 576)
@@ -70,7 +71,7 @@ def main() -> None:
     cpu = cpu_info()
     print(f"hardware: {cpu['model']}, {args.threads} threads, flags {' '.join(cpu['flags'])}")
     print(f"memory read bandwidth: {memory_bandwidth() / 1e9:.1f} GB/s (best sum of a 512 MiB buffer)")
-    load_kernel()
+    load_kernels()
     torch.manual_seed(0)
     print(f"{'matrices':<10} {'kernel':<22} {'ms':>7} {'GB/s':>6}   ({args.rows} activation rows)")
     for label, matrices in {"30 layers": LAYER * 30, "head": [HEAD]}.items():

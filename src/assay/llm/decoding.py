@@ -76,7 +76,7 @@ COMPILE_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-ATTENTION = ("sdpa", "eager")
+ATTENTION = ("sdpa", "eager", "assay")
 
 
 class GreedyDecoder:
@@ -127,6 +127,10 @@ class GreedyDecoder:
             raise ValueError(f"compile_preset {compile_preset!r}: one of {', '.join(COMPILE_PRESETS)}")
         if attention is not None and attention not in ATTENTION:
             raise ValueError(f"attention {attention!r}: one of {', '.join(ATTENTION)}")
+        if attention == "assay":
+            from assay.llm.attention import register
+
+            register()
         self.lm, self.mode, self.max_context, self.kv = lm, mode, max_context, kv
         self.attention = attention
         self._step = self._aot_step if mode == "aot" else self._forward

@@ -17,10 +17,8 @@ The block sums are exact in int32; only the sum over blocks is float32. Rounding
 change of the model's numbers, so ``w8a8_block32`` is a variant gated like any other, and the gate scores
 it on this kernel: what is measured is what decodes.
 
-The kernel is C++ compiled once per machine with ``torch.utils.cpp_extension`` (``-O3 -march=native``,
-about 10 s; cached under ``TORCH_EXTENSIONS_DIR``, by default ``~/.cache/torch_extensions``, keyed by
-its source and the CPU's flags). It needs a C++ compiler, as ``torch.compile`` on a CPU does, and ninja
-(the ``llm`` extra installs it). Layers whose input width is not a multiple of 32 stay float32.
+The kernel is C++ compiled once per machine (:mod:`assay.llm.kernels`: it needs a C++ compiler and
+ninja). Layers whose input width is not a multiple of 32 stay float32.
 
 Example:
     >>> import torch
@@ -32,71 +30,16 @@ Example:
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import os
-import platform
-import shutil
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from assay.env import all_cpu_flags
-from assay.errors import MissingExtraError, UsageError
+from assay.errors import UsageError
 from assay.llm.int8 import quantize_rows, replace_linears
+from assay.llm.kernels import load_kernels
 
 BLOCK = 32  # activation values per scale, as llama.cpp's Q8_0
-SOURCE = Path(__file__).with_name("w8a8_kernel.cpp")
-
-
-@functools.cache
-def load_kernel(march: str = "native") -> str:
-    """Build (the first time on a machine) and load the kernel; the namespace of its op, ``assay`` for
-    ``march="native"``: ``torch.ops.assay.w8a8_linear(x, packed, scales)``. Another ``march`` (the tests
-    build ``x86-64-v3``, the AVX2 path, and ``x86-64``, plain C++) registers under a name of its own."""
-    from torch.utils import cpp_extension
-
-    if shutil.which("ninja") is None:
-        try:
-            import ninja
-        except ImportError:
-            raise MissingExtraError("ninja", "llm") from None
-        # torch's builder looks for ninja on PATH; the PyPI package's binary is not there unless the
-        # virtual environment is activated
-        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
-    namespace = "assay" if march == "native" else "assay_" + march.replace("-", "_")
-    key = hashlib.sha256(
-        SOURCE.read_bytes() + f"{march} {_cpu_key()} {torch.__version__}".encode()
-    ).hexdigest()[:12]
-    try:
-        cpp_extension.load(
-            name=f"{namespace}_w8a8_{key}",
-            sources=[str(SOURCE)],
-            extra_cflags=["-O3", f"-march={march}", "-fopenmp", f"-DASSAY_W8A8_NAMESPACE={namespace}"],
-            extra_ldflags=["-fopenmp"],  # resolves to the libgomp torch has loaded: one thread pool
-            is_python_module=False,
-            verbose=False,
-        )
-    except (RuntimeError, OSError) as error:
-        raise UsageError(
-            f"The w8a8_block32 precision compiles a small C++ kernel on this machine, and the build failed "
-            f"({str(error).strip().splitlines()[-1][:300]}). Install a C++ compiler (Debian: apt-get "
-            "install g++), or choose int8_weight_only_bf16, which runs on PyTorch's own kernel "
-            "(in `assay llm search`, name --precisions without w8a8_block32)."
-        ) from None
-
-    @torch.library.register_fake(f"{namespace}::w8a8_linear")
-    def _(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-        return x.new_empty((x.shape[0], scales.shape[0]))
-
-    return namespace
-
-
-def _cpu_key() -> str:
-    """What a -march=native build depends on: the CPU's flags (its architecture where they are unknown)."""
-    return " ".join(sorted(all_cpu_flags())) or platform.machine()
 
 
 def pack(weight: torch.Tensor) -> torch.Tensor:
@@ -133,7 +76,7 @@ class W8A8Linear(nn.Module):
         super().__init__()
         if linear.in_features % BLOCK:
             raise UsageError(f"W8A8Linear needs in_features a multiple of {BLOCK}, not {linear.in_features}.")
-        load_kernel()
+        load_kernels()
         weight, scales = quantize_rows(linear.weight)
         self.register_buffer("weight", pack(weight))
         self.register_buffer("scales", scales)

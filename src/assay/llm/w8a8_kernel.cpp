@@ -1,6 +1,6 @@
 // assay::w8a8_linear: y = x @ (w * scales).T with int8 weights (one scale per output row) and the
 // activations rounded to int8 in blocks of 32 (one float scale per block, as llama.cpp's Q8_0), multiplied
-// as int8 dot products. Built by assay.llm.w8a8 on the user's machine, for that machine (-march=native).
+// as int8 dot products. Built by assay.llm.kernels on the user's machine, for that machine (-march=native).
 //
 // Why by hand: a decode step at batch 1 reads every weight once, so it is bound by how fast the weights
 // stream in. PyTorch's int8 weight kernel (_weight_int8pack_mm) converts each weight to float before its
@@ -224,8 +224,8 @@ at::Tensor w8a8_linear(const at::Tensor& x, const at::Tensor& packed, const at::
 
 // The op's namespace: `assay` for the build for this machine; the tests also build the AVX2 and the plain
 // C++ paths (-march=x86-64-v3, -march=x86-64) under names of their own, beside it.
-#ifndef ASSAY_W8A8_NAMESPACE
-#define ASSAY_W8A8_NAMESPACE assay
+#ifndef ASSAY_KERNELS_NAMESPACE
+#define ASSAY_KERNELS_NAMESPACE assay
 #endif
-TORCH_LIBRARY(ASSAY_W8A8_NAMESPACE, m) { m.def("w8a8_linear(Tensor x, Tensor packed, Tensor scales) -> Tensor"); }
-TORCH_LIBRARY_IMPL(ASSAY_W8A8_NAMESPACE, CPU, m) { m.impl("w8a8_linear", &w8a8_linear); }
+TORCH_LIBRARY(ASSAY_KERNELS_NAMESPACE, m) { m.def("w8a8_linear(Tensor x, Tensor packed, Tensor scales) -> Tensor"); }
+TORCH_LIBRARY_IMPL(ASSAY_KERNELS_NAMESPACE, CPU, m) { m.impl("w8a8_linear", &w8a8_linear); }

@@ -30,7 +30,7 @@ def language_model(precision: str = "fp32", tie: bool = False) -> causal.Languag
     return causal.LanguageModel(model, tokenizer, {"precision": precision, "spec": {"context_length": 256}})
 
 
-@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager", "assay"])
 @pytest.mark.parametrize("mode", ["dynamic", "static"])
 @pytest.mark.parametrize("precision", ["fp32", "int8_weight_only_bf16", "w8a8_block32"])
 def test_the_decoder_makes_the_tokens_greedy_generate_makes(
@@ -40,11 +40,12 @@ def test_the_decoder_makes_the_tokens_greedy_generate_makes(
     assert_generate_tokens(mode, precision, attention)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "w8a8_block32"])
-def test_the_aot_compiled_step_makes_the_tokens_greedy_generate_makes(precision: str) -> None:
-    """The exported step (about 10 s of AOTInductor compilation each), through aten and assay's own op:
-    its cache is the one the prefill wrote, and its position counter follows the steps."""
-    decoder, timing = assert_generate_tokens("aot", precision, "eager")
+@pytest.mark.parametrize(("precision", "attention"), [("fp32", "eager"), ("w8a8_block32", "assay")])
+def test_the_aot_compiled_step_makes_the_tokens_greedy_generate_makes(precision: str, attention: str) -> None:
+    """The exported step (about 10 s of AOTInductor compilation each), through aten alone and through
+    assay's own ops (the fused w8a8 products and the decode attention): its cache is the one the prefill
+    wrote, and its position counter follows the steps."""
+    decoder, timing = assert_generate_tokens("aot", precision, attention)
     # each step writes its own position: the prompt's and every step's but the last token's rows are
     # filled, the rest of the static cache is not (a step stuck at one position fills one row)
     keys = decoder._static[2].layers[0].keys  # (batch, heads, max_context, head_dim)

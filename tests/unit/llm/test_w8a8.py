@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from assay.llm.int8 import quantize_rows
-from assay.llm.w8a8 import BLOCK, W8A8Linear, load_kernel, pack
+from assay.llm.kernels import load_kernels
+from assay.llm.w8a8 import BLOCK, W8A8Linear, pack
 
 X86 = platform.machine() in ("x86_64", "AMD64")
 MARCHES = ["native", *(["x86-64-v3", "x86-64"] if X86 else [])]  # this machine's build, AVX2, plain C++
@@ -42,7 +43,7 @@ def reference(x: torch.Tensor, q: torch.Tensor, scales: torch.Tensor) -> tuple[t
     [(1, 32, 1), (3, 96, 5), (2, 576, 103), (4, 608, 8), (1, 1536, 12)],  # tails of 32, groups of < 4 rows
 )
 def test_the_kernel_computes_its_stated_arithmetic(march: str, rows: int, width: int, out: int) -> None:
-    op = getattr(torch.ops, load_kernel(march)).w8a8_linear
+    op = getattr(torch.ops, load_kernels(march)).w8a8_linear
     torch.manual_seed(width + out)
     x = torch.randn(rows, width) * torch.logspace(-2, 1, width)  # blocks of very different scales
     x[0, :BLOCK] = 0.0  # a block of zeros: scale 0, every q 0
