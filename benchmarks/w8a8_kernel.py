@@ -3,12 +3,13 @@
     python benchmarks/w8a8_kernel.py [--threads 2] [--rows 1] [--repeats 7]
 
 A step multiplies one activation row by 30 layers of seven matrices (q, k, v, o: 576 wide; gate, up,
-down: 1,536) and the 49,152 x 576 head. Each layer's matrices here are distinct random int8 tensors, so
-they stream from memory as a real step's do (134 MB in all; a loop over one matrix would run from the
-cache). Rows: ``aten::_weight_int8pack_mm`` (int8 weights, bf16 activations, :mod:`assay.llm.int8`) and
-``assay::w8a8_linear`` (int8 weights times int8 activations in blocks of 32, :mod:`assay.llm.w8a8`), the
-best of ``--repeats`` passes, with the bytes of weights read per second, beside the machine's measured
-read bandwidth.
+down: 1,536) and the 49,152 x 576 head; ``30 fused``: the same bytes in four products a layer, q, k, v
+and gate, up stacked as assay's w8a8 variant runs them. Each layer's matrices are distinct random int8
+tensors, so they stream from memory as a real step's do (134 MB in all; a loop over one matrix would run
+from the cache). Rows: ``aten::_weight_int8pack_mm`` (int8 weights, bf16 activations,
+:mod:`assay.llm.int8`) and ``assay::w8a8_linear`` (int8 weights times int8 activations in blocks of 32,
+:mod:`assay.llm.w8a8`), the best of ``--repeats`` passes, with the bytes of weights read per second,
+beside the machine's measured read bandwidth.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ from assay.llm.kernels import load_kernels
 from assay.llm.w8a8 import pack
 
 LAYER = [(576, 576), (192, 576), (192, 576), (576, 576), (1536, 576), (1536, 576), (576, 1536)]  # (out, in)
+FUSED = [
+    (960, 576),
+    (576, 576),
+    (3072, 576),
+    (576, 1536),
+]  # q+k+v, o, gate+up, down (FusedW8A8)
 HEAD = (49152, 576)
 
 
@@ -74,7 +81,7 @@ def main() -> None:
     load_kernels()
     torch.manual_seed(0)
     print(f"{'matrices':<10} {'kernel':<22} {'ms':>7} {'GB/s':>6}   ({args.rows} activation rows)")
-    for label, matrices in {"30 layers": LAYER * 30, "head": [HEAD]}.items():
+    for label, matrices in {"30 layers": LAYER * 30, "30 fused": FUSED * 30, "head": [HEAD]}.items():
         size = sum(out * width for out, width in matrices)
         for name, seconds in timings(matrices, args.rows, args.repeats).items():
             print(f"{label:<10} {name:<22} {seconds * 1e3:>7.2f} {size / seconds / 1e9:>6.1f}")
