@@ -106,7 +106,9 @@ class GreedyDecoder:
     calls PyTorch's fused kernel once per layer; ``eager`` is plain matrix products and a softmax, which
     inductor fuses with the rest of the compiled step into its own loops: on a 2-vCPU Zen 4 EPYC the
     compiled int8 step ran 1.16x to 1.48x faster with it at batch 1 (two runs) and 1.34x at batch 16,
-    the same tokens (docs/llm.md).
+    the same tokens (docs/llm.md); ``assay``, assay's own operator for a one-token step
+    (:mod:`assay.llm.attention`; SDPA for the prefill), which inductor cannot fuse into a loop that
+    recomputes the rotary embedding, as it did ``eager``'s: the fastest exported step.
     """
 
     def __init__(
