@@ -3,11 +3,11 @@
 
 A step of a decoder attends one new token per sequence to its KV cache: a few thousand multiply-adds a
 head. Compiled by inductor, transformers' ``eager`` attention became a reduction loop that recomputed the
-query's rotary embedding for every key position, and its ``sdpa`` a general kernel whose set-up outweighs
-the work: about 0.7 ms of a 6 ms SmolLM2-135M step either way (docs/llm.md). The operator is opaque to the
-compiler, so the rotated query is computed once, and it reads only the positions the mask lets a head
-see. Everything else (a prefill, bf16, training with dropout, masks it was not made for) goes to PyTorch's
-SDPA as transformers calls it, with the same boolean masks.
+query's rotary embedding for every key position (about 0.7 ms of a 6 ms SmolLM2-135M step), and its
+``sdpa`` ran no faster (docs/llm.md). The operator is opaque to the compiler, so the rotated query is
+computed once, and it reads only the positions the mask lets a head see. Everything else (a prefill,
+bf16, training with dropout, masks it was not made for) goes to PyTorch's SDPA as transformers calls it,
+with the same boolean masks.
 
 Example:
     >>> from assay.llm.attention import register

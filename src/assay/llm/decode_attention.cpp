@@ -3,9 +3,9 @@
 //
 // Why by hand: the decode step's attention is a few thousand multiply-adds a head, but compiled by inductor
 // from transformers' eager attention it ran as a reduction loop that recomputed the query's rotary
-// embedding (a sine and a cosine per value) for every key position, and from its SDPA as a general kernel
-// whose set-up outweighs the work: 0.7 ms of a 6 ms SmolLM2-135M step either way (docs/llm.md). Here each
-// head is two passes over the positions its mask lets it see: the scores, then the weighted values.
+// embedding (a sine and a cosine per value) for every key position, 0.7 ms of a 6 ms SmolLM2-135M step,
+// and from its SDPA no faster (docs/llm.md). Here each head is two passes over the positions its mask lets
+// it see: the scores, then the weighted values.
 //
 //   q (B, H, 1, D), k and v (B, Hkv, L, D), H a multiple of Hkv (head h reads KV head h / (H / Hkv));
 //   mask (B or 1, 1, 1, L) boolean, true where a position is seen (none: every position);

@@ -43,9 +43,9 @@ constexpr int64_t kAhead = 4096;    // bytes prefetched ahead of the read (2,048
 #endif
 
 // One block of 32 activations to int8 (q) and its scale (d): the arithmetic above, in vector registers where
-// the machine has them (a plain loop took a tenth of a decode step's kernel time: a call per value to
-// nearbyint and a division each). Division and round-half-even are exact IEEE operations, so every path
-// gives the same integers.
+// the machine has them (a few instructions for the block, where the plain loop divides and calls nearbyint
+// once a value). Division and round-half-even are exact IEEE operations, so every path gives the same
+// integers.
 inline void quantize_block(const float* xb, int8_t* q, float* d) {
 #if defined(ASSAY_W8A8_AVX512)
   const __m512 a = _mm512_loadu_ps(xb), b = _mm512_loadu_ps(xb + 16);
