@@ -14,6 +14,8 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/inductor/aoti_torch/c/shim.h>
+#include <torch/csrc/inductor/aoti_torch/utils.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -123,6 +125,17 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
 }
 
 }  // namespace
+
+// The op as AOTInductor calls it directly (assay.llm.kernels.C_SHIMS), not boxed through its proxy executor
+extern "C" AOTITorchError aoti_torch_cpu_decode_attention(AtenTensorHandle q, AtenTensorHandle k, AtenTensorHandle v,
+                                                          AtenTensorHandle* mask, double scale, AtenTensorHandle* ret0) {
+  using namespace torch::aot_inductor;
+  AOTI_TORCH_CONVERT_EXCEPTION_TO_ERROR_CODE({
+    *ret0 = new_tensor_handle(decode_attention(*tensor_handle_to_tensor_pointer(q), *tensor_handle_to_tensor_pointer(k),
+                                               *tensor_handle_to_tensor_pointer(v), pointer_to_optional<at::Tensor>(mask),
+                                               scale));
+  });
+}
 
 #ifndef ASSAY_KERNELS_NAMESPACE
 #define ASSAY_KERNELS_NAMESPACE assay

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from assay.llm.causal import LanguageModel, weight_bytes
+from assay.llm.kernels import c_shims
 from assay.llm.kv_cache import check_kv, new_cache
 
 
@@ -230,7 +231,10 @@ def _export_step(model: nn.Module, cache: Any, ids: torch.Tensor, position: torc
         package = torch._inductor.aoti_compile_and_package(
             program,
             package_path=f"{folder}/step.pt2",
-            inductor_configs={"aot_inductor.package_constants_in_so": False},
+            inductor_configs={
+                "aot_inductor.package_constants_in_so": False,
+                "aot_inductor.custom_ops_to_c_shims": c_shims(),
+            },
         )
         runner = torch._inductor.aoti_load_package(package)
     tensors = dict(step.named_parameters()) | dict(step.named_buffers())

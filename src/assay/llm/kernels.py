@@ -11,6 +11,7 @@ extra installs it).
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import os
@@ -24,6 +25,16 @@ from assay.env import all_cpu_flags
 from assay.errors import MissingExtraError, UsageError
 
 SOURCES = [Path(__file__).with_name(name) for name in ("w8a8_kernel.cpp", "decode_attention.cpp")]
+# Each operator's C function, as AOTInductor's ``aot_inductor.custom_ops_to_c_shims`` declares it: an
+# exported step calls these directly where it would otherwise box every call through its proxy executor
+# (0.23 ms of a SmolLM2-135M token in a probe, docs/llm.md). The step's library finds them in this one,
+# which is loaded RTLD_GLOBAL for that (the build for this machine only: the other builds define them too).
+C_SHIMS = {
+    "w8a8_linear": "AOTITorchError aoti_torch_cpu_w8a8_linear(AtenTensorHandle x, AtenTensorHandle packed, "
+    "AtenTensorHandle scales, AtenTensorHandle* ret0)",
+    "decode_attention": "AOTITorchError aoti_torch_cpu_decode_attention(AtenTensorHandle q, "
+    "AtenTensorHandle k, AtenTensorHandle v, AtenTensorHandle* mask, double scale, AtenTensorHandle* ret0)",
+}
 
 
 @functools.cache
@@ -48,7 +59,7 @@ def load_kernels(march: str = "native") -> str:
         + f"{march} {_cpu_key()} {torch.__version__}".encode()
     ).hexdigest()[:12]
     try:
-        cpp_extension.load(
+        library = cpp_extension.load(
             name=f"{namespace}_kernels_{key}",
             sources=[str(source) for source in SOURCES],
             extra_cflags=["-O3", f"-march={march}", "-fopenmp", f"-DASSAY_KERNELS_NAMESPACE={namespace}"],
@@ -63,6 +74,8 @@ def load_kernels(march: str = "native") -> str:
             "compiler (Debian: apt-get install g++), or choose int8_weight_only_bf16, which runs on "
             "PyTorch's own kernel (in `assay llm search`, name --precisions without w8a8_block32)."
         ) from None
+    if march == "native":
+        ctypes.CDLL(library, mode=os.RTLD_GLOBAL | os.RTLD_NOLOAD)  # loaded already: made global
 
     @torch.library.register_fake(f"{namespace}::w8a8_linear")
     def _(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
@@ -75,6 +88,16 @@ def load_kernels(march: str = "native") -> str:
         return q.new_empty((q.shape[0], 1, q.shape[1], q.shape[3]))
 
     return namespace
+
+
+def c_shims() -> dict[torch._ops.OpOverload, list[str]]:
+    """AOTInductor's ``custom_ops_to_c_shims`` for the operators loaded in this process (none where no
+    model here runs on them)."""
+    return {
+        getattr(torch.ops.assay, name).default: [declaration]
+        for name, declaration in C_SHIMS.items()
+        if hasattr(torch.ops.assay, name)
+    }
 
 
 def _cpu_key() -> str:

@@ -19,6 +19,8 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/inductor/aoti_torch/c/shim.h>
+#include <torch/csrc/inductor/aoti_torch/utils.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -221,6 +223,16 @@ at::Tensor w8a8_linear(const at::Tensor& x, const at::Tensor& packed, const at::
 }
 
 }  // namespace
+
+// The op as AOTInductor calls it directly (assay.llm.kernels.C_SHIMS), not boxed through its proxy executor
+extern "C" AOTITorchError aoti_torch_cpu_w8a8_linear(AtenTensorHandle x, AtenTensorHandle packed,
+                                                     AtenTensorHandle scales, AtenTensorHandle* ret0) {
+  using namespace torch::aot_inductor;
+  AOTI_TORCH_CONVERT_EXCEPTION_TO_ERROR_CODE({
+    *ret0 = new_tensor_handle(w8a8_linear(*tensor_handle_to_tensor_pointer(x), *tensor_handle_to_tensor_pointer(packed),
+                                          *tensor_handle_to_tensor_pointer(scales)));
+  });
+}
 
 // The op's namespace: `assay` for the build for this machine; the tests also build the AVX2 and the plain
 // C++ paths (-march=x86-64-v3, -march=x86-64) under names of their own, beside it.
