@@ -27,7 +27,7 @@ from assay.errors import MissingExtraError, UsageError
 SOURCES = [Path(__file__).with_name(name) for name in ("w8a8_kernel.cpp", "decode_attention.cpp")]
 # Each operator's C function, as AOTInductor's ``aot_inductor.custom_ops_to_c_shims`` declares it: an
 # exported step calls these directly where it would otherwise box every call through its proxy executor
-# (0.23 ms of a SmolLM2-135M token in a probe, docs/llm.md). The step's library finds them in this one,
+# (0.12 ms of a 5.9 ms SmolLM2-135M token, medians, docs/llm.md). The step's library finds them here,
 # which is loaded RTLD_GLOBAL for that (the build for this machine only: the other builds define them too).
 C_SHIMS = {
     "w8a8_linear": "AOTITorchError aoti_torch_cpu_w8a8_linear(AtenTensorHandle x, AtenTensorHandle packed, "
