@@ -65,6 +65,14 @@ def pack(weight: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=1).contiguous()
 
 
+def _product(
+    x: torch.Tensor, width: int, weight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """The rows of ``x`` (``width`` values each, in float32) on the kernel, plus ``bias``: (rows, out)."""
+    y = torch.ops.assay.w8a8_linear(x.reshape(-1, width).float(), weight, scales)
+    return y if bias is None else y + bias
+
+
 class W8A8Linear(nn.Module):
     """An ``nn.Linear`` on the kernel: int8 weights per output row, activations int8 in blocks of 32."""
 
@@ -85,9 +93,8 @@ class W8A8Linear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features).float()
-        y = torch.ops.assay.w8a8_linear(rows, self.weight, self.scales).reshape(*x.shape[:-1], -1)
-        return (y if self.bias is None else y + self.bias).to(x.dtype)
+        y = _product(x, self.in_features, self.weight, self.scales, self.bias)
+        return y.reshape(*x.shape[:-1], -1).to(x.dtype)
 
     def extra_repr(self) -> str:
         return (
@@ -138,9 +145,7 @@ class FusedW8A8(nn.Module):
         has not taken it yet (each part takes it once, and the last one frees it)."""
         memo = self._memo
         if memo is None or memo[0] is not x or index not in memo[2]:
-            rows = x.reshape(-1, self.in_features).float()
-            y = torch.ops.assay.w8a8_linear(rows, self.weight, self.scales)
-            y = y if self.bias is None else y + self.bias
+            y = _product(x, self.in_features, self.weight, self.scales, self.bias)
             parts = tuple(
                 p[:, :w].reshape(*x.shape[:-1], w).to(x.dtype)
                 for p, w in zip(y.split(self.padded, dim=1), self.widths, strict=True)
