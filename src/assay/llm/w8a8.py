@@ -155,10 +155,6 @@ class FusedW8A8(nn.Module):
         self._memo = (memo[0], memo[1], left) if left else None
         return memo[1][index]
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Every part's product of ``x``."""
-        return tuple(self.part(x, i) for i in range(len(self.widths)))
-
 
 class W8A8Part(nn.Module):
     """One layer of a :class:`FusedW8A8`, where the layer was: its rows of the fused product."""
