@@ -67,9 +67,8 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k, const at::
   const auto vc = v.contiguous();
   const bool* seen = nullptr;
   int64_t seen_batch_stride = 0, seen_stride = 0;
-  at::Tensor mc;
   if (mask.has_value()) {
-    mc = *mask;
+    const at::Tensor& mc = *mask;  // the caller's: it outlives the call
     TORCH_CHECK(mc.scalar_type() == at::kBool && mc.dim() == 4 && mc.size(1) == 1 && mc.size(2) == 1 &&
                     mc.size(3) == length && (mc.size(0) == batch || mc.size(0) == 1),
                 "decode_attention: mask must be boolean of (batch or 1, 1, 1, positions)");
